@@ -1,0 +1,167 @@
+"""Whole-topic maintenance over segments: describe, verify and retention."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from .frame import MAX_TIME, MIN_TIME
+from .partition import flocked
+from .segment import SegmentView, scan
+from . import index as index_mod
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None or us in (MIN_TIME, MAX_TIME):
+        return None
+    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
+
+
+def describe_topic(topic: Any) -> dict:
+    """A JSON-ready description: settings, schema versions, per partition segments and ranges."""
+    cfg = topic.config
+    out: dict[str, Any] = {
+        "topic": topic.name,
+        "partitions": cfg.partitions,
+        "key_field": cfg.key_field,
+        "event_time_field": cfg.event_time_field,
+        "compression": cfg.compression,
+        "compatibility": cfg.compatibility,
+        "segment_bytes": cfg.segment_bytes,
+        "retention_ms": cfg.retention_ms,
+        "retention_bytes": cfg.retention_bytes,
+        "schema_versions": [v.version for v in topic.registry.versions()],
+        "records": 0,
+        "bytes": 0,
+        "partition_details": [],
+    }
+    for p in range(cfg.partitions):
+        part = topic.partition(p)
+        snap = part.snapshot()
+        segs = []
+        first_append = last_append = None
+        min_event = max_event = None
+        for base in snap.bases:
+            entries = part.entries(snap, base)
+            size = snap.active_size if base == snap.bases[-1] else os.path.getsize(part.seg_path(base))
+            seg: dict[str, Any] = {"base_offset": base, "bytes": size, "frames": int(len(entries)),
+                                   "active": base == snap.bases[-1]}
+            if len(entries):
+                seg["end_offset"] = int(entries["base_offset"][-1] + entries["count"][-1])
+                seg["first_append_time"] = _iso(int(entries["append_time"][0]))
+                seg["last_append_time"] = _iso(int(entries["append_time"][-1]))
+                first_append = first_append if first_append is not None else int(entries["append_time"][0])
+                last_append = int(entries["append_time"][-1])
+                lo, hi = int(entries["min_event_time"].min()), int(entries["max_event_time"].max())
+                if lo != MIN_TIME:
+                    min_event = lo if min_event is None else min(min_event, lo)
+                    max_event = hi if max_event is None else max(max_event, hi)
+            segs.append(seg)
+        total = sum(s["bytes"] for s in segs)
+        out["partition_details"].append({
+            "partition": p,
+            "start_offset": snap.start_offset,
+            "end_offset": snap.end_offset,
+            "records": snap.end_offset - snap.start_offset,
+            "bytes": total,
+            "segments": segs,
+            "first_append_time": _iso(first_append),
+            "last_append_time": _iso(last_append),
+            "min_event_time": _iso(min_event),
+            "max_event_time": _iso(max_event),
+        })
+        out["records"] += snap.end_offset - snap.start_offset
+        out["bytes"] += total
+    return out
+
+
+def verify_topic(topic: Any, report: Any) -> None:
+    """Check every frame of every segment of `topic`: checksums, offsets, append-time order, index."""
+    from .log import VerifyProblem
+
+    report.topics += 1
+    for p in range(topic.config.partitions):
+        part = topic.partition(p)
+        report.partitions += 1
+        snap = part.snapshot()
+        expected: int | None = None
+        last_time = MIN_TIME
+        for base in snap.bases:
+            report.segments += 1
+            path = part.seg_path(base)
+            size = snap.active_size if base == snap.bases[-1] else os.path.getsize(path)
+            view = SegmentView(path, size)
+            result = scan(view, 0)
+            report.bytes += size
+            problems = list(result.problems)
+            for prob in problems:
+                report.problems.append(VerifyProblem(topic.name, p, prob.path, prob.position, prob.reason))
+            if expected is None:
+                expected = base
+            if result.frames and result.frames[0][1].base_offset != base:
+                report.problems.append(VerifyProblem(topic.name, p, str(path), 0,
+                    f"segment named for offset {base} starts at offset {result.frames[0][1].base_offset}"))
+            for pos, header in result.frames:
+                report.frames += 1
+                if header.base_offset != expected and not problems:
+                    report.problems.append(VerifyProblem(topic.name, p, str(path), pos,
+                        f"offsets not dense: expected base offset {expected}, found {header.base_offset}"))
+                if header.append_time < last_time:
+                    report.problems.append(VerifyProblem(topic.name, p, str(path), pos,
+                        f"append time goes backward: {header.append_time} after {last_time}"))
+                expected = header.next_offset
+                last_time = header.append_time
+            loaded = index_mod.load(part.idx_path(base))
+            idx_problem = None
+            if loaded is None:
+                idx_problem = "index file missing (rebuilt on next use)"
+            else:
+                entries, damaged = loaded
+                if damaged:
+                    idx_problem = f"index damaged after entry {len(entries)} (rebuilt on next use)"
+                else:
+                    have = {(int(e["base_offset"]), int(e["position"])) for e in entries}
+                    want = {(h.base_offset, pos) for pos, h in result.frames}
+                    if not have <= want and not problems:
+                        idx_problem = "index entries do not match the frames (rebuilt on next use)"
+            if idx_problem is not None and (result.frames or loaded is not None):
+                report.problems.append(VerifyProblem(topic.name, p, str(part.idx_path(base)), 0, idx_problem))
+            if idx_problem is not None:
+                part._sealed_entries = {k: v for k, v in part._sealed_entries.items() if k[0] != base}
+
+
+def retention_topic(topic: Any, report: Any, now: datetime | None) -> None:
+    """Delete whole sealed segments of `topic` older than retention_ms or beyond retention_bytes."""
+    cfg = topic.config
+    if cfg.retention_ms is None and cfg.retention_bytes is None:
+        return
+    from .writer import clock_us
+
+    now_us = clock_us((lambda: now) if now is not None else None)
+    for p in range(cfg.partitions):
+        part = topic.partition(p)
+        if part.readonly:
+            continue
+        with flocked(part.lock_fd(), fcntl.LOCK_EX):
+            bases = part.segment_bases()
+            sealed = bases[:-1]  # the active segment is never deleted
+            sizes = {b: os.path.getsize(part.seg_path(b)) for b in bases}
+            total = sum(sizes.values())
+            for base in sealed:
+                expired = False
+                if cfg.retention_ms is not None:
+                    last = part.last_entry(base)
+                    expired = last is not None and int(last["append_time"]) < now_us - cfg.retention_ms * 1000
+                oversize = cfg.retention_bytes is not None and total > cfg.retention_bytes
+                if not (expired or oversize):
+                    break  # segments are deleted oldest first, never leaving a hole
+                path = part.seg_path(base)
+                os.remove(path)
+                try:
+                    os.remove(part.idx_path(base))
+                except FileNotFoundError:
+                    pass
+                total -= sizes[base]
+                report.deleted.append((topic.name, p, str(path), sizes[base]))

@@ -1,0 +1,167 @@
+"""Frames: the unit of atomicity and durability inside a segment.
+
+On-disk layout of one frame (all integers little-endian)::
+
+    offset size  field
+     0      4    magic b"LSF1"
+     4      4    header crc: CRC-32 (zlib) of bytes 8..63
+     8      4    body length in bytes (u32)
+    12      4    body crc: CRC-32 (zlib) of the body
+    16      8    base offset: offset of the frame's first record (i64)
+    24      4    record count (u32, >= 1)
+    28      4    schema version of the body (u32, the topic registry's version number)
+    32      8    append time, microseconds since the Unix epoch, UTC (i64); shared by every record
+    40      8    min event time, microseconds (i64; MIN_TIME when the topic has no event time)
+    48      8    max event time, microseconds (i64; MAX_TIME when the topic has no event time)
+    56      2    flags: bit 0 = body buffers are zstd-compressed (Arrow IPC body compression)
+    58      6    reserved, zero
+    64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
+
+A frame is self-describing: its body carries its own Arrow schema, so any frame can be decoded
+without the rest of the segment. The two checksums make every byte of a frame checked on read:
+the header crc guards the lengths and offsets (so a damaged header never misdirects a reader)
+and the body crc guards the data. Offsets and the append time live only in the header, so a body
+is encoded (and its crc computed) before the writer knows where it will land; the header is
+built under the partition lock at commit.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import pyarrow as pa
+
+MAGIC = b"LSF1"
+HEADER_SIZE = 64
+_HEADER = struct.Struct("<4sIIIqIIqqqH6x")
+assert _HEADER.size == HEADER_SIZE
+MIN_TIME = -(2**63)
+MAX_TIME = 2**63 - 1
+FLAG_ZSTD = 1
+MAX_BODY = 2**31 - 1
+
+
+class FrameHeader(NamedTuple):
+    """A parsed, checksum-verified frame header."""
+
+    body_len: int
+    body_crc: int
+    base_offset: int
+    count: int
+    schema_version: int
+    append_time: int
+    min_event_time: int
+    max_event_time: int
+    flags: int
+
+    @property
+    def next_offset(self) -> int:
+        """Offset just past the frame's last record."""
+        return self.base_offset + self.count
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole frame occupies on disk."""
+        return HEADER_SIZE + self.body_len
+
+
+def pack_header(
+    *,
+    body_len: int,
+    body_crc: int,
+    base_offset: int,
+    count: int,
+    schema_version: int,
+    append_time: int,
+    min_event_time: int,
+    max_event_time: int,
+    flags: int,
+) -> bytes:
+    """Build the 64 header bytes, including their own checksum."""
+    tail = _HEADER.pack(
+        MAGIC, 0, body_len, body_crc, base_offset, count, schema_version,
+        append_time, min_event_time, max_event_time, flags,
+    )[8:]
+    return MAGIC + struct.pack("<I", zlib.crc32(tail)) + tail
+
+
+def parse_header(data: bytes | memoryview) -> FrameHeader | str:
+    """Parse 64 header bytes; return the header, or a string saying why they are not a valid header."""
+    if len(data) < HEADER_SIZE:
+        return f"header truncated ({len(data)} of {HEADER_SIZE} bytes)"
+    magic, hcrc, *rest = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        return f"bad magic: expected {MAGIC!r}, found {bytes(magic)!r}"
+    found = zlib.crc32(data[8:HEADER_SIZE])
+    if found != hcrc:
+        return f"header checksum mismatch: expected crc 0x{hcrc:08x}, found 0x{found:08x}"
+    header = FrameHeader(*rest)
+    if header.count < 1:
+        return f"frame claims {header.count} records"
+    if header.min_event_time > header.max_event_time:
+        return "frame's event-time range is inverted"
+    return header
+
+
+@dataclass(slots=True)
+class EncodedBody:
+    """A record batch encoded as a frame body, ready to be committed under the partition lock."""
+
+    body: pa.Buffer
+    crc: int
+    count: int
+    schema_version: int
+    min_event_time: int
+    max_event_time: int
+    flags: int
+    nbytes: int  # in-memory Arrow size of the batch (for the writer's byte budget)
+
+
+def encode_body(
+    batch: pa.RecordBatch,
+    *,
+    schema_version: int,
+    options: pa.ipc.IpcWriteOptions,
+    event_range: tuple[int, int] = (MIN_TIME, MAX_TIME),
+) -> EncodedBody:
+    """Encode `batch` as an Arrow IPC stream into one buffer and checksum it.
+
+    The output is written into a buffer sized from the batch (no growing copies); a body whose
+    compressed form would not fit falls back to a growing stream.
+    """
+    compressed = options.compression is not None
+    cap = pa.ipc.get_record_batch_size(batch) + 1024 + 64 * batch.num_columns * 4
+    cap += len(batch.schema.serialize())
+    try:
+        buf = pa.allocate_buffer(cap)
+        sink = pa.FixedSizeBufferWriter(buf)
+        with pa.ipc.new_stream(sink, batch.schema, options=options) as w:
+            w.write_batch(batch)
+        body = buf.slice(0, sink.tell())
+    except (pa.ArrowInvalid, OSError, IndexError):  # did not fit: grow instead
+        stream = pa.BufferOutputStream()
+        with pa.ipc.new_stream(stream, batch.schema, options=options) as w:
+            w.write_batch(batch)
+        body = stream.getvalue()
+    if body.size > MAX_BODY:
+        raise ValueError(f"a frame body of {body.size} bytes is over the {MAX_BODY}-byte limit")
+    return EncodedBody(
+        body=body,
+        crc=zlib.crc32(body),
+        count=batch.num_rows,
+        schema_version=schema_version,
+        min_event_time=event_range[0],
+        max_event_time=event_range[1],
+        flags=FLAG_ZSTD if compressed else 0,
+        nbytes=batch.nbytes,
+    )
+
+
+def decode_body(body: pa.Buffer, included_fields: list[int] | None = None) -> pa.RecordBatch:
+    """Decode a verified frame body into its record batch (zero-copy when uncompressed)."""
+    options = pa.ipc.IpcReadOptions(included_fields=included_fields) if included_fields is not None else None
+    reader = pa.ipc.open_stream(body, options=options)
+    return reader.read_next_batch()

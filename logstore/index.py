@@ -1,0 +1,123 @@
+"""The frame index of one segment: ``<base offset, 20 digits>.idx`` beside its ``.seg``.
+
+One fixed-size entry per frame, in file order, little-endian (56 bytes)::
+
+    offset size field
+     0      8   base offset of the frame (i64)
+     8      8   byte position of the frame in the segment (i64)
+    16      4   record count (u32)
+    20      4   body length (u32)
+    24      8   append time, microseconds UTC (i64)
+    32      8   min event time (i64)
+    40      8   max event time (i64)
+    48      4   CRC-32 (zlib) of bytes 0..47 of the entry
+    52      4   reserved, zero
+
+It maps offsets and both clocks to byte positions so seeks never scan a segment. The index is
+derived data (invariant 5): it is written *after* its frame, is never fsynced, and is checked
+against the segment whenever it is used: an entry that points past the end of the segment or at
+bytes that are not the frame it names makes the index be rebuilt from the frames themselves. A
+reader may find the newest frames of an active segment not yet indexed; it scans their headers.
+Entries carry their own checksum, so a damaged index is noticed on load (and rebuilt), never
+trusted to steer a seek.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .frame import HEADER_SIZE
+
+ENTRY_DTYPE = np.dtype(
+    [
+        ("base_offset", "<i8"),
+        ("position", "<i8"),
+        ("count", "<u4"),
+        ("body_len", "<u4"),
+        ("append_time", "<i8"),
+        ("min_event_time", "<i8"),
+        ("max_event_time", "<i8"),
+        ("crc", "<u4"),
+        ("reserved", "<u4"),
+    ]
+)
+ENTRY_SIZE = ENTRY_DTYPE.itemsize
+_FIELDS = struct.Struct("<qqIIqqq")
+assert ENTRY_SIZE == 56
+
+
+def empty() -> np.ndarray:
+    """An index with no entries."""
+    return np.zeros(0, dtype=ENTRY_DTYPE)
+
+
+def entry(header, position: int) -> np.ndarray:
+    """One index entry for the frame `header` found at byte `position`."""
+    return entry_from(
+        header.base_offset, position, header.count, header.body_len,
+        header.append_time, header.min_event_time, header.max_event_time,
+    )
+
+
+def entry_from(
+    base_offset: int, position: int, count: int, body_len: int,
+    append_time: int, min_event_time: int, max_event_time: int,
+) -> np.ndarray:
+    """One index entry from its fields (the checksum is computed here)."""
+    raw = _FIELDS.pack(base_offset, position, count, body_len, append_time, min_event_time, max_event_time)
+    return np.frombuffer(raw + struct.pack("<II", zlib.crc32(raw), 0), dtype=ENTRY_DTYPE).copy()
+
+
+def load(path: Path) -> tuple[np.ndarray, bool] | None:
+    """Read an index file: (its valid prefix of entries, whether anything after it was damaged).
+
+    None if the file is missing. A partial trailing entry counts as damage.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    n = len(data) // ENTRY_SIZE
+    damaged = len(data) % ENTRY_SIZE != 0
+    view = memoryview(data)
+    good = n
+    for i in range(n):
+        raw = view[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE]
+        if zlib.crc32(raw[:48]) != int.from_bytes(raw[48:52], "little"):
+            good, damaged = i, True
+            break
+    return np.frombuffer(data, dtype=ENTRY_DTYPE, count=good).copy(), damaged
+
+
+def is_consistent(entries: np.ndarray) -> bool:
+    """True if entries are ordered and contiguous in offsets and positions (a cheap sanity check)."""
+    if len(entries) == 0:
+        return True
+    if entries["position"][0] != 0:
+        return False
+    ends = entries["base_offset"] + entries["count"]
+    if np.any(entries["base_offset"][1:] != ends[:-1]):
+        return False
+    frame_end = entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)
+    if np.any(entries["position"][1:] != frame_end[:-1]):
+        return False
+    return bool(np.all(np.diff(entries["append_time"]) >= 0))
+
+
+def write(path: Path, entries: np.ndarray) -> None:
+    """Replace the index file with `entries` (write to a temp file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(entries.tobytes())
+    os.replace(tmp, path)
+
+
+def append(path: Path, entries: np.ndarray) -> None:
+    """Append entries to the index file (not fsynced: the index is rebuildable)."""
+    with open(path, "ab") as f:
+        f.write(entries.tobytes())

@@ -1,0 +1,447 @@
+"""The log: a directory of topics. `open()` creates or opens one and recovers every partition.
+
+Opening costs a directory listing and a tail check per partition (the active segment's frames
+after its last index entry are verified; an invalid tail is truncated and reported in
+`Log.recoveries`). Topics, their partitions and their schemas are loaded lazily on first use.
+Many processes may open one log; each partition has one writer at a time (a file lock per commit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+
+from .errors import LogIOError, SchemaError, TopicError, TopicExistsError, TopicNotFoundError
+from .names import LOG_FILE, SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
+from .partition import Partition
+from .reader import SYSTEM_COLUMNS, Bound, Reader, read_table
+from .segment import Recovery
+from .topic import TopicConfig, fsync_dir, load_config, write_atomic
+
+log = logging.getLogger("logstore")
+_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One schema version of a topic, with its Arrow form."""
+
+    version: int
+    id: int
+    schema: dict
+    arrow: pa.Schema
+
+
+class Topic:
+    """A topic's settings, partitions and schema versions (internal; users go through `Log`)."""
+
+    def __init__(self, log: "Log", name: str) -> None:
+        self.log = log
+        self.name = name
+        self.dir = log.path / TOPICS_DIR / name
+        self._config: TopicConfig | None = None
+        self._partitions: dict[int, Partition] = {}
+        self._versions: dict[int, Version] = {}
+        self._registry = None
+
+    def exists(self) -> bool:
+        return (self.dir / TOPIC_FILE).exists()
+
+    @property
+    def config(self) -> TopicConfig:
+        if self._config is None:
+            try:
+                self._config = load_config(self.dir / TOPIC_FILE)
+            except FileNotFoundError:
+                raise TopicNotFoundError(f"topic {self.name!r} does not exist in {self.log.path}") from None
+        return self._config
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from schemas.registry import Registry
+
+            self._registry = Registry(self.dir / SCHEMAS_DIR)
+        return self._registry
+
+    @property
+    def write_options(self) -> pa.ipc.IpcWriteOptions:
+        return pa.ipc.IpcWriteOptions(compression=self.config.compression)
+
+    def partition(self, number: int) -> Partition:
+        part = self._partitions.get(number)
+        if part is None:
+            if not 0 <= number < self.config.partitions:
+                raise ValueError(f"topic {self.name!r} has partitions 0..{self.config.partitions - 1}, not {number}")
+            part = Partition(self.dir / partition_dirname(number), number, readonly=self.log.readonly)
+            self._partitions[number] = part
+        return part
+
+    def version(self, number: int | None = None) -> Version:
+        """Schema version `number` (default: the latest), with its Arrow schema."""
+        import schemas
+
+        if number is None:
+            self.registry.reload()
+            latest = self.registry.latest()
+            if latest is None:
+                raise SchemaError(f"topic {self.name!r} has no schema")
+            number = latest.version
+        v = self._versions.get(number)
+        if v is None:
+            sv = self.registry.get(number)
+            v = Version(sv.version, sv.id, sv.schema, schemas.to_arrow(sv.schema))
+            self._versions[number] = v
+        return v
+
+    def create_from_data(self, data: Any) -> None:
+        """Create this topic on first use, with the schema of the first data written to it."""
+        if isinstance(data, (pa.Table, pa.RecordBatch)):
+            schema = data.schema
+        else:
+            schema = pa.Table.from_pylist(list(data)).schema
+        has_time = "event_time" in schema.names and pa.types.is_timestamp(schema.field("event_time").type)
+        self.log.create_topic(self.name, schema=schema, event_time_field="event_time" if has_time else None,
+                              exist_ok=True)
+        self._config = None
+
+    def close(self) -> None:
+        for part in self._partitions.values():
+            part.close()
+
+
+@dataclass
+class VerifyProblem:
+    """A damaged frame or index found by `Log.verify`."""
+
+    topic: str
+    partition: int
+    path: str
+    position: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} @ byte {self.position}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    """What `Log.verify` checked and found; `ok` is False when anything is damaged."""
+
+    topics: int = 0
+    partitions: int = 0
+    segments: int = 0
+    frames: int = 0
+    bytes: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RetentionReport:
+    """Segments deleted by `Log.enforce_retention`: (topic, partition, path, bytes)."""
+
+    deleted: list[tuple[str, int, str, int]] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(d[3] for d in self.deleted)
+
+
+class Log:
+    """An opened log directory. Create with `logstore.open(path)`."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, recover: bool = True) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._topics: dict[str, Topic] = {}
+        self.recoveries: list[Recovery] = []
+        if not readonly:
+            try:
+                (self.path / TOPICS_DIR).mkdir(parents=True, exist_ok=True)
+                marker = self.path / LOG_FILE
+                if not marker.exists():
+                    write_atomic(marker, json.dumps({"format": 1}).encode())
+            except OSError as e:
+                raise LogIOError(f"cannot create log directory {self.path}: {e}") from e
+        elif not (self.path / TOPICS_DIR).is_dir():
+            raise LogIOError(f"{self.path} is not a logstore log (no {TOPICS_DIR}/ directory)")
+        if recover and not readonly:
+            self.recoveries = self.recover()
+
+    def __repr__(self) -> str:
+        return f"logstore.Log({str(self.path)!r})"
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for t in self._topics.values():
+            t.close()
+
+    # --- topics ------------------------------------------------------------------------------
+    def topics(self) -> list[str]:
+        """Names of the topics in this log, sorted."""
+        root = self.path / TOPICS_DIR
+        try:
+            return sorted(n for n in os.listdir(root) if not n.startswith(".") and (root / n / TOPIC_FILE).exists())
+        except FileNotFoundError:
+            return []
+
+    def topic(self, name: str) -> Topic:
+        validate_name(name, "topic")
+        t = self._topics.get(name)
+        if t is None:
+            t = self._topics[name] = Topic(self, name)
+        return t
+
+    def _existing(self, name: str) -> Topic:
+        t = self.topic(name)
+        t.config  # raises TopicNotFoundError
+        return t
+
+    def create_topic(
+        self,
+        name: str,
+        schema: Any,
+        *,
+        partitions: int = 1,
+        key_field: str | None = None,
+        event_time_field: str | None = _DEFAULT,  # type: ignore[assignment]
+        compatibility: str = "BACKWARD",
+        compression: str | None = "zstd",
+        segment_bytes: int | None = None,
+        segment_ms: int | None = None,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        max_record_bytes: int | None = None,
+        exist_ok: bool = False,
+    ) -> TopicConfig:
+        """Create a topic with `schema` (Avro dict/JSON/.avsc path/shipped name, or pyarrow.Schema).
+
+        The event-time field defaults to ``event_time`` when the schema has one; it must be a
+        timestamp. `key_field` (a string, bytes or integer field) picks the partition of each record.
+        """
+        import schemas
+
+        validate_name(name, "topic")
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only")
+        t = self.topic(name)
+        if t.exists():
+            if exist_ok:
+                return t.config
+            raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
+        avro = schemas.parse(schema, name=name.replace(".", "_").replace("-", "_"))
+        arrow = schemas.to_arrow(avro)
+        reserved = [f for f in arrow.names if f in SYSTEM_COLUMNS]
+        if reserved:
+            raise SchemaError(f"topic {name!r}: field name(s) {reserved} are reserved for the log's system columns")
+        if event_time_field is _DEFAULT:
+            event_time_field = "event_time" if "event_time" in arrow.names else None
+        if event_time_field is not None:
+            if event_time_field not in arrow.names:
+                raise SchemaError(f"topic {name!r}: event-time field {event_time_field!r} is not in the schema {arrow.names}")
+            f = arrow.field(event_time_field)
+            if not pa.types.is_timestamp(f.type):
+                raise SchemaError(
+                    f"topic {name!r}: event-time field {event_time_field!r} must be a timestamp "
+                    f"(Avro timestamp-micros/millis), found {f.type}"
+                )
+        if key_field is not None:
+            if key_field not in arrow.names:
+                raise SchemaError(f"topic {name!r}: key field {key_field!r} is not in the schema {arrow.names}")
+            kt = arrow.field(key_field).type
+            if not (pa.types.is_string(kt) or pa.types.is_binary(kt) or pa.types.is_integer(kt)
+                    or pa.types.is_large_string(kt)):
+                raise SchemaError(f"topic {name!r}: key field {key_field!r} must be a string, bytes or integer, found {kt}")
+        kwargs = {k: v for k, v in dict(segment_bytes=segment_bytes, max_record_bytes=max_record_bytes).items()
+                  if v is not None}
+        config = TopicConfig(
+            name=name, partitions=partitions, key_field=key_field, event_time_field=event_time_field,
+            compatibility=compatibility, compression=compression, segment_ms=segment_ms,
+            retention_ms=retention_ms, retention_bytes=retention_bytes, **kwargs,
+        )
+        root = self.path / TOPICS_DIR
+        tmp = root / f".create-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            tmp.mkdir(parents=True)
+            (tmp / TOPIC_FILE).write_text(config.to_json())
+            from schemas.registry import Registry
+
+            Registry(tmp / SCHEMAS_DIR).register(avro, compatibility)
+            for p in range(partitions):
+                (tmp / partition_dirname(p)).mkdir()
+            try:
+                os.rename(tmp, root / name)
+            except OSError:
+                if (root / name).exists():
+                    if exist_ok:
+                        return self._existing(name).config
+                    raise TopicExistsError(f"topic {name!r} already exists in {self.path}") from None
+                raise
+            fsync_dir(root)
+        except OSError as e:
+            raise LogIOError(f"cannot create topic {name!r} in {root}: {e}") from e
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        t._config = None
+        return t.config
+
+    def config(self, topic: str) -> TopicConfig:
+        """The settings of `topic`."""
+        return self._existing(topic).config
+
+    def schema(self, topic: str) -> dict:
+        """The latest Avro schema of `topic`."""
+        return self._existing(topic).version().schema
+
+    def arrow_schema(self, topic: str, *, system_columns: bool = False) -> pa.Schema:
+        """The Arrow schema records of `topic` are read as (optionally with the system columns)."""
+        from .reader import output_schema
+
+        arrow = self._existing(topic).version().arrow
+        return output_schema(arrow, None) if system_columns else arrow
+
+    def register_schema(self, topic: str, schema: Any) -> int:
+        """Register a new schema version under the topic's compatibility mode; returns its number.
+
+        Raises `SchemaIncompatibleError` listing every reason when the mode refuses it.
+        """
+        t = self._existing(topic)
+        sv = t.registry.register(schema, t.config.compatibility)
+        return sv.version
+
+    def schemas(self, topic: str) -> list:
+        """Every schema version of `topic`, oldest first (version, id, schema)."""
+        t = self._existing(topic)
+        t.registry.reload()
+        return t.registry.versions()
+
+    # --- writing and reading -----------------------------------------------------------------
+    def writer(self, topic: str, *, durability: str = "flush", clock: Callable[[], datetime] | None = None,
+               batch_records: int = 10_000, batch_bytes: int = 8 * 1024 * 1024,
+               linger_ms: float | None = 200.0, schema: Any = None):
+        """A `Writer` appending to `topic` (created on first use from the data if missing).
+
+        `schema` pins the writer to that schema version (registered if new and compatible), so a
+        producer built against an older version keeps writing it; readers resolve old frames.
+        """
+        from .writer import Writer
+
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only")
+        t = self.topic(topic)
+        version = None
+        if schema is not None:
+            if not t.exists():
+                self.create_topic(topic, schema)
+            version = t.registry.register(schema, t.config.compatibility).version
+        return Writer(t, durability=durability, clock=clock, batch_records=batch_records,
+                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version)
+
+    def read(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
+             columns: Sequence[str] | None = None, by: str = "append_time", on_corrupt: str = "raise") -> pa.Table:
+        """Read records [start, end) of `topic` into one Arrow table.
+
+        Bounds are offsets (an int for every partition, or a {partition: offset} mapping) or aware
+        datetimes (append time by default, event time with ``by="event_time"``); start is inclusive,
+        end exclusive. Rows are grouped by partition, in offset order, with `_partition`, `_offset`
+        and `_append_time`. A frame that fails its checksum raises `CorruptFrameError`
+        (``on_corrupt="skip"`` skips it instead; use `reader()` to see the gaps).
+        """
+        table, _ = read_table(self._existing(topic), start, end, partitions, columns, by, on_corrupt)
+        return table
+
+    def reader(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
+               columns: Sequence[str] | None = None, by: str = "append_time", follow: bool = False,
+               poll_interval: float = 0.05, on_corrupt: str = "raise") -> Reader:
+        """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data."""
+        return Reader(self._existing(topic), start=start, end=end, partitions=partitions, columns=columns,
+                      by=by, follow=follow, poll_interval=poll_interval, on_corrupt=on_corrupt)
+
+    def consumer(self, topic: str, group: str, *, partitions: Sequence[int] | None = None,
+                 reset: str = "earliest", columns: Sequence[str] | None = None):
+        """A `Consumer` with a durable cursor for `group`: `poll()`, then `commit()`."""
+        from .consumer import Consumer
+
+        return Consumer(self, self._existing(topic), group, partitions=partitions, reset=reset, columns=columns)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset just past the last committed record (a snapshot)."""
+        t = self._existing(topic)
+        return {p: t.partition(p).snapshot().end_offset for p in range(t.config.partitions)}
+
+    def start_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the first offset still stored (after retention)."""
+        t = self._existing(topic)
+        return {p: t.partition(p).snapshot().start_offset for p in range(t.config.partitions)}
+
+    def duckdb(self, con: Any = None, *, topics: Sequence[str] | None = None, start: Bound = None,
+               end: Bound = None, by: str = "append_time"):
+        """A DuckDB connection with one view per topic, named as the topic (see `logstore.sql`).
+
+        The views hold a consistent snapshot; `start`/`end` restrict (and prune) what is read.
+        """
+        from .sql import attach
+
+        return attach(self, con, topics=topics, start=start, end=end, by=by)
+
+    # --- maintenance -------------------------------------------------------------------------
+    def recover(self) -> list[Recovery]:
+        """Recover every partition's active segment (run by open); returns what was repaired."""
+        done = []
+        for name in self.topics():
+            t = self.topic(name)
+            for p in range(t.config.partitions):
+                rec = t.partition(p).recover()
+                if rec is not None and (rec.bytes_truncated or rec.problems or rec.index_rebuilt):
+                    done.append(rec)
+        return done
+
+    def describe(self, topic: str | None = None) -> dict:
+        """Partitions, segments, offset and time ranges, bytes of one topic (or of all, by name)."""
+        from .describe import describe_topic
+
+        if topic is None:
+            return {name: describe_topic(self._existing(name)) for name in self.topics()}
+        return describe_topic(self._existing(topic))
+
+    def verify(self, topic: str | None = None) -> VerifyReport:
+        """Check every frame's checksums, offsets and the indexes; `report.ok` is False on damage."""
+        from .describe import verify_topic
+
+        report = VerifyReport()
+        for name in [topic] if topic is not None else self.topics():
+            verify_topic(self._existing(name), report)
+        return report
+
+    def enforce_retention(self, topic: str | None = None, *, now: datetime | None = None) -> RetentionReport:
+        """Delete whole sealed segments past the topics' retention time or size."""
+        from .describe import retention_topic
+
+        report = RetentionReport()
+        for name in [topic] if topic is not None else self.topics():
+            retention_topic(self._existing(name), report, now)
+        return report
+
+
+def open(path: str | os.PathLike, *, readonly: bool = False) -> Log:  # noqa: A001 - the public name
+    """Open the log at `path`, creating the directory if missing, and recover its partitions."""
+    return Log(path, readonly=readonly)

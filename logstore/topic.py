@@ -1,0 +1,103 @@
+"""Topic settings: ``<log>/topics/<topic>/topic.json``.
+
+A JSON object with the fields of `TopicConfig` (written once at creation, atomically: temp file,
+fsync, rename, fsync of the directory; `alter` rewrites it the same way). The topic's schemas live
+beside it in ``schemas/`` (the registry, see `schemas.registry`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import LogIOError, TopicError
+
+COMPRESSIONS = (None, "zstd", "lz4")
+DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
+COMPATIBILITY_MODES = (
+    "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE",
+)
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """What a topic is: its partitioning, clocks, storage and retention settings."""
+
+    name: str
+    partitions: int = 1
+    key_field: str | None = None
+    event_time_field: str | None = "event_time"
+    compatibility: str = "BACKWARD"
+    compression: str | None = "zstd"
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    segment_ms: int | None = None
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.partitions, int) or not 1 <= self.partitions <= 10_000:
+            raise TopicError(f"topic {self.name!r}: partitions must be an int from 1 to 10000, found {self.partitions!r}")
+        if self.compression not in COMPRESSIONS:
+            raise TopicError(f"topic {self.name!r}: compression must be one of {COMPRESSIONS}, found {self.compression!r}")
+        if self.compatibility not in COMPATIBILITY_MODES:
+            raise TopicError(
+                f"topic {self.name!r}: compatibility must be one of {', '.join(COMPATIBILITY_MODES)}, "
+                f"found {self.compatibility!r}"
+            )
+        for name in ("segment_bytes", "max_record_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise TopicError(f"topic {self.name!r}: {name} must be a positive int, found {value!r}")
+        for name in ("segment_ms", "retention_ms", "retention_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise TopicError(f"topic {self.name!r}: {name} must be a non-negative int or None, found {value!r}")
+
+    def to_json(self) -> str:
+        return json.dumps({"format": 1, **asdict(self)}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> "TopicConfig":
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except ValueError as e:
+            raise TopicError(f"{path}: not valid JSON ({e})") from e
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise LogIOError(f"cannot write {path}: {e}") from e
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a file created or renamed in it survives power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_config(path: Path) -> TopicConfig:
+    try:
+        return TopicConfig.from_json(path.read_text(), path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise LogIOError(f"cannot read {path}: {e}") from e

@@ -1,0 +1,444 @@
+"""The writer: validates, batches, partitions and commits records as frames.
+
+Durability modes (what `flush()` and a returned `append_batch()` promise):
+
+============ ================================================ =================== ====================
+mode         when a frame reaches the segment file            survives a process  survives power loss
+                                                              crash (kill -9)
+============ ================================================ =================== ====================
+``"none"``   encoded frames are held in memory and written    after ``flush()``   no guarantee
+             when ``batch_bytes`` of them pile up, on          or ``close()``
+             ``flush()``, ``close()`` or after ``linger_ms``
+``"flush"``  every frame is written to the OS as it is cut    yes, once written   no guarantee
+             (``append_batch`` returns after the write)
+``"fsync"``  every commit is written then ``fdatasync``-ed    yes                 yes, once ``flush``
+             (new segment files also fsync their directory)                       or ``append_batch``
+                                                                                  returned
+============ ================================================ =================== ====================
+
+In every mode records given to `append()` wait in the writer's record buffer until a frame is cut
+(``batch_records`` or ``batch_bytes`` reached, ``linger_ms`` elapsed, ``flush()`` or ``close()``): an
+unflushed buffer is lost if the process dies. What a mode acknowledged is never lost or changed
+(invariant 1); a frame is all-or-nothing (invariant 3).
+
+Validation: `append_batch` validates the whole batch before writing anything; a bad record rejects
+the batch with an error naming the record index, field and reason (invariant 6). `append` keeps the
+hot path to a list append: its records are validated when their frame is cut; a bad one is rejected
+alone (the others are written) and its error (naming its append sequence number) is raised by the
+call that cut the frame, or by the next call if the background linger thread cut it.
+
+Thread-safety: a writer may be shared by threads (one lock guards its state). Several writers,
+in one process or many, may append to the same partition: each commit holds the partition's flock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import index as index_mod
+from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
+from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, EncodedBody, encode_body
+from .keyhash import partitions_for
+from .partition import Hint, Partition, build_header, flocked, write_frames
+
+import fcntl
+import os
+
+DURABILITY = ("none", "flush", "fsync")
+Clock = Callable[[], datetime]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def clock_us(clock: Clock | None) -> int:
+    """Microseconds since the epoch from `clock` (an aware datetime), or from the system clock."""
+    if clock is None:
+        return _now_us()
+    t = clock()
+    if not isinstance(t, datetime) or t.tzinfo is None:
+        raise ValueError(f"the writer's clock must return an aware datetime, found {t!r}")
+    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class _Tail:
+    """The writer's view of one partition's tail, valid while the partition's hint matches."""
+
+    __slots__ = ("fd", "hint", "first_append_time")
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.hint: Hint | None = None
+        self.first_append_time: int | None = None
+
+
+class Writer:
+    """Appends records to one topic. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        topic: Any,
+        *,
+        durability: str = "flush",
+        clock: Clock | None = None,
+        batch_records: int = 10_000,
+        batch_bytes: int = 8 * 1024 * 1024,
+        linger_ms: float | None = 200.0,
+        schema_version: int | None = None,
+    ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {DURABILITY}, found {durability!r}")
+        if batch_records < 1 or batch_bytes < 1:
+            raise ValueError("batch_records and batch_bytes must be positive")
+        self.topic = topic
+        self.durability = durability
+        self.clock = clock
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.linger_ms = linger_ms
+        self._lock = threading.RLock()
+        self._rows: list[dict] = []
+        self._row_seq = 0  # append() calls so far (names rejected records)
+        self._rows_first_seq = 0
+        self._rows_since = 0.0
+        self._row_limit = batch_records
+        self._pending: dict[int, list[EncodedBody]] = {}
+        self._pending_bytes = 0
+        self._pending_since = 0.0
+        self._tails: dict[int, _Tail] = {}
+        self._sticky = 0
+        self._closed = False
+        self._deferred: BaseException | None = None
+        self._version = None
+        if schema_version is not None:
+            self._bind_version(schema_version)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if linger_ms is not None and linger_ms > 0:
+            self._thread = threading.Thread(target=self._linger_loop, name=f"logstore-linger-{topic.name}", daemon=True)
+            self._thread.start()
+
+    # --- public API ------------------------------------------------------------------------
+    def append(self, record: dict) -> None:
+        """Buffer one record (a dict of the topic's fields); it is written when its frame is cut."""
+        with self._lock:
+            if self._closed:
+                raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
+            if self._deferred is not None:
+                self._raise_deferred()
+            rows = self._rows
+            if not rows:
+                self._rows_first_seq = self._row_seq
+                self._rows_since = time.monotonic()
+            rows.append(record)
+            self._row_seq += 1
+            if len(rows) >= self._row_limit:
+                self._cut_rows()
+                self._maybe_commit()
+
+    def append_batch(self, data: pa.Table | pa.RecordBatch | Sequence[dict]) -> None:
+        """Validate and write a batch (Arrow table/batch or list of dicts) as whole frames.
+
+        Nothing is written if any record is invalid. In "flush" and "fsync" modes the frames are
+        committed (and synced) before this returns.
+        """
+        with self._lock:
+            if self._closed:
+                raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
+            if self._deferred is not None:
+                self._raise_deferred()
+            if not isinstance(data, (pa.Table, pa.RecordBatch)):
+                data = list(data)
+            if len(data) == 0:
+                return
+            batch = self._conform(data, 0)
+            if self._rows:
+                self._cut_rows()  # keep order: buffered records go first
+            self._encode(batch)
+            self._maybe_commit()
+
+    def flush(self) -> None:
+        """Cut buffered records into frames and commit everything; returns once durable per mode."""
+        with self._lock:
+            if self._closed:
+                raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
+            self._flush_locked()
+
+    def close(self) -> None:
+        """Flush, stop the linger thread and release files. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._flush_locked()
+            finally:
+                self._closed = True
+                self._stop.set()
+                for tail in self._tails.values():
+                    if tail.fd is not None:
+                        os.close(tail.fd)
+                self._tails.clear()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # do not mask the original error with a flush failure
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    @property
+    def buffered(self) -> int:
+        """Records appended but not yet cut into a frame."""
+        return len(self._rows)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _bind_version(self, version: int | None = None) -> None:
+        self._version = self.topic.version(version)
+
+    def _raise_deferred(self) -> None:
+        err, self._deferred = self._deferred, None
+        raise err  # type: ignore[misc]
+
+    def _flush_locked(self) -> None:
+        if self._deferred is not None:
+            self._raise_deferred()
+        if self._rows:
+            self._cut_rows()
+        self._commit_all()
+
+    def _conform(self, data: Any, offset_index: int) -> pa.RecordBatch:
+        import schemas
+
+        if self._version is None:
+            if not self.topic.exists():
+                self.topic.create_from_data(data)
+            self._bind_version()
+        v = self._version
+        batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index)
+        self._check_sizes(batch, offset_index)
+        return batch
+
+    def _check_sizes(self, batch: pa.RecordBatch, offset_index: int) -> None:
+        limit = self.topic.config.max_record_bytes
+        if batch.nbytes <= limit:
+            return
+        sizes = np.zeros(batch.num_rows, np.int64)
+        for col in batch.columns:
+            t = col.type
+            if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+                sizes += pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            else:
+                try:
+                    sizes += t.bit_width // 8
+                except ValueError:
+                    sizes += col.nbytes // max(1, len(col))
+        big = np.nonzero(sizes > limit)[0]
+        if len(big):
+            i = int(big[0])
+            raise RecordTooLargeError(
+                i + offset_index, None,
+                f"record is about {int(sizes[i])} bytes, over the topic's max_record_bytes of {limit}",
+                topic=self.topic.name,
+            )
+
+    def _cut_rows(self) -> None:
+        """Turn the record buffer into encoded frames; a bad record is rejected alone."""
+        rows, first = self._rows, self._rows_first_seq
+        self._rows = []
+        seqs = list(range(first, first + len(rows)))
+        errors: list[RecordValidationError] = []
+        batch = None
+        while rows:
+            try:
+                batch = self._conform(rows, 0)
+                break
+            except RecordValidationError as err:
+                i = err.index
+                if i is None or not 0 <= i < len(rows):  # not about one record: reject them all
+                    errors.append(RecordValidationError(None, err.field, err.reason, topic=self.topic.name))
+                    rows = []
+                    break
+                errors.append(err.__class__(seqs[i], err.field, err.reason, topic=self.topic.name))
+                del rows[i], seqs[i]
+        if batch is not None:
+            self._encode(batch)
+            per_row = max(1, batch.nbytes // max(1, batch.num_rows))
+            self._row_limit = max(1, min(self.batch_records, self.batch_bytes // per_row))
+        if errors:
+            if len(errors) > 1:
+                errors[0].add_note(f"{len(errors) - 1} more appended records were rejected too")
+            raise errors[0]
+
+    def _event_range(self, batch: pa.RecordBatch) -> tuple[int, int]:
+        field = self.topic.config.event_time_field
+        if field is None or batch.num_rows == 0:
+            return MIN_TIME, MAX_TIME
+        col = batch.column(field)
+        mm = pc.min_max(col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        return (int(lo), int(hi)) if lo is not None else (MIN_TIME, MAX_TIME)
+
+    def _encode(self, batch: pa.RecordBatch) -> None:
+        """Split a valid batch by partition and encode one body per partition."""
+        cfg = self.topic.config
+        n = cfg.partitions
+        if n == 1:
+            groups = [(0, batch)]
+        elif cfg.key_field is None:
+            groups = [(self._sticky % n, batch)]
+            self._sticky += 1
+        else:
+            parts = partitions_for(batch.column(cfg.key_field), n)
+            order = np.argsort(parts, kind="stable")
+            sorted_parts = parts[order]
+            cuts = np.flatnonzero(np.diff(sorted_parts)) + 1
+            starts = np.concatenate([[0], cuts])
+            ends = np.concatenate([cuts, [len(parts)]])
+            taken = batch.take(pa.array(order))
+            groups = [(int(sorted_parts[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends)]
+        options = self.topic.write_options
+        version = self._version.version
+        for p, b in groups:
+            body = encode_body(b, schema_version=version, options=options, event_range=self._event_range(b))
+            if not self._pending_bytes:
+                self._pending_since = time.monotonic()
+            self._pending.setdefault(p, []).append(body)
+            self._pending_bytes += body.body.size
+
+    def _maybe_commit(self) -> None:
+        if self.durability != "none" or self._pending_bytes >= self.batch_bytes:
+            self._commit_all()
+
+    def _commit_all(self) -> None:
+        pending, self._pending = self._pending, {}
+        self._pending_bytes = 0
+        for p in sorted(pending):
+            try:
+                self._commit(p, pending[p])
+            except BaseException:
+                # not written: keep the rest pending so a retry can still write them in order
+                for q in sorted(pending):
+                    if q > p:
+                        self._pending.setdefault(q, []).extend(pending[q])
+                raise
+
+    def _commit(self, p: int, bodies: list[EncodedBody]) -> None:
+        """Write `bodies` to partition `p` under its lock, as one contiguous run of frames."""
+        part: Partition = self.topic.partition(p)
+        tail = self._tails.get(p)
+        if tail is None:
+            tail = self._tails[p] = _Tail()
+        fd = part.lock_fd()
+        durable = self.durability == "fsync"
+        with flocked(fd, fcntl.LOCK_EX):
+            self._sync_tail(part, tail)
+            now = clock_us(self.clock)
+            hint = tail.hint
+            assert hint is not None and tail.fd is not None
+            cfg = self.topic.config
+            age_ok = cfg.segment_ms is None or tail.first_append_time is None or (
+                now - tail.first_append_time < cfg.segment_ms * 1000
+            )
+            if hint.size > 0 and (hint.size >= cfg.segment_bytes or not age_ok):
+                self._roll(part, tail, durable)
+                hint = tail.hint
+            append_time = max(now, hint.last_append_time)
+            chunks: list[Any] = []
+            entries = []
+            offset, pos = hint.next_offset, hint.size
+            for body in bodies:
+                header = build_header(body, offset, append_time)
+                chunks.append(header)
+                chunks.append(body.body)
+                entries.append(
+                    index_mod.entry_from(offset, pos, body.count, body.body.size, append_time,
+                                         body.min_event_time, body.max_event_time)
+                )
+                offset += body.count
+                pos += HEADER_SIZE + body.body.size
+            try:
+                write_frames(tail.fd, hint.size, chunks)
+                if durable:
+                    os.fdatasync(tail.fd)
+            except OSError as e:
+                try:  # leave no partial frame behind: we still hold the lock
+                    os.ftruncate(tail.fd, hint.size)
+                except OSError:
+                    pass
+                tail.hint = None
+                raise LogIOError(f"cannot append to {part.seg_path(hint.base)}: {e}") from e
+            index_mod.append(part.idx_path(hint.base), np.concatenate(entries))
+            if tail.first_append_time is None:
+                tail.first_append_time = append_time
+            tail.hint = Hint(hint.base, pos, offset, append_time)
+            part.write_hint(tail.hint)
+
+    def _sync_tail(self, part: Partition, tail: _Tail) -> None:
+        """(Under LOCK_EX.) Make `tail` match the partition, re-deriving it if another writer moved it."""
+        hint = part.read_hint()
+        if tail.hint is not None and tail.fd is not None and hint == tail.hint:
+            if os.fstat(tail.fd).st_size == hint.size:
+                return
+        derived = part.derive_tail()
+        if derived is None:  # empty partition: create its first segment
+            if tail.fd is not None:
+                os.close(tail.fd)
+            tail.fd = part.open_segment(0, create=True, durable=self.durability == "fsync")
+            tail.hint = Hint(0, 0, 0, MIN_TIME)
+            tail.first_append_time = None
+            part.write_hint(tail.hint)
+            return
+        new_hint, _ = derived
+        if tail.fd is not None:
+            os.close(tail.fd)
+        tail.fd = part.open_segment(new_hint.base, create=False, durable=False)
+        tail.hint = new_hint
+        loaded = index_mod.load(part.idx_path(new_hint.base))
+        entries = loaded[0] if loaded is not None else index_mod.empty()
+        tail.first_append_time = int(entries["append_time"][0]) if len(entries) else None
+
+    def _roll(self, part: Partition, tail: _Tail, durable: bool) -> None:
+        """Seal the active segment and start a new one at the next offset."""
+        hint = tail.hint
+        assert hint is not None and tail.fd is not None
+        if durable:
+            os.fdatasync(tail.fd)
+        os.close(tail.fd)
+        tail.fd = part.open_segment(hint.next_offset, create=True, durable=durable)
+        tail.hint = Hint(hint.next_offset, 0, hint.next_offset, hint.last_append_time)
+        tail.first_append_time = None
+        part.write_hint(tail.hint)
+
+    def _linger_loop(self) -> None:
+        interval = max(0.005, (self.linger_ms or 100) / 1000 / 2)
+        limit = (self.linger_ms or 0) / 1000
+        while not self._stop.wait(interval):
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                try:
+                    if self._rows and now - self._rows_since >= limit:
+                        self._cut_rows()
+                        self._maybe_commit()
+                    if self._pending and now - self._pending_since >= limit:
+                        self._commit_all()
+                except BaseException as e:  # surfaced by the next call on the writer
+                    if self._deferred is None:
+                        self._deferred = e
