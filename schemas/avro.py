@@ -1,0 +1,408 @@
+"""Avro schemas: parsing, normalization, Parsing Canonical Form and the CRC-64-AVRO fingerprint.
+
+A *schema* here is always a plain JSON-compatible dict (a record schema) as the user wrote it,
+minus fastavro's private keys and with ``{"type": "int"}`` shortened to ``"int"``. It is what the
+registry stores on disk and what `fingerprint` hashes.
+
+Internally the other modules work on an *expanded tree* (`expand`): every named type (record,
+enum, fixed) is a dict whose ``name`` is its full name, references to a named type are replaced
+by the definition itself, and ``aliases`` are full names. Recursive types are refused there:
+Arrow cannot store them.
+
+The fingerprint is CRC-64-AVRO (Rabin) over the Parsing Canonical Form, exactly as in the Avro
+specification ("Schema Fingerprints"); it agrees with fastavro's and Java's
+``SchemaNormalization.parsingFingerprint64``. Note that the canonical form strips ``doc``,
+``default``, ``aliases`` and logical types, so two schemas that differ only there share a
+fingerprint: the registry compares `full_form` to decide whether a schema is new.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import re
+from typing import Any
+
+from logstore.errors import SchemaError
+
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+NAMED = frozenset({"record", "error", "enum", "fixed"})
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHIPPED_DIR = pathlib.Path(__file__).resolve().parent
+_SHIPPED_CACHE: dict[str, dict] = {}
+
+# --------------------------------------------------------------------------- CRC-64-AVRO
+_EMPTY64 = 0xC15D213AA4D7A795
+
+
+def _make_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY64 & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_FP_TABLE = _make_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The 64-bit Rabin fingerprint of the Avro spec, as an unsigned int."""
+    fp = _EMPTY64
+    table = _FP_TABLE
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+# --------------------------------------------------------------------------- names
+def _fullname(name: str, namespace: str | None) -> str:
+    if "." in name or not namespace:
+        return name
+    return f"{namespace}.{name}"
+
+
+def _namespace_of(fullname: str) -> str | None:
+    return fullname.rsplit(".", 1)[0] if "." in fullname else None
+
+
+def short_name(fullname: str) -> str:
+    """`a.b.R` -> `R`."""
+    return fullname.rsplit(".", 1)[-1]
+
+
+def _check_fullname(fullname: str, what: str) -> None:
+    for part in fullname.split("."):
+        if not _NAME_RE.match(part):
+            raise SchemaError(f"{what}: invalid Avro name {fullname!r} (expected [A-Za-z_][A-Za-z0-9_]* parts)")
+
+
+# --------------------------------------------------------------------------- expansion
+def expand(schema: Any) -> Any:
+    """The expanded tree of `schema` (see the module docstring). Raises SchemaError on recursion."""
+    return _Expander().run(schema, None, "schema")
+
+
+class _Expander:
+    def __init__(self) -> None:
+        self.named: dict[str, Any] = {}
+        self.in_progress: set[str] = set()
+
+    def run(self, s: Any, ns: str | None, where: str) -> Any:
+        if isinstance(s, str):
+            if s in PRIMITIVES:
+                return s
+            for cand in (_fullname(s, ns), s):
+                if cand in self.in_progress:
+                    raise SchemaError(f"{where}: recursive type {cand!r} cannot be stored in Arrow")
+                if cand in self.named:
+                    return self.named[cand]
+            raise SchemaError(f"{where}: unknown type {s!r}")
+        if isinstance(s, list):
+            return [self.run(b, ns, where) for b in s]
+        if not isinstance(s, dict) or "type" not in s:
+            raise SchemaError(f"{where}: expected a type name, a list (union) or an object with 'type', found {s!r}")
+        t = s["type"]
+        if isinstance(t, (dict, list)) or (isinstance(t, str) and t not in PRIMITIVES and t not in NAMED
+                                           and t not in ("array", "map")):
+            # {"type": {...}} or {"type": "SomeNamedType"}: a wrapped type
+            return self.run(t, ns, where)
+        if t in PRIMITIVES:
+            extra = {k: v for k, v in s.items() if k != "type" and not k.startswith("__")}
+            return {"type": t, **extra} if extra else t
+        if t == "array":
+            out = {k: v for k, v in s.items() if not k.startswith("__")}
+            out["items"] = self.run(s["items"], ns, where + "[]")
+            return out
+        if t == "map":
+            out = {k: v for k, v in s.items() if not k.startswith("__")}
+            out["values"] = self.run(s["values"], ns, where + "{}")
+            return out
+        # named types
+        full = _fullname(s["name"], s.get("namespace", ns))
+        _check_fullname(full, where)
+        if full in self.named or full in PRIMITIVES:
+            raise SchemaError(f"{where}: type {full!r} is defined twice")
+        inner_ns = _namespace_of(full)
+        out = {k: v for k, v in s.items() if not k.startswith("__") and k != "namespace"}
+        out["type"] = "record" if t == "error" else t
+        out["name"] = full
+        if "aliases" in s:
+            out["aliases"] = [_fullname(a, inner_ns) for a in s["aliases"]]
+        if t in ("record", "error"):
+            self.in_progress.add(full)
+            fields = []
+            seen = set()
+            for f in s["fields"]:
+                fname = f["name"]
+                if not _NAME_RE.match(fname):
+                    raise SchemaError(f"{where}: invalid field name {fname!r}")
+                if fname in seen:
+                    raise SchemaError(f"{where}: field {fname!r} appears twice in record {full!r}")
+                seen.add(fname)
+                path = fname if where == "schema" else f"{where}.{fname}"
+                nf = {k: v for k, v in f.items() if not k.startswith("__")}
+                nf["type"] = self.run(f["type"], inner_ns, path)
+                fields.append(nf)
+            out["fields"] = fields
+            self.in_progress.discard(full)
+        self.named[full] = out
+        return out
+
+
+# --------------------------------------------------------------------------- normalization
+def _strip(s: Any) -> Any:
+    """Drop fastavro's private keys, shorten {"type": "int"}; keep everything else as written."""
+    if isinstance(s, list):
+        return [_strip(b) for b in s]
+    if isinstance(s, dict):
+        out = {}
+        for k, v in s.items():
+            if k.startswith("__fastavro") or k.startswith("__named"):
+                continue
+            if k in ("type", "items", "values"):
+                v = _strip(v)
+            elif k == "fields":
+                v = [{fk: (_strip(fv) if fk == "type" else fv) for fk, fv in f.items()} for f in v]
+            out[k] = v
+        if set(out) == {"type"} and isinstance(out["type"], str) and out["type"] in PRIMITIVES:
+            return out["type"]
+        return out
+    return s
+
+
+def _check_defaults(tree: Any, where: str = "") -> None:
+    """Union defaults must match the first branch (the Avro spec; Java readers enforce it)."""
+    if isinstance(tree, list):
+        for b in tree:
+            _check_defaults(b, where)
+        return
+    if not isinstance(tree, dict):
+        return
+    if tree["type"] == "record":
+        for f in tree["fields"]:
+            path = f"{where}.{f['name']}" if where else f["name"]
+            if "default" in f and isinstance(f["type"], list) and f["type"]:
+                first = f["type"][0]
+                if (f["default"] is None) != (first == "null"):
+                    raise SchemaError(
+                        f"field {path!r}: a union's default must match its first branch "
+                        f"({type_name(first)}), found default {f['default']!r}; "
+                        + ("put \"null\" first" if f["default"] is None else "reorder the branches"))
+            if id(f["type"]) != id(tree):
+                _check_defaults(f["type"], path)
+    elif tree["type"] == "array":
+        _check_defaults(tree["items"], where + "[]")
+    elif tree["type"] == "map":
+        _check_defaults(tree["values"], where + "{}")
+
+
+def parse(schema: Any, name: str | None = None) -> dict:
+    """A normalized Avro record schema from a dict, JSON text, a .avsc path, a shipped name or a pyarrow.Schema.
+
+    `name` is the record name used when converting a pyarrow.Schema (default ``"record"``).
+    Raises SchemaError for anything invalid or that cannot be stored in Arrow.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover
+        pa = None
+    if pa is not None and isinstance(schema, pa.Schema):
+        from schemas.arrow import from_arrow
+
+        return parse(from_arrow(schema, name or "record"))
+    if isinstance(schema, pathlib.Path):
+        schema = _read_json_file(schema)
+    elif isinstance(schema, str):
+        text = schema.strip()
+        if text in names():
+            return load(text)
+        if text[:1] in ("{", "[", '"'):
+            try:
+                schema = json.loads(text)
+            except ValueError as e:
+                raise SchemaError(f"schema JSON does not parse: {e}") from None
+        elif text.endswith(".avsc") or os.path.sep in text or os.path.exists(text):
+            schema = _read_json_file(pathlib.Path(text))
+        else:
+            raise SchemaError(
+                f"{text!r} is neither a shipped schema ({', '.join(names())}), a .avsc path nor Avro JSON")
+    if not isinstance(schema, dict):
+        raise SchemaError(f"expected an Avro record schema (a JSON object), found {type(schema).__name__} {schema!r:.80}")
+    if schema.get("type") not in ("record", "error"):
+        raise SchemaError(f"a topic schema must be an Avro record, found type {schema.get('type')!r}")
+    import fastavro
+
+    try:
+        fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False)
+    except Exception as e:  # fastavro raises SchemaParseException, UnknownType, KeyError, TypeError...
+        raise SchemaError(f"invalid Avro schema: {type(e).__name__}: {e}") from None
+    normalized = _strip(copy.deepcopy(schema))
+    tree = expand(normalized)
+    _check_defaults(tree)
+    from schemas.arrow import tree_to_arrow
+
+    tree_to_arrow(tree)  # refuses what Arrow cannot hold, at parse time
+    return normalized
+
+
+def _read_json_file(path: pathlib.Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SchemaError(f"cannot read schema file {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise SchemaError(f"schema file {path} is not valid JSON: {e}") from None
+
+
+# --------------------------------------------------------------------------- shipped schemas
+def names() -> list[str]:
+    """Names of the record types shipped with logstore (the .avsc files next to this module)."""
+    return sorted(p.stem for p in _SHIPPED_DIR.glob("*.avsc"))
+
+
+def load(name: str) -> dict:
+    """One of the shipped record types, parsed (a fresh copy each call)."""
+    if name not in _SHIPPED_CACHE:
+        path = _SHIPPED_DIR / f"{name}.avsc"
+        if name not in names():
+            raise SchemaError(f"no shipped schema named {name!r}; expected one of {', '.join(names())}")
+        _SHIPPED_CACHE[name] = parse(_read_json_file(path))
+    return copy.deepcopy(_SHIPPED_CACHE[name])
+
+
+# --------------------------------------------------------------------------- canonical forms
+_PCF_KEYS = ("name", "type", "fields", "symbols", "items", "values", "size")
+
+
+def canonical_form(schema: Any) -> str:
+    """Avro Parsing Canonical Form (specification, "Parsing Canonical Form for Schemas")."""
+    return _pcf(schema, None, set())
+
+
+def _pcf(s: Any, ns: str | None, seen: set[str]) -> str:
+    if isinstance(s, str):
+        if s in PRIMITIVES:
+            return json.dumps(s)
+        cand = _fullname(s, ns)
+        return json.dumps(s if cand not in seen and s in seen else cand, ensure_ascii=False)
+    if isinstance(s, list):
+        return "[" + ",".join(_pcf(b, ns, seen) for b in s) + "]"
+    t = s["type"]
+    if isinstance(t, (dict, list)) or (t not in PRIMITIVES and t not in NAMED and t not in ("array", "map")):
+        return _pcf(t, ns, seen)
+    if t in PRIMITIVES:
+        return json.dumps(t)
+    parts = []
+    if t in NAMED:
+        full = _fullname(s["name"], s.get("namespace", ns))
+        if full in seen:
+            return json.dumps(full, ensure_ascii=False)
+        seen.add(full)
+        ns = _namespace_of(full)
+        parts.append('"name":' + json.dumps(full, ensure_ascii=False))
+        t = "record" if t == "error" else t
+    parts.append('"type":' + json.dumps(t))
+    if t == "record":
+        fields = []
+        for f in s["fields"]:
+            fields.append('{"name":' + json.dumps(f["name"], ensure_ascii=False) + ',"type":' + _pcf(f["type"], ns, seen) + "}")
+        parts.append('"fields":[' + ",".join(fields) + "]")
+    elif t == "enum":
+        parts.append('"symbols":[' + ",".join(json.dumps(x, ensure_ascii=False) for x in s["symbols"]) + "]")
+    elif t == "array":
+        parts.append('"items":' + _pcf(s["items"], ns, seen))
+    elif t == "map":
+        parts.append('"values":' + _pcf(s["values"], ns, seen))
+    elif t == "fixed":
+        parts.append('"size":' + str(int(s["size"])))
+    return "{" + ",".join(parts) + "}"
+
+
+def fingerprint(schema: Any) -> int:
+    """CRC-64-AVRO of the Parsing Canonical Form, as an unsigned 64-bit int."""
+    return crc64_avro(canonical_form(schema).encode("utf-8"))
+
+
+def full_form(schema: Any) -> str:
+    """Like the canonical form but keeping every attribute (doc, default, aliases, logical types, ...).
+
+    Names are full, keys sorted, no whitespace: two schemas with the same full form are the same
+    schema for every purpose (registry idempotence, round-trip tests).
+    """
+    def norm(s: Any, ns: str | None) -> Any:
+        if isinstance(s, str):
+            return s if s in PRIMITIVES else _fullname(s, ns)
+        if isinstance(s, list):
+            return [norm(b, ns) for b in s]
+        t = s["type"]
+        if isinstance(t, (dict, list)):
+            return norm(t, ns)
+        out = {k: v for k, v in s.items() if not k.startswith("__") and k != "namespace"}
+        if t in PRIMITIVES and set(out) == {"type"}:
+            return t
+        if t in NAMED:
+            full = _fullname(s["name"], s.get("namespace", ns))
+            out["name"] = full
+            ns = _namespace_of(full)
+            if "aliases" in s:
+                out["aliases"] = sorted(_fullname(a, ns) for a in s["aliases"])
+            if t == "error":
+                out["type"] = "record"
+        elif t not in PRIMITIVES and t not in ("array", "map"):
+            return _fullname(t, ns)
+        if "fields" in out:
+            out["fields"] = [{**f, "type": norm(f["type"], ns)} for f in s["fields"]]
+        if "items" in out:
+            out["items"] = norm(s["items"], ns)
+        if "values" in out:
+            out["values"] = norm(s["values"], ns)
+        return out
+
+    return json.dumps(norm(schema, None), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def type_name(t: Any) -> str:
+    """A short human name of an (expanded) Avro type, for messages: int, record a.R, ["null","int"]."""
+    if isinstance(t, str):
+        return t
+    if isinstance(t, list):
+        return "[" + ", ".join(type_name(b) for b in t) + "]"
+    kind = t["type"]
+    if isinstance(kind, (dict, list)):
+        return type_name(kind)
+    if kind in NAMED:
+        return f"{'record' if kind == 'error' else kind} {t['name']}"
+    if kind == "array":
+        return f"array<{type_name(t['items'])}>"
+    if kind == "map":
+        return f"map<{type_name(t['values'])}>"
+    if "logicalType" in t:
+        return f"{kind} ({t['logicalType']})"
+    return kind
+
+
+def base_type(t: Any) -> str:
+    """The kind of an expanded type: a primitive name, record/enum/fixed/array/map, or union."""
+    if isinstance(t, str):
+        return t
+    if isinstance(t, list):
+        return "union"
+    return t["type"]
+
+
+def non_null(t: Any) -> tuple[Any, bool]:
+    """(T, nullable) for T, ["null", T] or [T, "null"]; unions of other shapes are returned as is."""
+    if isinstance(t, list):
+        rest = [b for b in t if b != "null"]
+        if len(rest) == 1 and len(t) == 2:
+            return rest[0], True
+        if len(rest) == 1 and len(t) == 1:
+            return rest[0], False
+    return t, False

@@ -1,0 +1,144 @@
+"""Avro object container files (the `.avro` files any Avro reader opens), via fastavro.
+
+`write` streams Arrow batches to a file with the topic's Avro schema as the writer schema
+(default codec ``zstandard``: fastavro needs ``backports.zstd`` for it on Python < 3.14, a
+declared dependency). The file appears whole or not at all: it is written to a temp name,
+fsynced and renamed. `read` / `iter_batches` return the data as ``to_arrow(writer schema)``.
+
+Values cross as fastavro's Python objects: Arrow maps (lists of pairs) become dicts on write,
+fastavro's uuid.UUID become strings on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import uuid
+from typing import Any, Callable, Iterable, Iterator
+
+import fastavro
+import pyarrow as pa
+
+from logstore.errors import LogIOError, SchemaError
+from schemas.arrow import to_arrow
+from schemas.avro import base_type, expand, non_null, parse
+from schemas.conform import conform
+
+CODECS = ("null", "deflate", "snappy", "zstandard", "bzip2", "xz", "lz4")
+
+
+def _fixer(t: Any, on_write: bool) -> Callable[[Any], Any] | None:
+    """A function converting one value between Arrow's and fastavro's Python forms, or None."""
+    inner, _ = non_null(t)
+    kind = base_type(inner)
+    logical = inner.get("logicalType") if isinstance(inner, dict) else None
+    if kind == "string" and logical == "uuid" and not on_write:
+        return lambda v: str(v) if isinstance(v, uuid.UUID) else v
+    if kind == "map":
+        sub = _fixer(inner["values"], on_write)
+        if on_write:
+            if sub is None:
+                return lambda v: None if v is None else dict(v)
+            return lambda v: None if v is None else {k: sub(x) for k, x in v}
+        return None if sub is None else (lambda v: None if v is None else {k: sub(x) for k, x in v.items()})
+    if kind == "array":
+        sub = _fixer(inner["items"], on_write)
+        return None if sub is None else (lambda v: None if v is None else [sub(x) for x in v])
+    if kind == "record":
+        subs = [(f["name"], s) for f in inner["fields"] if (s := _fixer(f["type"], on_write)) is not None]
+        if not subs:
+            return None
+
+        def fix(v: Any) -> Any:
+            if v is None:
+                return None
+            v = dict(v)
+            for name, s in subs:
+                if name in v:
+                    v[name] = s(v[name])
+            return v
+
+        return fix
+    return None
+
+
+def write(path: str | os.PathLike, schema: Any, batches: Iterable[pa.RecordBatch | pa.Table],
+          codec: str = "zstandard") -> int:
+    """Write `batches` (Arrow data of `schema`) as an Avro container file; returns rows written."""
+    schema = parse(schema)
+    if codec not in CODECS:
+        raise SchemaError(f"unknown Avro codec {codec!r}; expected one of {', '.join(CODECS)}")
+    tree = expand(schema)
+    fix = _fixer(tree, on_write=True)
+    count = [0]
+
+    def records() -> Iterator[dict]:
+        for b in batches:
+            rows = b.to_pylist()
+            count[0] += len(rows)
+            yield from (map(fix, rows) if fix else rows)
+
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fastavro.writer(fh, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LogIOError(f"write Avro file {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count[0]
+
+
+def read_schema(path: str | os.PathLike) -> dict:
+    """The writer schema of an Avro container file, normalized."""
+    try:
+        with open(path, "rb") as fh:
+            reader = fastavro.reader(fh)
+            return parse(json.loads(reader.metadata["avro.schema"]))
+    except OSError as e:
+        raise LogIOError(f"read Avro file {path}: {e.strerror or e}") from None
+    except (ValueError, KeyError) as e:
+        raise SchemaError(f"{path} is not a readable Avro container file: {e}") from None
+
+
+def iter_batches(path: str | os.PathLike, batch_size: int = 65536) -> Iterator[tuple[dict, pa.RecordBatch]]:
+    """(writer schema, batch) for each run of up to `batch_size` records in the file."""
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise LogIOError(f"read Avro file {path}: {e.strerror or e}") from None
+    with fh:
+        try:
+            reader = fastavro.reader(fh)
+            schema = parse(json.loads(reader.metadata["avro.schema"]))
+        except (ValueError, KeyError) as e:
+            raise SchemaError(f"{path} is not a readable Avro container file: {e}") from None
+        arrow_schema = to_arrow(schema)
+        fix = _fixer(expand(schema), on_write=False)
+        chunk: list = []
+        index = 0
+        for rec in reader:
+            chunk.append(fix(rec) if fix else rec)
+            if len(chunk) >= batch_size:
+                yield schema, conform(chunk, schema, arrow_schema, offset_index=index)
+                index += len(chunk)
+                chunk = []
+        if chunk or index == 0:
+            yield schema, conform(chunk, schema, arrow_schema, offset_index=index)
+
+
+def read(path: str | os.PathLike) -> tuple[dict, pa.Table]:
+    """(writer schema, all records as a Table of `to_arrow(schema)`)."""
+    schema = None
+    batches = []
+    for schema, batch in iter_batches(path):
+        batches.append(batch)
+    assert schema is not None
+    return schema, pa.Table.from_batches(batches, schema=to_arrow(schema))

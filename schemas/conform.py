@@ -1,0 +1,514 @@
+"""Validation of appended data: rows (dicts) or Arrow input in, one RecordBatch of the topic's
+Arrow schema out, or a RecordValidationError naming the first bad record, the field path, what
+was expected and what was found.
+
+This is on the append hot path, so it is two-speed:
+
+- fast path, rows: ``RecordBatch.from_pylist(rows, schema)`` plus checks that run in C loops:
+  every row is a dict (``set(map(type, rows))``), no unknown keys (``map(fieldnames.issuperset,
+  rows)``), no floats in integer columns (pyarrow would truncate 1.5 to 1 silently), no unknown
+  keys in nested records, and column checks on the result (``null_count`` of non-nullable
+  fields, nested children included; enum dictionaries within the symbols).
+- fast path, Arrow: the same column checks when the schema already matches (metadata ignored);
+  otherwise columns are selected by name and cast safely where Avro's rules allow
+  (int widening, float32 -> float64, timestamp units and zones, large_string -> string, ...).
+- slow path, only when something failed (a check or a pyarrow exception): a per-record
+  pure-Python walk over the Avro type finds the exact record, field and reason.
+
+Lenient where pyarrow is and no value changes: bytes for strings (valid UTF-8), str for bytes,
+naive datetimes for UTC timestamps (taken as UTC), ints for timestamps/dates/times, lists of
+(key, value) pairs for maps. Known limit: a float inside a *nested* int field is truncated by
+pyarrow without notice (top-level int fields are checked), as is the time of a datetime given
+for a date.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import difflib
+import numbers
+from itertools import chain, repeat
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from logstore.errors import RecordValidationError
+from schemas.avro import base_type, expand, non_null, type_name
+
+_NoneType = type(None)
+_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+class _Plan:
+    """Everything derived once per (schema, arrow_schema) pair."""
+
+    def __init__(self, schema: dict, arrow_schema: pa.Schema) -> None:
+        self.schema = schema
+        self.arrow_schema = arrow_schema
+        self.names = arrow_schema.names
+        self.fieldnames = frozenset(self.names)
+        self.int_cols = [f.name for f in arrow_schema
+                         if pa.types.is_int32(f.type) or pa.types.is_int64(f.type)]
+        self.checks = [(i, node) for i, f in enumerate(arrow_schema) if (node := _node(f)) is not None]
+        self.key_checks = [kc for f in arrow_schema for kc in _key_checks(f.type, [("get", f.name)])]
+        self._tree = None
+
+    @property
+    def tree(self) -> Any:
+        if self._tree is None:
+            self._tree = expand(self.schema)
+        return self._tree
+
+
+_PLANS: dict[tuple[int, int], tuple[dict, pa.Schema, _Plan]] = {}
+
+
+def _plan(schema: dict, arrow_schema: pa.Schema) -> _Plan:
+    key = (id(schema), id(arrow_schema))
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is schema and hit[1] is arrow_schema:
+        return hit[2]
+    plan = _Plan(schema, arrow_schema)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[key] = (schema, arrow_schema, plan)
+    return plan
+
+
+# --------------------------------------------------------------------------- column checks
+def _node(f: pa.Field) -> tuple | None:
+    """A check tree for one Arrow field, or None when nothing needs checking."""
+    t = f.type
+    children: list = []
+    symbols = None
+    if pa.types.is_struct(t):
+        children = [(i, n) for i, c in enumerate(t) if (n := _node(c)) is not None]
+        kind = "struct"
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
+        n = _node(t.value_field)
+        children = [(0, n)] if n is not None else []
+        kind = "list"
+    elif pa.types.is_map(t):
+        n = _node(t.item_field)
+        children = [(0, n)] if n is not None else []
+        kind = "map"
+    elif pa.types.is_dictionary(t):
+        import json
+
+        meta = json.loads((f.metadata or {}).get(b"avro.type", b"null"))
+        if isinstance(meta, dict) and meta.get("type") == "enum":
+            symbols = pa.array(meta["symbols"], pa.string())
+        kind = "enum"
+    else:
+        kind = "plain"
+    if f.nullable and not children and symbols is None:
+        return None
+    return (f.nullable, kind, children, symbols)
+
+
+def _ok(arr: pa.Array, node: tuple, parent_nulls: int) -> bool:
+    nullable, kind, children, symbols = node
+    if not nullable and arr.null_count != parent_nulls:
+        return False
+    if kind == "struct":
+        flat = arr.flatten()
+        return all(_ok(flat[i], child, arr.null_count) for i, child in children)
+    if kind == "list" and children:
+        return _ok(arr.flatten(), children[0][1], 0)
+    if kind == "map" and children:
+        offsets = arr.offsets
+        start, end = offsets[0].as_py(), offsets[-1].as_py()
+        return _ok(arr.items.slice(start, end - start), children[0][1], 0)
+    if kind == "enum" and symbols is not None:
+        return bool(pc.all(pc.is_in(arr.dictionary, value_set=symbols)).as_py() is not False)
+    return True
+
+
+def _key_checks(t: pa.DataType, steps: list) -> list:
+    """(steps, allowed keys) for every record nested in `t`; steps walk rows down to its dicts."""
+    out = []
+    if pa.types.is_struct(t):
+        out.append((steps, frozenset(c.name for c in t)))
+        for c in t:
+            out += _key_checks(c.type, steps + [("get", c.name)])
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
+        out += _key_checks(t.value_type, steps + [("list", None)])
+    elif pa.types.is_map(t):
+        out += _key_checks(t.item_type, steps + [("map", None)])
+    return out
+
+
+def _nested_keys_ok(rows: list, key_checks: list) -> bool:
+    for steps, allowed in key_checks:
+        it: Any = rows
+        for kind, name in steps:
+            if kind == "get":
+                it = filter(None, map(dict.get, it, repeat(name)))
+            elif kind == "list":
+                it = chain.from_iterable(it)
+            else:
+                it = chain.from_iterable(map(dict.values, it))
+        if not all(map(allowed.issuperset, it)):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- entry point
+def conform(data: Any, schema: dict, arrow_schema: pa.Schema, *, topic: str | None = None,
+            offset_index: int = 0) -> pa.RecordBatch:
+    """`data` (list of dicts, Table or RecordBatch) as ONE RecordBatch with exactly `arrow_schema`.
+
+    Raises RecordValidationError(index, field, reason) for the first bad record; `index` counts
+    from `offset_index`.
+    """
+    plan = _plan(schema, arrow_schema)
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        return _conform_arrow(data, plan, topic, offset_index)
+    rows = data if isinstance(data, list) else list(data)
+    return _conform_rows(rows, plan, topic, offset_index)
+
+
+class _Slow(Exception):
+    pass
+
+
+def _conform_rows(rows: list, plan: _Plan, topic: str | None, offset: int) -> pa.RecordBatch:
+    batch = None
+    error: Exception | None = None
+    try:
+        if not set(map(type, rows)) <= {dict}:
+            raise _Slow
+        if not all(map(plan.fieldnames.issuperset, rows)):
+            raise _Slow
+        batch = pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+        for name in plan.int_cols:
+            if not set(map(type, map(dict.get, rows, repeat(name)))) <= {int, _NoneType}:
+                raise _Slow
+        if plan.key_checks and not _nested_keys_ok(rows, plan.key_checks):
+            raise _Slow
+        if not _columns_ok(batch, plan):
+            raise _Slow
+        return batch
+    except (_Slow, pa.ArrowException, OverflowError, TypeError, ValueError, KeyError, AttributeError) as e:
+        error = None if isinstance(e, _Slow) else e
+    found = first_error(rows, plan.tree)
+    if found is not None:
+        i, field, reason = found
+        raise RecordValidationError(i + offset, field, reason, topic=topic)
+    if batch is not None and _columns_ok(batch, plan):
+        return batch  # e.g. numpy integers: the slow path accepts them and pyarrow converted them
+    return _localize(rows, plan, topic, offset, error)
+
+
+def _localize(rows: list, plan: _Plan, topic: str | None, offset: int, error: Exception | None) -> pa.RecordBatch:
+    """The slow path found nothing but pyarrow refused: find the first row pyarrow refuses alone."""
+    for i, row in enumerate(rows):
+        try:
+            pa.RecordBatch.from_pylist([row], schema=plan.arrow_schema)
+        except Exception as e:  # noqa: BLE001 - any conversion failure is the answer
+            raise RecordValidationError(i + offset, None, f"cannot be converted to Arrow: {e}", topic=topic) from None
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+    except Exception as e:  # noqa: BLE001
+        raise RecordValidationError(None, None, f"the batch cannot be converted to Arrow: {error or e}",
+                                    topic=topic) from None
+
+
+def _columns_ok(batch: pa.RecordBatch, plan: _Plan) -> bool:
+    return all(_ok(batch.column(i), node, 0) for i, node in plan.checks)
+
+
+# --------------------------------------------------------------------------- Arrow input
+def _one_batch(data: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
+    if isinstance(data, pa.RecordBatch):
+        return data
+    batches = data.combine_chunks().to_batches()
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in data.schema], schema=data.schema)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]  # pragma: no cover
+
+
+def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int) -> pa.RecordBatch:
+    src = _one_batch(data)
+    target = plan.arrow_schema
+    if src.schema.equals(target, check_metadata=False):
+        cols = [_view(c, f.type) for c, f in zip(src.columns, target)]
+    else:
+        names = src.schema.names
+        for name in names:
+            if name not in plan.fieldnames:
+                raise RecordValidationError(None, name, f"unknown column {name!r} not in schema{_suggest(name, plan.names)}"
+                                            f" (expected columns: {', '.join(plan.names)})", topic=topic)
+        cols = []
+        for f in target:
+            if f.name not in names:
+                if not f.nullable:
+                    raise RecordValidationError(None, f.name, f"missing required column (expected {f.type})", topic=topic)
+                cols.append(pa.nulls(src.num_rows, f.type))
+            else:
+                cols.append(_coerce(src.column(f.name), f, f.name, topic, offset))
+    batch = pa.RecordBatch.from_arrays(cols, schema=target)
+    if _columns_ok(batch, plan):
+        return batch
+    found = first_error(batch.to_pylist(), plan.tree)
+    if found is not None:
+        i, field, reason = found
+        raise RecordValidationError(i + offset, field, reason, topic=topic)
+    return batch
+
+
+def _view(col: pa.Array, t: pa.DataType) -> pa.Array:
+    if col.type.equals(t, check_metadata=True):
+        return col
+    try:
+        return col.view(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return col.cast(t)
+
+
+def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: int) -> pa.Array:
+    dst = f.type
+    if arr.type.equals(dst):
+        return _view(arr, dst)
+    if pa.types.is_struct(arr.type) and pa.types.is_struct(dst):
+        src_names = [c.name for c in arr.type]
+        dst_names = [c.name for c in dst]
+        for name in src_names:
+            if name not in dst_names:
+                raise RecordValidationError(None, f"{path}.{name}", f"unknown field {name!r} not in schema "
+                                            f"(expected fields: {', '.join(dst_names)})", topic=topic)
+        children = []
+        for c in dst:
+            if c.name in src_names:
+                children.append(_coerce(arr.field(c.name), c, f"{path}.{c.name}", topic, offset))
+            elif c.nullable:
+                children.append(pa.nulls(len(arr), c.type))
+            else:
+                raise RecordValidationError(None, f"{path}.{c.name}", f"missing required field (expected {c.type})",
+                                            topic=topic)
+        return pa.StructArray.from_arrays(children, fields=list(dst), mask=arr.is_null() if arr.null_count else None)
+    if not castable(arr.type, dst):
+        raise RecordValidationError(None, path, f"expected Arrow {dst}, found a column of Arrow type {arr.type} "
+                                    "(no lossless conversion under Avro's rules)", topic=topic)
+    try:
+        return pc.cast(arr, dst, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        row = _first_failing_row(arr, dst)
+        raise RecordValidationError(row + offset, path, f"expected {dst}, found {_show(arr[row].as_py())} that does "
+                                    f"not convert exactly ({e})", topic=topic) from None
+
+
+def _first_failing_row(arr: pa.Array, dst: pa.DataType) -> int:
+    lo, hi = 0, len(arr)  # invariant: arr[lo:hi] fails to cast
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(arr.slice(lo, mid - lo), dst, safe=True)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            hi = mid
+    return lo
+
+
+def castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether an Arrow column of type `src` may be cast (safely) to `dst` under Avro's rules."""
+    t = pa.types
+    if src.equals(dst) or t.is_null(src):
+        return True
+    if t.is_dictionary(src) and not t.is_dictionary(dst):
+        return castable(src.value_type, dst)
+    if t.is_dictionary(dst):
+        inner = src.value_type if t.is_dictionary(src) else src
+        return t.is_string(inner) or t.is_large_string(inner)
+    if t.is_integer(dst):
+        return t.is_integer(src)  # overflow is caught by the safe cast
+    if t.is_floating(dst):
+        return t.is_integer(src) or (t.is_floating(src) and src.bit_width <= dst.bit_width)
+    if t.is_string(dst) or t.is_large_string(dst):
+        return t.is_string(src) or t.is_large_string(src) or t.is_binary(src) or t.is_large_binary(src) or \
+            getattr(t, "is_string_view", lambda _: False)(src)
+    if t.is_binary(dst) or t.is_large_binary(dst):
+        return t.is_binary(src) or t.is_large_binary(src) or t.is_string(src) or t.is_large_string(src)
+    if t.is_fixed_size_binary(dst):
+        return t.is_fixed_size_binary(src) and src.byte_width == dst.byte_width
+    if t.is_timestamp(dst):
+        return t.is_timestamp(src)
+    if t.is_date(dst):
+        return t.is_date(src)
+    if t.is_time(dst):
+        return t.is_time(src)
+    if t.is_decimal(dst):
+        return t.is_decimal(src) or t.is_integer(src)
+    if t.is_list(dst) or t.is_large_list(dst):
+        return (t.is_list(src) or t.is_large_list(src) or t.is_fixed_size_list(src)) and \
+            castable(src.value_type, dst.value_type)
+    if t.is_map(dst):
+        return t.is_map(src) and castable(src.key_type, dst.key_type) and castable(src.item_type, dst.item_type)
+    if t.is_struct(dst):
+        return t.is_struct(src) and [c.name for c in src] == [c.name for c in dst] and \
+            all(castable(a.type, b.type) for a, b in zip(src, dst))
+    return False
+
+
+# --------------------------------------------------------------------------- slow path
+def first_error(rows: list, tree: dict) -> tuple[int, str | None, str] | None:
+    """(index, field path, reason) of the first row that does not match `tree`, or None."""
+    for i, row in enumerate(rows):
+        found = _check_record(row, tree, "")
+        if found is not None:
+            return (i, *found)
+    return None
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(v).__name__} {text}"
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_record(row: Any, t: dict, path: str) -> tuple[str | None, str] | None:
+    if not isinstance(row, dict):
+        return (path or None, f"expected a record (dict) of {t['name']}, found {_show(row)}")
+    names = [f["name"] for f in t["fields"]]
+    for key in row:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            return (where, f"unknown field {key!r} not in schema{_suggest(str(key), names)}")
+    for f in t["fields"]:
+        where = f"{path}.{f['name']}" if path else f["name"]
+        if f["name"] not in row:
+            _, nullable = non_null(f["type"])
+            if nullable or f["type"] == "null":
+                continue
+            return (where, f"missing required field (expected {_expected(f['type'])})")
+        found = _check(row[f["name"]], f["type"], where)
+        if found is not None:
+            return found
+    return None
+
+
+def _expected(t: Any) -> str:
+    inner, nullable = non_null(t)
+    kind = base_type(inner)
+    logical = inner.get("logicalType") if isinstance(inner, dict) else None
+    text = {
+        "timestamp-micros": "a timestamp (datetime or int microseconds)",
+        "timestamp-millis": "a timestamp (datetime or int milliseconds)",
+        "local-timestamp-micros": "a local timestamp (datetime or int microseconds)",
+        "local-timestamp-millis": "a local timestamp (datetime or int milliseconds)",
+        "date": "a date (datetime.date or int days)",
+        "time-millis": "a time (datetime.time or int milliseconds)",
+        "time-micros": "a time (datetime.time or int microseconds)",
+        "uuid": "a uuid string",
+    }.get(logical or "")
+    if text is None and logical == "decimal":
+        text = f"a decimal.Decimal with precision {inner.get('precision')} and scale {inner.get('scale', 0)}"
+    if text is None:
+        text = {
+            "null": "null", "boolean": "a boolean", "int": "an int (32-bit integer)",
+            "long": "a long (64-bit integer)", "float": "a float (number)", "double": "a double (number)",
+            "bytes": "bytes", "string": "a string", "array": "a list",
+            "map": "a map (dict with string keys)", "record": "a record (dict)",
+        }.get(kind)
+    if text is None and kind == "enum":
+        text = f"one of the enum symbols {inner['symbols']}"
+    if text is None and kind == "fixed":
+        text = f"{inner['size']} bytes (fixed {inner['name']})"
+    text = text or type_name(inner)
+    return text + " or null" if nullable else text
+
+
+def _check(v: Any, t: Any, path: str) -> tuple[str | None, str] | None:
+    inner, nullable = non_null(t)
+    if v is None:
+        if nullable or inner == "null":
+            return None
+        return (path, f"null is not allowed (expected {_expected(t)})")
+    bad = (path, f"expected {_expected(t)}, found {_show(v)}")
+    kind = base_type(inner)
+    logical = inner.get("logicalType") if isinstance(inner, dict) else None
+    if logical in ("timestamp-micros", "timestamp-millis", "local-timestamp-micros", "local-timestamp-millis"):
+        ok = isinstance(v, _dt.datetime) or (isinstance(v, numbers.Integral) and not isinstance(v, bool)) or \
+            type(v).__name__ == "datetime64"
+        return None if ok else bad
+    if logical == "date":
+        ok = isinstance(v, _dt.date) or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
+        return None if ok else bad
+    if logical in ("time-millis", "time-micros"):
+        ok = isinstance(v, _dt.time) or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
+        return None if ok else bad
+    if logical == "decimal":
+        if isinstance(v, bool) or not isinstance(v, (decimal.Decimal, numbers.Integral)):
+            return bad
+        d = decimal.Decimal(v)
+        scale, precision = int(inner.get("scale", 0)), int(inner["precision"])
+        try:
+            q = d.quantize(decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=100))
+        except decimal.InvalidOperation:
+            return bad
+        if q != d:
+            return (path, f"expected {_expected(t)}, found {_show(v)} with more than {scale} decimal places")
+        if len(q.as_tuple().digits) > precision and q != 0:
+            return (path, f"expected {_expected(t)}, found {_show(v)} with more than {precision} digits")
+        return None
+    if kind == "boolean":
+        return None if isinstance(v, bool) else bad
+    if kind in ("int", "long"):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            return bad
+        lo, hi = _INT_RANGE[kind]
+        return None if lo <= v <= hi else (path, f"expected {_expected(t)}, found {v} out of range [{lo}, {hi}]")
+    if kind in ("float", "double"):
+        return None if isinstance(v, numbers.Real) and not isinstance(v, bool) else bad
+    if kind == "string":
+        if isinstance(v, str):
+            return None
+        if isinstance(v, bytes):
+            try:
+                v.decode("utf-8")
+                return None
+            except UnicodeDecodeError:
+                return (path, f"expected {_expected(t)}, found bytes that are not valid UTF-8: {_show(v)}")
+        return bad
+    if kind == "bytes":
+        return None if isinstance(v, (bytes, bytearray, memoryview, str)) else bad
+    if kind == "fixed":
+        if not isinstance(v, (bytes, bytearray)):
+            return bad
+        return None if len(v) == int(inner["size"]) else (path, f"expected {_expected(t)}, found {len(v)} bytes")
+    if kind == "enum":
+        return None if isinstance(v, str) and v in inner["symbols"] else bad
+    if kind == "array":
+        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
+            return bad
+        for i, item in enumerate(v):
+            found = _check(item, inner["items"], f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if kind == "map":
+        items = v.items() if isinstance(v, dict) else v
+        if not isinstance(v, (dict, list, tuple)):
+            return bad
+        for pair in items:
+            if not (isinstance(pair, tuple) and len(pair) == 2) or not isinstance(pair[0], str):
+                return (path, f"expected {_expected(t)}, found key or entry {_show(pair)}")
+            found = _check(pair[1], inner["values"], f"{path}[{pair[0]!r}]")
+            if found is not None:
+                return found
+        return None
+    if kind == "record":
+        return _check_record(v, inner, path)
+    if kind == "null":
+        return bad
+    return None

@@ -1,0 +1,192 @@
+"""Avro schema resolution applied to Arrow data: read columns written under an old schema version
+with the current one, column by column (no per-row Python).
+
+Rules (Avro spec, "Schema Resolution"; `schemas.compat` decides beforehand what is allowed):
+fields are matched by name, then by the reader field's aliases; a reader field missing from the
+writer gets its default (a constant column); writer fields the reader lacks are dropped;
+promotions are Arrow casts (int32 -> int64/float32/float64, float32 -> float64, string <->
+binary with UTF-8 validation, timestamp/time millis -> micros, wider decimals); enum
+dictionaries are re-indexed onto the reader's symbols (unknown symbols take the reader enum's
+default); structs, lists and maps are rebuilt from resolved children; T -> ["null", T] just
+becomes nullable, and ["null", T] -> T is refused if a null is actually present.
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from logstore.errors import SchemaError
+from schemas.arrow import tree_to_arrow
+from schemas.avro import base_type, expand, full_form, non_null, type_name
+
+_CACHE: dict[tuple[int, int], tuple[dict, dict, Any, Any, pa.Schema, bool]] = {}
+
+
+def _plan(writer: dict, reader: dict) -> tuple[Any, Any, pa.Schema, bool]:
+    key = (id(writer), id(reader))
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is writer and hit[1] is reader:
+        return hit[2:]
+    wt, rt = expand(writer), expand(reader)
+    same = full_form(writer) == full_form(reader)
+    plan = (wt, rt, tree_to_arrow(rt), same)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    _CACHE[key] = (writer, reader, *plan)
+    return plan
+
+
+def resolve(data: pa.RecordBatch | pa.Table, writer: dict, reader: dict) -> pa.RecordBatch | pa.Table:
+    """`data` (written under `writer`) as the `reader` schema sees it: same kind, schema to_arrow(reader)."""
+    wt, rt, target, same = _plan(writer, reader)
+    if same and data.schema.equals(target, check_metadata=False):
+        cols = [_view(c, f.type) for c, f in zip(data.columns, target)]
+        return _assemble(data, cols, target)
+    wfields = {f["name"]: f for f in wt["fields"]}
+    n = data.num_rows
+    cols = []
+    for rf, af in zip(rt["fields"], target):
+        wf = _match(rf, wfields)
+        if wf is None:
+            if "default" not in rf:
+                raise SchemaError(f"field '{rf['name']}': not in the writer schema and has no default in the reader "
+                                  f"schema; cannot resolve old records")
+            cols.append(_default_array(rf["default"], rf["type"], af.type, n, rf["name"]))
+            continue
+        col = data.column(wf["name"])
+        if isinstance(col, pa.ChunkedArray):
+            chunks = [_resolve(c, rf["type"], wf["type"], af.type, rf["name"]) for c in col.chunks]
+            cols.append(pa.chunked_array(chunks, type=af.type))
+        else:
+            cols.append(_resolve(col, rf["type"], wf["type"], af.type, rf["name"]))
+    return _assemble(data, cols, target)
+
+
+def _assemble(data: Any, cols: list, target: pa.Schema) -> Any:
+    if isinstance(data, pa.Table):
+        return pa.Table.from_arrays(cols, schema=target)
+    return pa.RecordBatch.from_arrays(cols, schema=target)
+
+
+def _view(col: Any, t: pa.DataType) -> Any:
+    if col.type.equals(t, check_metadata=True):
+        return col
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array([_view(c, t) for c in col.chunks], type=t)
+    try:
+        return col.view(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return col.cast(t)
+
+
+def _match(rf: dict, wfields: dict) -> dict | None:
+    if rf["name"] in wfields:
+        return wfields[rf["name"]]
+    for alias in rf.get("aliases", ()):
+        if alias in wfields:
+            return wfields[alias]
+    return None
+
+
+def _resolve(arr: pa.Array, rtype: Any, wtype: Any, target: pa.DataType, path: str) -> pa.Array:
+    rt, r_null = non_null(rtype)
+    wt, w_null = non_null(wtype)
+    if w_null and not r_null and arr.null_count:
+        first = arr.is_null().to_pylist().index(True)
+        raise SchemaError(f"field '{path}': row {first} is null, which the reader type {type_name(rtype)} cannot hold")
+    rk, wk = base_type(rt), base_type(wt)
+    if rk == "record" and wk == "record":
+        return _resolve_struct(arr, rt, wt, target, path)
+    if rk == "enum":
+        return _resolve_enum(arr, rt, target, path)
+    if rk == "array" and wk == "array":
+        values = _resolve(arr.values, rt["items"], wt["items"], target.value_type, path + "[]")
+        return pa.ListArray.from_arrays(arr.offsets, values, type=target, mask=_mask(arr))
+    if rk == "map" and wk == "map":
+        items = _resolve(arr.items, rt["values"], wt["values"], target.item_type, path + "{}")
+        return pa.MapArray.from_arrays(arr.offsets, arr.keys, items, type=target, mask=_mask(arr))
+    if arr.type.equals(target):
+        return _view(arr, target)
+    try:
+        return pc.cast(arr, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise SchemaError(f"field '{path}': cannot resolve {type_name(wtype)} data as {type_name(rtype)}: {e}") from None
+
+
+def _mask(arr: pa.Array) -> pa.Array | None:
+    return arr.is_null() if arr.null_count else None
+
+
+def _resolve_struct(arr: pa.StructArray, rt: dict, wt: dict, target: pa.DataType, path: str) -> pa.Array:
+    wfields = {f["name"]: (i, f) for i, f in enumerate(wt["fields"])}
+    out = []
+    for i, rf in enumerate(rt["fields"]):
+        fpath = f"{path}.{rf['name']}"
+        hit = wfields.get(rf["name"]) or next((wfields[a] for a in rf.get("aliases", ()) if a in wfields), None)
+        ftype = target.field(i).type
+        if hit is None:
+            if "default" not in rf:
+                raise SchemaError(f"field '{fpath}': not in the writer schema and has no default")
+            out.append(_default_array(rf["default"], rf["type"], ftype, len(arr), fpath))
+        else:
+            child = arr.field(hit[0])  # sliced like arr; parent nulls stay in the mask below
+            out.append(_resolve(child, rf["type"], hit[1]["type"], ftype, fpath))
+    return pa.StructArray.from_arrays(out, fields=list(target), mask=_mask(arr))
+
+
+def _resolve_enum(arr: pa.Array, rt: dict, target: pa.DataType, path: str) -> pa.Array:
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr.cast(pa.string()))
+    symbols = pa.array(rt["symbols"], pa.string())
+    mapping = pc.index_in(arr.dictionary.cast(pa.string()), value_set=symbols)
+    if mapping.null_count:
+        if "default" in rt:
+            mapping = pc.fill_null(mapping, rt["symbols"].index(rt["default"]))
+    indices = pc.take(mapping, arr.indices)
+    if indices.null_count > arr.null_count:
+        bad = pc.and_(indices.is_null(), arr.is_valid())
+        row = bad.to_pylist().index(True)
+        raise SchemaError(f"field '{path}': row {row} holds enum symbol {arr[row].as_py()!r}, unknown to the reader "
+                          f"enum {rt['name']} (symbols {rt['symbols']}) which has no default")
+    return pa.DictionaryArray.from_arrays(indices.cast(target.index_type), symbols)
+
+
+# --------------------------------------------------------------------------- defaults
+def default_value(value: Any, t: Any) -> Any:
+    """An Avro JSON default as the Python value pyarrow builds the column from."""
+    if isinstance(t, list):
+        return default_value(value, t[0])
+    kind = base_type(t)
+    if value is None or kind == "null":
+        return None
+    logical = t.get("logicalType") if isinstance(t, dict) else None
+    if kind in ("bytes", "fixed"):
+        raw = value.encode("latin-1") if isinstance(value, str) else base64.b64decode(value)
+        if logical == "decimal":
+            unscaled = int.from_bytes(raw, "big", signed=True)
+            return decimal.Decimal(unscaled).scaleb(-int(t.get("scale", 0)))
+        return raw
+    if kind == "record":
+        return {f["name"]: default_value(value[f["name"]] if f["name"] in value else f.get("default"), f["type"])
+                for f in t["fields"]}
+    if kind == "array":
+        return [default_value(v, t["items"]) for v in value]
+    if kind == "map":
+        return [(k, default_value(v, t["values"])) for k, v in value.items()]
+    if kind in ("float", "double"):
+        return float(value)
+    return value
+
+
+def _default_array(value: Any, t: Any, arrow_type: pa.DataType, n: int, path: str) -> pa.Array:
+    try:
+        one = pa.array([default_value(value, t)], type=arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, KeyError) as e:
+        raise SchemaError(f"field '{path}': default {value!r} does not fit {type_name(t)}: {e}") from None
+    return one.take(pa.array(np.zeros(n, dtype=np.int32)))
