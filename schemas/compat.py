@@ -85,7 +85,12 @@ def reader_writer_issues(reader: Any, writer: Any, direction: str = "BACKWARD") 
 
 
 def _logical(t: Any) -> str | None:
-    return t.get("logicalType") if isinstance(t, dict) else None
+    """The logical type of `t` as it should appear in messages: decimal(9, 2), timestamp-micros or None."""
+    if not isinstance(t, dict) or "logicalType" not in t:
+        return None
+    if t["logicalType"] == "decimal":
+        return f"decimal({t.get('precision')}, {t.get('scale', 0)})"
+    return t["logicalType"]
 
 
 class _Checker:
@@ -211,7 +216,7 @@ class _Checker:
     def _logical_ok(self, reader: Any, writer: Any, lw: str | None, lr: str | None) -> bool:
         if (lw, lr) in _LOGICAL_WIDENING:
             return True
-        if lw == lr == "decimal":
+        if (lw or "").startswith("decimal(") and (lr or "").startswith("decimal("):
             ws, rs = int(writer.get("scale", 0)), int(reader.get("scale", 0))
             return ws == rs and int(reader["precision"]) >= int(writer["precision"])
         return False
