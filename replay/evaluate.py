@@ -24,7 +24,7 @@ What counts (the decisions an evaluation makes, in one place):
   the denominator is every request scored by any model.
 * Paired comparisons use only requests both models scored. Intervals are 95% percentile
   intervals of a block bootstrap that resamples whole windows (requests in one window are not
-  independent); with a single window there is no interval.
+  independent); with fewer than 3 windows there is no interval.
 
 Evaluation creates a few uniquely named TEMP tables on the connection while it runs and drops
 them afterwards.
@@ -362,7 +362,8 @@ def _merge(tables: list[pa.Table], keys: list[str]) -> pa.Table:
         else:  # empty right side: keep the rows, add the columns as nulls
             for c in t.column_names:
                 if c not in keys:
-                    out = out.append_column(t.schema.field(c), pa.nulls(out.num_rows, t.schema.field(c).type))
+                    f = t.schema.field(c)
+                    out = out.append_column(f, pa.nulls(out.num_rows, f.type))
     return out.sort_by([(k, "ascending") for k in keys])
 
 
@@ -519,7 +520,9 @@ def evaluate(
     con = _connection(con_or_log)
     topics = [scores] if isinstance(scores, str) else list(scores)
     if not topics or not all(isinstance(t, str) for t in topics):
-        raise EvaluationError(f"scores must be a topic name or a non-empty list of them: {scores!r}")
+        raise EvaluationError(
+            f"scores must be a topic name or a non-empty list of them, not {scores!r}"
+        )
     if len(set(topics)) != len(topics):
         raise EvaluationError(f"scores lists a topic twice: {topics}")
     if task not in ("auto", "classification", "regression"):
@@ -641,7 +644,10 @@ def _quality_verdict(row: dict[str, Any], task: str, n_boot: int) -> str | None:
         gain = sign * delta
         low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
         if low is None or high is None:
-            why = "bootstrap=0" if n_boot == 0 else f"{row['n_windows']} window(s), need 2"
+            why = (
+                "bootstrap=0" if n_boot == 0
+                else f"{row['n_windows']} window(s), need {metrics.MIN_BLOCKS}"
+            )
             return f"{model} vs {role} on {label}: {gain:+.3f} (no interval: {why})"
         g_low, g_high = sorted((sign * low, sign * high))
         if g_low > 0:
@@ -701,9 +707,8 @@ def _verdicts(ev: Evaluation) -> list[str]:
                 out.append(f"canary stable (max PSI {worst:.2f}): no input drift")
             for r in moved:
                 what = "input drift" if r["psi"] >= PSI_ALERT else "input shift"
-                out.append(
-                    f"{what}: canary PSI {r['psi']:.2f} in window {format_window(r['window_start'])}"
-                )
+                when = format_window(r["window_start"])
+                out.append(f"{what}: canary PSI {r['psi']:.2f} in window {when}")
         gaps: dict[str, list[dict[str, Any]]] = {}
         for r in drift:
             if r["kind"] == "gap_vs_first_window" and r["psi"] is not None:

@@ -45,6 +45,9 @@ __all__ = [
 # (keeps memory near 8 * _RANK_MATRIX_CELLS bytes per model).
 _RANK_MATRIX_CELLS = 20_000_000
 _LOG_CLIP = 1e-15
+# Fewer windows than this give no interval: resampling 2 blocks has 3 distinct outcomes, which
+# says little about the spread.
+MIN_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def block_index(blocks: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def block_replicates(n_blocks: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_blocks) window multiplicities: each row draws n_blocks windows with replacement."""
+    """(n_boot, n_blocks) multiplicities: row b draws n_blocks windows with replacement."""
     rng = np.random.default_rng(seed)
     if n_blocks == 0 or n_boot <= 0:
         return np.zeros((0, n_blocks), dtype=float)
@@ -137,7 +140,7 @@ def _ratio(num: np.ndarray, den: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _mann_whitney_matrix(scores, positive, block, n_blocks):
-    """U[i, j]: positives of window i above negatives of window j (ties 1/2); pos, neg per window."""
+    """U[i, j] = positives of window i above negatives of window j (ties 1/2); pos/neg counts."""
     u = np.zeros((n_blocks, n_blocks))
     pos_scores, pos_block = scores[positive], block[positive]
     neg_scores, neg_block = scores[~positive], block[~positive]
@@ -220,8 +223,9 @@ def paired_statistics(
 
     `score`, `reference_score`, `label` (NaN = unknown) and `window` (any sortable block label)
     are aligned per request. `counts` comes from `block_replicates(W, B, seed)` where W is the
-    number of distinct windows here; with fewer than two windows, or B == 0, the intervals are
-    NaN (a block bootstrap over one block says nothing). Deltas are model minus reference.
+    number of distinct windows here; with fewer than MIN_BLOCKS windows, or B == 0, the
+    intervals are NaN (a block bootstrap over one or two blocks says next to nothing).
+    Deltas are model minus reference.
     """
     score = np.asarray(score, dtype=float)
     reference_score = np.asarray(reference_score, dtype=float)
@@ -229,7 +233,7 @@ def paired_statistics(
     block, n_blocks = block_index(window)
     if counts.shape[1] != n_blocks:
         raise ValueError(f"counts has {counts.shape[1]} windows, the rows have {n_blocks}")
-    use_ci = n_blocks >= 2 and len(counts) > 0
+    use_ci = n_blocks >= MIN_BLOCKS and len(counts) > 0
     ones = np.ones((1, n_blocks))
     out: dict[str, Interval] = {}
 

@@ -331,7 +331,7 @@ def test_regression_task_and_single_window():
     assert row["rmse"] == pytest.approx(np.sqrt(np.mean((truth.score - ys) ** 2)), rel=1e-9)
     pair = _row(ev.paired, model="new")
     assert pair["rmse_delta"] < 0 and pair["rmse_delta_low"] is None
-    assert any("new vs champion on RMSE" in v and "need 2" in v for v in ev.verdicts)
+    assert any("new vs champion on RMSE" in v and "need 3" in v for v in ev.verdicts)
     with pytest.raises(EvaluationError, match="0/1 labels"):
         evaluate(con, "s", outcomes="o", task="classification")
 
@@ -340,3 +340,31 @@ def test_sql_helpers_are_reachable_from_the_function():
     """replay.evaluate.sql(name) works even when replay re-exports the function."""
     assert "quantile_cont" in evaluate.sql("latency")
     assert "psi" in evaluate.sql_names()
+
+
+def test_evaluates_a_real_log_fenced_by_append_time(tmp_path):
+    """Over logstore's own DuckDB views: outcomes count from their append time, not event time."""
+    import logstore
+
+    log = logstore.open(tmp_path / "log")
+    log.create_topic("scores", "model_score", partitions=2, key_field="request_id")
+    log.create_topic("outcomes", "outcome", partitions=2, key_field="request_id")
+    rng = np.random.default_rng(0)
+    with log.writer("scores", clock=lambda: T0) as w:
+        w.append_batch([
+            {"request_id": f"r{i}", "event_time": T0 + dt.timedelta(hours=i), "model_id": m,
+             "model_version": "1", "score": float(rng.uniform()), "latency_ms": 3.0}
+            for i in range(72) for m in ("champ", "canary")
+        ])
+    learned = T0 + dt.timedelta(days=5)  # labels of day-old events, appended days later
+    with log.writer("outcomes", clock=lambda: learned) as w:
+        w.append_batch([{"request_id": f"r{i}", "event_time": T0 + dt.timedelta(hours=i),
+                         "label": float(i % 2)} for i in range(72)])
+    ev = evaluate(log, "scores", outcomes="outcomes", champion="champ", canary="canary",
+                  bootstrap=50)
+    assert _row(ev.overall, model="champ")["n_labeled"] == 72
+    assert _row(ev.paired, model="canary")["n_windows"] == 3
+    before = evaluate(log, "scores", outcomes="outcomes", cutoff=learned - dt.timedelta(seconds=1),
+                      bootstrap=0)
+    assert before.overall["n_labeled"].to_pylist() == [0, 0]
+    assert before.verdicts[0].startswith("no outcomes known by the cut-off")
