@@ -4,9 +4,9 @@ On-disk layout of one frame (all integers little-endian)::
 
     offset size  field
      0      4    magic b"LSF1"
-     4      4    header crc: CRC-32 (zlib) of bytes 8..63
+     4      4    header crc: CRC-32C of bytes 8..63
      8      4    body length in bytes (u32)
-    12      4    body crc: CRC-32 (zlib) of the body
+    12      4    body crc: CRC-32C of the body
     16      8    base offset: offset of the frame's first record (i64)
     24      4    record count (u32, >= 1)
     28      4    schema version of the body (u32, the topic registry's version number)
@@ -28,7 +28,7 @@ built under the partition lock at commit.
 from __future__ import annotations
 
 import struct
-import zlib
+from .checksum import crc
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -85,7 +85,7 @@ def pack_header(
         MAGIC, 0, body_len, body_crc, base_offset, count, schema_version,
         append_time, min_event_time, max_event_time, flags,
     )[8:]
-    return MAGIC + struct.pack("<I", zlib.crc32(tail)) + tail
+    return MAGIC + struct.pack("<I", crc(tail)) + tail
 
 
 def parse_header(data: bytes | memoryview) -> FrameHeader | str:
@@ -95,7 +95,7 @@ def parse_header(data: bytes | memoryview) -> FrameHeader | str:
     magic, hcrc, *rest = _HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         return f"bad magic: expected {MAGIC!r}, found {bytes(magic)!r}"
-    found = zlib.crc32(data[8:HEADER_SIZE])
+    found = crc(data[8:HEADER_SIZE])
     if found != hcrc:
         return f"header checksum mismatch: expected crc 0x{hcrc:08x}, found 0x{found:08x}"
     header = FrameHeader(*rest)
@@ -150,7 +150,7 @@ def encode_body(
         raise ValueError(f"a frame body of {body.size} bytes is over the {MAX_BODY}-byte limit")
     return EncodedBody(
         body=body,
-        crc=zlib.crc32(body),
+        crc=crc(body),
         count=batch.num_rows,
         schema_version=schema_version,
         min_event_time=event_range[0],

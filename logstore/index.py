@@ -10,7 +10,7 @@ One fixed-size entry per frame, in file order, little-endian (56 bytes)::
     24      8   append time, microseconds UTC (i64)
     32      8   min event time (i64)
     40      8   max event time (i64)
-    48      4   CRC-32 (zlib) of bytes 0..47 of the entry
+    48      4   CRC-32C of bytes 0..47 of the entry
     52      4   reserved, zero
 
 It maps offsets and both clocks to byte positions so seeks never scan a segment. The index is
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
+from .checksum import crc
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ def entry_from(
 ) -> np.ndarray:
     """One index entry from its fields (the checksum is computed here)."""
     raw = _FIELDS.pack(base_offset, position, count, body_len, append_time, min_event_time, max_event_time)
-    return np.frombuffer(raw + struct.pack("<II", zlib.crc32(raw), 0), dtype=ENTRY_DTYPE).copy()
+    return np.frombuffer(raw + struct.pack("<II", crc(raw), 0), dtype=ENTRY_DTYPE).copy()
 
 
 def load(path: Path) -> tuple[np.ndarray, bool] | None:
@@ -88,7 +88,7 @@ def load(path: Path) -> tuple[np.ndarray, bool] | None:
     good = n
     for i in range(n):
         raw = view[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE]
-        if zlib.crc32(raw[:48]) != int.from_bytes(raw[48:52], "little"):
+        if crc(raw[:48]) != int.from_bytes(raw[48:52], "little"):
             good, damaged = i, True
             break
     return np.frombuffer(data, dtype=ENTRY_DTYPE, count=good).copy(), damaged

@@ -24,7 +24,7 @@ import fcntl
 import logging
 import os
 import struct
-import zlib
+from .checksum import crc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +66,14 @@ class Hint:
 
 def pack_hint(h: Hint) -> bytes:
     raw = _HINT.pack(_HINT_MAGIC, h.base, h.size, h.next_offset, h.last_append_time)
-    return raw + struct.pack("<I", zlib.crc32(raw))
+    return raw + struct.pack("<I", crc(raw))
 
 
 def parse_hint(data: bytes) -> Hint | None:
     if len(data) < _HINT.size + 4:
         return None
     raw = data[: _HINT.size]
-    if raw[:4] != _HINT_MAGIC or struct.unpack_from("<I", data, _HINT.size)[0] != zlib.crc32(raw):
+    if raw[:4] != _HINT_MAGIC or struct.unpack_from("<I", data, _HINT.size)[0] != crc(raw):
         return None
     _, base, size, nxt, last = _HINT.unpack(raw)
     return Hint(base, size, nxt, last)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
-import zlib
+from .checksum import crc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -64,7 +64,7 @@ class SegmentView:
         end = position + header.size
         if end > self.size:
             return f"frame truncated: needs {header.size} bytes, {self.size - position} present"
-        found = zlib.crc32(self._view[position + HEADER_SIZE : end])
+        found = crc(self._view[position + HEADER_SIZE : end])
         if found != header.body_crc:
             return f"body checksum mismatch: expected crc 0x{header.body_crc:08x}, found 0x{found:08x}"
         return None
