@@ -1,0 +1,57 @@
+"""Smoke run of the benchmark suite with a tiny workload, so `python -m benchmarks` cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+def test_smoke_run_writes_every_scenario_table(tmp_path):
+    """A tiny run (2,000 records, 1 run, 200 segments) writes a report with every scenario's table."""
+    from benchmarks.scenarios import SCENARIOS
+
+    out = tmp_path / "RESULTS.md"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--n", "2000", "--runs", "1", "--segments", "200",
+         "--no-strace", "--jobs", "2", "--out", str(out), "--scratch", str(tmp_path / "scratch")],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    for sc in SCENARIOS:
+        assert f"## {sc.title}" in report, f"missing section {sc.title!r}"
+        section = report.split(f"## {sc.title}", 1)[1].split("\n## ", 1)[0]
+        assert "| case | kind |" in section, f"no table in section {sc.title!r}"
+    assert "## Targets" in report and "## Where the time goes" in report
+    assert "- Command: `python -m benchmarks --n 2000" in report
+    # every reference row measured something (logstore rows may say "not available")
+    for line in report.splitlines():
+        if line.startswith("| ") and ("| limit |" in line or "| peer |" in line):
+            assert "Error" not in line and "timed out" not in line and "child died" not in line, line
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
+    assert took < 60, f"smoke run took {took:.0f} s"
+
+
+def test_workload_is_deterministic_and_about_142_bytes_per_record():
+    """The canonical workload has the documented schema, size and determinism (seed 42)."""
+    import pyarrow as pa
+
+    from benchmarks import workload
+
+    a, b = workload.make_workload(5000), workload.make_workload(5000)
+    assert a.equals(b)
+    assert a.schema == workload.SCHEMA
+    assert a.schema.field("features").type == pa.list_(pa.float32(), 16)
+    assert 135 <= a.nbytes / a.num_rows <= 150
+    ids = a.column("request_id").to_pylist()
+    assert all(len(r) == 32 and int(r, 16) >= 0 for r in ids[:100])
+    assert len(set(a.column("model_id").to_pylist())) == 6
