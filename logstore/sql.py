@@ -48,6 +48,15 @@ def query(log: Any, sql: str, *, params: Any = None, topics: Sequence[str] | Non
     """Run `sql` over the topics' views; returns a pyarrow Table."""
     con = attach(log, None, topics=topics, start=start, end=end, by=by)
     try:
-        return con.execute(sql, params).fetch_arrow_table() if params is not None else con.execute(sql).fetch_arrow_table()
+        rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
+        if rel is None:  # a statement, not a query
+            return None
+        return fetch_arrow(rel)
     finally:
         con.close()
+
+
+def fetch_arrow(result: Any):
+    """A DuckDB relation as a pyarrow Table (DuckDB 1.x and 2.x spellings)."""
+    fetch = getattr(result, "to_arrow_table", None) or getattr(result, "fetch_arrow_table", None) or result.arrow
+    return fetch()
