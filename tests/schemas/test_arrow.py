@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import schemas
-from avro_strategies import avro_schemas
+from tests.schemas.avro_strategies import avro_schemas
 from logstore.errors import SchemaError
 from schemas.avro import expand, full_form
 

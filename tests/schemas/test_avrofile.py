@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
-from avro_strategies import avro_schemas, normalize, values
+from tests.schemas.avro_strategies import avro_schemas, normalize, values
 from logstore.errors import SchemaError
 from schemas import avrofile
 from schemas.avro import expand

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import logstore
 import schemas
-from avro_strategies import avro_schemas, normalize, values
+from tests.schemas.avro_strategies import avro_schemas, normalize, values
 from logstore.interchange import export_topic, import_avro
 from schemas.avro import expand
 

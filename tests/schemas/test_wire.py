@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 
 import schemas
-from avro_strategies import values
+from tests.schemas.avro_strategies import values
 from logstore.errors import SchemaError
 from schemas import wire
 from schemas.avro import expand
