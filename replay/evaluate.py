@@ -367,7 +367,7 @@ def _merge(tables: list[pa.Table], keys: list[str]) -> pa.Table:
     return out.sort_by([(k, "ascending") for k in keys])
 
 
-def _metric_table(con, tmp, scored, requests, quality, threshold, by_window) -> pa.Table:
+def _metric_table(con, scored, requests, quality, threshold, by_window) -> pa.Table:
     p = {"by_window": by_window, "threshold": threshold}
     parts = [
         run_sql(con, "volume", p, scored=scored),
@@ -392,7 +392,7 @@ def _metric_table(con, tmp, scored, requests, quality, threshold, by_window) -> 
     return out.select([c for c in order if c in out.column_names])
 
 
-def _paired(con, scored, models, roles, task, threshold, n_boot, seed):
+def _paired(con, scored, roles, task, threshold, n_boot, seed):
     """(paired overall with intervals, paired by window), against each reference in `roles`."""
     overall_rows: list[dict[str, Any]] = []
     by_window: list[pa.Table] = []
@@ -571,11 +571,11 @@ def evaluate(
         task = _task(con, scored, task)
         quality = "classification" if task == "classification" else "regression"
 
-        overall = _metric_table(con, tmp, scored, requests, quality, threshold, False)
-        by_window = _metric_table(con, tmp, scored, requests, quality, threshold, True)
+        overall = _metric_table(con, scored, requests, quality, threshold, False)
+        by_window = _metric_table(con, scored, requests, quality, threshold, True)
         roles = {r: m for r, m in (("champion", champion_label), ("canary", canary_label)) if m}
         paired, paired_by_window = _paired(
-            con, scored, models, roles, task, threshold, bootstrap, seed
+            con, scored, roles, task, threshold, bootstrap, seed
         )
         drift = _drift(con, tmp, scored, champion_label, canary_label)
         if task == "classification":

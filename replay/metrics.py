@@ -139,20 +139,34 @@ def _ratio(num: np.ndarray, den: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return (counts @ num) / (counts @ den)
 
 
+def _columns_below(x: np.ndarray, member: np.ndarray, n_blocks: int):
+    """For j in 0..W-1, yield (j, col) with col[r] = #(x[k] < x[r], member[k] == j)
+    + #(x[k] == x[r], member[k] == j) / 2. One sort, then O(n) per window (no searchsorted)."""
+    n = len(x)
+    order = np.argsort(x, kind="stable")
+    xs, ms = x[order], member[order]
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = xs[1:] != xs[:-1]
+    run = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], n)
+    col = np.empty(n)
+    for j in range(n_blocks):
+        cum = np.concatenate(([0.0], np.cumsum(ms == j, dtype=float)))
+        below, upto = cum[starts][run], cum[ends][run]
+        col[order] = below + 0.5 * (upto - below)
+        yield j, col
+
+
 def _mann_whitney_matrix(scores, positive, block, n_blocks):
     """U[i, j] = positives of window i above negatives of window j (ties 1/2); pos/neg counts."""
     u = np.zeros((n_blocks, n_blocks))
-    pos_scores, pos_block = scores[positive], block[positive]
-    neg_scores, neg_block = scores[~positive], block[~positive]
-    for j in range(n_blocks):
-        neg_j = np.sort(neg_scores[neg_block == j])
-        if neg_j.size == 0:
-            continue
-        below = np.searchsorted(neg_j, pos_scores, side="left")
-        equal = np.searchsorted(neg_j, pos_scores, side="right") - below
-        u[:, j] = np.bincount(pos_block, weights=below + 0.5 * equal, minlength=n_blocks)
+    negatives = np.where(positive, -1, block)
+    pos_block = block[positive]
+    for j, col in _columns_below(scores, negatives, n_blocks):
+        u[:, j] = np.bincount(pos_block, weights=col[positive], minlength=n_blocks)
     pos = np.bincount(pos_block, minlength=n_blocks).astype(float)
-    neg = np.bincount(neg_block, minlength=n_blocks).astype(float)
+    neg = np.bincount(block[~positive], minlength=n_blocks).astype(float)
     return u, pos, neg
 
 
@@ -164,11 +178,8 @@ def _auc_replicates(u, pos, neg, counts):
 def _rank_matrix(x, block, n_blocks):
     """A[r, j] = #(x in window j below x[r]) + #(equal)/2, so ranks = A @ c + 1/2."""
     a = np.empty((len(x), n_blocks))
-    for j in range(n_blocks):
-        xj = np.sort(x[block == j])
-        below = np.searchsorted(xj, x, side="left")
-        equal = np.searchsorted(xj, x, side="right") - below
-        a[:, j] = below + 0.5 * equal
+    for j, col in _columns_below(x, block, n_blocks):
+        a[:, j] = col
     return a
 
 
