@@ -1,22 +1,34 @@
-"""DuckDB views over topics.
+"""DuckDB views over topics, with time and offset filters pruning what is read.
 
 `attach(log, con)` gives a DuckDB connection one view per topic, named exactly as the topic
-(quoted, never pasted: a name is an identifier, ``"`` doubled), holding the topic's user columns and
-`_partition`, `_offset`, `_append_time` over all partitions, sealed and active segments alike. The
-views read one consistent snapshot of every partition's committed end taken when they are
-attached: a writer appending meanwhile never shows up as a partial frame.
+(quoted, never pasted: a name is an identifier with ``"`` doubled), holding the topic's user
+columns and `_partition`, `_offset`, `_append_time` over all partitions, sealed and active segments
+alike. A view reads one consistent snapshot of every partition's committed end, taken when it is
+attached: a writer appending meanwhile never shows up as a partial frame (re-attach to see more).
 
-DuckDB cannot push a query's filters into a Python data source, so pruning is asked for when
-attaching: ``start``/``end`` (offsets or datetimes; datetimes select by append time through the
-index, or by event time with ``by="event_time"``) restrict what is read, so the last 10% of a topic
-reads about 10% of its bytes. Uncompressed topics are mapped zero-copy.
+How pruning works: each view is a `pyarrow.dataset` whose fragments are runs of consecutive frames
+(about `chunk_rows` records), each carrying a guarantee built from the index alone: its partition,
+offset range, append-time range and event-time range. DuckDB pushes a query's filters into the
+dataset scan, Arrow drops every fragment whose guarantee contradicts them, and only the rest are
+read: their frames verified and decoded, then handed over as Arrow IPC through an in-memory file
+system. So ``WHERE _append_time >= ...`` over the last 10% of a topic reads about 10% of its bytes.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
-from .reader import Bound
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from .frame import MAX_TIME, MIN_TIME
+from .reader import APPEND_TIME_TYPE, Bound, FrameReader, plan
+
+CHUNK_ROWS = 65_536
 
 
 def quote_ident(name: str) -> str:
@@ -26,19 +38,141 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _Chunk:
+    __slots__ = ("topic", "partition", "snap", "lo", "hi")
+
+    def __init__(self, topic: Any, partition: int, snap: Any, lo: int, hi: int) -> None:
+        self.topic, self.partition, self.snap, self.lo, self.hi = topic, partition, snap, lo, hi
+
+
+class _ChunkFiles(pafs.FileSystemHandler):
+    """A read-only file system whose files are chunks of topics, served as Arrow IPC files."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, _Chunk] = {}
+        self._cache: OrderedDict[str, pa.Buffer] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes_read = 0  # frame bytes verified and decoded (what the filters did not prune)
+
+    def _render(self, path: str) -> pa.Buffer:
+        with self._lock:
+            buf = self._cache.get(path)
+            if buf is not None:
+                self._cache.move_to_end(path)
+                return buf
+        c = self.chunks[path]
+        fr = FrameReader(c.topic, None, "raise")
+        part = c.topic.partition(c.partition)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, fr.schema) as w:
+            for batch in fr.partition_batches(part, c.snap, c.lo, c.hi):
+                w.write_batch(batch)
+        buf = sink.getvalue()
+        with self._lock:
+            self.bytes_read += fr.bytes_read
+            self._cache[path] = buf
+            while len(self._cache) > 8:
+                self._cache.popitem(last=False)
+        return buf
+
+    def get_type_name(self) -> str:
+        return "logstore-chunks"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return [pafs.FileInfo(p, pafs.FileType.File if p in self.chunks else pafs.FileType.NotFound) for p in paths]
+
+    def get_file_info_selector(self, selector: Any) -> list[pafs.FileInfo]:
+        return [pafs.FileInfo(p, pafs.FileType.File) for p in self.chunks]
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        return pa.BufferReader(self._render(path))
+
+    def open_input_stream(self, path: str) -> pa.NativeFile:
+        return self.open_input_file(path)
+
+    def _read_only(self, *args: Any) -> None:
+        raise OSError("logstore views are read-only")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
+    delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+def _ts(us: int) -> pa.Scalar:
+    return pa.scalar(us, pa.int64()).cast(APPEND_TIME_TYPE)
+
+
+def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None, by: str = "append_time",
+                  chunk_rows: int = CHUNK_ROWS) -> tuple[ds.Dataset, _ChunkFiles]:
+    """A pyarrow Dataset over one snapshot of a topic, fragments guaranteed by their index ranges."""
+    topic = log.topic(name)
+    topic.config  # raises TopicNotFoundError
+    pl = plan(topic, start, end, None, by)
+    schema = FrameReader(topic, None, "raise").schema
+    event_field = topic.config.event_time_field
+    event_type = schema.field(event_field).type if event_field else None
+    files = _ChunkFiles()
+    paths: list[str] = []
+    guarantees: list[ds.Expression] = []
+    for p, (lo, hi) in pl.ranges.items():
+        snap = pl.snapshots[p]
+        part = topic.partition(p)
+        if lo >= hi:
+            continue
+        for base in snap.bases[part.segment_for_offset(snap, lo):]:
+            if base >= hi:
+                break
+            try:
+                entries = part.entries(snap, base)
+            except FileNotFoundError:
+                continue
+            ends = entries["base_offset"] + entries["count"]
+            keep = (ends > lo) & (entries["base_offset"] < hi)
+            sel = entries[keep]
+            if not len(sel):
+                continue
+            # cut the segment's frames into runs of about chunk_rows records
+            counts = np.cumsum(sel["count"].astype(np.int64))
+            cuts = np.searchsorted(counts, np.arange(chunk_rows, int(counts[-1]), chunk_rows), side="left") + 1
+            for run in np.split(sel, np.unique(cuts[cuts < len(sel)])):
+                if not len(run):
+                    continue
+                c_lo = max(lo, int(run["base_offset"][0]))
+                c_hi = min(hi, int(run["base_offset"][-1] + run["count"][-1]))
+                path = f"{p}/{c_lo}-{c_hi}"
+                files.chunks[path] = _Chunk(topic, p, snap, c_lo, c_hi)
+                paths.append(path)
+                g = ((ds.field("_partition") == pa.scalar(p, pa.int32()))
+                     & (ds.field("_offset") >= c_lo) & (ds.field("_offset") < c_hi)
+                     & (ds.field("_append_time") >= _ts(int(run["append_time"].min())))
+                     & (ds.field("_append_time") <= _ts(int(run["append_time"].max()))))
+                lo_e, hi_e = int(run["min_event_time"].min()), int(run["max_event_time"].max())
+                if event_type is not None and lo_e != MIN_TIME and hi_e != MAX_TIME:
+                    g = g & (ds.field(event_field) >= pa.scalar(lo_e, pa.int64()).cast(event_type)) \
+                          & (ds.field(event_field) <= pa.scalar(hi_e, pa.int64()).cast(event_type))
+                guarantees.append(g)
+    dataset = ds.FileSystemDataset.from_paths(paths, schema=schema, format=ds.IpcFileFormat(),
+                                              filesystem=pafs.PyFileSystem(files), partitions=guarantees)
+    return dataset, files
+
+
 def attach(log: Any, con: Any = None, *, topics: Sequence[str] | None = None, start: Bound = None,
-           end: Bound = None, by: str = "append_time", columns: dict[str, Sequence[str]] | None = None):
-    """Create (or replace) one view per topic on `con` (a new in-memory connection by default)."""
+           end: Bound = None, by: str = "append_time"):
+    """Create (or replace) one view per topic on `con` (a new in-memory connection by default).
+
+    `start`/`end` (offsets or datetimes) restrict every view up front, like `Log.read`.
+    """
     import duckdb
 
     if con is None:
         con = duckdb.connect()
     names = list(topics) if topics is not None else log.topics()
     for i, name in enumerate(names):
-        cols = (columns or {}).get(name)
-        table = log.read(name, start, end, by=by, columns=cols)
-        internal = f"__logstore_topic_{i}"
-        con.register(internal, table)
+        dataset, _ = topic_dataset(log, name, start=start, end=end, by=by)
+        internal = f"__logstore_{abs(hash((str(log.path), name))) % 10**12}_{i}"
+        con.register(internal, dataset)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {quote_ident(internal)}")
     return con
 
@@ -60,3 +194,4 @@ def fetch_arrow(result: Any):
     """A DuckDB relation as a pyarrow Table (DuckDB 1.x and 2.x spellings)."""
     fetch = getattr(result, "to_arrow_table", None) or getattr(result, "fetch_arrow_table", None) or result.arrow
     return fetch()
+
