@@ -11,6 +11,7 @@
 from .errors import (
     ConsumerError,
     CorruptFrameError,
+    EvaluationError,
     InvalidNameError,
     LogIOError,
     LogstoreError,
@@ -49,4 +50,5 @@ __all__ = [
     "WriterClosedError",
     "ConsumerError",
     "TimeLeakError",
+    "EvaluationError",
 ]

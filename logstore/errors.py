@@ -13,7 +13,8 @@
     ├── LogIOError                     an OSError wrapped with the operation and the path
     ├── WriterClosedError
     ├── ConsumerError
-    └── TimeLeakError                  replay: a model asked for data from after its clock
+    ├── TimeLeakError                  replay: a model asked for data from after its clock
+    └── EvaluationError                an evaluation that cannot run as asked
 
 Every message says where, what was expected and what was found.
 """
@@ -112,3 +113,7 @@ class ConsumerError(LogstoreError):
 
 class TimeLeakError(LogstoreError):
     """Replay: a model asked to see data from after its clock. Says what was asked and the clock."""
+
+
+class EvaluationError(LogstoreError, ValueError):
+    """An evaluation that cannot run as asked: a missing column, an unknown model, a bad window."""

@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from logstore.errors import InvalidNameError, LogstoreError, TopicNotFoundError
+from logstore.errors import EvaluationError, InvalidNameError, LogstoreError, TopicNotFoundError
 
 from . import metrics
 
@@ -74,10 +74,6 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 _PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 _COMMENT = re.compile(r"--[^\n]*")
 _SQL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class EvaluationError(LogstoreError, ValueError):
-    """An evaluation that cannot run as asked: a missing column, an unknown model, a bad window."""
 
 
 # ---- the SQL files --------------------------------------------------------------------------
