@@ -90,7 +90,9 @@ def _mb(b: int | None) -> str:
 
 
 def _ratio(x: float | None) -> str:
-    return "" if x is None else f"{x:.2f}x"
+    if x is None:
+        return ""
+    return f"{x:.2f}x" if x >= 0.095 else f"{x:.3f}x" if x >= 0.0095 else f"{x:.1e}x"
 
 
 def _cell(s: str) -> str:
@@ -120,7 +122,7 @@ def scenario_section(sc: scenarios.Scenario, results: list[Result], by_id: dict[
     header += ["median", "spread"] if sc.time_only else ["records/s", "MB/s", "median", "spread"]
     header += ["on-disk MB", "peak MB", "vs limit"]
     if reads:
-        header += ["touched MB (of data)"]
+        header += ["touched MB, cold (of data)", "frames read MB (of data)"]
     if writes:
         header += ["durability", "fsync calls/run"]
     header += ["notes"]
@@ -137,17 +139,23 @@ def scenario_section(sc: scenarios.Scenario, results: list[Result], by_id: dict[
         else:
             row += [_rate(r.rate), f"{r.mb_per_s:.0f}" if r.bytes_in else "", _secs(r.median), f"{r.spread:.0%}"]
         disk = r.disk_bytes if r.disk_bytes is not None else None
-        row += [_mb(disk), f"{r.peak / 2**20:.0f}", _ratio(speed_ratio(r, lim, not sc.time_only)) + (f" ({lim.name})" if lim and
-                r.kind != "logstore" and lim.name != r.limit else "") if lim else ""]
+        vs = ""
+        if lim is not None:
+            vs = _ratio(speed_ratio(r, lim, not sc.time_only))
+            if r.kind != "logstore" or sc.key in ("read_full", "read_tail"):
+                vs += f" ({lim.name})"
+        row += [_mb(disk), f"{r.peak / 2**20:.0f}", vs]
         if reads:
             if r.touched_bytes is not None and r.data_bytes:
                 row.append(f"{_mb(r.touched_bytes)} ({r.touched_bytes / r.data_bytes:.0%})")
             else:
                 row.append("")
+            rb = r.extra.get("reader_bytes")
+            row.append(f"{_mb(rb)} ({rb / r.data_bytes:.0%})" if rb is not None and r.data_bytes else "")
         if writes:
             row += [r.durability, "" if r.fsync_calls is None else str(r.fsync_calls)]
         notes = [r.note] if r.note else []
-        notes += [f"{k}: {v}" for k, v in r.extra.items() if k not in ("traceback", "setup_s")]
+        notes += [f"{k}: {v}" for k, v in r.extra.items() if k not in ("traceback", "setup_s", "reader_bytes")]
         if r.child_peak:
             notes.append(f"largest worker RSS {r.child_peak / 2**20:.0f} MB")
         if "setup_s" in r.extra and sc.key == "open":
@@ -224,8 +232,11 @@ def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed
         f"- Workload: {args.n:,} records, {workload.SCHEMA.__len__()} columns, about "
         f"{_workload_bytes(args):.0f} bytes/record in Arrow (seed {workload.SEED}); {args.runs} timed runs per "
         "case, median reported; spread = (max - min) / median",
-        "- peak MB: the largest RSS growth of the measuring process during one run (result included), or of",
-        "  a process it started; on-disk MB: apparent size of the files written (or read)",
+        "- peak MB: the largest RSS growth of the measuring process during one run (result included);",
+        "  on-disk MB: apparent size of the files written (or read); speeds and `vs` ratios: per record",
+        f"- Reads: page cache warm for the timed runs; `touched MB, cold` counts the file pages one read pulls",
+        f"  in after eviction, kernel read-ahead included (this disk: {_ra(args)}; a memory-mapped",
+        "  reader faults in a whole read-around window per miss). `frames read MB` is logstore's own count.",
         "",
         "## Targets (from the issues), checked against this run",
         "",
@@ -252,6 +263,11 @@ def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed
         lines += [f"- {r.scenario} / {r.name}: {r.error}" for r in missing]
         lines.append("")
     return "\n".join(lines)
+
+
+def _ra(args) -> str:
+    kb = harness.read_ahead_kb(args.scratch or HERE)
+    return "read-ahead unknown" if kb is None else f"read_ahead_kb = {kb}"
 
 
 _WB: dict[int, float] = {}
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = scenarios.select(scenarios.all_cases(ctx), [o for o in args.only.split(",") if o])
         results = run_cases(cases, ctx, args.jobs)
         if not args.no_strace and harness.have_strace():
-            one = replace(ctx, runs=1)
+            one = replace(ctx, runs=1, options={**ctx.options, "warmup": False})
             audited = [c for c in cases if c.audit_fsync]
             print(f"counting fsync calls of {len(audited)} write cases under strace ...", flush=True)
             by_id = {r.id: r for r in results}

@@ -66,6 +66,7 @@ class Job:
     disk_bytes: Callable[[Path], int] | None = None  # default: size of the run directory
     touched: bool = False  # measure bytes pulled from storage by one cold run
     warmup: bool = True  # one untimed run first
+    stats: Callable[[Path], dict] | None = None  # untimed extra pass: what the reader says it read
 
 
 @dataclass
@@ -273,6 +274,20 @@ def resident_bytes(path: Path) -> int:
     return total
 
 
+def read_ahead_kb(path: Path) -> int | None:
+    """The kernel read-ahead window of the block device holding `path` (mmap read-around size)."""
+    try:
+        dev = os.stat(path).st_dev
+        base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+        for q in (base / "queue", base.resolve().parent / "queue"):
+            f = q / "read_ahead_kb"
+            if f.exists():
+                return int(f.read_text())
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -325,7 +340,8 @@ def run_job(case: Case, ctx: Ctx) -> Result:
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # run -1 is an untimed warm-up (lazy imports, runtime start-up, first-call caches); its peak
     # memory counts, since it is the run that grows the allocator's pools
-    for i in range(-1 if job.warmup else 0, ctx.runs):
+    warmup = job.warmup and ctx.options.get("warmup", True)
+    for i in range(-1 if warmup else 0, ctx.runs):
         if job.fresh_dir:
             run_dir = base / f"run{i}"
             if run_dir.exists():
@@ -368,6 +384,8 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         out = job.run(data)
         del out
         res.touched_bytes = resident_bytes(data)
+    if job.stats is not None:
+        res.extra.update(job.stats(data))
     return res
 
 

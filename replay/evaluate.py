@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from logstore.errors import EvaluationError, InvalidNameError, LogstoreError, TopicNotFoundError
+from logstore.errors import EvaluationError, InvalidNameError, TopicNotFoundError
 
 from . import metrics
 
