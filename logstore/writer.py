@@ -105,10 +105,9 @@ class Writer:
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.linger_ms = linger_ms
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._rows: list[dict] = []
-        self._row_seq = 0  # append() calls so far (names rejected records)
-        self._rows_first_seq = 0
+        self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
         self._rows_since = 0.0
         self._row_limit = batch_records
         self._pending: dict[int, list[EncodedBody]] = {}
@@ -131,16 +130,12 @@ class Writer:
     def append(self, record: dict) -> None:
         """Buffer one record (a dict of the topic's fields); it is written when its frame is cut."""
         with self._lock:
-            if self._closed:
-                raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
-            if self._deferred is not None:
-                self._raise_deferred()
+            if self._closed or self._deferred is not None:
+                self._check_open()
             rows = self._rows
             if not rows:
-                self._rows_first_seq = self._row_seq
                 self._rows_since = time.monotonic()
             rows.append(record)
-            self._row_seq += 1
             if len(rows) >= self._row_limit:
                 self._cut_rows()
                 self._maybe_commit()
@@ -211,6 +206,12 @@ class Writer:
     def _bind_version(self, version: int | None = None) -> None:
         self._version = self.topic.version(version)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
+        if self._deferred is not None:
+            self._raise_deferred()
+
     def _raise_deferred(self) -> None:
         err, self._deferred = self._deferred, None
         raise err  # type: ignore[misc]
@@ -259,8 +260,9 @@ class Writer:
 
     def _cut_rows(self) -> None:
         """Turn the record buffer into encoded frames; a bad record is rejected alone."""
-        rows, first = self._rows, self._rows_first_seq
+        rows, first = self._rows, self._row_seq
         self._rows = []
+        self._row_seq = first + len(rows)
         seqs = list(range(first, first + len(rows)))
         errors: list[RecordValidationError] = []
         batch = None
