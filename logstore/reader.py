@@ -299,7 +299,13 @@ class Reader:
 
     @property
     def gaps(self) -> list[Gap]:
+        """Records skipped because their frames failed their checksums (``on_corrupt="skip"``)."""
         return self._frames.gaps
+
+    @property
+    def bytes_read(self) -> int:
+        """Frame bytes verified and decoded so far (what the seek did not skip)."""
+        return self._frames.bytes_read
 
     @property
     def schema(self) -> pa.Schema:

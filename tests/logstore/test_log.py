@@ -312,3 +312,17 @@ def test_durability_modes_and_closed_writer(log):
     assert log.read("t").num_rows == 30
     with pytest.raises(ValueError):
         log.writer("t", durability="maybe")
+
+
+def test_time_seek_reads_only_the_tail(log):
+    """Reading the last 10% by append time touches about 10% of the bytes (the index does the seek)."""
+    log.create_topic("t", schema=SCORE_SCHEMA, compression=None, segment_bytes=64 * 1024)
+    clock = StepClock()
+    with log.writer("t", clock=clock, linger_ms=None) as w:
+        for i in range(100):
+            w.append_batch(score_rows(100, start=i * 100))
+    cut = log.read("t", start=9000, end=9001)["_append_time"][0].as_py()
+    reader = log.reader("t", start=cut)
+    n = sum(b.num_rows for b in reader)
+    assert n == 1000
+    assert reader.bytes_read <= 0.11 * log.describe("t")["bytes"]
