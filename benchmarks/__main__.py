@@ -157,7 +157,7 @@ def scenario_section(sc: scenarios.Scenario, results: list[Result], by_id: dict[
         notes = [r.note] if r.note else []
         notes += [f"{k}: {v}" for k, v in r.extra.items() if k not in ("traceback", "setup_s", "reader_bytes")]
         if r.child_peak:
-            notes.append(f"largest worker RSS {r.child_peak / 2**20:.0f} MB")
+            notes.append(f"process tree peak {r.child_peak / 2**20:.0f} MB (PSS, sampled)")
         if "setup_s" in r.extra and sc.key == "open":
             notes.append(f"building the data set took {r.extra['setup_s']:.1f} s")
         row.append("; ".join(notes))

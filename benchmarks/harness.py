@@ -67,6 +67,7 @@ class Job:
     touched: bool = False  # measure bytes pulled from storage by one cold run
     warmup: bool = True  # one untimed run first
     stats: Callable[[Path], dict] | None = None  # untimed extra pass: what the reader says it read
+    tree_memory: bool = False  # sample the PSS of this process and its descendants during runs
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Result:
     bytes_in: int = 0
     times: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)  # bytes over the pre-run RSS
-    child_peak: int = 0  # largest RSS of a process the case started, bytes
+    child_peak: int = 0  # tree_memory cases: peak PSS growth of the process and its children, bytes
     disk_bytes: int | None = None
     touched_bytes: int | None = None
     data_bytes: int | None = None  # size of the data a read case reads from
@@ -288,6 +289,58 @@ def read_ahead_kb(path: Path) -> int | None:
     return None
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def tree_pss(pid: int | None = None) -> int:
+    """Proportional set size of `pid` and all its descendants, bytes (shared pages split fairly)."""
+    pid = os.getpid() if pid is None else pid
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+        todo += _children(p)
+    return total
+
+
+class TreeSampler:
+    """Samples `tree_pss()` every `interval` seconds in a thread; `.peak` is the largest seen."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_pss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "TreeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_pss())
+
+
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -354,9 +407,17 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         gc.collect()
         can_reset = reset_peak()
         before = rss()
-        t0 = time.perf_counter()
-        out = job.run(run_dir)
-        elapsed = time.perf_counter() - t0
+        if job.tree_memory:
+            base_pss = tree_pss()
+            with TreeSampler() as sampler:
+                t0 = time.perf_counter()
+                out = job.run(run_dir)
+                elapsed = time.perf_counter() - t0
+            res.child_peak = max(res.child_peak, sampler.peak - base_pss)
+        else:
+            t0 = time.perf_counter()
+            out = job.run(run_dir)
+            elapsed = time.perf_counter() - t0
         peak = hwm() - before if can_reset else 0
         if i >= 0:
             res.times.append(elapsed)
@@ -374,8 +435,8 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         res.extra["peak_note"] = "peak RSS reset unavailable; peaks are process lifetime peaks"
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if children_after > children_before:
-        # a forked worker's RSS includes the pages it shares with its parent
-        res.child_peak = children_after * 1024
+        # a forked process's RSS includes the pages it shares with its parent: an upper bound
+        res.extra["largest child RSS MB"] = round(children_after / 1024)
     if job.touched:
         evict(data)
         left = resident_bytes(data)

@@ -646,7 +646,7 @@ def _replay_ipc(ctx: Ctx) -> Job:
             total += float(feature_dot(b).sum())
         return total
 
-    return Job(run=run, records=ctx.n, bytes_in=ctx.table.nbytes, setup=setup, fresh_dir=False)
+    return Job(run=run, records=ctx.n, bytes_in=ctx.table.nbytes, setup=setup, fresh_dir=False, tree_memory=True)
 
 
 def replay_cases() -> list[Case]:

@@ -47,8 +47,9 @@ SCENARIOS = [
              "`read_parquet` (issue bar: logstore within 1.5x)."),
     Scenario("replay", "5. Replay throughput, trivial vectorized model",
              "Dot product of the 16 features per record over the whole topic (2 partitions). "
-             "`peak` includes worker processes. Replay writes its scores back to the log; the bare "
-             "loops only compute them."),
+             "`peak MB` is the measuring process; the notes give the peak PSS of the whole process tree "
+             "(workers included), sampled every 20 ms. Replay writes its scores back to the log "
+             "(a fresh output topic per run); the bare loops only compute them."),
     Scenario("open", "6. Open a 10,000-segment log; seek by time",
              "Median seconds. The log holds 10 records per segment in 10,000 segments (`--segments` "
              "changes the count; the references get as many files); the seek reads a 10 ms event-time "
@@ -306,7 +307,7 @@ def _replay_build(kind: str, workers: int = 1, n: int | None = None):
         def setup(d: Path):
             _write_log(d / "log", c.batches(), "zstd", partitions=2)
 
-        return Job(run=run, records=c.n, bytes_in=0, setup=setup, fresh_dir=False)
+        return Job(run=run, records=c.n, bytes_in=0, setup=setup, fresh_dir=False, tree_memory=True)
 
     return build
 
@@ -514,8 +515,13 @@ def _replay_memory(res):
         return "not measured (run with --scale)", None
     rs.sort(key=lambda r: r.records)
     small, big = rs[0], rs[-1]
-    return (f"{big.peak / 2**20:.0f} MiB at {big.records:,} vs {small.peak / 2**20:.0f} MiB at {small.records:,}",
-            big.peak <= small.peak * 1.25 + 16 * 2**20)
+
+    def mem(r):
+        return max(r.peak, r.child_peak)
+
+    # "no higher": allow 25% + 16 MiB for sampling and allocator noise
+    return (f"{mem(big) / 2**20:.0f} MiB at {big.records:,} vs {mem(small) / 2**20:.0f} MiB at {small.records:,}",
+            mem(big) <= mem(small) * 1.25 + 16 * 2**20)
 
 
 def _replay_vs_loop(res):

@@ -337,8 +337,11 @@ class Log:
     # --- writing and reading -----------------------------------------------------------------
     def writer(self, topic: str, *, durability: str = "flush", clock: Callable[[], datetime] | None = None,
                batch_records: int = 10_000, batch_bytes: int = 8 * 1024 * 1024,
-               linger_ms: float | None = 200.0, schema: Any = None):
+               linger_ms: float | None = 200.0, schema: Any = None, validate: bool = True):
         """A `Writer` appending to `topic` (created on first use from the data if missing).
+
+        ``validate=False`` trusts Arrow input that has exactly the topic's schema (no per-value
+        checks such as nulls in required fields); anything else is still validated.
 
         `schema` pins the writer to that schema version (registered if new and compatible), so a
         producer built against an older version keeps writing it; readers resolve old frames.
@@ -354,7 +357,7 @@ class Log:
                 self.create_topic(topic, schema)
             version = t.registry.register(schema, t.config.compatibility).version
         return Writer(t, durability=durability, clock=clock, batch_records=batch_records,
-                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version)
+                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version, validate=validate)
 
     def read(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
              columns: Sequence[str] | None = None, by: str = "append_time", on_corrupt: str = "raise") -> pa.Table:

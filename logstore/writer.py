@@ -94,6 +94,7 @@ class Writer:
         batch_bytes: int = 8 * 1024 * 1024,
         linger_ms: float | None = 200.0,
         schema_version: int | None = None,
+        validate: bool = True,
     ) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, found {durability!r}")
@@ -105,6 +106,7 @@ class Writer:
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.linger_ms = linger_ms
+        self.validate = validate
         self._lock = threading.Lock()
         self._rows: list[dict] = []
         self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
@@ -231,6 +233,9 @@ class Writer:
                 self.topic.create_from_data(data)
             self._bind_version()
         v = self._version
+        if not self.validate and isinstance(data, (pa.Table, pa.RecordBatch)) and data.schema.equals(v.arrow):
+            # trusted Arrow input of exactly the topic's schema: no per-value checks
+            return data.combine_chunks().to_batches()[0] if isinstance(data, pa.Table) else data
         batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index)
         self._check_sizes(batch, offset_index)
         return batch

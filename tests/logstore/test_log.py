@@ -326,3 +326,14 @@ def test_time_seek_reads_only_the_tail(log):
     n = sum(b.num_rows for b in reader)
     assert n == 1000
     assert reader.bytes_read <= 0.11 * log.describe("t")["bytes"]
+
+
+def test_validate_false_trusts_only_exact_arrow(log):
+    """validate=False skips per-value checks for Arrow input of the exact schema; other input is still checked."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    exact = pa.Table.from_pylist(score_rows(5), schema=log.arrow_schema("t"))
+    with log.writer("t", validate=False) as w:
+        w.append_batch(exact)
+        with pytest.raises(logstore.RecordValidationError):
+            w.append_batch([dict(score_rows(1)[0], score="x")])
+    assert log.read("t").num_rows == 5
