@@ -81,3 +81,28 @@ def test_offset_ranges(tmp_path_factory, sizes, lo, span):
     t = log.read("t", start=lo, end=lo + span)
     assert t["_offset"].to_pylist() == list(range(min(lo, n), min(lo + span, n)))
     assert t["value"].to_pylist() == t["_offset"].to_pylist()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.integers(-5, 20), min_size=1, max_size=25), lo=st.integers(-5, 400), span=st.integers(0, 400),
+       partitions=st.integers(1, 3))
+def test_append_time_bounds_match_brute_force(tmp_path_factory, steps, lo, span, partitions):
+    """Datetime bounds select exactly the records whose (monotonic) append time is in [start, end)."""
+    log = logstore.open(tmp_path_factory.mktemp("time") / "log")
+    log.create_topic("t", schema=SCHEMA, partitions=partitions, key_field="key", segment_bytes=700)
+    now = [T0]
+
+    def clock():
+        return now[0]
+
+    with log.writer("t", clock=clock, linger_ms=None) as w:
+        for i, step in enumerate(steps):
+            now[0] = now[0] + timedelta(seconds=step)  # the clock may go backward
+            w.append_batch([{"key": f"k{i}-{j}", "event_time": T0, "value": i, "note": None, "vec": None}
+                            for j in range(3)])
+    everything = log.read("t")
+    start, end = T0 + timedelta(seconds=lo), T0 + timedelta(seconds=lo + span)
+    want = sorted((p, o) for p, o, t in zip(everything["_partition"].to_pylist(), everything["_offset"].to_pylist(),
+                                            everything["_append_time"].to_pylist()) if start <= t < end)
+    got = log.read("t", start=start, end=end)
+    assert sorted(zip(got["_partition"].to_pylist(), got["_offset"].to_pylist())) == want
