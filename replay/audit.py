@@ -1,0 +1,255 @@
+"""The audit: check a run's output against the log, row by row, and certify it (or not).
+
+`audit(log, run_id)` re-reads the run's inputs from the log and every output row of the run and
+checks, for each row:
+
+1. its input exists in the run's range, and its `clock` equals the input's actual append time
+   (``max(event_time + lateness, append_time)`` for event-time runs), re-read from the log;
+2. ``read_fence <= clock`` (nothing the model read for the row was appended after its clock) and
+   ``read_fence >= `` the input's append time;
+3. every `fence` entry (lookup topic/partition -> highest visible offset) names a record appended
+   at or before the row's clock, re-read from the log;
+4. per (partition, model), rows come once each, in clock order: no duplicate, no reordering;
+
+then, for a complete run, that every input of the range was scored once by every model, and that
+the content hash recomputed from the rows equals the manifest's. The `Certificate` prints as a
+short report; `ok` is False and `violations` lists the first problems when anything fails.
+Memory: 8 bytes per input row of the range (its append time), plus each fenced lookup partition's
+append times; output rows stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest as mf
+from .clock import fmt_time
+from .output import ContentHash, map_lengths, read_run
+
+MAX_VIOLATIONS = 20
+
+
+@dataclass
+class Certificate:
+    """The outcome of `audit`: what was checked, and the violations found (first `MAX_VIOLATIONS`)."""
+
+    run_id: str
+    status: str
+    rows_checked: int = 0
+    inputs_expected: int = 0
+    models: int = 0
+    partitions: int = 0
+    min_slack_us: int | None = None
+    max_slack_us: int | None = None
+    fence_entries_checked: int = 0
+    content_hash: str | None = None
+    recomputed_hash: str | None = None
+    violations: list[str] = field(default_factory=list)
+    violation_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.violation_count == 0
+
+    def _violate(self, msg: str) -> None:
+        self.violation_count += 1
+        if len(self.violations) < MAX_VIOLATIONS:
+            self.violations.append(msg)
+
+    def __str__(self) -> str:
+        head = "CERTIFIED" if self.ok else f"FAILED ({self.violation_count:,} violation(s))"
+        slack = ("n/a" if self.min_slack_us is None else
+                 f"min {self.min_slack_us:,} µs, max {self.max_slack_us:,} µs")
+        lines = [
+            f"replay audit of run {self.run_id} ({self.status}): {head}",
+            f"  rows checked          {self.rows_checked:,} ({self.models} model(s), "
+            f"{self.inputs_expected:,} inputs in range, {self.partitions} partition(s))",
+            "  clock                 equals each input's append time, re-read from the log",
+            f"  read_fence <= clock   clock - read_fence: {slack}",
+            f"  lookup fences         {self.fence_entries_checked:,} entries, each appended at or before its row's clock",
+            f"  content hash          {self.recomputed_hash or '-'}"
+            + ("" if self.content_hash is None else
+               (" (matches the manifest)" if self.content_hash == self.recomputed_hash else
+                f" (manifest says {self.content_hash})")),
+        ]
+        if self.violations:
+            lines.append("  violations:")
+            lines += [f"    - {v}" for v in self.violations]
+            if self.violation_count > len(self.violations):
+                lines.append(f"    ... and {self.violation_count - len(self.violations):,} more")
+        return "\n".join(lines)
+
+
+def _input_times(log: Any, m: dict) -> dict[int, tuple[int, np.ndarray]]:
+    """Per input partition: (lo, expected clock per offset - lo)."""
+    topic = m["inputs"]["topic"]
+    etf = m["inputs"].get("event_time_field")
+    event = m.get("order") == "event_time"
+    lateness = int(m.get("lateness_us") or 0)
+    out = {}
+    for p, (lo, hi) in mf.ranges_from_json(m["inputs"]["partitions"]).items():
+        arr = np.zeros(hi - lo, np.int64)
+        if hi > lo:
+            cols = ["_offset", "_append_time"] + ([etf] if event and etf else [])
+            for b in log.reader(topic, start={p: lo}, end={p: hi}, partitions=[p], columns=cols):
+                offs = b.column(0).to_numpy() - lo
+                at = b.column(1).cast(pa.int64()).to_numpy()
+                if event and etf:
+                    et = b.column(2).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0)
+                    et = et.to_numpy(zero_copy_only=False) + lateness
+                    nulls = b.column(2).is_null().to_numpy(zero_copy_only=False)
+                    at = np.where(nulls, at, np.maximum(at, et))
+                arr[offs] = at
+        out[p] = (lo, arr)
+    return out
+
+
+def _lookup_times(log: Any, m: dict) -> dict[str, tuple[int, np.ndarray]]:
+    """Per lookup "topic/partition": (first offset, append time per offset) up to the run's end."""
+    out = {}
+    for lk in m.get("lookups", []):
+        for p, (lo, hi) in mf.ranges_from_json(lk["partitions"]).items():
+            arr = np.zeros(hi - lo, np.int64)
+            if hi > lo:
+                for b in log.reader(lk["topic"], start={p: lo}, end={p: hi}, partitions=[p],
+                                    columns=["_offset", "_append_time"]):
+                    arr[b.column(0).to_numpy() - lo] = b.column(1).cast(pa.int64()).to_numpy()
+            out[f"{lk['topic']}/{p}"] = (lo, arr)
+    return out
+
+
+def audit(log: Any, run_id: str) -> Certificate:
+    """Check every output row of `run_id` against the log (module docstring); returns a Certificate."""
+    from .runner import _open
+
+    log = _open(log)
+    m = mf.read(log, run_id)
+    cert = Certificate(run_id=run_id, status=m["status"], content_hash=m.get("content_hash"))
+    inputs_topic = m["inputs"]["topic"]
+    times = _input_times(log, m)
+    lookups = _lookup_times(log, m) if m.get("lookups") else {}
+    models = [r["name"] for r in m["models"]]
+    cert.models = len(models)
+    cert.partitions = len(times)
+    cert.inputs_expected = sum(len(a) for _, a in times.values())
+    counts: dict[tuple[int, str], int] = {}
+    last: dict[tuple[int, str], tuple[int, int]] = {}
+    hasher = ContentHash()
+    out = m["output"]
+    start = {int(p): o for p, o in out["start"].items()}
+    for t in read_run(log, out["topic"], run_id, start, None, None):
+        hasher.update_mixed(t)
+        _check_table(cert, t, inputs_topic, times, lookups, counts, last)
+    if m["status"] == "complete":
+        for p, (lo, arr) in times.items():
+            for name in models:
+                got = counts.get((p, name), 0)
+                if got != len(arr):
+                    cert._violate(f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in range")
+        extra = sorted({name for (_, name) in counts} - set(models))
+        if extra:
+            cert._violate(f"rows from models the manifest does not list: {extra}")
+    cert.recomputed_hash = hasher.hexdigest()
+    if cert.content_hash is not None and cert.content_hash != cert.recomputed_hash:
+        cert._violate(f"content hash of the rows {cert.recomputed_hash} differs from the manifest's {cert.content_hash}")
+    return cert
+
+
+def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict, lookups: dict,
+                 counts: dict, last: dict) -> None:
+    n = t.num_rows
+    cert.rows_checked += n
+    topic_ok = pc.all(pc.equal(t.column("input_topic"), inputs_topic)).as_py()
+    if not topic_ok:
+        cert._violate(f"rows decided from a topic other than the run's inputs {inputs_topic!r}")
+    parts = t.column("input_partition").to_numpy()
+    offs = t.column("input_offset").to_numpy()
+    clock = t.column("clock").cast(pa.int64()).to_numpy()
+    fence = t.column("read_fence").cast(pa.int64()).to_numpy()
+    mids = t.column("model_id").to_pylist()
+    expected = np.full(n, np.iinfo(np.int64).min, np.int64)
+    for p in np.unique(parts):
+        sel = parts == p
+        if int(p) not in times:
+            cert._violate(f"{int(sel.sum())} rows from partition {int(p)}, outside the run's range")
+            continue
+        lo, arr = times[int(p)]
+        rel = offs[sel] - lo
+        bad = (rel < 0) | (rel >= len(arr))
+        if bad.any():
+            i = int(np.nonzero(sel)[0][np.nonzero(bad)[0][0]])
+            cert._violate(f"row for {inputs_topic}/{int(p)}@{int(offs[i])}: offset outside the run's range")
+        rel = np.where(bad, 0, rel)
+        expected[sel] = np.where(bad, np.iinfo(np.int64).min, arr[rel])
+    wrong = np.nonzero((clock != expected) & (expected != np.iinfo(np.int64).min))[0]
+    for i in wrong[: MAX_VIOLATIONS]:
+        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[i]!r}: clock "
+                      f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))}")
+    cert.violation_count += max(0, len(wrong) - MAX_VIOLATIONS)
+    leak = np.nonzero(fence > clock)[0]
+    for i in leak[: MAX_VIOLATIONS]:
+        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[i]!r}: read_fence "
+                      f"{fmt_time(int(fence[i]))} is after its clock {fmt_time(int(clock[i]))}")
+    cert.violation_count += max(0, len(leak) - MAX_VIOLATIONS)
+    # the input itself was read, so the fence is at least its append time (<= clock)
+    slack = clock - fence
+    if n:
+        lo_s, hi_s = int(slack.min()), int(slack.max())
+        cert.min_slack_us = lo_s if cert.min_slack_us is None else min(cert.min_slack_us, lo_s)
+        cert.max_slack_us = hi_s if cert.max_slack_us is None else max(cert.max_slack_us, hi_s)
+    _check_fences(cert, t, clock, parts, offs, inputs_topic, lookups)
+    # order and uniqueness per (partition, model)
+    for p in np.unique(parts):
+        for name in set(mids[i] for i in np.nonzero(parts == p)[0]):
+            sel = np.nonzero((parts == p) & (np.array(mids, dtype=object) == name))[0]
+            c, o = clock[sel], offs[sel]
+            prev = last.get((int(p), name))
+            keys_ok = np.all((c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & (o[1:] > o[:-1]))) if len(sel) > 1 else True
+            if prev is not None and len(sel) and not ((c[0], o[0]) > prev):
+                keys_ok = False
+            if not keys_ok:
+                cert._violate(f"partition {int(p)}, model {name!r}: rows repeated or out of clock order")
+            if len(sel):
+                last[(int(p), name)] = (int(c[-1]), int(o[-1]))
+            counts[(int(p), name)] = counts.get((int(p), name), 0) + len(sel)
+
+
+def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.ndarray, offs: np.ndarray,
+                  inputs_topic: str, lookups: dict) -> None:
+    col = t.column("fence").combine_chunks()
+    if col.null_count == len(col):
+        return
+    lens = map_lengths(col)
+    if not lens.sum():
+        return
+    offsets = col.offsets.to_numpy()
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    keys = np.array(col.keys.slice(lo, hi - lo).to_pylist(), dtype=object)
+    items = col.items.slice(lo, hi - lo).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(col)), lens)
+    cert.fence_entries_checked += len(items)
+    for k in np.unique(keys):
+        sel = keys == k
+        info = lookups.get(k)
+        if info is None:
+            cert._violate(f"fence entry {k!r} names no lookup topic/partition of the run")
+            continue
+        first, arr = info
+        rel = items[sel] - first
+        r = rows[sel]
+        bad = (rel < 0) | (rel >= len(arr))
+        if bad.any():
+            i = int(r[np.nonzero(bad)[0][0]])
+            cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: fence {k}@{int(items[sel][bad][0])} "
+                          f"is outside the lookup range the run read")
+        at = arr[np.where(bad, 0, rel)]
+        leak = np.nonzero(~bad & (at > clock[r]))[0]
+        for j in leak[:MAX_VIOLATIONS]:
+            i = int(r[j])
+            cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: its fence {k}@{int(items[sel][j])} "
+                          f"was appended at {fmt_time(int(at[j]))}, after the clock {fmt_time(int(clock[i]))}")

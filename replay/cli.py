@@ -1,0 +1,229 @@
+"""The `replay` command: a thin layer over `replay.run`, `resume`, `runs`, `get` and `audit`.
+
+User mistakes (and a model stopped for a time leak) print one line to stderr with a hint and exit
+2; a failed audit exits 1; Ctrl-C exits 130 after marking the run incomplete. Never a traceback
+(set LOGSTORE_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+PROG = "replay"
+
+
+def _duration(text: str | None) -> Any:
+    """'30s', '5m', '2h', '1d' or plain seconds -> timedelta."""
+    if text is None:
+        return None
+    from datetime import timedelta
+
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for u in sorted(units, key=len, reverse=True):
+        if text.endswith(u) and text[: -len(u)].replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(text[: -len(u)]) * units[u])
+    try:
+        return timedelta(seconds=float(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 2h, 1d)") from None
+
+
+def _lookups(values: list[str] | None) -> dict[str, str | None] | None:
+    if not values:
+        return None
+    out: dict[str, str | None] = {}
+    for v in values:
+        topic, _, key = v.partition(":")
+        out[topic] = key or None
+    return out
+
+
+def _open(path: str):
+    import logstore
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no log at {path}")
+    return logstore.open(path)
+
+
+def _print_run(run: Any) -> None:
+    m = run.manifest
+    rows = m.get("rows", {})
+    print(f"run {run.id}: {run.status}, {rows.get('inputs', 0):,} inputs, {rows.get('outputs', 0):,} scores "
+          f"-> topic {m['output']['topic']!r}")
+    if m.get("content_hash"):
+        print(f"content hash {m['content_hash']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import replay
+    from logstore.cli import parse_bound
+
+    log = _open(args.log)
+    run = replay.run(log, inputs=args.inputs, outcomes=args.outcomes, models=args.model, output=args.output,
+                     start=parse_bound(args.start), end=parse_bound(args.end), workers=args.workers,
+                     seed=args.seed, key=args.key, label=args.label, lookups=_lookups(args.lookup),
+                     order=args.order, lateness=_duration(args.lateness), horizon=_duration(args.horizon),
+                     run_id=args.run_id, progress=None if not args.no_progress else False)
+    _print_run(run)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import replay
+
+    run = replay.resume(_open(args.log), args.run, workers=args.workers, force=args.force,
+                        progress=None if not args.no_progress else False)
+    _print_run(run)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import replay
+
+    rows = []
+    for r in replay.runs(_open(args.log)):
+        m = r.manifest
+        rows.append({"run": r.id, "status": r.status, "inputs": m["inputs"]["topic"],
+                     "models": ",".join(x["name"] for x in m["models"]), "rows": m.get("rows", {}).get("outputs", 0),
+                     "output": m["output"]["topic"], "hash": (m.get("content_hash") or "-")[:19]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import replay
+
+    run = replay.get(_open(args.log), args.run)
+    print(json.dumps(run.manifest, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import replay
+
+    cert = replay.audit(_open(args.log), args.run)
+    print(cert)
+    return 0 if cert.ok else 1
+
+
+EXAMPLES = {
+    "run": "replay run ./log --inputs inputs --outcomes outcomes --model mypkg.models:make_candidate "
+           "--output replay.scores --start 2026-11-01T00:00Z --end 2026-11-08T00:00Z --workers 2",
+    "runs": "replay runs ./log",
+    "show": "replay show ./log 20261108T120000Z-3fa9c1",
+    "audit": "replay audit ./log 20261108T120000Z-3fa9c1",
+    "resume": "replay resume ./log 20261108T120000Z-3fa9c1",
+}
+
+
+def _command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    p.add_argument("log", help="path of the log directory")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Replay recorded model inputs and outcomes into candidate models, with no time leaks.",
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "run", cmd_run, "replay a range of inputs (and outcomes) through models into a score topic")
+    p.add_argument("--inputs", required=True, help="topic of the inputs to decide")
+    p.add_argument("--outcomes", help="topic of outcomes (delayed labels) joined on --key")
+    p.add_argument("--model", action="append", required=True, metavar="PKG.MOD:FACTORY",
+                   help="a model factory to import and call; repeat for several models")
+    p.add_argument("--output", default="replay.scores", help="topic the scores are written to (default %(default)s)")
+    p.add_argument("--start", help="first input: offset, 'partition:offset,...' or ISO time (append time)")
+    p.add_argument("--end", help="end of inputs (exclusive): offset, 'partition:offset,...' or ISO time")
+    p.add_argument("--workers", type=int, default=1, help="processes for models that do not learn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", default="request_id", help="join key of inputs and outcomes")
+    p.add_argument("--label", default="label", help="label column of the outcomes")
+    p.add_argument("--lookup", action="append", metavar="TOPIC[:KEY]", help="a topic models may look up")
+    p.add_argument("--order", default="append_time", choices=["append_time", "event_time"])
+    p.add_argument("--lateness", help="event-time order: allowed lateness, e.g. 30s")
+    p.add_argument("--horizon", help="how long an input waits for its outcome, e.g. 7d")
+    p.add_argument("--run-id", help="the run id (default: time + random)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+    p = _command(sub, "runs", cmd_runs, "list the runs recorded in a log")
+    p.add_argument("--json", action="store_true")
+
+    p = _command(sub, "show", cmd_show, "print a run's manifest (ranges, models, progress, content hash)")
+    p.add_argument("run")
+
+    p = _command(sub, "audit", cmd_audit,
+                 "check every score of a run against the log; print a certificate or the violations (exit 1)")
+    p.add_argument("run")
+
+    p = _command(sub, "resume", cmd_resume, "finish an interrupted or failed run")
+    p.add_argument("run")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--force", action="store_true", help="resume a run marked running whose process is gone")
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _hint(err: BaseException) -> str:
+    from logstore.errors import TimeLeakError, TopicNotFoundError
+
+    from .errors import RunInterrupted, RunNotFoundError
+
+    if isinstance(err, TopicNotFoundError):
+        return " (hint: `logstore topics LOG` lists them)"
+    if isinstance(err, RunNotFoundError):
+        return ""
+    if isinstance(err, TimeLeakError):
+        return " (the run is marked failed; `replay show LOG RUN` has the details)"
+    if isinstance(err, RunInterrupted):
+        return ""
+    if isinstance(err, FileNotFoundError):
+        return " (hint: check the path)"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from logstore.errors import LogstoreError
+
+    from .errors import RunInterrupted
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RunInterrupted as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (LogstoreError, ValueError, TypeError, OSError, KeyError, ImportError) as err:
+        if os.environ.get("LOGSTORE_DEBUG"):
+            raise
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"{PROG}: error: {msg}{_hint(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""The engine: drives models along the event clock and turns their answers into output rows.
+
+One `Replayer` replays a set of input partitions in one process. It walks the merged stream of
+`replay.clock` and, for each event:
+
+- a lookup frame (or an outcome frame, when the outcomes topic is looked up) is applied to the
+  as-of state of its topic (`replay.context.AsOfState`);
+- an outcome frame is joined (on the run's `key`) with the pending inputs already decided; every
+  learning model gets the joined rows in one `learn(batch, ctx)` call, at the outcome's clock;
+- input rows are decided: each model's `predict(batch, ctx)` on the whole frame (one clock for
+  all rows), the answers become output rows handed to the `Sink`.
+
+Because a frame's rows share one append time and outcomes/lookups at that time come first, a
+learning model sees exactly what it would see if events were processed one at a time: a
+prediction batch is cut wherever an outcome becomes visible, by construction of the clock.
+
+Outcomes visible before their input was decided (the outcome appended at or before its input,
+or before the input's event-time clock arrived) cannot be learned from without a leak into the
+input's own prediction: an input that arrived but is still held (event-time order) keeps them
+and learns right after its prediction; otherwise they are counted as ``outcomes_unmatched``.
+Pending inputs wait for their outcome for `horizon` (by clock; None: for the whole run).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .clock import INPUT, LOOKUP, OUTCOME, TIME_TYPE, Event, EventTimeOrder, Source, merge
+from .context import AsOfState, Context
+from .errors import ModelError
+from .models import learns
+from .output import Sink
+
+
+@dataclass
+class Plan:
+    """Everything a process needs to replay (picklable: sent to worker processes)."""
+
+    run_id: str
+    inputs: str
+    input_ranges: dict[int, tuple[int, int]]
+    output: str
+    outcomes: str | None = None
+    outcome_ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    key: str = "request_id"
+    label: str = "label"
+    lookups: dict[str, tuple[str, dict[int, tuple[int, int]]]] = field(default_factory=dict)  # topic -> (key, ranges)
+    order: str = "append_time"
+    lateness_us: int | None = None
+    event_time_field: str | None = None
+    seed: int = 0
+    code_version: str = ""
+    host: str = ""
+    horizon_us: int | None = None
+    durability: str = "flush"
+
+
+class Stop(Exception):
+    """Raised inside a worker when the parent asked it to stop (Ctrl-C)."""
+
+
+_CONST_CAP = 1 << 16
+
+
+class _Consts:
+    """Constant string columns (model id, run id, ...) built once and sliced per batch."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, pa.Array] = {}
+
+    def __call__(self, value: str, n: int) -> pa.Array:
+        arr = self._cache.get(value)
+        if arr is None or len(arr) < n:
+            size = max(n, _CONST_CAP)
+            raw = value.encode()
+            data = pa.py_buffer(raw * size)
+            offsets = pa.py_buffer(np.arange(0, len(raw) * size + 1, len(raw), dtype=np.int32).tobytes()) \
+                if len(raw) * size < 2**31 else None
+            if offsets is None:
+                return pa.array([value] * n, pa.string())
+            arr = self._cache[value] = pa.StringArray.from_buffers(size, offsets, data)
+        return arr.slice(0, n)
+
+
+class _Pending:
+    """Inputs decided and waiting for their outcome, by join key (learning runs only)."""
+
+    def __init__(self, key: str, horizon_us: int | None) -> None:
+        self.key = key
+        self.horizon_us = horizon_us
+        self.rows: dict[Any, list] = {}  # key -> [chunk id, row, decided, early outcomes]
+        self.chunks: dict[int, list] = {}  # chunk id -> [batch, refs]
+        self.order: collections.deque = collections.deque()  # (clock, key, chunk id) by arrival
+        self._next = 0
+        self.unmatched = 0
+        self.expired = 0
+
+    def add(self, batch: pa.RecordBatch, clock_us: int, decided: bool) -> None:
+        """Register input rows (decided now, or arrived and decided later in event-time order)."""
+        cid = self._next
+        self._next += 1
+        keys = batch.column(batch.schema.get_field_index(self.key)).to_pylist()
+        refs = 0
+        for i, k in enumerate(keys):
+            if k is None:
+                continue
+            old = self.rows.get(k)
+            if old is not None:  # a repeated key: the newer input waits for the outcome
+                self.release(k, old)
+                self.expired += 1
+            self.rows[k] = [cid, i, decided, None]
+            self.order.append((clock_us, k, cid))
+            refs += 1
+        if refs:
+            self.chunks[cid] = [batch, refs]
+
+    def decided(self, batch: pa.RecordBatch) -> list[tuple[Any, list]]:
+        """Mark rows decided; returns (key, entry) for those with outcomes waiting."""
+        due = []
+        for k in batch.column(batch.schema.get_field_index(self.key)).to_pylist():
+            e = self.rows.get(k)
+            if e is not None and not e[2]:
+                e[2] = True
+                if e[3]:
+                    due.append((k, e))
+        return due
+
+    def release(self, k: Any, e: list) -> None:
+        if self.rows.get(k) is e:
+            del self.rows[k]
+        c = self.chunks.get(e[0])
+        if c is not None:
+            c[1] -= 1
+            if c[1] <= 0:
+                del self.chunks[e[0]]
+
+    def expire(self, now_us: int) -> None:
+        if self.horizon_us is None:
+            return
+        limit = now_us - self.horizon_us
+        while self.order and self.order[0][0] < limit:
+            _, k, cid = self.order.popleft()
+            e = self.rows.get(k)
+            if e is not None and e[0] == cid and e[2]:
+                self.release(k, e)
+                self.expired += 1
+
+
+@dataclass
+class Result:
+    """What a Replayer did: rows decided per partition, learn calls, unmatched outcomes."""
+
+    inputs: dict[int, int] = field(default_factory=dict)
+    learned: int = 0
+    unmatched: int = 0
+    expired: int = 0
+
+
+class Replayer:
+    """Replays `partitions` of the plan's inputs through `models` into `sink` (module docstring).
+
+    `skip`: per partition the (clock, offset) of the last row already written (resume): rows at
+    or before it are decided again (learning models need their state) but not written.
+    """
+
+    def __init__(self, log: Any, plan: Plan, models: Sequence[Any], sink: Sink, *,
+                 partitions: Sequence[int] | None = None, skip: dict[int, tuple[int, int]] | None = None,
+                 should_stop: Callable[[], bool] | None = None, on_event: Callable[[], None] | None = None) -> None:
+        self.log = log
+        self.plan = plan
+        self.models = list(models)
+        self.sink = sink
+        self.partitions = sorted(plan.input_ranges) if partitions is None else sorted(partitions)
+        self.skip = dict(skip or {})
+        self.should_stop = should_stop
+        self.on_event = on_event
+        self.learners = [m for m in self.models if learns(m)]
+        self.states: dict[str, AsOfState] = {}
+        for topic, (key, _) in sorted(plan.lookups.items()):
+            self.states[topic] = AsOfState(topic, key, log.arrow_schema(topic, system_columns=True))
+        self.ctx = Context(self.states, plan.seed)
+        self.learn_ctx = Context(self.states, plan.seed)
+        self.learn_ctx.label = plan.label
+        self.pending = _Pending(plan.key, plan.horizon_us) if (self.learners and plan.outcomes) else None
+        self.result = Result()
+        self._consts = _Consts()
+        self._schema = log.arrow_schema(plan.output)
+        self._done: dict[int, int] = {p: 0 for p in self.partitions}
+        in_schema = log.arrow_schema(plan.inputs)
+        self._has_key = plan.key in in_schema.names
+        self._etf = plan.event_time_field if plan.event_time_field in in_schema.names else None
+        self._outcome_join: tuple | None = None
+
+    # --- the loop -------------------------------------------------------------------------------
+    def sources(self) -> list[Source]:
+        plan = self.plan
+        srcs = [Source(plan.inputs, INPUT, {p: plan.input_ranges[p] for p in self.partitions})]
+        if plan.outcomes and (self.pending is not None or plan.outcomes in self.states):
+            srcs.append(Source(plan.outcomes, OUTCOME, plan.outcome_ranges))
+        for topic, (_, ranges) in sorted(plan.lookups.items()):
+            if topic not in (plan.inputs, plan.outcomes):
+                srcs.append(Source(topic, LOOKUP, ranges))
+        return srcs
+
+    def run(self) -> Result:
+        events = merge(self.log, self.sources())
+        if self.plan.order == "event_time":
+            events = EventTimeOrder(self.plan.lateness_us or 0, self._etf)(events)
+        states = self.states
+        left = sum(self.plan.input_ranges[p][1] - self.plan.input_ranges[p][0] for p in self.partitions)
+        for ev in events:
+            if self.should_stop is not None and self.should_stop():
+                raise Stop()
+            role = ev.role
+            if role == INPUT:
+                if ev.clock is None and ev.topic in states:
+                    states[ev.topic].apply(ev.batch, ev.partition, ev.time)
+                if not ev.decide and self.pending is not None:  # arrived, decided at its clock later
+                    self.pending.add(ev.batch, ev.time, False)
+                if ev.decide:
+                    self.decide(ev)
+                    left -= ev.batch.num_rows
+                    if left <= 0:  # what comes later on the clock cannot change any decision
+                        break
+            elif role == OUTCOME:
+                if ev.topic in states:
+                    states[ev.topic].apply(ev.batch, ev.partition, ev.time)
+                if self.pending is not None:
+                    self.outcomes(ev)
+            else:
+                states[ev.topic].apply(ev.batch, ev.partition, ev.time)
+            if self.on_event is not None:
+                self.on_event()
+        if self.pending is not None:
+            self.result.unmatched = self.pending.unmatched
+            self.result.expired = self.pending.expired
+        return self.result
+
+    # --- deciding -------------------------------------------------------------------------------
+    def decide(self, ev: Event) -> None:
+        batch = ev.batch
+        n = batch.num_rows
+        if not n:
+            return
+        p = ev.partition
+        clocks = ev.clock  # None: every row's clock is ev.time
+        schema = batch.schema
+        at_col = batch.column(schema.get_field_index("_append_time"))
+        off_col = batch.column(schema.get_field_index("_offset"))
+        tables = []
+        for m in self.models:
+            fence = None
+            if self.states:
+                fence = at_col.cast(pa.int64()).to_numpy(zero_copy_only=False).copy()
+            self.ctx._enter(m, batch, ev.topic, p, ev.time, clocks, fence)
+            t0 = time.perf_counter()
+            try:
+                answer = m.predict(batch, self.ctx)
+            except ModelError:
+                raise
+            elapsed = time.perf_counter() - t0
+            score, scores, label = _coerce(answer, n, m)
+            tables.append(((ev.topic, p, m.name), self._rows(m, batch, ev, score, scores, label, elapsed, fence, at_col)))
+        last_clock = ev.time if clocks is None else int(clocks[-1])
+        last_off = off_col[-1].as_py()
+        skip = self.skip.get(p)
+        if skip is not None:
+            if (last_clock, last_off) <= skip:
+                tables = []
+            else:
+                c = np.full(n, ev.time, np.int64) if clocks is None else clocks
+                o = off_col.to_numpy()
+                keep = pa.array((c > skip[0]) | ((c == skip[0]) & (o > skip[1])))
+                tables = [(k, t.filter(keep)) for k, t in tables]
+        self._done[p] += n
+        self.result.inputs[p] = self._done[p]
+        self.sink.put(tables, {p: (last_clock, last_off, self._done[p])}, last_clock)
+        if self.pending is not None:
+            if ev.clock is None:  # append-time order: arrival is decision
+                self.pending.add(batch, ev.time, True)
+            else:
+                due = self.pending.decided(batch)
+                if due:
+                    self._learn_due(due, last_clock)
+
+    def _rows(self, m: Any, batch: pa.RecordBatch, ev: Event, score: np.ndarray, scores: Any, label: Any,
+              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> pa.Table:
+        n = batch.num_rows
+        plan = self.plan
+        schema = batch.schema
+        c = self._consts
+        if self._has_key:
+            rid = batch.column(schema.get_field_index(plan.key))
+            if not pa.types.is_string(rid.type):
+                rid = rid.cast(pa.string())
+        else:
+            rid = pc.binary_join_element_wise(
+                c(f"{ev.topic}", n), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
+                batch.column(schema.get_field_index("_offset")).cast(pa.string()), "/")
+        if ev.clock is None:
+            clock = at_col
+        else:
+            clock = pa.array(ev.clock, pa.int64()).view(TIME_TYPE)
+        if self._etf is not None:
+            et = batch.column(schema.get_field_index(self._etf))
+            if et.type != TIME_TYPE:
+                et = et.cast(TIME_TYPE)
+            if et.null_count:
+                et = pc.coalesce(et, clock)
+        else:
+            et = clock
+        read_fence = at_col if fence is None else pa.array(fence, pa.int64()).view(TIME_TYPE)
+        fence_col = self._fence_column(n)
+        cols = {
+            "request_id": rid,
+            "event_time": et,
+            "model_id": c(m.name, n),
+            "model_version": c(m.version, n),
+            "score": pa.array(score, pa.float64()),
+            "scores": scores if scores is not None else pa.nulls(n, pa.list_(pa.float64())),
+            "label": label if label is not None else pa.nulls(n, pa.string()),
+            "latency_ms": pa.array(np.full(n, elapsed * 1000.0 / n, np.float32)),
+            "host": self._null_str(n),  # per run: in the manifest
+            "run_id": c(plan.run_id, n),
+            "code_version": self._null_str(n),
+            "input_topic": c(ev.topic, n),
+            "input_partition": batch.column(schema.get_field_index("_partition")),
+            "input_offset": batch.column(schema.get_field_index("_offset")),
+            "clock": clock,
+            "read_fence": read_fence,
+            "fence": fence_col,
+        }
+        return pa.Table.from_arrays([cols[f.name] for f in self._schema], schema=self._schema)
+
+    def _null_str(self, n: int) -> pa.Array:
+        return pa.nulls(n, pa.string())
+
+    def _fence_column(self, n: int) -> pa.Array:
+        mtype = self._schema.field("fence").type
+        if not self.states:
+            return pa.nulls(n, mtype)
+        keys, vals = [], []
+        for topic, st in self.states.items():
+            for part, off in sorted(st.fence.items()):
+                keys.append(f"{topic}/{part}")
+                vals.append(off)
+        k = len(keys)
+        offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * k)
+        return pa.MapArray.from_arrays(offsets, pa.array(keys * n, pa.string()), pa.array(vals * n, pa.int64()),
+                                       type=mtype)
+
+    # --- learning -------------------------------------------------------------------------------
+    def outcomes(self, ev: Event) -> None:
+        pend = self.pending
+        assert pend is not None
+        pend.expire(ev.time)
+        ob = ev.batch
+        okeys = ob.column(ob.schema.get_field_index(self.plan.key)).to_pylist()
+        now_rows: list[tuple[Any, list, int]] = []
+        for j, k in enumerate(okeys):
+            e = pend.rows.get(k)
+            if e is None:
+                pend.unmatched += 1
+            elif e[2]:
+                now_rows.append((k, e, j))
+            else:  # arrived, not decided yet (event-time order): learn right after its decision
+                if e[3] is None:
+                    e[3] = []
+                e[3].append((ob, j, ev.time))
+        if now_rows:
+            joined = self._join([(e, ob, j) for _, e, j in now_rows])
+            for k, e, _ in now_rows:
+                pend.release(k, e)
+            self._learn(joined, ev.time)
+
+    def _learn_due(self, due: list[tuple[Any, list]], clock_us: int) -> None:
+        parts = []
+        for k, e in due:
+            for ob, j, _t in e[3]:
+                parts.append((e, ob, j))
+        joined = self._join(parts)
+        for k, e in due:
+            self.pending.release(k, e)  # type: ignore[union-attr]
+        self._learn(joined, clock_us)
+
+    def _join(self, parts: list[tuple[list, pa.RecordBatch, int]]) -> pa.Table:
+        """Input rows (from pending chunks) side by side with their outcome rows, in outcome order."""
+        pend = self.pending
+        assert pend is not None
+        cids = sorted({e[0] for e, _, _ in parts})
+        base, batches, acc = {}, [], 0
+        for cid in cids:
+            b = pend.chunks[cid][0]
+            base[cid] = acc
+            acc += b.num_rows
+            batches.append(b)
+        idx = pa.array([base[e[0]] + e[1] for e, _, _ in parts], pa.int64())
+        inputs = pa.Table.from_batches(batches).take(idx)
+        obs = list({id(ob): ob for _, ob, _ in parts}.values())
+        obase, oacc = {}, 0
+        for ob in obs:
+            obase[id(ob)] = oacc
+            oacc += ob.num_rows
+        oidx = pa.array([obase[id(ob)] + j for _, ob, j in parts], pa.int64())
+        outs = pa.Table.from_batches(obs).take(oidx)
+        names = list(inputs.column_names)
+        arrays = list(inputs.columns)
+        for f, col in zip(outs.schema, outs.columns):
+            if f.name == self.plan.key:
+                continue
+            if f.name.startswith("_"):
+                name = "_outcome" + f.name
+            elif f.name in names:
+                name = "outcome_" + f.name
+            else:
+                name = f.name
+            names.append(name)
+            arrays.append(col)
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def _learn(self, joined: pa.Table, clock_us: int) -> None:
+        if not joined.num_rows:
+            return
+        label = self.plan.label
+        if label in joined.column_names and not label.startswith("_"):
+            col_label = label
+        elif "outcome_" + label in joined.column_names:
+            col_label = "outcome_" + label
+        else:
+            raise ModelError(f"the outcomes have no label column {label!r} (pass label=...)")
+        batch = joined.combine_chunks().to_batches()[0] if joined.num_rows else None
+        ctx = self.learn_ctx
+        ctx.label = col_label
+        for m in self.learners:
+            ctx._enter(m, batch, self.plan.outcomes or "", -1, clock_us, None, None)
+            m.learn(batch, ctx)
+        self.result.learned += joined.num_rows
+
+
+def _coerce(answer: Any, n: int, m: Any) -> tuple[np.ndarray, Any, Any]:
+    """The model's answer as (float64 scores, scores list column | None, label column | None)."""
+    scores = label = None
+    if isinstance(answer, (pa.RecordBatch, pa.Table)):
+        names = answer.schema.names
+        if "score" not in names:
+            raise ModelError(f"model {m.name!r}: predict returned a table without a 'score' column ({names})")
+        if "scores" in names:
+            scores = answer.column("scores")
+        if "label" in names:
+            label = answer.column("label")
+        answer = answer.column("score")
+    elif isinstance(answer, dict):
+        if "score" not in answer:
+            raise ModelError(f"model {m.name!r}: predict returned a dict without 'score' ({sorted(answer)})")
+        scores, label = answer.get("scores"), answer.get("label")
+        answer = answer["score"]
+    try:
+        if isinstance(answer, (pa.Array, pa.ChunkedArray)):
+            if answer.null_count:
+                raise ModelError(f"model {m.name!r}: predict returned {answer.null_count} null score(s) "
+                                 f"(first at row {answer.is_null().to_pylist().index(True)})")
+            arr = answer.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        else:
+            arr = np.asarray(answer, dtype=np.float64)
+    except (TypeError, ValueError, pa.ArrowException) as e:
+        raise ModelError(f"model {m.name!r}: predict must return one float per row, got {type(answer).__name__} ({e})") from None
+    if arr.ndim != 1 or len(arr) != n:
+        raise ModelError(f"model {m.name!r}: predict returned shape {arr.shape} for a batch of {n} rows; "
+                         f"it must return one score per row")
+    if scores is not None:
+        scores = _list_col(scores, n, m)
+    if label is not None:
+        label = label if isinstance(label, (pa.Array, pa.ChunkedArray)) else pa.array(label, pa.string())
+        if isinstance(label, pa.ChunkedArray):
+            label = label.combine_chunks()
+        label = label.cast(pa.string())
+        if len(label) != n:
+            raise ModelError(f"model {m.name!r}: {len(label)} labels for {n} rows")
+    return arr, scores, label
+
+
+def _list_col(scores: Any, n: int, m: Any) -> pa.Array:
+    if isinstance(scores, np.ndarray) and scores.ndim == 2:
+        flat = pa.array(scores.astype(np.float64).ravel())
+        arr = pa.ListArray.from_arrays(pa.array(np.arange(0, scores.size + 1, scores.shape[1], dtype=np.int32)), flat)
+    elif isinstance(scores, (pa.Array, pa.ChunkedArray)):
+        arr = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
+        arr = arr.cast(pa.list_(pa.float64()))
+    else:
+        arr = pa.array(scores, pa.list_(pa.float64()))
+    if len(arr) != n:
+        raise ModelError(f"model {m.name!r}: {len(arr)} score vectors for {n} rows")
+    return arr

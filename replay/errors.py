@@ -1,0 +1,60 @@
+"""The errors replay raises. They hang off the one tree of `logstore.errors`:
+
+    LogstoreError
+    ├── TimeLeakError          a model asked `ctx` for data from after its row's clock
+    └── ReplayError            base of the rest: a run that cannot start, continue or be found
+        ├── RangeError         a start/end that does not name an exact range of the log
+        ├── ModelError         a model that cannot be loaded, or answered with the wrong shape
+        ├── RunNotFoundError   no manifest for that run id in this log
+        └── RunStateError      e.g. resuming a run that is complete
+
+    RunInterrupted (KeyboardInterrupt)   Ctrl-C during a run: the log is consistent, the run is
+                                         marked incomplete, `.run_id` names it for `replay.resume`.
+
+Every message says which run/model/topic/partition, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from logstore.errors import LogstoreError, TimeLeakError
+
+__all__ = [
+    "TimeLeakError",
+    "ReplayError",
+    "RangeError",
+    "ModelError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunInterrupted",
+]
+
+
+class ReplayError(LogstoreError):
+    """Base class of replay's own errors."""
+
+
+class RangeError(ReplayError, ValueError):
+    """A start/end bound that does not name an exact range (past the end, deleted, reversed...)."""
+
+
+class ModelError(ReplayError):
+    """A model that cannot be imported or built, breaks the protocol, or answers wrongly."""
+
+
+class RunNotFoundError(ReplayError, KeyError):
+    """No run with that id in this log."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class RunStateError(ReplayError):
+    """An operation the run's status does not allow (e.g. resuming a complete run)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the output written so far is whole and the manifest says where it stopped."""
+
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message or f"run {run_id} interrupted; finish it with replay.resume(log, {run_id!r})")

@@ -1,0 +1,329 @@
+"""The output of a run: its topic schema, the writer thread, and the content hash.
+
+Output schema (Avro record ``logstore.replay.ReplayScore``): every field of ``model_score``
+(`request_id`, `event_time`, `model_id`, `model_version`, `score`, `scores`, `label`,
+`latency_ms`, `host`, `run_id`, `code_version`), then the audit fields
+
+    input_topic      string           the topic the row was decided from
+    input_partition  int              its partition ...
+    input_offset     long             ... and offset
+    clock            timestamp-micros the row's replay clock (its input's append time, or
+                                      max(event_time + lateness, append time) in event-time order)
+    read_fence       timestamp-micros the latest append time of anything read for the row
+                                      (the input itself, lookups through ctx); <= clock
+    fence            map<long>|null   per lookup "topic/partition", the highest offset visible
+
+`request_id` is the input's join key (or ``topic/partition/offset`` when the input has none),
+`event_time` the input's event time (or the clock), `latency_ms` the model's time per row of its
+batch. `host` and `code_version` are per run, so they live in the run's manifest and are null in
+the rows (repeating them on every row would cost a fifth of the bytes written). Output frames are appended with a writer clock equal to the latest row clock in the frame
+(never going back), so output append times are as deterministic as the replay.
+
+Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, input partition,
+model id); each stream hashes its rows in clock-then-offset order, column by column over the
+fields in `HASHED` (run id, latency, host, code version and the log's system columns are left out:
+they change from run to run while the content does not; model id, version, input topic and
+partition are constant in a stream and enter through its line). A column is hashed as its validity bytes,
+its value lengths and its value bytes, each streamed, so the digest does not depend on how the rows
+were batched, on the number of workers, or on an interrupt and resume. The run's hash is the
+SHA-256 of the sorted stream lines ``topic, partition, model id, model version, rows, digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .clock import TIME_TYPE, to_datetime
+
+AUDIT_FIELDS = [
+    {"name": "input_topic", "type": "string", "doc": "Topic of the input this row was decided from."},
+    {"name": "input_partition", "type": "int", "doc": "Partition of that input."},
+    {"name": "input_offset", "type": "long", "doc": "Offset of that input."},
+    {"name": "clock", "type": {"type": "long", "logicalType": "timestamp-micros"},
+     "doc": "The row's replay clock: nothing appended after it was visible."},
+    {"name": "read_fence", "type": {"type": "long", "logicalType": "timestamp-micros"},
+     "doc": "Latest append time of anything read for this row (input, lookups); <= clock."},
+    {"name": "fence", "type": ["null", {"type": "map", "values": "long"}], "default": None,
+     "doc": "Per lookup topic/partition, the highest offset visible at the clock."},
+]
+
+# per-row content; the stream key (input topic, partition, model id) and the model version are
+# constant within a stream and enter the hash once, in the stream's line
+HASHED = ["request_id", "event_time", "score", "scores", "label", "input_offset", "clock", "read_fence", "fence"]
+
+
+def output_avro() -> dict:
+    """The Avro schema of a run's output topic: model_score plus the audit fields."""
+    import schemas
+
+    base = schemas.load("model_score")
+    fields = [dict(f) for f in base["fields"]] + [dict(f) for f in AUDIT_FIELDS]
+    return {"type": "record", "name": "ReplayScore", "namespace": "logstore.replay",
+            "doc": "A score produced by a replay run, with what the model could see.", "fields": fields}
+
+
+# --------------------------------------------------------------------------------------------
+# content hash
+
+
+class _ColumnHash:
+    """Streams one column into three SHA-256s: validity, lengths, values (nested types recurse)."""
+
+    def __init__(self) -> None:
+        self.valid = hashlib.sha256()
+        self.lengths = hashlib.sha256()
+        self.values = hashlib.sha256()
+        self.children: dict[str, _ColumnHash] = {}
+
+    def update(self, arr: pa.Array) -> None:
+        if isinstance(arr, pa.ChunkedArray):
+            for chunk in arr.chunks:
+                self.update(chunk)
+            return
+        n = len(arr)
+        if not n:
+            return
+        t = arr.type
+        if arr.null_count:
+            self.valid.update(arr.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+        else:
+            self.valid.update(b"\x01" * n)
+        if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
+            a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if arr.null_count else arr
+            offs = np.frombuffer(a.buffers()[1], np.int64 if pa.types.is_large_string(t) else np.int32,
+                                 count=n + 1, offset=a.offset * (8 if pa.types.is_large_string(t) else 4))
+            self.lengths.update(np.diff(offs).astype(np.int32).tobytes())
+            data = a.buffers()[2]
+            if data is not None and offs[-1] > offs[0]:
+                self.values.update(memoryview(data)[int(offs[0]):int(offs[-1])])
+        elif pa.types.is_map(t):
+            offs = arr.offsets.to_numpy()
+            self.lengths.update(map_lengths(arr).tobytes())
+            lo, hi = int(offs[0]), int(offs[-1])
+            self._child("key").update(arr.keys.slice(lo, hi - lo))
+            self._child("item").update(arr.items.slice(lo, hi - lo))
+        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            lens = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            self.lengths.update(lens.tobytes())
+            self._child("item").update(pc.list_flatten(arr))
+        elif pa.types.is_null(t):
+            pass
+        else:
+            if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
+                arr = arr.cast(pa.int64())
+            elif pa.types.is_boolean(t):
+                arr = arr.cast(pa.uint8())
+            vals = arr.fill_null(0) if arr.null_count else arr
+            self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)).tobytes())
+
+    def _child(self, name: str) -> "_ColumnHash":
+        c = self.children.get(name)
+        if c is None:
+            c = self.children[name] = _ColumnHash()
+        return c
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.valid, self.lengths, self.values):
+            h.update(part.digest())
+        for name in sorted(self.children):
+            h.update(name.encode() + b"\x00" + self.children[name].digest().encode())
+        return h.hexdigest()
+
+
+def map_lengths(arr: pa.Array) -> np.ndarray:
+    """Entries per row of a MapArray (0 for null rows), int64."""
+    lens = np.diff(arr.offsets.to_numpy()).astype(np.int64)
+    if arr.null_count:
+        lens[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+    return lens
+
+
+class StreamHash:
+    """The content digest of one (input topic, partition, model) stream of output rows."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.version: str | None = None
+        self.cols = {name: _ColumnHash() for name in HASHED}
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        self.rows += batch.num_rows
+        names = batch.schema.names
+        if self.version is None and batch.num_rows and "model_version" in names:
+            self.version = batch.column(names.index("model_version"))[0].as_py()
+        for name in HASHED:
+            if name in names:
+                self.cols[name].update(batch.column(names.index(name)))
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name in HASHED:
+            h.update(name.encode() + b"\x00" + self.cols[name].digest().encode() + b"\n")
+        return h.hexdigest()
+
+
+class ContentHash:
+    """Stream digests by (input topic, partition, model id), combined into the run's hash."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, int, str], StreamHash] = {}
+
+    def update(self, topic: str, partition: int, model_id: str, batch: pa.RecordBatch | pa.Table) -> None:
+        key = (topic, partition, model_id)
+        s = self.streams.get(key)
+        if s is None:
+            s = self.streams[key] = StreamHash()
+        s.update(batch)
+
+    def update_mixed(self, table: pa.Table) -> None:
+        """Hash rows of several streams; rows of each stream must come in their stream order."""
+        if not table.num_rows:
+            return
+        keys = pa.table({
+            "t": table.column("input_topic"), "p": table.column("input_partition"), "m": table.column("model_id"),
+        })
+        groups = keys.group_by(["t", "p", "m"], use_threads=False).aggregate([])
+        if groups.num_rows == 1:
+            g = groups.to_pylist()[0]
+            self.update(g["t"], g["p"], g["m"], table)
+            return
+        for g in groups.to_pylist():
+            mask = pc.and_(pc.and_(pc.equal(keys["t"], g["t"]), pc.equal(keys["p"], g["p"])), pc.equal(keys["m"], g["m"]))
+            self.update(g["t"], g["p"], g["m"], table.filter(mask))
+
+    def summary(self) -> dict[str, dict]:
+        """Per stream ``"topic/partition/model"`` -> {"rows": n, "sha256": digest}."""
+        return {f"{t}/{p}/{m}": {"rows": s.rows, "model_version": s.version, "sha256": s.digest()}
+                for (t, p, m), s in sorted(self.streams.items())}
+
+    @staticmethod
+    def combine(streams: dict[str, dict]) -> str:
+        lines = []
+        for name, info in streams.items():
+            t, p, m = name.rsplit("/", 2)
+            lines.append(f"{t}\x00{int(p)}\x00{m}\x00{info.get('model_version')}\x00{info['rows']}\x00{info['sha256']}\n")
+        h = hashlib.sha256()
+        for line in sorted(lines):
+            h.update(line.encode())
+        return "sha256:" + h.hexdigest()
+
+    def hexdigest(self) -> str:
+        return self.combine(self.summary())
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+class Sink:
+    """Writes output tables to the run's topic from a background thread, in the order given.
+
+    `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
+    ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
+    `written` never runs ahead of the log. Small tables are coalesced into frames of up to
+    `frame_rows` rows. `hash=False` skips the content hash (resumed runs hash from the log).
+    """
+
+    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 65_536,
+                 max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None) -> None:
+        self.topic = topic
+        self.frame_rows = frame_rows
+        self._clock = 0
+        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now)
+        self.hasher = ContentHash() if hash else None
+        self.written: dict[int, tuple[int, int, int]] = {}  # partition -> (clock, offset, inputs so far)
+        self.rows = 0
+        self.frames = 0
+        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._on_commit = on_commit
+        self._thread = threading.Thread(target=self._loop, name=f"replay-sink-{topic}", daemon=True)
+        self._thread.start()
+
+    def _now(self) -> datetime:
+        return to_datetime(self._clock)
+
+    def put(self, parts: list[tuple[tuple[str, int, str], pa.Table]], marks: dict[int, tuple[int, int, int]],
+            clock_us: int) -> None:
+        """Queue output rows as (stream key (input topic, partition, model id), table) parts."""
+        if self._error is not None:
+            raise self._error
+        self._q.put((parts, marks, clock_us))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            items = [item]
+            rows = sum(t.num_rows for _, t in item[0])
+            while rows < self.frame_rows:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)  # let the outer loop see the end after this write
+                    break
+                items.append(nxt)
+                rows += sum(t.num_rows for _, t in nxt[0])
+            if self._error is not None:
+                continue  # drain without writing after a failure
+            try:
+                self._write(items)
+            except BaseException as e:  # surfaced by put() / close()
+                self._error = e
+
+    def _write(self, items: list) -> None:
+        parts = [(k, t) for ps, _, _ in items for k, t in ps if t.num_rows]
+        if parts:
+            table = parts[0][1] if len(parts) == 1 else pa.concat_tables([t for _, t in parts])
+            self._clock = max(self._clock, max(c for _, _, c in items))
+            self.writer.append_batch(table)
+            if self.hasher is not None:
+                for key, t in parts:
+                    self.hasher.update(key[0], key[1], key[2], t)
+            self.rows += table.num_rows
+            self.frames += 1
+        with self._lock:
+            for _, marks, _ in items:
+                for p, m in marks.items():
+                    self.written[p] = m
+            snapshot = dict(self.written)
+        if self._on_commit is not None:
+            self._on_commit(snapshot)
+
+    def progress(self) -> dict[int, tuple[int, int, int]]:
+        with self._lock:
+            return dict(self.written)
+
+    def close(self) -> None:
+        """Write everything queued, then close the writer; raises the first write error."""
+        self._q.put(None)
+        self._thread.join()
+        try:
+            self.writer.close()
+        finally:
+            if self._error is not None:
+                raise self._error
+
+
+def read_run(log: Any, topic: str, run_id: str, start: dict[int, int] | None, end: dict[int, int] | None = None,
+             columns: list[str] | None = None) -> Iterable[pa.Table]:
+    """The output rows of `run_id` in `topic` from offsets `start` on, one table per frame, in order."""
+    cols = None if columns is None else list(dict.fromkeys(list(columns) + ["run_id"]))
+    for batch in log.reader(topic, start=start, end=end, columns=cols):
+        mask = pc.equal(batch.column(batch.schema.get_field_index("run_id")), run_id)
+        t = pa.Table.from_batches([batch]).filter(mask)
+        if t.num_rows:
+            yield t if columns is None else t.select(list(columns))
