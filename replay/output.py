@@ -23,8 +23,8 @@ Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, inpu
 model id); each stream hashes its rows in clock-then-offset order, column by column over the
 fields in `HASHED` (run id, latency, host, code version and the log's system columns are left out:
 they change from run to run while the content does not; model id, version, input topic and
-partition are constant in a stream and enter through its line). A column is hashed as its validity bytes,
-its value lengths and its value bytes, each streamed, so the digest does not depend on how the rows
+partition are constant in a stream and enter through its line). A column is hashed as its validity (run
+lengths), its value lengths and its value bytes, each streamed, so the digest does not depend on how the rows
 were batched, on the number of workers, or on an interrupt and resume. The run's hash is the
 SHA-256 of the sorted stream lines ``topic, partition, model id, model version, rows, digest``.
 """
@@ -74,11 +74,47 @@ def output_avro() -> dict:
 # content hash
 
 
-class _ColumnHash:
-    """Streams one column into three SHA-256s: validity, lengths, values (nested types recurse)."""
+class _Runs:
+    """Streams a validity mask as run lengths (value, length), so its digest does not depend on how
+    the rows were chunked and an all-valid (or all-null) chunk costs O(1)."""
 
     def __init__(self) -> None:
-        self.valid = hashlib.sha256()
+        self.h = hashlib.sha256()
+        self.value: bool | None = None
+        self.length = 0
+
+    def add(self, valid: np.ndarray | bool, n: int) -> None:
+        if isinstance(valid, (bool, np.bool_)):
+            self._extend(bool(valid), n)
+            return
+        cuts = np.flatnonzero(valid[1:] != valid[:-1]) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [n]])
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            self._extend(bool(valid[s]), e - s)
+
+    def _extend(self, value: bool, n: int) -> None:
+        if n <= 0:
+            return
+        if value == self.value:
+            self.length += n
+            return
+        if self.value is not None:
+            self.h.update(b"%d:%d;" % (self.value, self.length))
+        self.value, self.length = value, n
+
+    def digest(self) -> bytes:
+        h = self.h.copy()
+        if self.value is not None:
+            h.update(b"%d:%d;" % (self.value, self.length))
+        return h.digest()
+
+
+class _ColumnHash:
+    """Streams one column into SHA-256s: validity (as runs), lengths, values (nested types recurse)."""
+
+    def __init__(self) -> None:
+        self.valid = _Runs()
         self.lengths = hashlib.sha256()
         self.values = hashlib.sha256()
         self.children: dict[str, _ColumnHash] = {}
@@ -92,15 +128,16 @@ class _ColumnHash:
         if not n:
             return
         t = arr.type
-        if arr.null_count:
-            self.valid.update(arr.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
-        else:
-            self.valid.update(b"\x01" * n)
+        nulls = arr.null_count
+        if nulls == n:  # all null: nothing but the run of nulls to say
+            self.valid.add(False, n)
+            return
+        self.valid.add(True if not nulls else arr.is_valid().to_numpy(zero_copy_only=False), n)
         if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
-            a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if arr.null_count else arr
+            a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if nulls else arr
             offs = np.frombuffer(a.buffers()[1], np.int64 if pa.types.is_large_string(t) else np.int32,
                                  count=n + 1, offset=a.offset * (8 if pa.types.is_large_string(t) else 4))
-            self.lengths.update(np.diff(offs).astype(np.int32).tobytes())
+            self.lengths.update(np.diff(offs).astype(np.int32))
             data = a.buffers()[2]
             if data is not None and offs[-1] > offs[0]:
                 self.values.update(memoryview(data)[int(offs[0]):int(offs[-1])])
@@ -118,11 +155,11 @@ class _ColumnHash:
             pass
         else:
             if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
-                arr = arr.cast(pa.int64())
+                arr = arr.view(pa.int64()) if t.bit_width == 64 else arr.cast(pa.int64())
             elif pa.types.is_boolean(t):
                 arr = arr.cast(pa.uint8())
-            vals = arr.fill_null(0) if arr.null_count else arr
-            self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)).tobytes())
+            vals = arr.fill_null(0) if nulls else arr
+            self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
 
     def _child(self, name: str) -> "_ColumnHash":
         c = self.children.get(name)
@@ -132,8 +169,8 @@ class _ColumnHash:
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for part in (self.valid, self.lengths, self.values):
-            h.update(part.digest())
+        for part in (self.valid.digest(), self.lengths.digest(), self.values.digest()):
+            h.update(part)
         for name in sorted(self.children):
             h.update(name.encode() + b"\x00" + self.children[name].digest().encode())
         return h.hexdigest()
@@ -229,11 +266,11 @@ class Sink:
 
     `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
-    `written` never runs ahead of the log. Small tables are coalesced into frames of up to
-    `frame_rows` rows. `hash=False` skips the content hash (resumed runs hash from the log).
+    `written` never runs ahead of the log. Small tables are coalesced into frames of about
+    `frame_rows` rows (bigger ones are written as they come: concatenating would copy them). `hash=False` skips the content hash (resumed runs hash from the log).
     """
 
-    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 65_536,
+    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 8_192,
                  max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None) -> None:
         self.topic = topic
         self.frame_rows = frame_rows
@@ -255,9 +292,17 @@ class Sink:
 
     def put(self, parts: list[tuple[tuple[str, int, str], pa.Table]], marks: dict[int, tuple[int, int, int]],
             clock_us: int) -> None:
-        """Queue output rows as (stream key (input topic, partition, model id), table) parts."""
+        """Queue output rows as (stream key (input topic, partition, model id), table) parts.
+
+        The rows are hashed here, in the caller's thread (it balances the work of the two threads);
+        the hash only counts for a run that completes, and a resumed run re-hashes from the log.
+        """
         if self._error is not None:
             raise self._error
+        if self.hasher is not None:
+            for key, t in parts:
+                if t.num_rows:
+                    self.hasher.update(key[0], key[1], key[2], t)
         self._q.put((parts, marks, clock_us))
 
     def _loop(self) -> None:
@@ -290,9 +335,6 @@ class Sink:
             table = parts[0][1] if len(parts) == 1 else pa.concat_tables([t for _, t in parts])
             self._clock = max(self._clock, max(c for _, _, c in items))
             self.writer.append_batch(table)
-            if self.hasher is not None:
-                for key, t in parts:
-                    self.hasher.update(key[0], key[1], key[2], t)
             self.rows += table.num_rows
             self.frames += 1
         with self._lock:
