@@ -91,11 +91,11 @@ def _create(log, compression, *, partitions: int = 1, segment_bytes: int | None 
 
 
 def _write_log(path: Path, batches, compression, *, partitions: int = 1, segment_bytes: int | None = None,
-               durability: str = "none") -> None:
+               durability: str = "none", **writer_options) -> None:
     ls = _logstore()
     log = ls.open(path)
     _create(log, compression, partitions=partitions, segment_bytes=segment_bytes)
-    with log.writer(TOPIC, durability=durability) as w:
+    with log.writer(TOPIC, durability=durability, **writer_options) as w:
         for b in batches:
             w.append_batch(b)
     _close(log)
@@ -111,11 +111,18 @@ def _close(log) -> None:
 # 1. batched append
 
 
-def _ls_append(compression, durability):
+def _ls_append(compression, durability, **writer_options):
     def build(ctx: Ctx) -> Job:
-        _logstore()
+        ls = _logstore()
+        if writer_options:
+            import inspect
+
+            params = inspect.signature(ls.Log.writer).parameters
+            missing = [k for k in writer_options if k not in params]
+            if missing:
+                raise NotAvailable(f"not available: Log.writer has no option {', '.join(missing)}")
         bs = ctx.batches()
-        return Job(run=lambda d: _write_log(d / "log", bs, compression, durability=durability),
+        return Job(run=lambda d: _write_log(d / "log", bs, compression, durability=durability, **writer_options),
                    records=ctx.n, bytes_in=ctx.table.nbytes)
 
     return build
@@ -128,6 +135,10 @@ def append_cases() -> list[Case]:
             raw = "IPC stream" + (" zstd" if comp else "") + (" + fsync/batch" if dur == "fsync" else "")
             out.append(Case("append", f"logstore {comp or 'uncompressed'} durability={dur}", "logstore",
                             _ls_append(comp, dur), durability=_DURABILITY[dur], limit=raw, audit_fsync=True))
+    out.append(Case("append", "logstore zstd durability=flush validate=False", "logstore",
+                    _ls_append("zstd", "flush", validate=False), durability=_DURABILITY["flush"],
+                    limit="IPC stream zstd", audit_fsync=True,
+                    note="writer option for trusted Arrow input of the topic's exact schema"))
     return out
 
 
