@@ -639,7 +639,7 @@ def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, t
         for wid, group in enumerate(groups):
             pr = ctx.Process(target=_worker_main, name=f"replay-worker-{wid}",
                              args=(str(log.path), plan, specs, payload, group, skip, q, stop, list(sys.path), wid,
-                                   hash_streams), daemon=True)
+                                   hash_streams, dict(os.environ)), daemon=True)
             pr.start()
             procs.append(pr)
     done: dict[int, dict] = {}
@@ -691,9 +691,12 @@ def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, t
 
 
 def _worker_main(log_path: str, plan: Plan, specs: list, payload: bytes | None, partitions: list[int], skip: dict,
-                 q: Any, stop: Any, parent_path: list[str], wid: int, hash_streams: bool) -> None:
+                 q: Any, stop: Any, parent_path: list[str], wid: int, hash_streams: bool, env: dict) -> None:
     """One worker process: replays `partitions` and reports progress and its stream digests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; we stop between frames
+    # a forkserver child starts with the server's environment and path: take the parent's
+    os.environ.clear()
+    os.environ.update(env)
     for p in reversed(parent_path):
         if p not in sys.path:
             sys.path.insert(0, p)

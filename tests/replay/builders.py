@@ -148,7 +148,11 @@ def make_perceptron() -> Perceptron:
 
 
 class InterruptAfter:
-    """A stateless model that raises KeyboardInterrupt once, after `n` rows (first instance only)."""
+    """A stateless model that raises KeyboardInterrupt once, after `n` rows.
+
+    "Once" is the class flag `armed` in this process; when the environment names a file in
+    REPLAY_TEST_INTERRUPT_FILE (worker processes), whoever deletes that file first interrupts.
+    """
 
     armed = True
 
@@ -164,10 +168,26 @@ class InterruptAfter:
 
     def predict(self, batch: pa.RecordBatch, ctx: Any) -> np.ndarray:
         self.seen += batch.num_rows
-        if InterruptAfter.armed and self.seen > self.n:
-            InterruptAfter.armed = False
+        if self.seen > self.n and self._fire():
             raise KeyboardInterrupt
         return self.inner.predict(batch, ctx)
+
+
+    @staticmethod
+    def _fire() -> bool:
+        import os
+
+        marker = os.environ.get("REPLAY_TEST_INTERRUPT_FILE")
+        if marker:
+            try:
+                os.remove(marker)
+                return True
+            except FileNotFoundError:
+                return False
+        if InterruptAfter.armed:
+            InterruptAfter.armed = False
+            return True
+        return False
 
 
 def make_interrupting_linear() -> InterruptAfter:

@@ -192,12 +192,38 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(tmp_path, learning):
     assert m["status"] == "incomplete" and m["error"] == "interrupted"
     assert 0 < m["rows"]["inputs"] < 60 and m["progress"]
     assert replay.audit(log, rid).ok  # what was written is whole and leak-free
+    assert log.verify().ok
     run = replay.resume(log, rid, models=[InterruptAfter(20)] + ([Perceptron()] if learning else []))
     assert run.status == "complete" and run.manifest["resumed"] == 1
     assert run.content_hash == full.content_hash
     assert run.scores().num_rows == full.scores().num_rows
     with pytest.raises(RunStateError, match="already complete"):
         replay.resume(log, rid, models=[InterruptAfter(20)])
+
+
+@pytest.mark.slow
+def test_interrupt_and_resume_with_workers(tmp_path, monkeypatch):
+    """A model interrupting inside a worker stops the run cleanly; resume gives the same hash."""
+    log = make_log(tmp_path / "log", n=120, partitions=4, frame=5)
+    full = replay.run(log, "inputs", None, [Linear()], output="out", workers=2)
+    marker = tmp_path / "interrupt-once"
+    marker.write_text("")
+    monkeypatch.setenv("REPLAY_TEST_INTERRUPT_FILE", str(marker))
+    with pytest.raises(RunInterrupted) as err:
+        replay.run(log, "inputs", None, ["tests.replay.builders:make_interrupting_linear"], output="out", workers=2)
+    m = replay.get(log, err.value.run_id).manifest
+    assert m["status"] == "incomplete" and m["rows"]["inputs"] < 120
+    run = replay.resume(log, err.value.run_id, workers=2)
+    assert run.status == "complete" and run.content_hash == full.content_hash
+    assert replay.audit(log, run.id).ok
+
+
+def test_output_append_times_follow_the_replay_clock(rlog):
+    """Output frames are appended with the replay clock of their rows (deterministic, never back)."""
+    run = replay.run(rlog, "inputs", None, [Linear()], output="out")
+    t = run.scores()
+    assert all(a >= c for a, c in zip(t["_append_time"].to_pylist(), t["clock"].to_pylist()))
+    assert max(t["_append_time"].to_pylist()) == max(t["clock"].to_pylist())
 
 
 def test_resume_checks_the_models_are_the_recorded_ones(rlog):
@@ -284,3 +310,25 @@ def test_progress_bar_is_silent_off_a_terminal(rlog, capsys):
     """No progress output when stderr is not a TTY."""
     replay.run(rlog, "inputs", None, [Linear()], output="out")
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_draws_rows_rate_and_eta_on_a_terminal():
+    """On a TTY the bar shows rows done, the rate and an ETA on one redrawn line."""
+    import io
+
+    from replay.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    with Progress(1000, label="replay x", stream=out, interval=0) as bar:
+        bar.update(250)
+        bar.update(500)
+    text = out.getvalue()
+    assert "\r" in text and "500/1,000 rows" in text and "rows/s" in text and "ETA" in text
+    assert text.endswith("\n")
+    quiet = io.StringIO()
+    Progress(10, stream=quiet).update(5)
+    assert quiet.getvalue() == ""
