@@ -41,6 +41,7 @@ class AsOfState:
         self.key = key
         self.schema = schema
         self._chunks: list[pa.RecordBatch] = []
+        self._fresh = 0  # frames appended to _chunks since the last consolidation
         self._table: pa.Table | None = None
         self._times = np.empty(1024, np.int64)
         self._n = 0
@@ -73,14 +74,18 @@ class AsOfState:
                 lst.append(i)
         self._n = base + n
         self._chunks.append(batch)
+        self._fresh += 1
         self._table = None
         self.fence[partition] = batch.column(batch.schema.get_field_index("_offset"))[-1].as_py()
         self.latest = time_us
 
     def table(self) -> pa.Table:
         if self._table is None:
-            if len(self._chunks) > _CONSOLIDATE:
-                self._chunks = pa.Table.from_batches(self._chunks).combine_chunks().to_batches()
+            if self._fresh > _CONSOLIDATE:  # merge the recent small frames into one block
+                k = self._fresh
+                block = pa.Table.from_batches(self._chunks[-k:]).combine_chunks().to_batches()
+                self._chunks[-k:] = block
+                self._fresh = 0
             self._table = pa.Table.from_batches(self._chunks, schema=self._chunks[0].schema if self._chunks else None) \
                 if self._chunks else pa.table({}).cast(pa.schema([]))
         return self._table

@@ -24,7 +24,7 @@ import warnings
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -467,6 +467,14 @@ class _Tracker:
         self.marks: dict[int, tuple[int, int, int]] = {}
         self.done0 = dict(done0)
         self._last_ckpt = time.monotonic()
+        self._last_tick = 0.0
+
+    def tick(self, progress: Callable[[], Mapping[int, tuple[int, int, int]]]) -> None:
+        """Called per event: refresh from `progress()` at most every 0.1 s."""
+        now = time.monotonic()
+        if now - self._last_tick >= 0.1:
+            self._last_tick = now
+            self.update(progress())
 
     def update(self, marks: Mapping[int, tuple[int, int, int]]) -> None:
         self.marks.update(marks)
@@ -547,7 +555,7 @@ def _execute(log: Any, plan: Plan, loaded: list, manifest: dict, *, workers: int
 
 def _run_local(log: Any, plan: Plan, models: list, tracker: _Tracker, skip: dict, *, hash_streams: bool) -> dict:
     sink = Sink(log, plan.output, durability=plan.durability, hash=hash_streams)
-    rep = Replayer(log, plan, models, sink, skip=skip, on_event=lambda: tracker.update(sink.progress()))
+    rep = Replayer(log, plan, models, sink, skip=skip, on_event=lambda: tracker.tick(sink.progress))
     ok = False
     try:
         res = rep.run()
