@@ -142,7 +142,7 @@ def audit(log: Any, run_id: str) -> Certificate:
     hasher = ContentHash()
     out = m["output"]
     start = {int(p): o for p, o in out["start"].items()}
-    for t in read_run(log, out["topic"], run_id, start, None, None):
+    for t in _chunked(read_run(log, out["topic"], run_id, start, None, None)):
         hasher.update_mixed(t)
         _check_table(cert, t, inputs_topic, times, lookups, counts, last)
     if m["status"] == "complete":
@@ -160,6 +160,19 @@ def audit(log: Any, run_id: str) -> Certificate:
     return cert
 
 
+def _chunked(tables, rows: int = 65_536):
+    """Tables concatenated into chunks of about `rows` rows (in order), so checks stay vectorized."""
+    buf, n = [], 0
+    for t in tables:
+        buf.append(t)
+        n += t.num_rows
+        if n >= rows:
+            yield pa.concat_tables(buf).combine_chunks()
+            buf, n = [], 0
+    if buf:
+        yield pa.concat_tables(buf).combine_chunks()
+
+
 def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict, lookups: dict,
                  counts: dict, last: dict) -> None:
     n = t.num_rows
@@ -171,7 +184,7 @@ def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict,
     offs = t.column("input_offset").to_numpy()
     clock = t.column("clock").cast(pa.int64()).to_numpy()
     fence = t.column("read_fence").cast(pa.int64()).to_numpy()
-    mids = t.column("model_id").to_pylist()
+    mids = t.column("model_id")
     expected = np.full(n, np.iinfo(np.int64).min, np.int64)
     for p in np.unique(parts):
         sel = parts == p
@@ -188,12 +201,12 @@ def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict,
         expected[sel] = np.where(bad, np.iinfo(np.int64).min, arr[rel])
     wrong = np.nonzero((clock != expected) & (expected != np.iinfo(np.int64).min))[0]
     for i in wrong[: MAX_VIOLATIONS]:
-        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[i]!r}: clock "
+        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: clock "
                       f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))}")
     cert.violation_count += max(0, len(wrong) - MAX_VIOLATIONS)
     leak = np.nonzero(fence > clock)[0]
     for i in leak[: MAX_VIOLATIONS]:
-        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[i]!r}: read_fence "
+        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: read_fence "
                       f"{fmt_time(int(fence[i]))} is after its clock {fmt_time(int(clock[i]))}")
     cert.violation_count += max(0, len(leak) - MAX_VIOLATIONS)
     # the input itself was read, so the fence is at least its append time (<= clock)
@@ -203,20 +216,25 @@ def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict,
         cert.min_slack_us = lo_s if cert.min_slack_us is None else min(cert.min_slack_us, lo_s)
         cert.max_slack_us = hi_s if cert.max_slack_us is None else max(cert.max_slack_us, hi_s)
     _check_fences(cert, t, clock, parts, offs, inputs_topic, lookups)
-    # order and uniqueness per (partition, model)
-    for p in np.unique(parts):
-        for name in set(mids[i] for i in np.nonzero(parts == p)[0]):
-            sel = np.nonzero((parts == p) & (np.array(mids, dtype=object) == name))[0]
-            c, o = clock[sel], offs[sel]
-            prev = last.get((int(p), name))
-            keys_ok = np.all((c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & (o[1:] > o[:-1]))) if len(sel) > 1 else True
-            if prev is not None and len(sel) and not ((c[0], o[0]) > prev):
-                keys_ok = False
-            if not keys_ok:
-                cert._violate(f"partition {int(p)}, model {name!r}: rows repeated or out of clock order")
-            if len(sel):
-                last[(int(p), name)] = (int(c[-1]), int(o[-1]))
-            counts[(int(p), name)] = counts.get((int(p), name), 0) + len(sel)
+    # order and uniqueness per (partition, model): within each stream, (clock, offset) increases
+    codes = pc.dictionary_encode(t.column("model_id")).combine_chunks()
+    names = codes.dictionary.to_pylist()
+    mcode = codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    stream = parts.astype(np.int64) * (len(names) + 1) + mcode
+    order = np.argsort(stream, kind="stable")
+    s, c, o = stream[order], clock[order], offs[order]
+    same = s[1:] == s[:-1]
+    up = (c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & (o[1:] > o[:-1]))
+    bad_streams = set(s[1:][same & ~up].tolist())
+    firsts = np.flatnonzero(np.concatenate([[True], ~same]))
+    lasts = np.concatenate([firsts[1:] - 1, [len(s) - 1]])
+    for f, l_ in zip(firsts.tolist(), lasts.tolist()):
+        key = (int(parts[order[f]]), names[int(mcode[order[f]])])
+        prev = last.get(key)
+        if int(s[f]) in bad_streams or (prev is not None and not ((int(c[f]), int(o[f])) > prev)):
+            cert._violate(f"partition {key[0]}, model {key[1]!r}: rows repeated or out of clock order")
+        last[key] = (int(c[l_]), int(o[l_]))
+        counts[key] = counts.get(key, 0) + (l_ - f + 1)
 
 
 def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.ndarray, offs: np.ndarray,

@@ -164,14 +164,18 @@ def _qualname(obj: Any) -> str:
 
 
 def params_hash(model: Any) -> str:
-    """A deterministic hash of what defines a model: its `params()` if it has one, else its state.
+    """A deterministic hash of what defines a model: its `params()` (method, or attribute) if it has
+    one, else its state.
 
     scikit-learn estimators (and adapters wrapping them) hash ``get_params()`` plus fitted
     attributes; River models their ``_get_params()``; other objects their repr, or their class and
     attribute values when the repr is the default one (which holds a memory address).
     """
-    if hasattr(model, "params") and callable(model.params):
-        desc = model.params()
+    p = getattr(model, "params", None)
+    if callable(p):
+        desc = p()
+    elif p is not None:  # a `params` attribute or property
+        desc = p
     else:
         desc = model
     data = json.dumps(_canon(desc), sort_keys=True, separators=(",", ":"), default=str)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import time
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
@@ -266,14 +267,17 @@ class Sink:
 
     `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
-    `written` never runs ahead of the log. Small tables are coalesced into frames of about
-    `frame_rows` rows (bigger ones are written as they come: concatenating would copy them). `hash=False` skips the content hash (resumed runs hash from the log).
+    `written` never runs ahead of the log. Small tables are coalesced (waiting up to `linger`
+    seconds for more) into frames of about `frame_rows` rows; bigger ones are written as they
+    come (concatenating would copy them). `hash=False` skips the content hash (resumed runs hash from the log).
     """
 
     def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 8_192,
-                 max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None) -> None:
+                 max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
+                 linger: float = 0.05) -> None:
         self.topic = topic
         self.frame_rows = frame_rows
+        self.linger = linger
         self._clock = 0
         self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now)
         self.hasher = ContentHash() if hash else None
@@ -312,9 +316,10 @@ class Sink:
                 return
             items = [item]
             rows = sum(t.num_rows for _, t in item[0])
+            deadline = time.monotonic() + self.linger
             while rows < self.frame_rows:
-                try:
-                    nxt = self._q.get_nowait()
+                try:  # small tables: wait a little for more, so frames are not tiny
+                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
