@@ -155,9 +155,11 @@ def scenario_section(sc: scenarios.Scenario, results: list[Result], by_id: dict[
         if writes:
             row += [r.durability, "" if r.fsync_calls is None else str(r.fsync_calls)]
         notes = [r.note] if r.note else []
-        notes += [f"{k}: {v}" for k, v in r.extra.items() if k not in ("traceback", "setup_s", "reader_bytes")]
-        if r.child_peak:
-            notes.append(f"process tree peak {r.child_peak / 2**20:.0f} MB (PSS, sampled)")
+        notes += [f"{k}: {v}" for k, v in r.extra.items()
+                  if k not in ("traceback", "setup_s", "reader_bytes", "tree_file_peak")]
+        if r.child_peak or "tree_file_peak" in r.extra:
+            notes.append(f"process tree peak: {r.child_peak / 2**20:.0f} MB anonymous + "
+                         f"{r.extra.get('tree_file_peak', 0) / 2**20:.0f} MB mapped file pages (PSS, sampled)")
         if "setup_s" in r.extra and sc.key == "open":
             notes.append(f"building the data set took {r.extra['setup_s']:.1f} s")
         row.append("; ".join(notes))

@@ -153,7 +153,7 @@ class Result:
     bytes_in: int = 0
     times: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)  # bytes over the pre-run RSS
-    child_peak: int = 0  # tree_memory cases: peak PSS growth of the process and its children, bytes
+    child_peak: int = 0  # tree_memory cases: peak anonymous PSS growth of the process and its children
     disk_bytes: int | None = None
     touched_bytes: int | None = None
     data_bytes: int | None = None  # size of the data a read case reads from
@@ -297,38 +297,49 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def tree_pss(pid: int | None = None) -> int:
-    """Proportional set size of `pid` and all its descendants, bytes (shared pages split fairly)."""
+def tree_pss(pid: int | None = None) -> tuple[int, int]:
+    """(anonymous, file-backed) proportional set size of `pid` and all its descendants, bytes.
+
+    PSS splits shared pages fairly between processes, so forked workers are not double counted.
+    File-backed pages (memory-mapped segments, libraries) are page cache the kernel can reclaim;
+    anonymous pages (heap, Arrow buffers, decompressed data) are what a process really holds.
+    """
     pid = os.getpid() if pid is None else pid
-    total, todo = 0, [pid]
+    anon = file = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
+                    if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                        anon += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss_File:"):
+                        file += int(line.split()[1]) * 1024
         except OSError:
             continue
         todo += _children(p)
-    return total
+    return anon, file
 
 
 class TreeSampler:
-    """Samples `tree_pss()` every `interval` seconds in a thread; `.peak` is the largest seen."""
+    """Samples `tree_pss()` every `interval` seconds in a thread; keeps the largest of each part."""
 
     def __init__(self, interval: float = 0.02) -> None:
         import threading
 
         self.interval = interval
-        self.peak = 0
+        self.anon = self.file = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def _sample(self) -> None:
+        a, f = tree_pss()
+        self.anon, self.file = max(self.anon, a), max(self.file, f)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_pss())
+            self._sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "TreeSampler":
@@ -338,7 +349,7 @@ class TreeSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_pss())
+        self._sample()
 
 
 def _status_kb(key: str) -> int:
@@ -408,12 +419,13 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         can_reset = reset_peak()
         before = rss()
         if job.tree_memory:
-            base_pss = tree_pss()
+            base_anon, base_file = tree_pss()
             with TreeSampler() as sampler:
                 t0 = time.perf_counter()
                 out = job.run(run_dir)
                 elapsed = time.perf_counter() - t0
-            res.child_peak = max(res.child_peak, sampler.peak - base_pss)
+            res.child_peak = max(res.child_peak, sampler.anon - base_anon)
+            res.extra["tree_file_peak"] = max(res.extra.get("tree_file_peak", 0), sampler.file - base_file)
         else:
             t0 = time.perf_counter()
             out = job.run(run_dir)
@@ -434,7 +446,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
     if not can_reset:
         res.extra["peak_note"] = "peak RSS reset unavailable; peaks are process lifetime peaks"
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if children_after > children_before:
+    if children_after > children_before and not job.tree_memory:
         # a forked process's RSS includes the pages it shares with its parent: an upper bound
         res.extra["largest child RSS MB"] = round(children_after / 1024)
     if job.touched:
