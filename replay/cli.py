@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--force", action="store_true", help="resume a run marked running whose process is gone")
     p.add_argument("--no-progress", action="store_true")
+
+    from .report_cli import add_report_parser
+    add_report_parser(sub)
     return parser
 
 

@@ -192,3 +192,28 @@ def test_simulator_rejects_bad_arguments(tmp_path):
         with pytest.raises(ValueError):
             simulate.simulate(log, **kwargs)
     assert log.topics() == []
+
+
+def test_replay_report_command_prints_the_summary_and_writes_html(demo_run, tmp_path, capsys):
+    """`replay report` over the demo log prints the evaluation and writes the HTML report."""
+    from replay.cli import main
+
+    out, _ = demo_run
+    html = tmp_path / "r" / "report.html"
+    rc = main(["report", str(out / "log"), "--scores", "scores", "--scores", demo.REPLAYED,
+               "--outcomes", "outcomes", "--inputs", "inputs", "--champion", "champion",
+               "--canary", "canary", "--bootstrap", "50", "--cutoff", "2025-03-06T00:00Z",
+               "--html", str(html)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "Verdicts" in text and "challenger" in text and "known by 2025-03-06" in text
+    assert html.is_file() and f"HTML report: {html}" in text
+
+
+def test_replay_report_command_errors_in_one_line(tmp_path, capsys):
+    """A missing log or topic is one line on stderr and exit status 2, no traceback."""
+    from replay.cli import main
+
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("replay: error: no log at") and "Traceback" not in err
