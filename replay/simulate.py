@@ -75,7 +75,7 @@ REASONS = ("first", "fallback", "deadline", "sampled")  # the decision schema's 
 # topic -> (schema, partitions)
 TOPICS: dict[str, tuple[str, int]] = {
     "inputs": ("model_input", 4),
-    "scores": ("model_score", 4),
+    "scores": ("model_score", 2),
     "decisions": ("decision", 2),
     "outcomes": ("outcome", 2),
     "metrics": ("metric", 1),
