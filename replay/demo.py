@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -219,7 +220,8 @@ def replay_candidates(p: Printer, log: Any, workers: int) -> tuple[Any, str]:
                    workers=1, progress=False)
         leak = "NOT STOPPED (this is a bug: the engine should have refused)"
     except TimeLeakError as err:
-        leak = f"stopped by the engine: TimeLeakError\n  {err}"
+        said = textwrap.fill(str(err), width=92, initial_indent="  ", subsequent_indent="  ")
+        leak = f"stopped by the engine: TimeLeakError\n{said}"
     failed = [r for r in replay.runs(log) if any(m["name"] == Peeker.name for m in r.manifest["models"])]
     p(leak, 4)
     if failed:

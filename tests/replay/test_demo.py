@@ -78,8 +78,9 @@ def test_demo_cheater_is_stopped_with_time_leak(demo_run):
         assert runs[0].manifest["error"].startswith("TimeLeakError")
         assert log.describe(demo.PEEKED)["records"] == 0
     assert "stopped by the engine: TimeLeakError" in text
-    line = next(ln for ln in text.splitlines() if "model 'peeker'" in ln)
-    assert "ctx.lookup('outcomes')" in line and "after the clock" in line
+    said = " ".join(text.split("stopped by the engine: TimeLeakError", 1)[1].split())
+    assert said.startswith("model 'peeker' (version 0.1) asked ctx.lookup('outcomes') as of 2025-03-")
+    assert "after the clock 2025-03-" in said
 
 
 class _Ids(HTMLParser):
