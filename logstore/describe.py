@@ -7,10 +7,10 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
+from . import index as index_mod
 from .frame import MAX_TIME, MIN_TIME
 from .partition import flocked
 from .segment import SegmentView, scan
-from . import index as index_mod
 
 
 def _iso(us: int | None) -> str | None:

@@ -14,7 +14,9 @@
     ├── WriterClosedError
     ├── ConsumerError
     ├── TimeLeakError                  replay: a model asked for data from after its clock
-    └── EvaluationError                an evaluation that cannot run as asked
+    ├── EvaluationError                an evaluation that cannot run as asked
+    └── replay.errors.ReplayError      a run that cannot start, continue or be found
+        ├── RangeError, ModelError, RunNotFoundError, RunStateError
 
 Every message says where, what was expected and what was found.
 """

@@ -28,11 +28,12 @@ built under the partition lock at commit.
 from __future__ import annotations
 
 import struct
-from .checksum import crc
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyarrow as pa
+
+from .checksum import crc
 
 MAGIC = b"LSF1"
 HEADER_SIZE = 64

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import os
 import struct
-from .checksum import crc
 from pathlib import Path
 
 import numpy as np
 
+from .checksum import crc
 from .frame import HEADER_SIZE
 
 ENTRY_DTYPE = np.dtype(

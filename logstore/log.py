@@ -445,6 +445,10 @@ class Log:
         return report
 
 
-def open(path: str | os.PathLike, *, readonly: bool = False) -> Log:  # noqa: A001 - the public name
-    """Open the log at `path`, creating the directory if missing, and recover its partitions."""
-    return Log(path, readonly=readonly)
+def open(path: str | os.PathLike, *, readonly: bool = False, recover: bool = True) -> Log:  # noqa: A001
+    """Open the log at `path`, creating the directory if missing, and recover its partitions.
+
+    ``recover=False`` skips the recovery pass (for a process whose parent already opened the log;
+    a writer still recovers a partition's torn tail before its first commit to it).
+    """
+    return Log(path, readonly=readonly, recover=recover)

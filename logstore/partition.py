@@ -24,7 +24,6 @@ import fcntl
 import logging
 import os
 import struct
-from .checksum import crc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import index as index_mod
+from .checksum import crc
 from .errors import LogIOError
 from .frame import HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
@@ -189,6 +189,21 @@ class Partition:
             hint = Hint(base, size, base, int(prev["append_time"]) if prev is not None else MIN_TIME)
         self.write_hint(hint)
         return hint, rec
+
+    def first_append_time(self, base: int) -> int | None:
+        """Append time of the first frame of segment `base` (None if it has none yet)."""
+        try:
+            with open(self.idx_path(base), "rb") as f:
+                raw = f.read(index_mod.ENTRY_SIZE)
+        except FileNotFoundError:
+            raw = b""
+        if len(raw) == index_mod.ENTRY_SIZE:
+            e = np.frombuffer(raw, dtype=index_mod.ENTRY_DTYPE)
+            if crc(raw[:48]) == int(e["crc"][0]):
+                return int(e["append_time"][0])
+        view = self.view(base, os.path.getsize(self.seg_path(base)))
+        header = view.header_at(0)
+        return header.append_time if isinstance(header, FrameHeader) else None
 
     def last_entry(self, base: int) -> np.ndarray | None:
         """The index entry of a sealed segment's last frame (rebuilding its index if needed)."""

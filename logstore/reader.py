@@ -229,9 +229,9 @@ class FrameReader:
         cols = list(batch.columns)
         names = list(batch.schema.names)
         system = {
-            "_partition": pa.array(np.full(n, partition, np.int32)),
-            "_offset": pa.array(offsets),
-            "_append_time": pa.array(np.full(n, header.append_time, np.int64)).view(APPEND_TIME_TYPE),
+            "_partition": _from_numpy(np.full(n, partition, np.int32), pa.int32()),
+            "_offset": _from_numpy(offsets, pa.int64()),
+            "_append_time": _from_numpy(np.full(n, header.append_time, np.int64), APPEND_TIME_TYPE),
         }
         arrays = {name: col for name, col in zip(names, cols)}
         arrays.update(system)
@@ -248,6 +248,11 @@ class FrameReader:
             if mask is not None:
                 out = out.filter(mask)
         return out
+
+
+def _from_numpy(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A non-null Arrow array over a numpy buffer (zero-copy; pa.array would import pandas to check)."""
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
 def _overlaps(header: FrameHeader, event: tuple[int | None, int | None]) -> bool:

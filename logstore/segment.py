@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from .checksum import crc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import index as index_mod
+from .checksum import crc
 from .errors import CorruptFrameError, LogIOError
 from .frame import HEADER_SIZE, MAGIC, FrameHeader, parse_header
 

@@ -33,10 +33,12 @@ in one process or many, may append to the same partition: each commit holds the 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,9 +49,6 @@ from .errors import LogIOError, RecordTooLargeError, RecordValidationError, Writ
 from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, EncodedBody, encode_body
 from .keyhash import partitions_for
 from .partition import Hint, Partition, build_header, flocked, write_frames
-
-import fcntl
-import os
 
 DURABILITY = ("none", "flush", "fsync")
 Clock = Callable[[], datetime]
@@ -397,11 +396,32 @@ class Writer:
             part.write_hint(tail.hint)
 
     def _sync_tail(self, part: Partition, tail: _Tail) -> None:
-        """(Under LOCK_EX.) Make `tail` match the partition, re-deriving it if another writer moved it."""
+        """(Under LOCK_EX.) Make `tail` match the partition, re-deriving it if another writer moved it.
+
+        The hint another writer left is trusted when the active segment's size equals it (it is
+        written after the data and the index, under this lock); otherwise, e.g. after a writer
+        died mid-commit, the tail is re-derived from the segment and a torn tail recovered.
+        """
         hint = part.read_hint()
-        if tail.hint is not None and tail.fd is not None and hint == tail.hint:
-            if os.fstat(tail.fd).st_size == hint.size:
-                return
+        if hint is not None:
+            if tail.hint is not None and tail.fd is not None and hint.base == tail.hint.base:
+                size = os.fstat(tail.fd).st_size
+                if size == hint.size:
+                    tail.hint = hint
+                    return
+            elif hint.base in (0, hint.next_offset) or part.seg_path(hint.base).exists():
+                try:
+                    fd = part.open_segment(hint.base, create=False, durable=False)
+                except LogIOError:
+                    fd = None
+                if fd is not None and os.fstat(fd).st_size == hint.size:
+                    if tail.fd is not None:
+                        os.close(tail.fd)
+                    tail.fd, tail.hint = fd, hint
+                    tail.first_append_time = part.first_append_time(hint.base)
+                    return
+                if fd is not None:
+                    os.close(fd)
         derived = part.derive_tail()
         if derived is None:  # empty partition: create its first segment
             if tail.fd is not None:
@@ -416,9 +436,7 @@ class Writer:
             os.close(tail.fd)
         tail.fd = part.open_segment(new_hint.base, create=False, durable=False)
         tail.hint = new_hint
-        loaded = index_mod.load(part.idx_path(new_hint.base))
-        entries = loaded[0] if loaded is not None else index_mod.empty()
-        tail.first_append_time = int(entries["append_time"][0]) if len(entries) else None
+        tail.first_append_time = part.first_append_time(new_hint.base)
 
     def _roll(self, part: Partition, tail: _Tail, durable: bool) -> None:
         """Seal the active segment and start a new one at the next offset."""

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clock import TIME_TYPE, to_datetime
+from .clock import to_datetime
 
 AUDIT_FIELDS = [
     {"name": "input_topic", "type": "string", "doc": "Topic of the input this row was decided from."},

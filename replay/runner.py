@@ -23,11 +23,9 @@ import time
 import warnings
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import logstore
 from logstore.errors import TimeLeakError
