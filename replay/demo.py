@@ -23,9 +23,10 @@ import shutil
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Peeker:
 
     name = "peeker"
     version = "0.1"
-    lookups = {"outcomes": "request_id"}
+    lookups: ClassVar[dict[str, str]] = {"outcomes": "request_id"}
     ahead = timedelta(days=3)
 
     def predict(self, batch: Any, ctx: Any) -> Any:
@@ -253,20 +254,20 @@ def evaluate(p: Printer, log: Any, traffic: sim.Traffic, out: Path) -> tuple[Any
 
 QUESTIONS = [
     ("How were answers chosen?",
-     "SELECT reason, count(*) AS requests,\n"
+     ("SELECT reason, count(*) AS requests,\n"
      "       round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct,\n"
      "       round(avg(propensity), 3) AS avg_propensity\n"
-     "FROM decisions GROUP BY reason ORDER BY requests DESC"),
+     "FROM decisions GROUP BY reason ORDER BY requests DESC")),
     ("How late do outcomes arrive?",
-     "SELECT o.source, count(*) AS outcomes,\n"
+     ("SELECT o.source, count(*) AS outcomes,\n"
      "       round(median(epoch(o._append_time - i.event_time)) / 3600, 1) AS median_hours,\n"
      "       round(quantile_cont(epoch(o._append_time - i.event_time), 0.9) / 3600, 1) AS p90_hours\n"
-     "FROM outcomes o JOIN inputs i USING (request_id) GROUP BY o.source ORDER BY median_hours"),
+     "FROM outcomes o JOIN inputs i USING (request_id) GROUP BY o.source ORDER BY median_hours")),
     ("Did the inputs drift? (mean amount and foreign share per day)",
-     "SELECT date_trunc('day', event_time) AS day, count(*) AS requests,\n"
+     ("SELECT date_trunc('day', event_time) AS day, count(*) AS requests,\n"
      "       round(avg(features['amount']), 1) AS mean_amount,\n"
      "       round(100 * avg(features['foreign']), 1) AS foreign_pct\n"
-     "FROM inputs GROUP BY day ORDER BY day"),
+     "FROM inputs GROUP BY day ORDER BY day")),
 ]
 
 

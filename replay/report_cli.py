@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EXAMPLE = ("replay report ./log --scores scores --scores replay.scores --outcomes outcomes "
@@ -20,16 +20,15 @@ def _cutoff(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"--cutoff {text!r} is not an ISO time (e.g. 2026-11-08T00:00Z)") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def report_command(args: argparse.Namespace) -> int:
     """Evaluate, print the summary; write the HTML report when --html is given."""
     import logstore
-
     import replay.report
     from replay.evaluate import evaluate
 
