@@ -13,6 +13,7 @@ cProfile summary of the logstore append and read paths.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -255,8 +256,12 @@ def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed
             lines += scenario_section(sc, rs, by_id)
     lines += ["## Where the time goes (cProfile, top functions by cumulative time)", ""]
     if profiles:
-        for title, text in profiles:
-            lines += [f"### {title}", "", "```", text, "```", ""]
+        lines += ["Each path runs once under cProfile after a warm-up run (same workload); the profiler",
+                  "slows Python-level code more than native code, so shares are indicative.", ""]
+        for title, text, summary in profiles:
+            own = ", ".join(f"`{x['function']}` {x['share']:.0%}" for x in summary)
+            lines += [f"### {title}", "", f"Most own time: {own}.", "", "<details><summary>cProfile top functions</summary>",
+                      "", "```", text, "```", "", "</details>", ""]
     else:
         lines += ["Not profiled in this run (logstore cases unavailable, filtered out, or `--no-profile`).", ""]
     missing = [r for r in results if not r.ok]
@@ -347,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"profiling {cid} ...", flush=True)
                     pr = harness.profile(all_by_id[cid], replace(ctx, runs=1), out)
                     if pr.ok and out.exists():
-                        profiles.append((f"{title}: {pr.median:.3f} s under the profiler", out.read_text()))
+                        summary = json.loads(out.with_suffix(".json").read_text())
+                        profiles.append((f"{title}: {pr.median:.3f} s under the profiler", out.read_text(), summary))
         report = render(args, results, profiles, time.perf_counter() - t_start, command)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)

@@ -600,6 +600,11 @@ def profile_job(case: Case, ctx: Ctx, out: Path, top: int = 18) -> Result:
         pstats.Stats(prof, stream=buf).sort_stats(order).print_stats(k)
         parts.append(f"by {order} time:\n" + _trim_pstats(buf.getvalue()))
     out.write_text("\n\n".join(parts))
+    st = pstats.Stats(prof)
+    total = sum(v[2] for v in st.stats.values()) or 1.0  # v = (cc, nc, tottime, cumtime, callers)
+    top_own = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:5]
+    summary = [{"function": _where(fn), "share": v[2] / total, "seconds": v[2]} for fn, v in top_own]
+    out.with_suffix(".json").write_text(json.dumps(summary))
     res = Result(id=case.id, scenario=case.scenario, name=case.name, kind=case.kind, times=[elapsed])
     if job.fresh_dir:
         shutil.rmtree(base, ignore_errors=True)
@@ -607,6 +612,21 @@ def profile_job(case: Case, ctx: Ctx, out: Path, top: int = 18) -> Result:
 
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _where(fn: tuple) -> str:
+    """`(file, line, name)` of a pstats key as `name (package/file.py:line)`."""
+    path, line, name = fn
+    if path == "~":
+        return name
+    for marker in ("site-packages/", _ROOT + "/"):
+        k = path.find(marker)
+        if k >= 0:
+            path = path[k + len(marker):]
+            break
+    else:
+        path = "<stdlib>/" + os.path.basename(path) if "/lib/python3" in path else path
+    return f"{name} ({path}:{line})"
 
 
 def _trim_pstats(text: str) -> str:
