@@ -268,7 +268,8 @@ class FunctionModel:
     """A model from a function: per record ``fn(row: dict) -> float``, or ``fn(batch) -> scores``
     with ``vectorized=True`` (``fn(batch, ctx)`` if it takes two arguments).
 
-    Per-record functions see the row as a dict of the input's columns (system columns included).
+    Per-record functions see the row as a dict of the input's columns (system columns included;
+    map columns, e.g. `features` of model_input, as dicts).
     """
 
     learns = False
@@ -297,7 +298,7 @@ class FunctionModel:
         fn = self.fn
         if self._takes_ctx:
             return np.fromiter((fn(r, ctx) for r in batch.to_pylist()), np.float64, batch.num_rows)
-        return np.fromiter((fn(r) for r in batch.to_pylist()), np.float64, batch.num_rows)
+        return np.fromiter((fn(r) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows)
 
     def __repr__(self) -> str:
         return f"FunctionModel({self.name!r}, version={self.version!r})"
