@@ -297,7 +297,7 @@ class FunctionModel:
             return self.fn(batch, ctx) if self._takes_ctx else self.fn(batch)
         fn = self.fn
         if self._takes_ctx:
-            return np.fromiter((fn(r, ctx) for r in batch.to_pylist()), np.float64, batch.num_rows)
+            return np.fromiter((fn(r, ctx) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows)
         return np.fromiter((fn(r) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows)
 
     def __repr__(self) -> str:
