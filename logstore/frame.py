@@ -13,7 +13,7 @@ On-disk layout of one frame (all integers little-endian)::
     32      8    append time, microseconds since the Unix epoch, UTC (i64); shared by every record
     40      8    min event time, microseconds (i64; MIN_TIME when the topic has no event time)
     48      8    max event time, microseconds (i64; MAX_TIME when the topic has no event time)
-    56      2    flags: bit 0 = body buffers are zstd-compressed (Arrow IPC body compression)
+    56      2    flags: bit 0 = body buffers are compressed (Arrow IPC body compression; the body names the codec)
     58      6    reserved, zero
     64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
 
@@ -41,7 +41,7 @@ _HEADER = struct.Struct("<4sIIIqIIqqqH6x")
 assert _HEADER.size == HEADER_SIZE
 MIN_TIME = -(2**63)
 MAX_TIME = 2**63 - 1
-FLAG_ZSTD = 1
+FLAG_COMPRESSED = 1
 MAX_BODY = 2**31 - 1
 
 
@@ -156,7 +156,7 @@ def encode_body(
         schema_version=schema_version,
         min_event_time=event_range[0],
         max_event_time=event_range[1],
-        flags=FLAG_ZSTD if compressed else 0,
+        flags=FLAG_COMPRESSED if compressed else 0,
         nbytes=batch.nbytes,
     )
 

@@ -63,10 +63,12 @@ class _ChunkFiles(pafs.FileSystemHandler):
         c = self.chunks[path]
         fr = FrameReader(c.topic, None, "raise")
         part = c.topic.partition(c.partition)
+        table = pa.Table.from_batches(list(fr.partition_batches(part, c.snap, c.lo, c.hi)), schema=fr.schema)
+        if any(pa.types.is_dictionary(f.type) for f in fr.schema):
+            table = table.unify_dictionaries()  # the IPC file format allows one dictionary per field
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, fr.schema) as w:
-            for batch in fr.partition_batches(part, c.snap, c.lo, c.hi):
-                w.write_batch(batch)
+            w.write_table(table)
         buf = sink.getvalue()
         with self._lock:
             self.bytes_read += fr.bytes_read

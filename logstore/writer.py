@@ -51,6 +51,8 @@ from .keyhash import partitions_for
 from .partition import Hint, Partition, build_header, flocked, write_frames
 
 DURABILITY = ("none", "flush", "fsync")
+COMPRESS_MIN_BYTES = 64 * 1024
+_PLAIN = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
 Clock = Callable[[], datetime]
 
 
@@ -321,7 +323,9 @@ class Writer:
         options = self.topic.write_options
         version = self._version.version
         for p, b in groups:
-            body = encode_body(b, schema_version=version, options=options, event_range=self._event_range(b))
+            # a small body is not worth compressing: per-buffer codec setup costs more than it saves
+            opts = options if b.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
+            body = encode_body(b, schema_version=version, options=opts, event_range=self._event_range(b))
             if not self._pending_bytes:
                 self._pending_since = time.monotonic()
             self._pending.setdefault(p, []).append(body)

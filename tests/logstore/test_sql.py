@@ -114,3 +114,34 @@ def test_logstore_sql_query(scores):
         w.append_batch(score_rows(30))
     t = query(scores, "SELECT model_id, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1")
     assert t.to_pylist() == [{"model_id": "m0", "n": 10}, {"model_id": "m1", "n": 10}, {"model_id": "m2", "n": 10}]
+
+
+def test_enum_columns_across_frames(log):
+    """Enum (dictionary) columns whose frames carry different dictionaries read as one view."""
+    from tests.conftest import T0
+
+    log.create_topic("decisions", schema="decision", key_field="request_id")
+    rows = [{"request_id": f"r{i}", "event_time": T0, "candidates": ["a", "b"], "chosen_model": "a",
+             "reason": reason, "propensity": 1.0, "deadline_ms": 50.0}
+            for i, reason in enumerate(["first", "fallback", "sampled", "deadline"])]
+    with log.writer("decisions", linger_ms=None) as w:
+        for r in rows:
+            w.append_batch([r])  # one frame each: each has its own dictionary
+    con = log.duckdb()
+    got = con.execute("SELECT reason::VARCHAR, count(*) FROM decisions GROUP BY 1 ORDER BY 1").fetchall()
+    assert got == [("deadline", 1), ("fallback", 1), ("first", 1), ("sampled", 1)]
+
+
+def test_small_frames_are_not_compressed(log):
+    """Bodies under COMPRESS_MIN_BYTES skip the codec; large ones use the topic's compression."""
+    from logstore.segment import SegmentView, scan
+    from logstore.frame import FLAG_COMPRESSED
+
+    log.create_topic("t", schema=SCORE_SCHEMA, compression="zstd")
+    with log.writer("t", linger_ms=None) as w:
+        w.append_batch(score_rows(5))
+        w.append_batch(score_rows(5000, start=5))
+    seg = next((log.path / "topics" / "t" / "00000").glob("*.seg"))
+    flags = [h.flags & FLAG_COMPRESSED for _, h in scan(SegmentView(seg)).frames]
+    assert flags == [0, FLAG_COMPRESSED]
+    assert log.read("t").num_rows == 5005
