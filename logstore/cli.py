@@ -304,12 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LogstoreError, ValueError, TypeError, OSError, KeyError) as err:
         if os.environ.get("LOGSTORE_DEBUG"):
             raise
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        extra = str(err).splitlines()[1:]
-        print(f"{PROG}: error: {msg}{_hint(err)}", file=sys.stderr)
-        for line in extra[:20]:
-            print(f"{PROG}:   {line.strip()}", file=sys.stderr)
-        return 2
+        return print_error(PROG, err, _hint(err))
+
+
+def print_error(prog: str, err: BaseException, hint: str = "") -> int:
+    """Print a user mistake as one line on stderr (then its listed reasons, if any); returns 2."""
+    lines = str(err).splitlines() or [type(err).__name__]
+    print(f"{prog}: error: {lines[0]}{hint}", file=sys.stderr)
+    for line in lines[1:21]:
+        print(f"{prog}:   {line.strip()}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

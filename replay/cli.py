@@ -223,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LogstoreError, ValueError, TypeError, OSError, KeyError, ImportError) as err:
         if os.environ.get("LOGSTORE_DEBUG"):
             raise
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"{PROG}: error: {msg}{_hint(err)}", file=sys.stderr)
-        return 2
+        from logstore.cli import print_error
+
+        return print_error(PROG, err, _hint(err))
 
 
 if __name__ == "__main__":
