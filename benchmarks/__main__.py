@@ -315,7 +315,7 @@ def run_cases(cases: list, ctx: Ctx, jobs: int) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     t_start = time.perf_counter()
     scratch_root = args.scratch or HERE / ".work"
     scratch = scratch_root / f"run-{os.getpid()}"
