@@ -17,12 +17,16 @@ On-disk layout of one frame (all integers little-endian)::
     58      6    reserved, zero
     64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
 
+The body's record batch holds the records' fields followed by two system columns: ``_offset``
+(int64, base offset + row) and ``_append_time`` (timestamp[us, UTC], the header's append time on
+every row; a constant column costs next to nothing compressed). The writer encodes a body under the
+partition lock, once it knows both, so a frame's body is a complete Arrow batch that any Arrow
+reader can scan as is: the SQL views hand frame bytes to DuckDB unchanged.
+
 A frame is self-describing: its body carries its own Arrow schema, so any frame can be decoded
 without the rest of the segment. The two checksums make every byte of a frame checked on read:
 the header crc guards the lengths and offsets (so a damaged header never misdirects a reader)
-and the body crc guards the data. Offsets and the append time live only in the header, so a body
-is encoded (and its crc computed) before the writer knows where it will land; the header is
-built under the partition lock at commit.
+and the body crc guards the data.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from .checksum import crc
@@ -159,6 +164,23 @@ def encode_body(
         flags=FLAG_COMPRESSED if compressed else 0,
         nbytes=batch.nbytes,
     )
+
+
+OFFSET_FIELD = pa.field("_offset", pa.int64(), nullable=False)
+APPEND_TIME_FIELD = pa.field("_append_time", pa.timestamp("us", tz="UTC"), nullable=False)
+BODY_SYSTEM_FIELDS = 2  # _offset, _append_time: always the body's last two fields
+
+
+def with_system_columns(batch: pa.RecordBatch, base_offset: int, append_time: int) -> pa.RecordBatch:
+    """`batch` plus the trailing `_offset` and `_append_time` columns a body stores."""
+    n = batch.num_rows
+    offsets = np.arange(base_offset, base_offset + n, dtype=np.int64)
+    times = np.full(n, append_time, dtype=np.int64)
+    columns = list(batch.columns) + [
+        pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(offsets)]),
+        pa.Array.from_buffers(APPEND_TIME_FIELD.type, n, [None, pa.py_buffer(times)]),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema.append(OFFSET_FIELD).append(APPEND_TIME_FIELD))
 
 
 def decode_body(body: pa.Buffer, included_fields: list[int] | None = None) -> pa.RecordBatch:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CorruptFrameError, LogstoreError
-from .frame import FrameHeader, decode_body
+from .frame import BODY_SYSTEM_FIELDS, FrameHeader, decode_body
 from .partition import Partition, Snapshot
 from .writer import clock_us
 
@@ -137,10 +137,15 @@ class FrameReader:
         self.columns = list(columns) if columns is not None else None
         self.on_corrupt = on_corrupt
         self.gaps: list[Gap] = []
-        user = [c for c in (columns or self.latest.arrow.names) if c not in SYSTEM_COLUMNS]
-        self._user = user
         names = self.latest.arrow.names
-        self._included = sorted(names.index(c) for c in user) if columns is not None else None
+        needed = [c for c in (columns if columns is not None else names) if c not in SYSTEM_COLUMNS]
+        event_field = topic.config.event_time_field
+        if event_field is not None and event_field not in needed:
+            needed.append(event_field)  # event-time filters read it even when not asked for
+        self._needed = [c for c in names if c in needed]  # body order
+        # decode only the needed fields, plus _offset and _append_time (the body's last two)
+        system = [len(names), len(names) + 1]
+        self._included = [names.index(c) for c in self._needed] + system if columns is not None else None
         self.bytes_read = 0
         self.frames_read = 0
 
@@ -203,18 +208,19 @@ class FrameReader:
         self.gaps.append(Gap(partition, start, end, path, position, reason))
 
     def _decode(self, body: pa.Buffer, header: FrameHeader, path: str, pos: int) -> pa.RecordBatch:
+        """The body's batch: the user columns needed (resolved to the latest schema), `_offset`, `_append_time`."""
         try:
             if header.schema_version == self.latest.version:
-                batch = decode_body(body, self._included)
-                if self._included is not None:
-                    batch = batch.select(self._user) if batch.num_columns else batch
-                return batch
+                return decode_body(body, self._included)
             import schemas
 
             old = self.topic.version(header.schema_version)
-            batch = decode_body(body)
-            batch = schemas.resolve(batch, old.schema, self.latest.schema)
-            return batch.select(self._user) if self.columns is not None else batch
+            full = decode_body(body)
+            k = full.num_columns - BODY_SYSTEM_FIELDS
+            user = schemas.resolve(full.select(range(k)), old.schema, self.latest.schema).select(self._needed)
+            system = full.select(range(k, full.num_columns))
+            return pa.RecordBatch.from_arrays(list(user.columns) + list(system.columns),
+                                              schema=pa.schema(list(user.schema) + list(system.schema)))
         except LogstoreError:
             raise
         except (pa.ArrowException, ValueError) as e:
@@ -225,20 +231,11 @@ class FrameReader:
         if start_row or stop_row < batch.num_rows:
             batch = batch.slice(start_row, stop_row - start_row)
         n = batch.num_rows
-        offsets = np.arange(header.base_offset + start_row, header.base_offset + start_row + n, dtype=np.int64)
-        cols = list(batch.columns)
-        names = list(batch.schema.names)
-        system = {
-            "_partition": _from_numpy(np.full(n, partition, np.int32), pa.int32()),
-            "_offset": _from_numpy(offsets, pa.int64()),
-            "_append_time": _from_numpy(np.full(n, header.append_time, np.int64), APPEND_TIME_TYPE),
-        }
-        arrays = {name: col for name, col in zip(names, cols)}
-        arrays.update(system)
+        arrays = dict(zip(batch.schema.names, batch.columns))  # user columns, _offset, _append_time
+        arrays["_partition"] = _from_numpy(np.full(n, partition, np.int32), pa.int32())
         out = pa.RecordBatch.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)
         if event is not None:
-            field = self.topic.config.event_time_field
-            et = batch.column(field).cast(pa.int64())
+            et = arrays[self.topic.config.event_time_field].cast(pa.int64())
             mask = None
             if event[0] is not None:
                 mask = pc.greater_equal(et, event[0])

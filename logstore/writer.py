@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 
 from . import index as index_mod
 from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
-from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, EncodedBody, encode_body
+from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, encode_body, with_system_columns
 from .keyhash import partitions_for
 from .partition import Hint, Partition, build_header, flocked, write_frames
 
@@ -113,7 +113,7 @@ class Writer:
         self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
         self._rows_since = 0.0
         self._row_limit = batch_records
-        self._pending: dict[int, list[EncodedBody]] = {}
+        self._pending: dict[int, list[tuple[pa.RecordBatch, tuple[int, int]]]] = {}
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._tails: dict[int, _Tail] = {}
@@ -303,7 +303,7 @@ class Writer:
         return (int(lo), int(hi)) if lo is not None else (MIN_TIME, MAX_TIME)
 
     def _encode(self, batch: pa.RecordBatch) -> None:
-        """Split a valid batch by partition and encode one body per partition."""
+        """Split a valid batch by partition; each part becomes one frame at the next commit."""
         cfg = self.topic.config
         n = cfg.partitions
         if n == 1:
@@ -320,16 +320,11 @@ class Writer:
             ends = np.concatenate([cuts, [len(parts)]])
             taken = batch.take(pa.array(order))
             groups = [(int(sorted_parts[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends)]
-        options = self.topic.write_options
-        version = self._version.version
         for p, b in groups:
-            # a small body is not worth compressing: per-buffer codec setup costs more than it saves
-            opts = options if b.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
-            body = encode_body(b, schema_version=version, options=opts, event_range=self._event_range(b))
             if not self._pending_bytes:
                 self._pending_since = time.monotonic()
-            self._pending.setdefault(p, []).append(body)
-            self._pending_bytes += body.body.size
+            self._pending.setdefault(p, []).append((b, self._event_range(b)))
+            self._pending_bytes += b.nbytes
 
     def _maybe_commit(self) -> None:
         if self.durability != "none" or self._pending_bytes >= self.batch_bytes:
@@ -348,14 +343,20 @@ class Writer:
                         self._pending.setdefault(q, []).extend(pending[q])
                 raise
 
-    def _commit(self, p: int, bodies: list[EncodedBody]) -> None:
-        """Write `bodies` to partition `p` under its lock, as one contiguous run of frames."""
+    def _commit(self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]) -> None:
+        """Encode `batches` and write them to partition `p` under its lock, as one run of frames.
+
+        Bodies are encoded under the lock because they carry their records' offsets and append
+        time (the `_offset` and `_append_time` columns), which only the lock holder knows.
+        """
         part: Partition = self.topic.partition(p)
         tail = self._tails.get(p)
         if tail is None:
             tail = self._tails[p] = _Tail()
         fd = part.lock_fd()
         durable = self.durability == "fsync"
+        options = self.topic.write_options
+        version = self._version.version
         with flocked(fd, fcntl.LOCK_EX):
             self._sync_tail(part, tail)
             now = clock_us(self.clock)
@@ -372,7 +373,11 @@ class Writer:
             chunks: list[Any] = []
             entries = []
             offset, pos = hint.next_offset, hint.size
-            for body in bodies:
+            for batch, event_range in batches:
+                # a small body is not worth compressing: per-buffer codec setup costs more than it saves
+                opts = options if batch.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
+                body = encode_body(with_system_columns(batch, offset, append_time), schema_version=version, options=opts,
+                                   event_range=event_range)
                 header = build_header(body, offset, append_time)
                 chunks.append(header)
                 chunks.append(body.body)
