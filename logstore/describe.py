@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import index as index_mod
+from . import summary
 from .frame import MAX_TIME, MIN_TIME
 from .partition import flocked
 from .segment import SegmentView, scan
@@ -165,3 +166,5 @@ def retention_topic(topic: Any, report: Any, now: datetime | None) -> None:
                     pass
                 total -= sizes[base]
                 report.deleted.append((topic.name, p, str(path), sizes[base]))
+            if any(d[1] == p and d[0] == topic.name for d in report.deleted):
+                summary.rewrite(part.dir, set(part.segment_bases()))

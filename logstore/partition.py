@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import index as index_mod
+from . import summary
 from .checksum import crc
 from .errors import LogIOError
 from .frame import HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
@@ -103,6 +104,7 @@ class Partition:
         self._lock_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
+        self._summary: tuple[int, dict] | None = None
 
     # --- files -------------------------------------------------------------------------------
     def seg_path(self, base: int) -> Path:
@@ -189,6 +191,16 @@ class Partition:
             hint = Hint(base, size, base, int(prev["append_time"]) if prev is not None else MIN_TIME)
         self.write_hint(hint)
         return hint, rec
+
+    def summaries(self) -> dict[int, tuple[int, int, int, int, int]]:
+        """Sealed segments' summaries by base offset (see `summary.py`), cached until the file grows."""
+        try:
+            size = os.path.getsize(self.dir / summary.SUMMARY_NAME)
+        except FileNotFoundError:
+            return {}
+        if self._summary is None or self._summary[0] != size:
+            self._summary = (size, summary.load(self.dir))
+        return self._summary[1]
 
     def first_append_time(self, base: int) -> int | None:
         """Append time of the first frame of segment `base` (None if it has none yet)."""

@@ -156,9 +156,14 @@ class FrameReader:
             return
         expected = lo
         i = part.segment_for_offset(snap, lo)
+        sums = part.summaries() if event is not None else {}
         for base in snap.bases[i:]:
             if base >= hi:
                 break
+            s = sums.get(base)
+            if s is not None and base != snap.bases[-1] and not _overlaps(s[3], s[4], event):
+                expected = max(expected, s[0])  # no record of this sealed segment is in the event range
+                continue
             try:
                 entries = part.entries(snap, base)
             except FileNotFoundError:  # removed by retention after the snapshot
@@ -179,6 +184,9 @@ class FrameReader:
                     self._gap(part.number, expected, fbase, str(view.path), int(e["position"]),
                               "records missing from the segment (a damaged frame was excluded from the index)")
                 pos = int(e["position"])
+                if event is not None and not _overlaps(int(e["min_event_time"]), int(e["max_event_time"]), event):
+                    expected = fbase + count  # skipped by the (checksummed) index: no header read
+                    continue
                 header = view.header_at(pos)
                 if not isinstance(header, FrameHeader) or header.base_offset != fbase or header.count != count:
                     reason = header if isinstance(header, str) else "index entry does not match the frame header"
@@ -186,8 +194,6 @@ class FrameReader:
                     expected = fbase + count
                     continue
                 expected = fbase + count
-                if event is not None and not _overlaps(header, event):
-                    continue
                 try:
                     body = view.body(pos, header)
                 except CorruptFrameError as err:
@@ -252,11 +258,12 @@ def _from_numpy(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
-def _overlaps(header: FrameHeader, event: tuple[int | None, int | None]) -> bool:
+def _overlaps(min_event: int, max_event: int, event: tuple[int | None, int | None]) -> bool:
+    """True if records with event times in [min_event, max_event] may fall in the range `event`."""
     lo, hi = event
-    if lo is not None and header.max_event_time < lo:
+    if lo is not None and max_event < lo:
         return False
-    if hi is not None and header.min_event_time >= hi:
+    if hi is not None and min_event >= hi:
         return False
     return True
 

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import index as index_mod
+from . import summary
 from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
 from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, encode_body, with_system_columns
 from .keyhash import partitions_for
@@ -453,6 +454,11 @@ class Writer:
         assert hint is not None and tail.fd is not None
         if durable:
             os.fdatasync(tail.fd)
+        loaded = index_mod.load(part.idx_path(hint.base))
+        if loaded is not None and not loaded[1]:
+            raw = summary.summarize(hint.base, loaded[0])
+            if raw is not None and int(loaded[0]["base_offset"][-1] + loaded[0]["count"][-1]) == hint.next_offset:
+                summary.append(part.dir, raw)
         os.close(tail.fd)
         tail.fd = part.open_segment(hint.next_offset, create=True, durable=durable)
         tail.hint = Hint(hint.next_offset, 0, hint.next_offset, hint.last_append_time)
