@@ -253,7 +253,7 @@ class Partition:
         v = self._views.get(key)
         if v is None:
             v = SegmentView(self.seg_path(base), size)
-            if len(self._views) >= 256:
+            if len(self._views) >= 32:  # mapped pages count in RSS: keep few
                 self._views.pop(next(iter(self._views)))
             self._views[key] = v
         return v
