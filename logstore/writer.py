@@ -6,8 +6,8 @@ Durability modes (what `flush()` and a returned `append_batch()` promise):
 mode         when a frame reaches the segment file            survives a process  survives power loss
                                                               crash (kill -9)
 ============ ================================================ =================== ====================
-``"none"``   encoded frames are held in memory and written    after ``flush()``   no guarantee
-             when ``batch_bytes`` of them pile up, on          or ``close()``
+``"none"``   cut frames are held in memory and written when   after ``flush()``   no guarantee
+             ``batch_bytes`` of records pile up, on            or ``close()``
              ``flush()``, ``close()`` or after ``linger_ms``
 ``"flush"``  every frame is written to the OS as it is cut    yes, once written   no guarantee
              (``append_batch`` returns after the write)
@@ -162,7 +162,7 @@ class Writer:
             batch = self._conform(data, 0)
             if self._rows:
                 self._cut_rows()  # keep order: buffered records go first
-            self._encode(batch)
+            self._stage(batch)
             self._maybe_commit()
 
     def flush(self) -> None:
@@ -286,7 +286,7 @@ class Writer:
                 errors.append(err.__class__(seqs[i], err.field, err.reason, topic=self.topic.name))
                 del rows[i], seqs[i]
         if batch is not None:
-            self._encode(batch)
+            self._stage(batch)
             per_row = max(1, batch.nbytes // max(1, batch.num_rows))
             self._row_limit = max(1, min(self.batch_records, self.batch_bytes // per_row))
         if errors:
@@ -303,7 +303,7 @@ class Writer:
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
         return (int(lo), int(hi)) if lo is not None else (MIN_TIME, MAX_TIME)
 
-    def _encode(self, batch: pa.RecordBatch) -> None:
+    def _stage(self, batch: pa.RecordBatch) -> None:
         """Split a valid batch by partition; each part becomes one frame at the next commit."""
         cfg = self.topic.config
         n = cfg.partitions
