@@ -498,6 +498,9 @@ def child_main(spec_path: str) -> int:
             res = profile_job(case, ctx, Path(spec["profile_out"]))
         else:
             res = run_job(case, ctx)
+    except ModuleNotFoundError as e:  # an optional peer (the `bench` extra) is not installed
+        res = Result(id=spec["case"], scenario="", name="", kind="",
+                     error=f"not installed: {e.name} (`make bench` installs the bench extra)")
     except BaseException as e:  # report, never crash the run
         msg = f"{type(e).__name__}: {e}".strip()
         res = Result(id=spec["case"], scenario="", name="", kind="", error=msg.splitlines()[0][:300])
