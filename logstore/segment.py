@@ -17,7 +17,6 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -174,17 +173,6 @@ def build_index(scan_result: ScanResult) -> np.ndarray:
     if not scan_result.frames:
         return index_mod.empty()
     return np.concatenate([index_mod.entry(h, p) for p, h in scan_result.frames])
-
-
-def iter_frames(view: SegmentView, start: int, end: int) -> Iterator[tuple[int, FrameHeader | str]]:
-    """Yield (position, header-or-problem) for frames between byte `start` and `end` (headers only)."""
-    pos = start
-    while pos < end:
-        header = view.header_at(pos)
-        yield pos, header
-        if not isinstance(header, FrameHeader):
-            return
-        pos += header.size
 
 
 @dataclass
