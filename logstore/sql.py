@@ -34,7 +34,7 @@ from .frame import MAX_TIME, MIN_TIME, FrameHeader
 from .ipcfile import Image, frames_as_file
 from .reader import APPEND_TIME_TYPE, Bound, FrameReader, plan
 
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 131_072
 
 
 def quote_ident(name: str) -> str:
