@@ -13,9 +13,9 @@ decompresses only the columns it uses (frame bodies carry `_offset` and `_append
 partition comes from the fragment's guarantee). Frames cut by `start`/`end`, of an older schema
 version or with enum (dictionary) fields are decoded through the reader instead. Every fragment
 carries a guarantee built from the index alone: its partition, offset range, append-time range
-and event-time range. DuckDB pushes a query's filters
-into the dataset scan and Arrow skips every fragment whose guarantee contradicts them: so ``WHERE
-_append_time >= ...`` over the last 10% of a topic reads about 10% of its bytes.
+and event-time range. DuckDB pushes a query's filters into the dataset scan and Arrow skips every
+fragment whose guarantee contradicts them: so ``WHERE _append_time >= ...`` over the last 10% of
+a large topic reads about 10% of its bytes (to within one fragment).
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ class _ChunkFiles(pafs.FileSystemHandler):
 
     def __init__(self) -> None:
         self.chunks: dict[str, _Chunk] = {}
-        self._cache: OrderedDict[str, pa.Buffer] = OrderedDict()
+        self._cache: OrderedDict[str, pa.Buffer | Image] = OrderedDict()
         self._lock = threading.Lock()
-        self.bytes_read = 0  # frame bytes verified and decoded (what the filters did not prune)
+        self.bytes_read = 0  # frame bytes verified (what the filters did not prune); approximate under threads
 
     def _render(self, path: str) -> pa.Buffer | Image:
         with self._lock:
