@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from .errors import ConsumerError
+from .files import write_atomic
 from .names import GROUPS_DIR, validate_name
 from .reader import FrameReader
-from .topic import write_atomic
 
 
 class Consumer:

@@ -32,7 +32,8 @@ SYSTEM_COLUMNS = ("_partition", "_offset", "_append_time")
 def export_topic(log: Any, topic: str, path: str | os.PathLike, format: str = "avro",  # noqa: A002
                  start: Any = None, end: Any = None) -> int:
     """Write records [start, end) of `topic` to `path` as `format`; returns the number of records."""
-    from logstore.errors import LogIOError, LogstoreError
+    from logstore.errors import LogstoreError
+    from logstore.files import replacing
 
     if format not in FORMATS:
         raise LogstoreError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -44,23 +45,13 @@ def export_topic(log: Any, topic: str, path: str | os.PathLike, format: str = "a
         schema = log.schema(topic)
         user = table.drop_columns([c for c in SYSTEM_COLUMNS if c in table.column_names])
         return avrofile.write(path, schema, user.to_batches(), codec="zstandard")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path, f"export {topic!r} to") as tmp:
         if format == "parquet":
             import pyarrow.parquet as pq
 
             pq.write_table(table, tmp, compression="zstd")
         else:
             _write_jsonl(table, log.schema(topic), tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogIOError(f"export {topic!r} to {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return table.num_rows
 
 

@@ -21,11 +21,12 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from .errors import LogIOError, SchemaError, TopicError, TopicExistsError, TopicNotFoundError
+from .files import fsync_dir, write_atomic
 from .names import LOG_FILE, SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
 from .partition import Partition
 from .reader import SYSTEM_COLUMNS, Bound, Reader, read_table
 from .segment import Recovery
-from .topic import TopicConfig, fsync_dir, load_config, write_atomic
+from .topic import TopicConfig, load_config
 
 log = logging.getLogger("logstore")
 _DEFAULT = object()

@@ -35,10 +35,10 @@ from . import index as index_mod
 from . import summary
 from .checksum import crc
 from .errors import LogIOError
+from .files import fsync_dir
 from .frame import HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
 from .segment import Recovery, SegmentView, build_index, recover_active, scan
-from .topic import fsync_dir
 
 log = logging.getLogger("logstore")
 

@@ -1,14 +1,13 @@
 """Topic settings: ``<log>/topics/<topic>/topic.json``.
 
-A JSON object with the fields of `TopicConfig` (written once at creation, atomically: temp file,
-fsync, rename, fsync of the directory; `alter` rewrites it the same way). The topic's schemas live
-beside it in ``schemas/`` (the registry, see `schemas.registry`).
+A JSON object with the fields of `TopicConfig`, written once at creation (inside the topic's
+temporary directory, which is renamed into place whole). The topic's schemas live beside it in
+``schemas/`` (the registry, see `schemas.registry`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -69,29 +68,6 @@ class TopicConfig:
             raise TopicError(f"{path}: not valid JSON ({e})") from e
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        raise LogIOError(f"cannot write {path}: {e}") from e
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a file created or renamed in it survives power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_config(path: Path) -> TopicConfig:

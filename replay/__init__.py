@@ -26,7 +26,8 @@ from logstore.errors import TimeLeakError
 from .audit import Certificate, audit
 from .context import Context
 from .errors import ModelError, RangeError, ReplayError, RunInterrupted, RunNotFoundError, RunStateError
-from .models import FunctionModel, Model, RiverModel, SklearnModel, load as load_model
+from .models import FunctionModel, Model, RiverModel, SklearnModel
+from .models import load as load_model
 from .runner import Run, get, rerun, resume, run, runs
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Run manifests: ``<log>/runs/<run_id>/manifest.json``, one JSON object per run.
 
-Written atomically (temp file, fsync, rename: `logstore.topic.write_atomic`) when the run starts,
+Written atomically (temp file, fsync, rename: `logstore.files.write_atomic`) when the run starts,
 at checkpoints while it runs (every few seconds), and when it ends. Format 1::
 
     {
@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from logstore.files import write_atomic
 from logstore.names import RUNS_DIR, validate_name
-from logstore.topic import write_atomic
 
 from .errors import ReplayError, RunNotFoundError
 

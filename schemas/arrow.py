@@ -62,7 +62,7 @@ from typing import Any
 import pyarrow as pa
 
 from logstore.errors import SchemaError
-from schemas.avro import NAMED, PRIMITIVES, _NAME_RE, expand, full_form, non_null, short_name, type_name
+from schemas.avro import _NAME_RE, NAMED, PRIMITIVES, expand, full_form, non_null, short_name, type_name
 
 _PRIM = {
     "null": pa.null(),

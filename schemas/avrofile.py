@@ -21,6 +21,7 @@ import fastavro
 import pyarrow as pa
 
 from logstore.errors import LogIOError, SchemaError
+from logstore.files import replacing
 from schemas.arrow import to_arrow
 from schemas.avro import base_type, expand, non_null, parse
 from schemas.conform import conform
@@ -80,19 +81,8 @@ def write(path: str | os.PathLike, schema: Any, batches: Iterable[pa.RecordBatch
             yield from (map(fix, rows) if fix else rows)
 
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fastavro.writer(fh, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise LogIOError(f"write Avro file {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, "write Avro file") as tmp, open(tmp, "wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
     return count[0]
 
 

@@ -32,6 +32,7 @@ import threading
 from typing import Any, NamedTuple
 
 from logstore.errors import LogIOError, SchemaError, SchemaIncompatibleError
+from logstore.files import write_atomic
 from schemas.avro import fingerprint, full_form, parse
 from schemas.compat import MODES, check_compatibility
 
@@ -160,25 +161,12 @@ class Registry:
 
     def _write(self, number: int, schema: dict) -> None:
         final = self.directory / version_file_name(number)
-        tmp = self.directory / f".{final.name}.{os.getpid()}.tmp"
         data = (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        try:
-            for stray in self.directory.glob(".v*.tmp"):
-                stray.unlink(missing_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if final.exists():  # pragma: no cover - the file lock makes this impossible
-                raise SchemaError(f"schema version file {final} already exists; versions are immutable")
-            os.rename(tmp, final)
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as e:
-            raise LogIOError(f"write schema version {final}: {e.strerror or e}") from None
+        for stray in self.directory.glob(".v*.tmp"):  # left by a writer that died mid-write
+            stray.unlink(missing_ok=True)
+        if final.exists():  # pragma: no cover - the file lock makes this impossible
+            raise SchemaError(f"schema version file {final} already exists; versions are immutable")
+        write_atomic(final, data, "write schema version")
 
 
 class _FileLock:
