@@ -355,3 +355,50 @@ def test_event_time_reads_skip_segments_by_summary(log):
     (log.path / "topics" / "t" / "00000" / SUMMARY_NAME).unlink()
     again = logstore.open(log.path).read("t", start=start, end=end, by="event_time")
     assert again["request_id"].to_pylist() == got
+
+
+def test_durability_none_defers_writes_until_flush(log):
+    """durability="none" holds cut frames in memory until batch_bytes pile up or flush()."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    w = log.writer("t", durability="none", linger_ms=None)
+    w.append_batch(score_rows(10))
+    assert log.read("t").num_rows == 0  # not handed to the OS yet
+    w.flush()
+    assert log.read("t").num_rows == 10
+    w.close()
+
+
+def test_segments_roll_by_age(log):
+    """segment_ms rolls the active segment once its first frame is that old (by the writer's clock)."""
+    log.create_topic("t", schema=SCORE_SCHEMA, segment_ms=60_000)
+    clock = StepClock(step=timedelta(seconds=25))
+    with log.writer("t", clock=clock, linger_ms=None) as w:
+        for i in range(8):
+            w.append_batch(score_rows(5, start=i * 5))
+    segs = log.describe("t")["partition_details"][0]["segments"]
+    assert len(segs) >= 3
+    assert log.read("t")["_offset"].to_pylist() == list(range(40))
+
+
+def test_readonly_log_refuses_writes(scores):
+    """A log opened read-only reads but refuses to create topics or writers."""
+    with scores.writer("scores") as w:
+        w.append_batch(score_rows(6))
+    ro = logstore.open(scores.path, readonly=True)
+    assert ro.read("scores").num_rows == 6
+    with pytest.raises(logstore.TopicError):
+        ro.writer("scores")
+    with pytest.raises(logstore.TopicError):
+        ro.create_topic("x", schema=SCORE_SCHEMA)
+
+
+def test_consumer_reset_latest_skips_history(log):
+    """A new group with reset="latest" starts at the end and sees only later records."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    with log.writer("t") as w:
+        w.append_batch(score_rows(5))
+    c = log.consumer("t", group="live", reset="latest")
+    assert c.poll().num_rows == 0
+    with log.writer("t") as w:
+        w.append_batch(score_rows(2, start=5))
+    assert c.poll()["_offset"].to_pylist() == [5, 6]
