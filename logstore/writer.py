@@ -399,6 +399,7 @@ class Writer:
                     pass
                 tail.hint = None
                 raise LogIOError(f"cannot append to {part.seg_path(hint.base)}: {e}") from e
+            # reopened per commit on purpose: recovery may replace the index file (a new inode)
             index_mod.append(part.idx_path(hint.base), np.concatenate(entries))
             if tail.first_append_time is None:
                 tail.first_append_time = append_time
