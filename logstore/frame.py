@@ -123,7 +123,6 @@ class EncodedBody:
     min_event_time: int
     max_event_time: int
     flags: int
-    nbytes: int  # in-memory Arrow size of the batch (for the writer's byte budget)
 
 
 def encode_body(
@@ -162,7 +161,6 @@ def encode_body(
         min_event_time=event_range[0],
         max_event_time=event_range[1],
         flags=FLAG_COMPRESSED if compressed else 0,
-        nbytes=batch.nbytes,
     )
 
 

@@ -147,7 +147,6 @@ class FrameReader:
         system = [len(names), len(names) + 1]
         self._included = [names.index(c) for c in self._needed] + system if columns is not None else None
         self.bytes_read = 0
-        self.frames_read = 0
 
     def partition_batches(self, part: Partition, snap: Snapshot, lo: int, hi: int,
                           event: tuple[int | None, int | None] | None = None) -> Iterator[pa.RecordBatch]:
@@ -200,7 +199,6 @@ class FrameReader:
                     self._gap(part.number, fbase, fbase + count, err.path, err.position, err.reason)
                     continue
                 self.bytes_read += header.size
-                self.frames_read += 1
                 batch = self._decode(body, header, str(view.path), pos)
                 start_row = max(lo - fbase, 0)
                 stop_row = min(hi - fbase, count)

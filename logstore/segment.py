@@ -112,7 +112,6 @@ class ScanResult:
 
     frames: list[tuple[int, FrameHeader]] = field(default_factory=list)
     problems: list[FrameProblem] = field(default_factory=list)
-    valid_end: int = 0  # byte just past the last frame that is followed by no damage-only tail
     tail_start: int | None = None  # start of an invalid tail (no valid frame after it), if any
 
 
@@ -123,7 +122,7 @@ def scan(view: SegmentView, start: int = 0, *, verify_bodies: bool = True) -> Sc
     is recorded as a problem and skipped; a bad frame after which nothing valid follows starts the
     invalid tail (`tail_start`).
     """
-    result = ScanResult(valid_end=start)
+    result = ScanResult()
     pos = start
     while pos < view.size:
         header = view.header_at(pos)
@@ -134,7 +133,6 @@ def scan(view: SegmentView, start: int = 0, *, verify_bodies: bool = True) -> Sc
             if problem is None:
                 result.frames.append((pos, header))
                 pos += header.size
-                result.valid_end = pos
                 continue
             nxt = pos + header.size if pos + header.size <= view.size else None
             if nxt is not None and nxt < view.size and _valid_after(view, nxt):
