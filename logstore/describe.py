@@ -130,7 +130,7 @@ def verify_topic(topic: Any, report: Any) -> None:
             if idx_problem is not None and (result.frames or loaded is not None):
                 report.problems.append(VerifyProblem(topic.name, p, str(part.idx_path(base)), 0, idx_problem))
             if idx_problem is not None:
-                part._sealed_entries = {k: v for k, v in part._sealed_entries.items() if k[0] != base}
+                part.forget_index(base)
 
 
 def retention_topic(topic: Any, report: Any, now: datetime | None) -> None:

@@ -284,6 +284,10 @@ class Partition:
         self._sealed_entries[key] = entries
         return entries
 
+    def forget_index(self, base: int) -> None:
+        """Drop the cached index of segment `base` (it will be reloaded, or rebuilt, on next use)."""
+        self._sealed_entries = {k: v for k, v in self._sealed_entries.items() if k[0] != base}
+
     def active_entries(self, base: int, size: int) -> np.ndarray:
         """Index entries of the active segment's first `size` bytes: the index, then header scan."""
         view = self.view(base, size)
