@@ -265,6 +265,11 @@ class ContentHash:
 class Sink:
     """Writes output tables to the run's topic from a background thread, in the order given.
 
+    Rows decided from input partition ``p`` go to output partition ``p % partitions``: each stream
+    (input topic, partition, model) stays in one output partition, in order (also across an
+    interrupt and resume), and worker processes given disjoint sets of ``p % partitions`` write
+    to partitions of their own, in parallel.
+
     `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
     `written` never runs ahead of the log. Small tables are coalesced (waiting up to `linger`
@@ -276,10 +281,17 @@ class Sink:
                  max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
                  linger: float = 0.05) -> None:
         self.topic = topic
+        self.partitions = log.config(topic).partitions
+        if self.partitions > 1 and log.config(topic).key_field is not None:
+            raise ValueError(f"output topic {topic!r} partitions by key; a run's rows must stay in write order")
         self.frame_rows = frame_rows
         self.linger = linger
         self._clock = 0
-        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now)
+        # rows are built to the output schema (engine.Replayer._rows), so the writer may skip its
+        # per-value checks; `_trusted` re-checks what could still be wrong (nulls, sizes) per frame
+        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now, validate=False)
+        self._schema = log.arrow_schema(topic)
+        self._max_record = log.config(topic).max_record_bytes
         self.hasher = ContentHash() if hash else None
         self.written: dict[int, tuple[int, int, int]] = {}  # partition -> (clock, offset, inputs so far)
         self.rows = 0
@@ -335,12 +347,27 @@ class Sink:
                 self._error = e
 
     def _write(self, items: list) -> None:
-        parts = [(k, t) for ps, _, _ in items for k, t in ps if t.num_rows]
-        if parts:
-            table = parts[0][1] if len(parts) == 1 else pa.concat_tables([t for _, t in parts])
+        by_target: dict[int, list[pa.Table]] = {}
+        for ps, _, _ in items:
+            for k, t in ps:
+                if t.num_rows:
+                    by_target.setdefault(k[1] % self.partitions, []).append(t)
+        if by_target:
             self._clock = max(self._clock, max(c for _, _, c in items))
-            self.writer.append_batch(table)
-            self.rows += table.num_rows
+        for target, tables in sorted(by_target.items()):
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+            batches = table.to_batches()
+            batch = batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
+            if not self._trusted(batch):  # let the writer check every value and name what is wrong
+                self.writer.validate = True
+            try:
+                # a topic without a key field places a batch at the writer's round-robin position
+                # (logstore.Writer has no partition argument yet)
+                self.writer._sticky = target
+                self.writer.append_batch(batch)
+            finally:
+                self.writer.validate = False
+            self.rows += batch.num_rows
             self.frames += 1
         with self._lock:
             for _, marks, _ in items:
@@ -349,6 +376,29 @@ class Sink:
             snapshot = dict(self.written)
         if self._on_commit is not None:
             self._on_commit(snapshot)
+
+    def _trusted(self, batch: pa.RecordBatch) -> bool:
+        """Whether `batch` needs none of the writer's checks: it has the output schema exactly, no
+        null in a required field (nested ones: only when the column is all null) and no row that
+        could exceed the topic's `max_record_bytes` (bounded by each column's widest value)."""
+        if not batch.schema.equals(self._schema):
+            return False
+        widest = 0
+        for f, col in zip(self._schema, batch.columns):
+            nulls = col.null_count
+            if nulls and not f.nullable:
+                return False
+            t = f.type
+            if nulls == len(col):
+                continue
+            if pa.types.is_nested(t):
+                return False  # e.g. scores with a null item: the writer's checks name the row
+            if pa.types.is_string(t) or pa.types.is_binary(t):
+                offs = np.frombuffer(col.buffers()[1], np.int32, count=len(col) + 1, offset=col.offset * 4)
+                widest += int(np.diff(offs).max())
+            else:
+                widest += t.bit_width // 8
+        return widest <= self._max_record
 
     def progress(self) -> dict[int, tuple[int, int, int]]:
         with self._lock:

@@ -156,13 +156,18 @@ def _bound_json(v: Any) -> Any:
     return repr(v)
 
 
-def ensure_output(log: Any, topic: str) -> None:
-    """Create the output topic (one partition) or check an existing one has the output schema."""
+def ensure_output(log: Any, topic: str, partitions: int = 1) -> None:
+    """Create the output topic (`partitions` partitions: one per worker, so workers write in
+    parallel) or check an existing one has the output schema and no key field.
+
+    Each worker writes to one partition (its number modulo the topic's partitions), so the rows of
+    a stream (input partition, model) are in one output partition, in order; readers merge them.
+    """
     import schemas
 
     want = schemas.to_arrow(output_avro())
     if topic not in log.topics():
-        log.create_topic(topic, schema=output_avro(), partitions=1, event_time_field="event_time",
+        log.create_topic(topic, schema=output_avro(), partitions=max(1, partitions), event_time_field="event_time",
                          compression=OUTPUT_COMPRESSION, exist_ok=True)
         return
     have = log.arrow_schema(topic)
@@ -175,9 +180,15 @@ def ensure_output(log: Any, topic: str) -> None:
     if problems:
         raise ReplayError(f"output topic {topic!r} exists with another schema ({'; '.join(problems)}); "
                           f"choose another output topic")
-    if log.config(topic).partitions != 1:
-        raise ReplayError(f"output topic {topic!r} has {log.config(topic).partitions} partitions; a run's output "
-                          f"topic needs one (its rows are ordered by their writes)")
+    cfg = log.config(topic)
+    if cfg.partitions > 1 and cfg.key_field is not None:
+        raise ReplayError(f"output topic {topic!r} spreads rows over {cfg.partitions} partitions by key "
+                          f"{cfg.key_field!r}; a run's rows must stay in write order: choose another output topic")
+
+
+def _output_partitions(input_ranges: Mapping[int, tuple[int, int]], workers: int) -> int:
+    """Partitions of a new output topic: one per worker process that will write to it."""
+    return max(1, min(workers, sum(1 for lo, hi in input_ranges.values() if hi > lo)))
 
 
 def _lookup_keys(log: Any, declared: Mapping[str, str | None], key: str) -> dict[str, str]:
@@ -261,7 +272,8 @@ def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *,
         else:
             first = clock_mod.first_append_time(log, inputs, input_ranges)
             outcome_ranges = clock_mod.ranges_from_time(log, outcomes, snaps[outcomes], first)
-    ensure_output(log, output)
+    eff_workers = 1 if any_learner else workers
+    ensure_output(log, output, partitions=_output_partitions(input_ranges, eff_workers))
     host = socket.gethostname()
     plan = Plan(run_id=run_id, inputs=inputs, input_ranges=input_ranges, output=output, outcomes=outcomes,
                 outcome_ranges=outcome_ranges, key=key, label=label, lookups=lookup_plan, order=order,
@@ -397,9 +409,9 @@ def rerun(log: Any, run_id: str, models: Any = None, *, output: str | None = Non
     loaded = _models_for(old, models)
     rid = new_run_id or mf.new_run_id()
     plan = plan_from_manifest(old, run_id=rid, output=output)
-    ensure_output(log, plan.output)
     stateful = any(learns(x) for x, _ in loaded)
     w = workers if workers is not None else int(old.get("workers", 1))
+    ensure_output(log, plan.output, partitions=_output_partitions(plan.input_ranges, 1 if stateful else w))
     manifest = _new_manifest(log, plan, loaded, workers=1 if stateful else w,
                              request=(old["request"]["start"], old["request"]["end"]))
     manifest["rerun_of"] = run_id
@@ -616,14 +628,22 @@ class _main_hidden:
                 setattr(main, attr, value)
 
 
-def _groups(plan: Plan, parts: list[int], n: int) -> list[list[int]]:
-    """Partitions split into `n` groups of similar row counts (deterministic)."""
-    sizes = sorted(((plan.input_ranges[p][1] - plan.input_ranges[p][0], p) for p in parts), key=lambda x: (-x[0], x[1]))
+def _groups(plan: Plan, parts: list[int], n: int, out_partitions: int = 1) -> list[list[int]]:
+    """Partitions split into `n` groups of similar row counts (deterministic).
+
+    Input partitions that write to the same output partition (``p % out_partitions``, see `Sink`)
+    stay in one group, so workers do not contend for an output partition when there are enough.
+    """
+    buckets: dict[int, list[int]] = {}
+    for p in parts:
+        buckets.setdefault(p % out_partitions if out_partitions >= n else p, []).append(p)
+    sizes = sorted(((sum(plan.input_ranges[p][1] - plan.input_ranges[p][0] for p in ps), ps)
+                    for ps in buckets.values()), key=lambda x: (-x[0], x[1]))
     groups: list[list[int]] = [[] for _ in range(n)]
     loads = [0] * n
-    for size, p in sizes:
+    for size, ps in sizes:
         i = min(range(n), key=lambda j: (loads[j], j))
-        groups[i].append(p)
+        groups[i].extend(ps)
         loads[i] += size
     return [sorted(g) for g in groups if g]
 
@@ -640,7 +660,7 @@ def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, t
     specs = [spec for _, spec in loaded]
     payload = None if all(specs) else pickle.dumps([m for m, _ in loaded])
     procs = []
-    groups = _groups(plan, parts, n)
+    groups = _groups(plan, parts, n, log.config(plan.output).partitions)
     with _main_hidden(any(type(m).__module__ == "__main__" for m, _ in loaded)):
         for wid, group in enumerate(groups):
             pr = ctx.Process(target=_worker_main, name=f"replay-worker-{wid}",
