@@ -10,6 +10,9 @@ from __future__ import annotations
 from crc32c import crc32c as _crc32c
 
 
-def crc(data) -> int:
-    """CRC-32C of a bytes-like object (bytes, memoryview, pyarrow.Buffer)."""
-    return _crc32c(data)
+def crc(data, value: int = 0) -> int:
+    """CRC-32C of a bytes-like object (bytes, memoryview, pyarrow.Buffer).
+
+    `value` continues a running checksum: ``crc(b, crc(a)) == crc(a + b)``.
+    """
+    return _crc32c(data, value)

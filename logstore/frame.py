@@ -114,15 +114,63 @@ def parse_header(data: bytes | memoryview) -> FrameHeader | str:
 
 @dataclass(slots=True)
 class EncodedBody:
-    """A record batch encoded as a frame body, ready to be committed under the partition lock."""
+    """A record batch encoded as a frame body, ready to be committed under the partition lock.
 
-    body: pa.Buffer
+    `parts` are the body's bytes in order: Arrow's own message pieces and, zero-copy, the
+    batch's (or the codec's) buffers, to be gathered by one vectored write.
+    """
+
+    parts: list
+    size: int
     crc: int
     count: int
     schema_version: int
     min_event_time: int
     max_event_time: int
     flags: int
+
+    @property
+    def body(self) -> pa.Buffer:
+        """The body as one contiguous buffer (a copy unless it is a single part)."""
+        if len(self.parts) == 1:
+            return pa.py_buffer(self.parts[0])
+        return pa.py_buffer(b"".join(memoryview(p) for p in self.parts))
+
+
+class _GatherSink:
+    """A write-only file for Arrow's IPC writer that keeps what it is given, checksumming as it goes.
+
+    Arrow hands body buffers over as `pyarrow.Buffer` (no copy) and message framing as small
+    `bytes`; both are kept by reference.
+    """
+
+    __slots__ = ("parts", "size", "crc", "closed")
+
+    def __init__(self) -> None:
+        self.parts: list = []
+        self.size = 0
+        self.crc = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        n = data.size if isinstance(data, pa.Buffer) else len(data)
+        if n:
+            self.parts.append(data)
+            self.size += n
+            self.crc = crc(data, self.crc)
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
 
 
 def encode_body(
@@ -132,35 +180,21 @@ def encode_body(
     options: pa.ipc.IpcWriteOptions,
     event_range: tuple[int, int] = (MIN_TIME, MAX_TIME),
 ) -> EncodedBody:
-    """Encode `batch` as an Arrow IPC stream into one buffer and checksum it.
-
-    The output is written into a buffer sized from the batch (no growing copies); a body whose
-    compressed form would not fit falls back to a growing stream.
-    """
-    compressed = options.compression is not None
-    cap = pa.ipc.get_record_batch_size(batch) + 1024 + 64 * batch.num_columns * 4
-    cap += len(batch.schema.serialize())
-    try:
-        buf = pa.allocate_buffer(cap)
-        sink = pa.FixedSizeBufferWriter(buf)
-        with pa.ipc.new_stream(sink, batch.schema, options=options) as w:
-            w.write_batch(batch)
-        body = buf.slice(0, sink.tell())
-    except (pa.ArrowInvalid, OSError, IndexError):  # did not fit: grow instead
-        stream = pa.BufferOutputStream()
-        with pa.ipc.new_stream(stream, batch.schema, options=options) as w:
-            w.write_batch(batch)
-        body = stream.getvalue()
-    if body.size > MAX_BODY:
-        raise ValueError(f"a frame body of {body.size} bytes is over the {MAX_BODY}-byte limit")
+    """Encode `batch` as an Arrow IPC stream and checksum it, without copying its buffers."""
+    sink = _GatherSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
+        w.write_batch(batch)
+    if sink.size > MAX_BODY:
+        raise ValueError(f"a frame body of {sink.size} bytes is over the {MAX_BODY}-byte limit")
     return EncodedBody(
-        body=body,
-        crc=crc(body),
+        parts=sink.parts,
+        size=sink.size,
+        crc=sink.crc,
         count=batch.num_rows,
         schema_version=schema_version,
         min_event_time=event_range[0],
         max_event_time=event_range[1],
-        flags=FLAG_COMPRESSED if compressed else 0,
+        flags=FLAG_COMPRESSED if options.compression is not None else 0,
     )
 
 

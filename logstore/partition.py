@@ -400,7 +400,7 @@ def _frames_end(entries: np.ndarray) -> int:
 def build_header(body: EncodedBody, base_offset: int, append_time: int) -> bytes:
     """The header of `body` placed at `base_offset` with `append_time`."""
     return pack_header(
-        body_len=body.body.size,
+        body_len=body.size,
         body_crc=body.crc,
         base_offset=base_offset,
         count=body.count,
