@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from .errors import CorruptFrameError, LogstoreError
 from .frame import BODY_SYSTEM_FIELDS, FrameHeader, decode_body
+from .parallel import imap_ordered
 from .partition import Partition, Snapshot
 from .writer import clock_us
 
@@ -125,6 +126,19 @@ def output_schema(arrow: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
     return pa.schema([full.field(c) for c in columns])
 
 
+@dataclass(frozen=True, slots=True)
+class _FrameJob:
+    """One frame to verify and decode, and the rows of it wanted."""
+
+    partition: int
+    view: Any
+    position: int
+    header: FrameHeader
+    start_row: int
+    stop_row: int
+    event: tuple[int | None, int | None] | None
+
+
 class FrameReader:
     """Decodes the frames of one topic into output batches (with version resolution)."""
 
@@ -149,8 +163,27 @@ class FrameReader:
         self.bytes_read = 0
 
     def partition_batches(self, part: Partition, snap: Snapshot, lo: int, hi: int,
-                          event: tuple[int | None, int | None] | None = None) -> Iterator[pa.RecordBatch]:
-        """Batches of records [lo, hi) of one partition, one per frame (empty frames skipped)."""
+                          event: tuple[int | None, int | None] | None = None,
+                          parallel: bool = False) -> Iterator[pa.RecordBatch]:
+        """Batches of records [lo, hi) of one partition, one per frame (empty frames skipped).
+
+        With `parallel`, frames are verified and decoded on the frame thread pool a few ahead of
+        the consumer (results keep their order; gaps and errors surface at their frame).
+        """
+        jobs = self._frame_jobs(part, snap, lo, hi, event)
+        results = imap_ordered(self._load, jobs) if parallel else map(self._load, jobs)
+        for out in results:
+            if isinstance(out, Gap):
+                self._gap(out.partition, out.start_offset, out.end_offset, out.path, out.position, out.reason)
+                continue
+            batch, nbytes = out
+            self.bytes_read += nbytes
+            if batch.num_rows:
+                yield batch
+
+    def _frame_jobs(self, part: Partition, snap: Snapshot, lo: int, hi: int,
+                    event: tuple[int | None, int | None] | None) -> Iterator[_FrameJob | Gap]:
+        """The frames to load for records [lo, hi), in order, from the index and the headers."""
         if lo >= hi or not snap.bases:
             return
         expected = lo
@@ -179,32 +212,33 @@ class FrameReader:
                 fbase, count = int(e["base_offset"]), int(e["count"])
                 if fbase >= hi:
                     return
-                if fbase > expected:
-                    self._gap(part.number, expected, fbase, str(view.path), int(e["position"]),
-                              "records missing from the segment (a damaged frame was excluded from the index)")
                 pos = int(e["position"])
+                if fbase > expected:
+                    yield Gap(part.number, expected, fbase, str(view.path), pos,
+                              "records missing from the segment (a damaged frame was excluded from the index)")
                 if event is not None and not _overlaps(int(e["min_event_time"]), int(e["max_event_time"]), event):
                     expected = fbase + count  # skipped by the (checksummed) index: no header read
                     continue
+                expected = fbase + count
                 header = view.header_at(pos)
                 if not isinstance(header, FrameHeader) or header.base_offset != fbase or header.count != count:
                     reason = header if isinstance(header, str) else "index entry does not match the frame header"
-                    self._gap(part.number, fbase, fbase + count, str(view.path), pos, reason)
-                    expected = fbase + count
+                    yield Gap(part.number, fbase, fbase + count, str(view.path), pos, reason)
                     continue
-                expected = fbase + count
-                try:
-                    body = view.body(pos, header)
-                except CorruptFrameError as err:
-                    self._gap(part.number, fbase, fbase + count, err.path, err.position, err.reason)
-                    continue
-                self.bytes_read += header.size
-                batch = self._decode(body, header, str(view.path), pos)
-                start_row = max(lo - fbase, 0)
-                stop_row = min(hi - fbase, count)
-                out = self._finish(batch, part.number, header, start_row, stop_row, event)
-                if out.num_rows:
-                    yield out
+                yield _FrameJob(part.number, view, pos, header, max(lo - fbase, 0), min(hi - fbase, count), event)
+
+    def _load(self, job: _FrameJob | Gap) -> tuple[pa.RecordBatch, int] | Gap:
+        """Verify and decode one frame (thread-safe: it only reads): its rows wanted and its size
+        on disk, or the gap it makes; a gap job passes through."""
+        if isinstance(job, Gap):
+            return job
+        h = job.header
+        try:
+            body = job.view.body(job.position, h)
+        except CorruptFrameError as err:
+            return Gap(job.partition, h.base_offset, h.next_offset, err.path, err.position, err.reason)
+        batch = self._decode(body, h, str(job.view.path), job.position)
+        return self._finish(batch, job.partition, h, job.start_row, job.stop_row, job.event), h.size
 
     def _gap(self, partition: int, start: int, end: int, path: str, position: int, reason: str) -> None:
         if self.on_corrupt == "raise":
@@ -280,7 +314,7 @@ def read_table(topic: Any, start: Bound = None, end: Bound = None, partitions: S
     pl = plan(topic, start, end, partitions, by)
     batches: list[pa.RecordBatch] = []
     for p, (lo, hi) in pl.ranges.items():
-        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range))
+        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range, parallel=True))
     return pa.Table.from_batches(batches, schema=fr.schema), fr
 
 
