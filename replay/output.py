@@ -23,10 +23,16 @@ Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, inpu
 model id); each stream hashes its rows in clock-then-offset order, column by column over the
 fields in `HASHED` (run id, latency, host, code version and the log's system columns are left out:
 they change from run to run while the content does not; model id, version, input topic and
-partition are constant in a stream and enter through its line). A column is hashed as its validity (run
-lengths), its value lengths and its value bytes, each streamed, so the digest does not depend on how the rows
-were batched, on the number of workers, or on an interrupt and resume. The run's hash is the
-SHA-256 of the sorted stream lines ``topic, partition, model id, model version, rows, digest``.
+partition are constant in a stream and enter through its line). A column's digest is the SHA-256 of
+three SHA-256s: its validity, its value lengths (strings, lists, maps; 0 for a null row) and its
+values. Validity and lengths are hashed as runs (little-endian int64 pairs ``value, run length``,
+validity as 1/0); values as their bytes (fixed-width: the little-endian value buffer, nulls as 0;
+strings: the UTF-8 bytes concatenated; nested types: a child digest per child, by name), except
+`clock` and `read_fence`, hashed as runs of their int64 values, and `input_offset`, as runs of
+the differences to the previous row's offset (the stream's first row: the offset itself). Every
+part is streamed and runs are emitted only when complete, so the digest does not depend on how
+the rows were batched, on the number of workers, or on an interrupt and resume. The run's hash is
+the SHA-256 of the sorted stream lines ``topic, partition, model id, model version, rows, digest``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ AUDIT_FIELDS = [
 # per-row content; the stream key (input topic, partition, model id) and the model version are
 # constant within a stream and enter the hash once, in the stream's line
 HASHED = ["request_id", "event_time", "score", "scores", "label", "input_offset", "clock", "read_fence", "fence"]
+# columns hashed as runs of their values (constant per input frame unless lookups or event-time
+# order say otherwise) or runs of their differences (dense offsets)
+HASH_AS = {"clock": "runs", "read_fence": "runs", "input_offset": "deltas"}
 
 
 def output_avro() -> dict:
@@ -76,48 +85,78 @@ def output_avro() -> dict:
 
 
 class _Runs:
-    """Streams a validity mask as run lengths (value, length), so its digest does not depend on how
-    the rows were chunked and an all-valid (or all-null) chunk costs O(1)."""
+    """Streams a sequence of int64 values into SHA-256 as its runs: little-endian int64 pairs
+    (value, run length), each run emitted once it is complete. The runs of a sequence do not
+    depend on how it was chunked, and a constant chunk costs O(1) bytes of hashing.
+    With ``deltas=True`` the values hashed are the differences to the previous value (the first
+    value of the stream as itself), so a dense offset sequence is one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas: bool = False) -> None:
         self.h = hashlib.sha256()
-        self.value: bool | None = None
+        self.deltas = deltas
+        self.last: int | None = None  # previous value (deltas)
+        self.value: int | None = None  # the open run
         self.length = 0
 
-    def add(self, valid: np.ndarray | bool, n: int) -> None:
-        if isinstance(valid, (bool, np.bool_)):
-            self._extend(bool(valid), n)
-            return
-        cuts = np.flatnonzero(valid[1:] != valid[:-1]) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [n]])
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            self._extend(bool(valid[s]), e - s)
-
-    def _extend(self, value: bool, n: int) -> None:
+    def add_run(self, value: int, n: int) -> None:
         if n <= 0:
             return
         if value == self.value:
             self.length += n
             return
         if self.value is not None:
-            self.h.update(b"%d:%d;" % (self.value, self.length))
+            self.h.update(np.array([self.value, self.length], np.int64).tobytes())
         self.value, self.length = value, n
+
+    def add(self, values: np.ndarray) -> None:
+        n = len(values)
+        if not n:
+            return
+        v = values.astype(np.int64, copy=False)
+        if self.deltas:
+            first = v[0] if self.last is None else v[0] - self.last
+            self.last = int(v[-1])
+            d = np.empty(n, np.int64)
+            d[0] = first
+            np.subtract(v[1:], v[:-1], out=d[1:])
+            v = d
+        cuts = np.flatnonzero(v[1:] != v[:-1]) + 1
+        if not len(cuts):
+            self.add_run(int(v[0]), n)
+            return
+        starts = np.concatenate(([0], cuts))
+        lens = np.diff(np.append(starts, n))
+        vals = v[starts]
+        self.add_run(int(vals[0]), int(lens[0]))
+        # close the open run, then every complete run of this chunk but the last in one update
+        self.h.update(np.array([self.value, self.length], np.int64).tobytes())
+        if len(starts) > 2:
+            self.h.update(np.stack([vals[1:-1], lens[1:-1]], axis=1).astype("<i8").tobytes())
+        self.value, self.length = int(vals[-1]), int(lens[-1])
 
     def digest(self) -> bytes:
         h = self.h.copy()
         if self.value is not None:
-            h.update(b"%d:%d;" % (self.value, self.length))
+            h.update(np.array([self.value, self.length], np.int64).tobytes())
         return h.digest()
 
 
-class _ColumnHash:
-    """Streams one column into SHA-256s: validity (as runs), lengths, values (nested types recurse)."""
+def _values_buffer(arr: pa.Array, width: int) -> memoryview:
+    """The value bytes of a fixed-width array without nulls (a view, no copy)."""
+    return memoryview(arr.buffers()[1])[arr.offset * width:(arr.offset + len(arr)) * width]
 
-    def __init__(self) -> None:
+
+class _ColumnHash:
+    """Streams one column into SHA-256s: validity (as runs), lengths (as runs), values (nested
+    types recurse); values are their bytes, or their runs (``runs``) or runs of differences
+    (``deltas``) for columns that are mostly constant or dense (see `HASH_AS`)."""
+
+    def __init__(self, encoding: str = "values") -> None:
+        self.encoding = encoding
         self.valid = _Runs()
-        self.lengths = hashlib.sha256()
+        self.lengths = _Runs()
         self.values = hashlib.sha256()
+        self.runs = _Runs(deltas=encoding == "deltas") if encoding != "values" else None
         self.children: dict[str, _ColumnHash] = {}
 
     def update(self, arr: pa.Array) -> None:
@@ -130,27 +169,37 @@ class _ColumnHash:
             return
         t = arr.type
         nulls = arr.null_count
-        if nulls == n:  # all null: nothing but the run of nulls to say
-            self.valid.add(False, n)
-            return
-        self.valid.add(True if not nulls else arr.is_valid().to_numpy(zero_copy_only=False), n)
+        variable = pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or \
+            pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_map(t)
+        if nulls == n:  # all null: what nulls among values give, without looking at the values
+            self.valid.add_run(0, n)
+            if variable:
+                self.lengths.add_run(0, n)
+                return
+            if pa.types.is_null(t) or pa.types.is_struct(t):
+                return
+            arr, nulls = arr.fill_null(False if pa.types.is_boolean(t) else 0), 0
+        elif nulls:
+            self.valid.add(arr.is_valid().to_numpy(zero_copy_only=False))
+        else:
+            self.valid.add_run(1, n)
         if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
             a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if nulls else arr
-            offs = np.frombuffer(a.buffers()[1], np.int64 if pa.types.is_large_string(t) else np.int32,
-                                 count=n + 1, offset=a.offset * (8 if pa.types.is_large_string(t) else 4))
-            self.lengths.update(np.diff(offs).astype(np.int32))
+            large = pa.types.is_large_string(t)
+            offs = np.frombuffer(a.buffers()[1], np.int64 if large else np.int32, count=n + 1,
+                                 offset=a.offset * (8 if large else 4))
+            self.lengths.add(np.diff(offs))
             data = a.buffers()[2]
             if data is not None and offs[-1] > offs[0]:
                 self.values.update(memoryview(data)[int(offs[0]):int(offs[-1])])
         elif pa.types.is_map(t):
             offs = arr.offsets.to_numpy()
-            self.lengths.update(map_lengths(arr).tobytes())
+            self.lengths.add(map_lengths(arr))
             lo, hi = int(offs[0]), int(offs[-1])
             self._child("key").update(arr.keys.slice(lo, hi - lo))
             self._child("item").update(arr.items.slice(lo, hi - lo))
         elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            lens = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            self.lengths.update(lens.tobytes())
+            self.lengths.add(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False))
             self._child("item").update(pc.list_flatten(arr))
         elif pa.types.is_null(t):
             pass
@@ -160,7 +209,12 @@ class _ColumnHash:
             elif pa.types.is_boolean(t):
                 arr = arr.cast(pa.uint8())
             vals = arr.fill_null(0) if nulls else arr
-            self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
+            if self.runs is not None:
+                self.runs.add(vals.to_numpy(zero_copy_only=False))
+            elif pa.types.is_integer(vals.type) or pa.types.is_floating(vals.type):
+                self.values.update(_values_buffer(vals, vals.type.bit_width // 8))
+            else:
+                self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
 
     def _child(self, name: str) -> "_ColumnHash":
         c = self.children.get(name)
@@ -170,7 +224,8 @@ class _ColumnHash:
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for part in (self.valid.digest(), self.lengths.digest(), self.values.digest()):
+        values = self.runs.digest() if self.runs is not None else self.values.digest()
+        for part in (self.valid.digest(), self.lengths.digest(), values):
             h.update(part)
         for name in sorted(self.children):
             h.update(name.encode() + b"\x00" + self.children[name].digest().encode())
@@ -191,7 +246,7 @@ class StreamHash:
     def __init__(self) -> None:
         self.rows = 0
         self.version: str | None = None
-        self.cols = {name: _ColumnHash() for name in HASHED}
+        self.cols = {name: _ColumnHash(HASH_AS.get(name, "values")) for name in HASHED}
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> None:
         self.rows += batch.num_rows

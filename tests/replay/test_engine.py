@@ -9,12 +9,23 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import logstore
 import replay
 from replay.errors import ModelError, RangeError, ReplayError, RunInterrupted, RunStateError
 
-from .builders import (Cheater, InterruptAfter, Linear, OnlineMean, Peeker, Perceptron, T0, at, features,
-                       label_of, make_log, write_at)
+from .builders import (
+    T0,
+    Cheater,
+    InterruptAfter,
+    Linear,
+    OnlineMean,
+    Peeker,
+    Perceptron,
+    at,
+    features,
+    label_of,
+    make_log,
+    write_at,
+)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import pytest
 
 river = pytest.importorskip("river")
 
-import replay  # noqa: E402
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing  # noqa: E402
+
+import replay  # noqa: E402
 
 from .builders import at, write_at  # noqa: E402
 
