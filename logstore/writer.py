@@ -53,11 +53,12 @@ from . import summary
 from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
 from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, EncodedBody, encode_body, with_system_columns
 from .keyhash import partitions_for
-from .parallel import map_ordered
+from .parallel import imap_ordered
 from .partition import Hint, Partition, build_header, flocked, write_frames
 
 DURABILITY = ("none", "flush", "fsync")
 COMPRESS_MIN_BYTES = 64 * 1024
+WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
 _PLAIN = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
 Clock = Callable[[], datetime]
 
@@ -431,33 +432,40 @@ class Writer:
                 return encode_body(with_system_columns(batch, first, append_time), schema_version=version,
                                    options=opts, event_range=event_range)
 
-            # compressed frames of one commit encode on every core (the codec releases the GIL); an
-            # uncompressed body is only checksummed, cheaper than handing it to another thread
-            bodies = map_ordered(encode, jobs) if options.compression is not None else [encode(j) for j in jobs]
+            # frames are encoded on the frame pool a few ahead (the codec and the checksum release
+            # the GIL) while this thread writes the ones done: encoding overlaps the writes
+            bodies = imap_ordered(encode, jobs) if len(jobs) > 1 else map(encode, jobs)
             chunks: list[Any] = []
             entries = []
             offset, pos = hint.next_offset, hint.size
-            for body in bodies:
-                header = build_header(body, offset, append_time)
-                chunks.append(header)
-                chunks.extend(body.parts)
-                entries.append(
-                    index_mod.entry_from(offset, pos, body.count, body.size, append_time,
-                                         body.min_event_time, body.max_event_time)
-                )
-                offset += body.count
-                pos += HEADER_SIZE + body.size
+            written = pos
             try:
-                write_frames(tail.fd, hint.size, chunks)
+                for body in bodies:
+                    header = build_header(body, offset, append_time)
+                    chunks.append(header)
+                    chunks.extend(body.parts)
+                    entries.append(
+                        index_mod.entry_from(offset, pos, body.count, body.size, append_time,
+                                             body.min_event_time, body.max_event_time)
+                    )
+                    offset += body.count
+                    pos += HEADER_SIZE + body.size
+                    if pos - written >= WRITE_CHUNK:
+                        written += write_frames(tail.fd, written, chunks)
+                        chunks = []
+                if chunks:
+                    write_frames(tail.fd, written, chunks)
                 if durable:
                     os.fdatasync(tail.fd)
-            except OSError as e:
+            except BaseException as e:
                 try:  # leave no partial frame behind: we still hold the lock
                     os.ftruncate(tail.fd, hint.size)
                 except OSError:
                     pass
                 tail.hint = None
-                raise LogIOError(f"cannot append to {part.seg_path(hint.base)}: {e}") from e
+                if isinstance(e, OSError):
+                    raise LogIOError(f"cannot append to {part.seg_path(hint.base)}: {e}") from e
+                raise
             # reopened per commit on purpose: recovery may replace the index file (a new inode)
             index_mod.append(part.idx_path(hint.base), np.concatenate(entries))
             if tail.first_append_time is None:

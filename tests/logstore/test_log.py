@@ -415,6 +415,40 @@ def test_durability_none_background_failure_is_raised_and_keeps_the_rest(scores,
         assert part["request_id"].to_pylist() == want
 
 
+def test_commit_failing_midway_leaves_no_partial_frames(log, monkeypatch):
+    """A commit whose fourth frame fails to encode, after earlier frames of it were written,
+    truncates them all: the log holds only whole earlier commits, and appends go on densely."""
+    from logstore import writer as writer_mod
+
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    rows = score_rows(600)
+    with log.writer("t", durability="flush") as w:
+        w.append_batch(rows[:100])
+    real = writer_mod.encode_body
+    calls = {"n": 0}
+
+    def failing(batch, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ValueError("frame too large")
+        return real(batch, **kw)
+
+    monkeypatch.setattr(writer_mod, "encode_body", failing)
+    monkeypatch.setattr(writer_mod, "WRITE_CHUNK", 1)  # write every frame as soon as it is encoded
+    w = log.writer("t", durability="none", batch_bytes=10**9, linger_ms=None)
+    for i in range(100, 600, 100):
+        w.append_batch(rows[i:i + 100])  # five frames pending
+    with pytest.raises(ValueError, match="too large"):
+        w.flush()
+    assert log.read("t")["request_id"].to_pylist() == [r["request_id"] for r in rows[:100]]
+    assert log.verify().ok
+    w.append_batch(rows[100:200])
+    w.close()
+    t = log.read("t")
+    assert t["_offset"].to_pylist() == list(range(200))
+    assert t["request_id"].to_pylist() == [r["request_id"] for r in rows[:200]]
+
+
 def test_segments_roll_by_age(log):
     """segment_ms rolls the active segment once its first frame is that old (by the writer's clock)."""
     log.create_topic("t", schema=SCORE_SCHEMA, segment_ms=60_000)
