@@ -210,11 +210,22 @@ class Replayer:
         return srcs
 
     def run(self) -> Result:
-        events = merge(self.log, self.sources())
+        merged = events = merge(self.log, self.sources())
         if self.plan.order == "event_time":
-            events = EventTimeOrder(self.plan.lateness_us or 0, self._etf)(events)
-        states = self.states
+            events = EventTimeOrder(self.plan.lateness_us or 0, self._etf)(merged)
         left = sum(self.plan.input_ranges[p][1] - self.plan.input_ranges[p][0] for p in self.partitions)
+        try:
+            self._loop(events, left)
+        finally:  # stop the streams' read-ahead threads now, not when the generators are collected
+            events.close()
+            merged.close()
+        if self.pending is not None:
+            self.result.unmatched = self.pending.unmatched
+            self.result.expired = self.pending.expired
+        return self.result
+
+    def _loop(self, events: Any, left: int) -> None:
+        states = self.states
         for ev in events:
             if self.should_stop is not None and self.should_stop():
                 raise Stop()
@@ -238,10 +249,6 @@ class Replayer:
                 states[ev.topic].apply(ev.batch, ev.partition, ev.time)
             if self.on_event is not None:
                 self.on_event()
-        if self.pending is not None:
-            self.result.unmatched = self.pending.unmatched
-            self.result.expired = self.pending.expired
-        return self.result
 
     # --- deciding -------------------------------------------------------------------------------
     def decide(self, ev: Event) -> None:

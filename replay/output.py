@@ -327,13 +327,13 @@ class Sink:
 
     `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
-    `written` never runs ahead of the log. Small tables are coalesced (waiting up to `linger`
-    seconds for more) into frames of about `frame_rows` rows; bigger ones are written as they
-    come (concatenating would copy them). `hash=False` skips the content hash (resumed runs hash from the log).
+    `written` never runs ahead of the log. Tables are coalesced (waiting up to `linger` seconds
+    for more) into frames of about `frame_rows` rows: the writer's cost per frame (system columns,
+    index entry, tail hint, codec set-up per buffer) outweighs the one copy that concatenating makes. `hash=False` skips the content hash (resumed runs hash from the log).
     """
 
-    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 8_192,
-                 max_queue: int = 8, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
+    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 32_768,
+                 max_queue: int = 16, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
                  linger: float = 0.05) -> None:
         self.topic = topic
         self.partitions = log.config(topic).partitions

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pyarrow as pa
 import pytest
 
@@ -44,8 +47,8 @@ def test_merge_orders_by_time_then_role_topic_partition_offset(tlog):
     assert again == keys  # deterministic whatever the order the sources are given in
 
 
-def test_merge_streams_one_frame_per_partition(tlog):
-    """The merge pulls frames lazily: at any point it holds at most one frame per stream."""
+def test_merge_streams_a_bounded_number_of_frames_per_partition(tlog):
+    """The merge pulls frames lazily: per stream it holds one frame and reads a few ahead, no more."""
     write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(50)])
     pulled = []
 
@@ -58,12 +61,40 @@ def test_merge_streams_one_frame_per_partition(tlog):
                 pulled.append(b.num_rows)
                 yield b
 
+    per_stream = 1 + clock.PREFETCH_FRAMES + 1  # held, queued, and one read waiting for room
     it = clock.merge(Counting(tlog), [Source("inputs", INPUT, _all(tlog, "inputs"))])
     next(it)
-    assert len(pulled) <= 2  # one per partition
+    time.sleep(0.2)  # let the read-ahead threads fill their queues
+    assert len(pulled) <= 2 * per_stream
     for _ in range(9):
         next(it)
-    assert len(pulled) <= 12
+    time.sleep(0.2)
+    assert len(pulled) <= 10 + 2 * per_stream
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "replay-read"]
+
+
+def test_merge_surfaces_a_reader_error_and_stops_its_threads(tlog):
+    """An error while reading ahead is raised to the consumer at its place in the stream."""
+    write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(20)])
+
+    class Failing:
+        def __init__(self, log):
+            self.log = log
+
+        def reader(self, *a, **k):
+            for i, b in enumerate(self.log.reader(*a, **k)):
+                if i == 3:
+                    raise OSError("disk on fire")
+                yield b
+
+    seen = 0
+    with pytest.raises(OSError, match="disk on fire"):
+        for _ in clock.merge(Failing(tlog), [Source("inputs", INPUT, _all(tlog, "inputs"))]):
+            seen += 1
+    assert seen >= 3
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name == "replay-read"]
 
 
 def test_resolve_offsets_and_datetimes_exactly(tlog):
