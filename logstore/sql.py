@@ -6,33 +6,38 @@ columns and `_partition`, `_offset`, `_append_time` over all partitions, sealed 
 alike. A view reads one consistent snapshot of every partition's committed end, taken when it is
 attached: a writer appending meanwhile never shows up as a partial frame (re-attach to see more).
 
-How it reads: each view is a `pyarrow.dataset` over an in-memory file system whose files are runs
-of consecutive frames of one partition (about `chunk_rows` records each). A run is served as the
-IPC file image of its frames' verified bytes (`ipcfile.frames_as_file`): no decoding, so a query
-decompresses only the columns it uses (frame bodies carry `_offset` and `_append_time`; the
-partition comes from the fragment's guarantee). Frames cut by `start`/`end`, of an older schema
-version or with enum (dictionary) fields are decoded through the reader instead. Every fragment
-carries a guarantee built from the index alone: its partition, offset range, append-time range
-and event-time range. DuckDB pushes a query's filters into the dataset scan and Arrow skips every
-fragment whose guarantee contradicts them: so ``WHERE _append_time >= ...`` over the last 10% of
-a large topic reads about 10% of its bytes (to within one fragment).
+How it reads: each view is a `TopicDataset`, a `pyarrow.dataset` over an in-memory file system
+whose files are runs of consecutive frames of one partition (about `chunk_rows` records each).
+Every fragment carries a guarantee built from the index alone: its partition, offset range,
+append-time range and event-time range. DuckDB pushes a query's projection and filters into the
+dataset's `scanner`, and Arrow skips every fragment whose guarantee contradicts the filters: so
+``WHERE _append_time >= ...`` over the last 10% of a large topic reads about 10% of its bytes (to
+within one fragment). The fragments left are read frame by frame straight from the mapped
+segments, on a few threads: each frame's body checksum is verified, then only the columns the
+query uses are decompressed (frame bodies carry `_offset` and `_append_time`; `_partition` is the
+fragment's), and the filters are applied exactly. Frames cut by `start`/`end`, of an older schema
+version or with enum (dictionary) fields are decoded through the reader instead. Read through
+its file system instead (``fragment.to_table()``), a fragment is the IPC file image of its frames'
+verified bytes (`ipcfile.frames_as_file`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
-from typing import Any, Sequence
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from .errors import CorruptFrameError
 from .frame import MAX_TIME, MIN_TIME, FrameHeader
 from .ipcfile import Image, frames_as_file
-from .reader import APPEND_TIME_TYPE, Bound, FrameReader, plan
+from .reader import APPEND_TIME_TYPE, SYSTEM_COLUMNS, Bound, FrameReader, plan
 
 CHUNK_ROWS = 131_072
 
@@ -144,12 +149,143 @@ class _ChunkFiles(pafs.FileSystemHandler):
     delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-def _ts(us: int) -> pa.Scalar:
-    return pa.scalar(us, pa.int64()).cast(APPEND_TIME_TYPE)
+def _scan_threads() -> int:
+    """Frames verified and decoded at once by a view's scan: the CPUs this process may run on."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+class TopicDataset(ds.FileSystemDataset):
+    """A topic's chunks as a pyarrow Dataset whose scans read the frames straight from the segments.
+
+    It is a real `FileSystemDataset` over `_ChunkFiles` (fragments, guarantees, IPC file images),
+    and anything reading its fragments gets those images. Its own `scanner(columns=, filter=)`,
+    which DuckDB calls with the query's projection and filters, takes a shorter path: the fragments
+    the filter leaves (pruned by their guarantees) are read frame by frame, each frame's checksum
+    verified and only the needed columns decompressed from the mapped segment (no copy, no Python
+    per read), on a few threads at once, in order; the filter is then applied exactly.
+    """
+
+    _files: _ChunkFiles
+
+    def scanner(self, columns: Any = None, filter: Any = None, **options: Any) -> ds.Scanner:
+        files = getattr(self, "_files", None)
+        plain = columns is None or (isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns))
+        if files is None or options or not plain:
+            return super().scanner(columns=columns, filter=filter, **options)
+        schema = self.schema
+        if columns is None:
+            produced = schema
+        else:
+            need = set(columns)
+            if filter is not None:  # fields the filter names; over-approximated by their spelling
+                text = str(filter)
+                need.update(n for n in schema.names if n in text)
+            produced = pa.schema([f for f in schema if f.name in need])
+        if filter is None:
+            chunks = list(files.chunks.values())
+        else:
+            chunks = [files.chunks[f.path] for f in self.get_fragments(filter=filter)]
+        try:
+            return ds.Scanner.from_batches(_scan(files, chunks, produced), schema=produced, columns=columns,
+                                           filter=filter)
+        except pa.ArrowInvalid:  # the filter names a field not spelled as such: read every column
+            if produced is schema:
+                raise
+            return ds.Scanner.from_batches(_scan(files, chunks, schema), schema=schema, columns=columns, filter=filter)
+
+
+def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Batches of `schema` from `chunks`, in order: whole frames on a thread pool, the rest decoded."""
+    if not chunks:
+        return
+    latest = chunks[0].reader.latest
+    body_names = latest.arrow.names + list(SYSTEM_COLUMNS[1:])  # a frame body ends with _offset, _append_time
+    wanted = set(schema.names)
+    # Decode only what is asked for (at least _offset, which gives the row count).
+    included = [i for i, n in enumerate(body_names) if n in wanted] or [len(body_names) - 2]
+    options = pa.ipc.IpcReadOptions(included_fields=included, use_threads=False)  # threads: one frame each
+    threads = _scan_threads()
+    with ThreadPoolExecutor(threads, thread_name_prefix="logstore-scan") as pool:
+        pending: deque = deque()  # futures of whole frames, or (chunk, lo, hi) to decode here
+        try:
+            for c in chunks:
+                if c.frames is None:
+                    pending.append((c, c.lo, c.hi))
+                else:
+                    part = c.topic.partition(c.partition)
+                    views: dict[int, Any] = {}
+                    for base, pos, offset, count in c.frames:
+                        view = views.get(base)
+                        if view is None:
+                            last = base == c.snap.bases[-1]
+                            size = c.snap.active_size if last else os.path.getsize(part.seg_path(base))
+                            view = views[base] = part.view(base, size)
+                        fut = pool.submit(_frame_batch, view, pos, offset, count, c.partition, latest.version,
+                                          options, schema)
+                        pending.append((fut, c, offset, offset + count))
+                while len(pending) > 2 * threads:
+                    yield from _take(files, pending.popleft(), schema)
+            while pending:
+                yield from _take(files, pending.popleft(), schema)
+        finally:
+            for item in pending:
+                if len(item) == 4:
+                    item[0].cancel()
+
+
+def _take(files: _ChunkFiles, item: tuple, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    if len(item) == 4:
+        fut, c, lo, hi = item
+        done = fut.result()
+        if done is not None:
+            batch, nbytes = done
+            with files._lock:
+                files.bytes_read += nbytes
+            yield batch
+            return
+    else:  # cut by the range, of an older schema version, or with dictionary fields
+        c, lo, hi = item
+    fr = FrameReader(c.topic, schema.names, "raise")
+    for batch in fr.partition_batches(c.topic.partition(c.partition), c.snap, lo, hi):
+        yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+    with files._lock:
+        files.bytes_read += fr.bytes_read
+
+
+def _frame_batch(view: Any, pos: int, offset: int, count: int, partition: int, version: int,
+                 options: pa.ipc.IpcReadOptions, schema: pa.Schema) -> tuple[pa.RecordBatch, int] | None:
+    """The frame at `pos` as a batch of `schema`, its body checksum verified first; None if it is not
+    the expected frame of the latest schema version (the reader then resolves or explains it)."""
+    header = view.header_at(pos)
+    if not isinstance(header, FrameHeader) or header.base_offset != offset or header.count != count:
+        return None
+    if header.schema_version != version:
+        return None
+    body = view.body(pos, header)  # raises CorruptFrameError unless the checksum matches
+    try:
+        batch = pa.ipc.open_stream(body, options=options).read_next_batch()
+    except (pa.ArrowException, ValueError) as e:
+        raise CorruptFrameError(str(view.path), pos, f"body passed its checksum but does not decode: {e}") from e
+    arrays = dict(zip(batch.schema.names, batch.columns))
+    if "_partition" in schema.names:
+        arrays["_partition"] = pa.array(np.full(batch.num_rows, partition, np.int32))
+    return pa.RecordBatch.from_arrays([arrays[n] for n in schema.names], schema=schema), header.size
+
+
+def _ts(us: int, type: pa.DataType = APPEND_TIME_TYPE) -> pa.Scalar:
+    """A scalar of a timestamp (or integer) `type` from its integer value."""
+    try:
+        return pa.scalar(us, type)
+    except (pa.ArrowException, TypeError):
+        return pa.scalar(us, pa.int64()).cast(type)
 
 
 def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None, by: str = "append_time",
-                  chunk_rows: int = CHUNK_ROWS) -> tuple[ds.Dataset, _ChunkFiles]:
+                  chunk_rows: int = CHUNK_ROWS) -> tuple[TopicDataset, _ChunkFiles]:
     """A pyarrow Dataset over one snapshot of a topic, fragments guaranteed by their index ranges."""
     topic = log.topic(name)
     topic.config  # raises TopicNotFoundError
@@ -192,11 +328,14 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
                      & (ds.field("_append_time") >= _ts(t_lo)) & (ds.field("_append_time") <= _ts(t_hi)))
                 lo_e, hi_e = int(run["min_event_time"].min()), int(run["max_event_time"].max())
                 if event_type is not None and lo_e != MIN_TIME and hi_e != MAX_TIME:
-                    g = g & (ds.field(event_field) >= pa.scalar(lo_e, pa.int64()).cast(event_type)) \
-                          & (ds.field(event_field) <= pa.scalar(hi_e, pa.int64()).cast(event_type))
+                    g = g & (ds.field(event_field) >= _ts(lo_e, event_type)) \
+                          & (ds.field(event_field) <= _ts(hi_e, event_type))
                 guarantees.append(g)
-    dataset = ds.FileSystemDataset.from_paths(paths, schema=schema, format=ds.IpcFileFormat(),
-                                              filesystem=pafs.PyFileSystem(files), partitions=guarantees)
+    fs = pafs.PyFileSystem(files)
+    plain = ds.FileSystemDataset.from_paths(paths, schema=schema, format=ds.IpcFileFormat(), filesystem=fs,
+                                            partitions=guarantees)
+    dataset = TopicDataset(list(plain.get_fragments()), schema=schema, format=plain.format, filesystem=fs)
+    dataset._files = files
     return dataset, files
 
 

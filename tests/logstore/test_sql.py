@@ -6,6 +6,8 @@ import threading
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pytest
 
 import logstore
@@ -45,8 +47,9 @@ def test_time_filter_prunes_what_is_read(log):
 
 def test_event_time_filter_prunes(log):
     """Event-time ranges from the index prune too."""
-    from tests.conftest import T0
     from datetime import timedelta
+
+    from tests.conftest import T0
 
     log.create_topic("t", schema=SCORE_SCHEMA, compression=None)
     with log.writer("t", linger_ms=None) as w:
@@ -134,8 +137,8 @@ def test_enum_columns_across_frames(log):
 
 def test_small_frames_are_not_compressed(log):
     """Bodies under COMPRESS_MIN_BYTES skip the codec; large ones use the topic's compression."""
-    from logstore.segment import SegmentView, scan
     from logstore.frame import FLAG_COMPRESSED
+    from logstore.segment import SegmentView, scan
 
     log.create_topic("t", schema=SCORE_SCHEMA, compression="zstd")
     with log.writer("t", linger_ms=None) as w:
@@ -145,3 +148,33 @@ def test_small_frames_are_not_compressed(log):
     flags = [h.flags & FLAG_COMPRESSED for _, h in scan(SegmentView(seg)).frames]
     assert flags == [0, FLAG_COMPRESSED]
     assert log.read("t").num_rows == 5005
+
+
+def test_damaged_frame_fails_the_query(log):
+    """A frame that fails its checksum makes the query fail; its records are never returned."""
+    log.create_topic("t", schema=SCORE_SCHEMA, compression=None)
+    with log.writer("t", linger_ms=None) as w:
+        for i in range(5):
+            w.append_batch(score_rows(1_000, start=i * 1_000))
+    seg = next((log.path / "topics" / "t" / "00000").glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    con = logstore.open(log.path).duckdb()
+    with pytest.raises(duckdb.Error, match="checksum"):
+        con.execute("SELECT count(*), sum(score) FROM t").fetchall()
+
+
+def test_scan_matches_the_file_images(log):
+    """The view's own scan and a scan of its fragments' IPC file images agree, filters included."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    with log.writer("t", linger_ms=None) as w:
+        for i in range(20):
+            w.append_batch(score_rows(500, start=i * 500))
+    dataset, _ = topic_dataset(log, "t", chunk_rows=2_000, start=250, end=9_700)
+    flt = (pc.field("_offset") >= 3_100) & (pc.field("score") > 0.5)
+    for columns, f in [(None, None), (["score", "_partition"], None), (["model_id"], flt), (["_offset"], flt)]:
+        fast = dataset.scanner(columns=columns, filter=f).to_table()
+        images = pads.FileSystemDataset.scanner(dataset, columns=columns, filter=f).to_table()
+        assert fast.schema == images.schema
+        assert fast.to_pylist() == images.to_pylist()
