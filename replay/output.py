@@ -450,7 +450,8 @@ class Sink:
                 return False  # e.g. scores with a null item: the writer's checks name the row
             if pa.types.is_string(t) or pa.types.is_binary(t):
                 offs = np.frombuffer(col.buffers()[1], np.int32, count=len(col) + 1, offset=col.offset * 4)
-                widest += int(np.diff(offs).max())
+                total = int(offs[-1]) - int(offs[0])  # bounds the widest value; exact only when needed
+                widest += total if total <= self._max_record else int(np.diff(offs).max())
             else:
                 widest += t.bit_width // 8
         return widest <= self._max_record

@@ -586,12 +586,20 @@ _PRELOAD = ["replay.runner", "replay.engine", "replay.context", "replay.output",
             "fastavro", "pandas"]  # pyarrow imports pandas (when installed) on its first pa.array(ndarray)
 
 
-def _mp_context():
+def _mp_context(models: Sequence[Any] = ()):
+    """The start method of worker processes: a fork server, which starts once per process.
+
+    It preloads what every worker imports, and the modules of the first run's models: a worker
+    unpickling a model imports its module, which the server then already holds (without
+    bytecode caches, ``PYTHONDONTWRITEBYTECODE``, an import compiles every time). Later runs
+    share the server; modules it lacks are imported by each worker, as before.
+    """
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
-        try:  # what every worker imports, loaded once in the server (missing ones are skipped)
-            ctx.set_forkserver_preload(_PRELOAD)
+        extra = sorted({type(m).__module__ for m in models} - {"__main__", "builtins"})
+        try:  # missing ones are skipped by the server
+            ctx.set_forkserver_preload(_PRELOAD + extra)
         except Exception:  # pragma: no cover - preload is an optimisation only
             pass
     return ctx
@@ -654,7 +662,7 @@ _ERRORS = {"TimeLeakError": TimeLeakError, "ModelError": ModelError, "ReplayErro
 
 def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, tracker: _Tracker, skip: dict,
                  *, hash_streams: bool) -> dict:
-    ctx = _mp_context()
+    ctx = _mp_context([m for m, _ in loaded])
     q = ctx.Queue()
     stop = ctx.Event()
     specs = [spec for _, spec in loaded]
