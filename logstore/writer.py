@@ -21,8 +21,9 @@ In every mode records given to `append()` wait in the writer's record buffer unt
 (``batch_records`` or ``batch_bytes`` reached, ``linger_ms`` elapsed, ``flush()`` or ``close()``): an
 unflushed buffer is lost if the process dies. In ``"none"`` mode at most one background commit runs
 at a time (so at most twice ``batch_bytes`` is held); its error is raised by the next call that
-commits (`append_batch`, `flush`, `close`), and frames it had not reached stay pending, in order. What a mode acknowledged is never lost or changed
-(invariant 1); a frame is all-or-nothing (invariant 3).
+commits (`append_batch`, `flush`, `close`), and frames it had not reached stay pending, in order.
+What a mode acknowledged is never lost or changed (invariant 1); a frame is all-or-nothing
+(invariant 3).
 
 Validation: `append_batch` validates the whole batch before writing anything; a bad record rejects
 the batch with an error naming the record index, field and reason (invariant 6). `append` keeps the
@@ -30,7 +31,10 @@ hot path to a list append: its records are validated when their frame is cut; a 
 alone (the others are written) and its error (naming its append sequence number) is raised by the
 call that cut the frame, or by the next call if the background linger thread cut it.
 
-Thread-safety: a writer may be shared by threads (one lock guards its state). Several writers,
+Thread-safety: a writer may be shared by threads (one lock guards its state; the common case of
+`append` is a lock-free list append, and cuts take records from the front of that list under the
+lock, so a record appended meanwhile is never lost, and one appended after `close()` raises
+`WriterClosedError` and is not kept). Several writers,
 in one process or many, may append to the same partition: each commit holds the partition's flock.
 """
 
@@ -116,6 +120,8 @@ class Writer:
         self.linger_ms = linger_ms
         self.validate = validate
         self._lock = threading.Lock()
+        # one list for the writer's life: append() adds at its end without the lock; only a cut,
+        # under the lock, removes from its front (both are single, atomic list operations)
         self._rows: list[dict] = []
         self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
         self._rows_since = 0.0
@@ -129,6 +135,7 @@ class Writer:
         self._sticky = 0
         self._closed = False
         self._deferred: BaseException | None = None
+        self._blocked = False  # closed, or a deferred error waits: append() must take the slow path
         self._version = None
         if schema_version is not None:
             self._bind_version(schema_version)
@@ -140,15 +147,31 @@ class Writer:
 
     # --- public API ------------------------------------------------------------------------
     def append(self, record: dict) -> None:
-        """Buffer one record (a dict of the topic's fields); it is written when its frame is cut."""
-        with self._lock:
-            if self._closed or self._deferred is not None:
+        """Buffer one record (a dict of the topic's fields); it is written when its frame is cut.
+
+        The common case takes no lock (a list append is atomic); filling the buffer, or a writer
+        closed meanwhile, takes the locked path.
+        """
+        if self._blocked:
+            with self._lock:
                 self._check_open()
-            rows = self._rows
-            if not rows:
-                self._rows_since = time.monotonic()
-            rows.append(record)
-            if len(rows) >= self._row_limit:
+        rows = self._rows
+        if not rows:
+            self._rows_since = time.monotonic()
+        rows.append(record)
+        if len(rows) >= self._row_limit or self._blocked:
+            self._append_locked(record)
+
+    def _append_locked(self, record: dict) -> None:
+        with self._lock:
+            if self._closed:
+                # closed after the check above: the record is still buffered unless close() took it
+                for i in range(len(self._rows) - 1, -1, -1):
+                    if self._rows[i] is record:
+                        del self._rows[i]
+                        self._check_open()
+                return
+            if len(self._rows) >= self._row_limit:
                 self._cut_rows()
                 self._maybe_commit()
 
@@ -187,10 +210,12 @@ class Writer:
         with self._lock:
             if self._closed:
                 return
+            # closed before the last flush: an append() that saw the writer open put its record in
+            # the buffer before this line, so the flush writes it; later ones take the locked path
+            self._closed = self._blocked = True
             try:
                 self._flush_locked()
             finally:
-                self._closed = True
                 self._stop.set()
                 if self._inflight is not None:  # flush failed early: let the running commit end
                     self._inflight.exception()
@@ -233,6 +258,7 @@ class Writer:
 
     def _raise_deferred(self) -> None:
         err, self._deferred = self._deferred, None
+        self._blocked = self._closed
         raise err  # type: ignore[misc]
 
     def _flush_locked(self) -> None:
@@ -282,9 +308,10 @@ class Writer:
 
     def _cut_rows(self) -> None:
         """Turn the record buffer into encoded frames; a bad record is rejected alone."""
-        rows, first = self._rows, self._row_seq
-        self._rows = []
-        self._row_seq = first + len(rows)
+        n = len(self._rows)
+        rows, first = self._rows[:n], self._row_seq
+        del self._rows[:n]  # records appended meanwhile (no lock) stay, after these
+        self._row_seq = first + n
         seqs = list(range(first, first + len(rows)))
         errors: list[RecordValidationError] = []
         batch = None
@@ -550,3 +577,4 @@ class Writer:
                 except BaseException as e:  # surfaced by the next call on the writer
                     if self._deferred is None:
                         self._deferred = e
+                        self._blocked = True

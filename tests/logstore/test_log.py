@@ -254,6 +254,45 @@ def test_writer_is_thread_safe(log):
     assert sorted(ids) == sorted(f"r{i}" for i in range(1000))
 
 
+def test_append_racing_close_is_written_or_refused(log):
+    """Threads append while another closes the writer: every append that returned is written
+    exactly once, every one refused with WriterClosedError is not, and nothing else appears."""
+    import sys
+    import threading
+
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    everything: list[str] = []
+    try:
+        for round_ in range(5):
+            w = log.writer("t", batch_records=50, durability="none")
+            accepted: list[list[str]] = [[] for _ in range(3)]
+
+            def work(k: int) -> None:
+                for r in score_rows(4000, start=(round_ * 3 + k) * 4000):
+                    try:
+                        w.append(r)
+                    except logstore.WriterClosedError:
+                        return
+                    accepted[k].append(r["request_id"])
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+            for t in threads:
+                t.start()
+            while sum(map(len, accepted)) < 500:
+                pass
+            w.close()
+            for t in threads:
+                t.join()
+            everything += [i for a in accepted for i in a]
+        got = log.read("t")["request_id"].to_pylist()
+        extra, missing = set(got) - set(everything), set(everything) - set(got)
+        assert not extra and not missing and len(got) == len(everything), (sorted(extra)[:5], sorted(missing)[:5], len(got), len(everything))
+    finally:
+        sys.setswitchinterval(switch)
+
+
 def test_retention_deletes_whole_sealed_segments(log):
     """Retention by size deletes the oldest sealed segments only; reads start at the new start."""
     log.create_topic("t", schema=SCORE_SCHEMA, segment_bytes=2048, retention_bytes=6000, compression=None)
