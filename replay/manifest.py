@@ -14,7 +14,7 @@ at checkpoints while it runs (every few seconds), and when it ends. Format 1::
       "lookups":  [{"topic": t, "key": k, "partitions": {...}}],     # exact ranges [lo, hi)
       "request":  {"start": ..., "end": ...},      # the bounds as given (offsets / ISO times)
       "order": "append_time" | "event_time", "lateness_us": int | null,
-      "output":   {"topic": t, "start": {"0": offset}, "end": {"0": offset} | null},
+      "output":   {"topic": t, "start": {"0": offset, ...}, "end": {...} | null},  # per output partition
       "models":   [{"name", "version", "spec" | null, "class", "params_hash", "learns", "lookups"}],
       "seed": 0, "workers": 1,
       "code_version": "git:<sha>[-dirty]" | "logstore <version>",

@@ -160,8 +160,9 @@ def ensure_output(log: Any, topic: str, partitions: int = 1) -> None:
     """Create the output topic (`partitions` partitions: one per worker, so workers write in
     parallel) or check an existing one has the output schema and no key field.
 
-    Each worker writes to one partition (its number modulo the topic's partitions), so the rows of
-    a stream (input partition, model) are in one output partition, in order; readers merge them.
+    Rows decided from input partition ``p`` go to output partition ``p % partitions`` (`Sink`), so
+    the rows of a stream (input partition, model) are in one output partition, in order, and
+    workers are given input partitions that write to different output partitions.
     """
     import schemas
 
