@@ -2,7 +2,8 @@
 
 A run resolves its ranges exactly (snapshotting every topic's end offsets first), writes its
 manifest (status ``running``), replays (`replay.engine.Replayer`: in this process, or for
-stateless models one worker process per group of input partitions) and marks the manifest
+stateless models with ``workers=N`` in N processes, this one and N-1 workers, each replaying a
+group of input partitions into output partitions of its own) and marks the manifest
 ``complete`` with row counts and the content hash. On Ctrl-C the rows queued so far are written
 (each output frame is whole), the manifest says ``incomplete`` with per-partition progress and
 `RunInterrupted` is raised; `resume` continues from what the output topic actually holds, so an
@@ -220,7 +221,7 @@ def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *,
     also declare a `lookups` attribute. `order="event_time"` decides rows at
     ``max(event_time + lateness, append_time)`` (see `replay.clock`). `horizon`: how long a decided
     input waits for its outcome (learning models; None: the whole run). `workers`: processes for
-    stateless models. `progress`: a bar on stderr (default: when stderr is a terminal).
+    stateless models (this one included). `progress`: a bar on stderr (default: when stderr is a terminal).
     Returns the `Run` (``run.id``, ``run.manifest``, ``run.scores()``).
     """
     log = _open(log)
@@ -661,65 +662,123 @@ _ERRORS = {"TimeLeakError": TimeLeakError, "ModelError": ModelError, "ReplayErro
            "RangeError": RangeError}
 
 
+class _WorkerFailed(Exception):
+    """A worker process failed: this process stops its own share of the replay."""
+
+
 def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, tracker: _Tracker, skip: dict,
                  *, hash_streams: bool) -> dict:
+    """Replay `parts` in `n` processes: this one takes the first group of partitions, worker
+    processes the others (this process would otherwise only wait; it is also the one with warm
+    caches and nothing to import)."""
+    groups = _groups(plan, parts, n, log.config(plan.output).partitions)
     ctx = _mp_context([m for m, _ in loaded])
     q = ctx.Queue()
     stop = ctx.Event()
     specs = [spec for _, spec in loaded]
     payload = None if all(specs) else pickle.dumps([m for m, _ in loaded])
-    procs = []
-    groups = _groups(plan, parts, n, log.config(plan.output).partitions)
+    procs: dict[int, Any] = {}
     with _main_hidden(any(type(m).__module__ == "__main__" for m, _ in loaded)):
         for wid, group in enumerate(groups):
+            if wid == 0:
+                continue
             pr = ctx.Process(target=_worker_main, name=f"replay-worker-{wid}",
                              args=(str(log.path), plan, specs, payload, group, skip, q, stop, list(sys.path), wid,
                                    hash_streams, dict(os.environ)), daemon=True)
             pr.start()
-            procs.append(pr)
+            procs[wid] = pr
     done: dict[int, dict] = {}
     errors: list[tuple[str, str]] = []
-    interrupted = False
+    state = {"interrupted": False}
+
+    def handle(msg: tuple) -> None:
+        kind, wid = msg[0], msg[1]
+        if kind == "progress":
+            tracker.update(msg[2])
+        elif kind == "done":
+            res = msg[2]
+            tracker.update(res["progress"])
+            done[wid] = res
+            if res.get("error"):
+                errors.append(res["error"])
+                stop.set()
+            if res.get("stopped"):
+                state["interrupted"] = True
+
+    def check_dead() -> None:
+        for wid, pr in procs.items():
+            if wid not in done and not pr.is_alive() and pr.exitcode not in (0, None):
+                done[wid] = {"streams": {}, "learned": 0, "unmatched": 0}
+                errors.append(("ReplayError", f"worker {wid} died (exit code {pr.exitcode})"))
+                stop.set()
+
+    # this process's share, taking the workers' messages between frames
+    local_error: BaseException | None = None
+    sink = Sink(log, plan.output, durability=plan.durability, hash=hash_streams)
+    last_poll = [0.0]
+
+    def between_frames() -> None:
+        tracker.tick(sink.progress)
+        now = time.monotonic()
+        if now - last_poll[0] >= 0.05:
+            last_poll[0] = now
+            while True:
+                try:
+                    handle(q.get_nowait())
+                except queue_mod.Empty:
+                    break
+            check_dead()
+        if errors or stop.is_set():
+            raise _WorkerFailed()
+
+    ok = False
+    try:
+        Replayer(log, plan, [m for m, _ in loaded], sink, partitions=groups[0], skip=skip,
+                 on_event=between_frames).run()
+        ok = True
+    except KeyboardInterrupt:
+        state["interrupted"] = True
+        stop.set()
+    except _WorkerFailed:
+        pass
+    except BaseException as e:  # noqa: BLE001 - raised once the workers stopped
+        local_error = e
+        stop.set()
+    finally:
+        try:
+            sink.close()  # writes what is queued: whole frames, consistent with the progress marks
+        except BaseException as e:  # noqa: BLE001
+            if local_error is None:
+                local_error = e
+            stop.set()
+        tracker.update(sink.progress())
     try:
         while len(done) < len(procs):
             try:
                 msg = q.get(timeout=0.2)
             except queue_mod.Empty:
-                for wid, pr in enumerate(procs):
-                    if wid not in done and not pr.is_alive() and pr.exitcode not in (0, None):
-                        done[wid] = {"streams": {}, "learned": 0, "unmatched": 0}
-                        errors.append(("ReplayError", f"worker {wid} died (exit code {pr.exitcode})"))
-                        stop.set()
+                check_dead()
                 continue
             except KeyboardInterrupt:
-                interrupted = True
+                state["interrupted"] = True
                 stop.set()
                 continue
-            kind, wid = msg[0], msg[1]
-            if kind == "progress":
-                tracker.update(msg[2])
-            elif kind == "done":
-                res = msg[2]
-                tracker.update(res["progress"])
-                done[wid] = res
-                if res.get("error"):
-                    errors.append(res["error"])
-                    stop.set()
-                if res.get("stopped"):
-                    interrupted = True
+            handle(msg)
     except KeyboardInterrupt:
-        interrupted = True
+        state["interrupted"] = True
         stop.set()
-        for pr in procs:
+        for pr in procs.values():
             pr.join(timeout=10)
-    for pr in procs:
+    for pr in procs.values():
         pr.join(timeout=30)
+    if local_error is not None:
+        raise local_error
     if errors:
         kind, message = errors[0]
         raise _ERRORS.get(kind, ReplayError)(message if kind in _ERRORS else f"worker failed: {kind}: {message}")
-    if interrupted:
+    if state["interrupted"] or not ok:
         raise KeyboardInterrupt()
-    streams: dict[str, dict] = {}
+    streams: dict[str, dict] = dict(sink.hasher.summary()) if sink.hasher is not None else {}
     for res in done.values():
         streams.update(res["streams"])
     return {"streams": streams, "learned": 0, "unmatched": 0}

@@ -225,3 +225,20 @@ class Peeker:
 
 def make_peeker() -> Peeker:
     return Peeker()
+
+
+class FailOnPartition:
+    """A stateless model that raises ValueError on the rows of one input partition."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.name = "fails"
+        self.version = "1"
+
+    def params(self) -> Any:
+        return {"partition": self.partition}
+
+    def predict(self, batch: pa.RecordBatch, ctx: Any) -> np.ndarray:
+        if ctx.partition == self.partition:
+            raise ValueError(f"bad rows in partition {self.partition}")
+        return np.zeros(batch.num_rows)

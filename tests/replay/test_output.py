@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +14,7 @@ import logstore
 import replay
 from replay.output import ContentHash, _Runs
 
-from .builders import Linear, make_log
+from .builders import FailOnPartition, Linear, make_log
 
 _ints = st.lists(st.integers(min_value=-3, max_value=3), min_size=0, max_size=60)
 
@@ -84,3 +87,16 @@ def test_workers_write_to_partitions_of_their_own(tmp_path):
     one = replay.run(log, inputs="inputs", models=[Linear()], output="out1", workers=1, progress=False)
     assert log.config("out1").partitions == 1 and one.content_hash == run.content_hash
     assert run.audit().ok
+
+
+@pytest.mark.parametrize("partition", [0, 1])
+def test_a_failure_in_either_process_fails_the_run_and_stops_the_other(tmp_path, partition):
+    """With workers=2 this process replays one partition and a worker process the other: a model
+    error on either side is raised, the run is marked failed, and no process is left behind."""
+    log = make_log(tmp_path / "log", n=60, partitions=2, frame=3)
+    # raised as itself from this process, as a ReplayError naming it from the worker
+    with pytest.raises((ValueError, replay.errors.ReplayError), match=f"partition {partition}"):
+        replay.run(log, inputs="inputs", models=[FailOnPartition(partition)], output="out", workers=2, progress=False)
+    (run,) = replay.runs(log)
+    assert run.status == "failed" and f"partition {partition}" in run.manifest["error"]
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("replay-worker")]
