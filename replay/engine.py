@@ -191,6 +191,7 @@ class Replayer:
         self.pending = _Pending(plan.key, plan.horizon_us) if (self.learners and plan.outcomes) else None
         self.result = Result()
         self._consts = _Consts()
+        self._null_cache: dict[str, pa.Array] = {}
         self._schema = log.arrow_schema(plan.output)
         self._done: dict[int, int] = {p: 0 for p in self.partitions}
         in_schema = log.arrow_schema(plan.inputs)
@@ -331,12 +332,12 @@ class Replayer:
             "model_id": c(m.name, n),
             "model_version": c(m.version, n),
             "score": pa.array(score, pa.float64()),
-            "scores": scores if scores is not None else pa.nulls(n, pa.list_(pa.float64())),
-            "label": label if label is not None else pa.nulls(n, pa.string()),
+            "scores": scores if scores is not None else self._nulls("scores", n),
+            "label": label if label is not None else self._nulls("label", n),
             "latency_ms": pa.array(np.full(n, elapsed * 1000.0 / n, np.float32)),
-            "host": self._null_str(n),  # per run: in the manifest
+            "host": self._nulls("host", n),  # per run: in the manifest
             "run_id": c(plan.run_id, n),
-            "code_version": self._null_str(n),
+            "code_version": self._nulls("code_version", n),
             "input_topic": c(ev.topic, n),
             "input_partition": batch.column(schema.get_field_index("_partition")),
             "input_offset": batch.column(schema.get_field_index("_offset")),
@@ -346,13 +347,17 @@ class Replayer:
         }
         return pa.Table.from_arrays([cols[f.name] for f in self._schema], schema=self._schema)
 
-    def _null_str(self, n: int) -> pa.Array:
-        return pa.nulls(n, pa.string())
+    def _nulls(self, name: str, n: int) -> pa.Array:
+        """`n` nulls of output column `name` (of its exact type: no cast when the table is built)."""
+        arr = self._null_cache.get(name)
+        if arr is None or len(arr) < n:
+            arr = self._null_cache[name] = pa.nulls(max(n, _CONST_CAP), self._schema.field(name).type)
+        return arr.slice(0, n)
 
     def _fence_column(self, n: int) -> pa.Array:
         mtype = self._schema.field("fence").type
         if not self.states:
-            return pa.nulls(n, mtype)
+            return self._nulls("fence", n)
         keys, vals = [], []
         for topic, st in self.states.items():
             for part, off in sorted(st.fence.items()):
