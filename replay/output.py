@@ -105,7 +105,7 @@ class _Runs:
             self.length += n
             return
         if self.value is not None:
-            self.h.update(np.array([self.value, self.length], np.int64).tobytes())
+            self.h.update(np.array([self.value, self.length], "<i8").tobytes())
         self.value, self.length = value, n
 
     def add(self, values: np.ndarray) -> None:
@@ -129,7 +129,7 @@ class _Runs:
         vals = v[starts]
         self.add_run(int(vals[0]), int(lens[0]))
         # close the open run, then every complete run of this chunk but the last in one update
-        self.h.update(np.array([self.value, self.length], np.int64).tobytes())
+        self.h.update(np.array([self.value, self.length], "<i8").tobytes())
         if len(starts) > 2:
             self.h.update(np.stack([vals[1:-1], lens[1:-1]], axis=1).astype("<i8").tobytes())
         self.value, self.length = int(vals[-1]), int(lens[-1])
@@ -137,7 +137,7 @@ class _Runs:
     def digest(self) -> bytes:
         h = self.h.copy()
         if self.value is not None:
-            h.update(np.array([self.value, self.length], np.int64).tobytes())
+            h.update(np.array([self.value, self.length], "<i8").tobytes())
         return h.digest()
 
 
