@@ -6,10 +6,9 @@ Durability modes (what `flush()` and a returned `append_batch()` promise):
 mode         when a frame reaches the segment file            survives a process  survives power loss
                                                               crash (kill -9)
 ============ ================================================ =================== ====================
-``"none"``   cut frames are held in memory and written (by    after ``flush()``   no guarantee
-             a background thread) when ``batch_bytes`` of      or ``close()``
-             records pile up, on ``flush()``, ``close()``
-             or after ``linger_ms``
+``"none"``   cut frames are held in memory and written when   after ``flush()``   no guarantee
+             ``batch_bytes`` of records pile up, on            or ``close()``
+             ``flush()``, ``close()`` or after ``linger_ms``
 ``"flush"``  every frame is written to the OS as it is cut    yes, once written   no guarantee
              (``append_batch`` returns after the write)
 ``"fsync"``  every commit is written then ``fdatasync``-ed    yes                 yes, once ``flush``
@@ -19,11 +18,8 @@ mode         when a frame reaches the segment file            survives a process
 
 In every mode records given to `append()` wait in the writer's record buffer until a frame is cut
 (``batch_records`` or ``batch_bytes`` reached, ``linger_ms`` elapsed, ``flush()`` or ``close()``): an
-unflushed buffer is lost if the process dies. In ``"none"`` mode at most one background commit runs
-at a time (so at most twice ``batch_bytes`` is held); its error is raised by the next call that
-commits (`append_batch`, `flush`, `close`), and frames it had not reached stay pending, in order.
-What a mode acknowledged is never lost or changed (invariant 1); a frame is all-or-nothing
-(invariant 3).
+unflushed buffer is lost if the process dies. What a mode acknowledged is never lost or changed
+(invariant 1); a frame is all-or-nothing (invariant 3).
 
 Validation: `append_batch` validates the whole batch before writing anything; a bad record rejects
 the batch with an error naming the record index, field and reason (invariant 6). `append` keeps the
@@ -44,7 +40,6 @@ import fcntl
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -129,9 +124,7 @@ class Writer:
         self._pending: dict[int, list[tuple[pa.RecordBatch, tuple[int, int]]]] = {}
         self._pending_bytes = 0
         self._pending_since = 0.0
-        self._tails: dict[int, _Tail] = {}  # touched only by the one commit running at a time
-        self._committer: ThreadPoolExecutor | None = None  # background commits (durability "none")
-        self._inflight: Future | None = None
+        self._tails: dict[int, _Tail] = {}
         self._sticky = 0
         self._closed = False
         self._deferred: BaseException | None = None
@@ -191,8 +184,6 @@ class Writer:
             if len(data) == 0:
                 return
             batch = self._conform(data, 0)
-            if self._inflight is not None and self._pending_bytes + batch.nbytes >= self.batch_bytes:
-                self._await_inflight()  # a failed background commit is raised before this batch is taken
             if self._rows:
                 self._cut_rows()  # keep order: buffered records go first
             self._stage(batch)
@@ -217,11 +208,6 @@ class Writer:
                 self._flush_locked()
             finally:
                 self._stop.set()
-                if self._inflight is not None:  # flush failed early: let the running commit end
-                    self._inflight.exception()
-                    self._inflight = None
-                if self._committer is not None:
-                    self._committer.shutdown(wait=True)
                 for tail in self._tails.values():
                     if tail.fd is not None:
                         os.close(tail.fd)
@@ -370,54 +356,21 @@ class Writer:
             self._pending_bytes += b.nbytes
 
     def _maybe_commit(self) -> None:
-        if self.durability != "none":
+        if self.durability != "none" or self._pending_bytes >= self.batch_bytes:
             self._commit_all()
-        elif self._pending_bytes >= self.batch_bytes:
-            # nothing is promised before flush(): write in the background while the caller goes on
-            self._commit_all(background=True)
 
-    def _commit_all(self, background: bool = False) -> None:
-        """Commit every pending frame, after the background commit still running (if any)."""
-        self._await_inflight()
+    def _commit_all(self) -> None:
         pending, self._pending = self._pending, {}
         self._pending_bytes = 0
-        if not pending:
-            return
-        if background:
-            if self._committer is None:
-                self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"logstore-commit-{self.topic.name}")
-            self._inflight = self._committer.submit(self._write_pending, pending)
-        else:
-            self._settle(self._write_pending(pending))
-
-    def _await_inflight(self) -> None:
-        future, self._inflight = self._inflight, None
-        if future is not None:
-            failed = future.result()
-            if failed is not None:
-                failed[0].add_note("raised by the background commit of records appended earlier")
-            self._settle(failed)
-
-    def _settle(self, failed: tuple[BaseException, dict] | None) -> None:
-        """Raise a commit's error, keeping the partitions it had not reached pending (in order)."""
-        if failed is None:
-            return
-        err, rest = failed
-        for q, items in rest.items():  # they go before anything staged since
-            self._pending[q] = items + self._pending.get(q, [])
-            self._pending_bytes += sum(b.nbytes for b, _ in items)
-        raise err
-
-    def _write_pending(self, pending: dict[int, list]) -> tuple[BaseException, dict] | None:
-        """Commit `pending` partition by partition; on failure return the error and the partitions
-        after the failed one (the failed partition's frames are not written, and the error says so)."""
-        order = sorted(pending)
-        for i, p in enumerate(order):
+        for p in sorted(pending):
             try:
                 self._commit(p, pending[p])
-            except BaseException as e:
-                return e, {q: pending[q] for q in order[i + 1:]}
-        return None
+            except BaseException:
+                # not written: keep the rest pending so a retry can still write them in order
+                for q in sorted(pending):
+                    if q > p:
+                        self._pending.setdefault(q, []).extend(pending[q])
+                raise
 
     def _commit(self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]) -> None:
         """Encode `batches` and write them to partition `p` under its lock, as one run of frames.
@@ -461,7 +414,9 @@ class Writer:
 
             # frames are encoded on the frame pool a few ahead (the codec and the checksum release
             # the GIL) while this thread writes the ones done: encoding overlaps the writes
-            bodies = imap_ordered(encode, jobs) if len(jobs) > 1 else map(encode, jobs)
+            # (compressed ones: an uncompressed body is only checksummed, cheaper than a handoff)
+            parallel = len(jobs) > 1 and options.compression is not None
+            bodies = imap_ordered(encode, jobs) if parallel else map(encode, jobs)
             chunks: list[Any] = []
             entries = []
             offset, pos = hint.next_offset, hint.size
