@@ -168,12 +168,23 @@ class Writer:
                 self._cut_rows()
                 self._maybe_commit()
 
-    def append_batch(self, data: pa.Table | pa.RecordBatch | Sequence[dict]) -> None:
+    def append_batch(self, data: pa.Table | pa.RecordBatch | Sequence[dict], *, partition: int | None = None) -> None:
         """Validate and write a batch (Arrow table/batch or list of dicts) as whole frames.
 
         Nothing is written if any record is invalid. In "flush" and "fsync" modes the frames are
-        committed (and synced) before this returns.
+        committed (and synced) before this returns. `partition` places the whole batch in that
+        partition; only for topics without a key field (a keyed topic places records by key hash).
+        Without it, an unkeyed topic's batches go to its partitions in turn.
         """
+        if partition is not None:
+            cfg = self.topic.config
+            if cfg.key_field is not None:
+                raise ValueError(f"topic {self.topic.name!r} places records by its key field "
+                                 f"{cfg.key_field!r}: append_batch(partition=) is for unkeyed topics")
+            if isinstance(partition, bool) or not isinstance(partition, (int, np.integer)) \
+                    or not 0 <= partition < cfg.partitions:
+                raise ValueError(f"topic {self.topic.name!r} has partitions 0..{cfg.partitions - 1}, "
+                                 f"not {partition!r}")
         with self._lock:
             if self._closed:
                 raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
@@ -186,7 +197,7 @@ class Writer:
             batch = self._conform(data, 0)
             if self._rows:
                 self._cut_rows()  # keep order: buffered records go first
-            self._stage(batch)
+            self._stage(batch, None if partition is None else int(partition))
             self._maybe_commit()
 
     def flush(self) -> None:
@@ -331,11 +342,13 @@ class Writer:
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
         return (int(lo), int(hi)) if lo is not None else (MIN_TIME, MAX_TIME)
 
-    def _stage(self, batch: pa.RecordBatch) -> None:
+    def _stage(self, batch: pa.RecordBatch, partition: int | None = None) -> None:
         """Split a valid batch by partition; each part becomes one frame at the next commit."""
         cfg = self.topic.config
         n = cfg.partitions
-        if n == 1:
+        if partition is not None:
+            groups = [(partition, batch)]
+        elif n == 1:
             groups = [(0, batch)]
         elif cfg.key_field is None:
             groups = [(self._sticky % n, batch)]

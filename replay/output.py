@@ -416,10 +416,7 @@ class Sink:
             if not self._trusted(batch):  # let the writer check every value and name what is wrong
                 self.writer.validate = True
             try:
-                # a topic without a key field places a batch at the writer's round-robin position
-                # (logstore.Writer has no partition argument yet)
-                self.writer._sticky = target
-                self.writer.append_batch(batch)
+                self.writer.append_batch(batch, partition=target)
             finally:
                 self.writer.validate = False
             self.rows += batch.num_rows

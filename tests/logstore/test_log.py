@@ -452,6 +452,25 @@ def test_failed_commit_keeps_the_partitions_it_had_not_reached(scores, monkeypat
         assert part["request_id"].to_pylist() == want
 
 
+def test_append_batch_to_a_chosen_partition(log, scores):
+    """append_batch(partition=p) puts the whole batch in p on an unkeyed topic; a keyed topic or a
+    partition out of range is refused and nothing is written."""
+    log.create_topic("u", schema=SCORE_SCHEMA, partitions=3)
+    rows = score_rows(30)
+    with log.writer("u") as w:
+        w.append_batch(rows[:10], partition=2)
+        w.append_batch(rows[10:20], partition=2)
+        w.append_batch(rows[20:], partition=0)
+        with pytest.raises(ValueError, match="partitions 0..2"):
+            w.append_batch(rows, partition=3)
+    t = log.read("u")
+    assert t.filter(pa.compute.equal(t["_partition"], 2))["request_id"].to_pylist() == [r["request_id"] for r in rows[:20]]
+    assert t.filter(pa.compute.equal(t["_partition"], 0))["request_id"].to_pylist() == [r["request_id"] for r in rows[20:]]
+    with scores.writer("scores") as w, pytest.raises(ValueError, match="key field"):
+        w.append_batch(rows, partition=0)
+    assert scores.read("scores").num_rows == 0
+
+
 def test_commit_failing_midway_leaves_no_partial_frames(log, monkeypatch):
     """A commit whose fourth frame fails to encode, after earlier frames of it were written,
     truncates them all: the log holds only whole earlier commits, and appends go on densely."""
