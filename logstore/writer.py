@@ -418,6 +418,14 @@ class Writer:
                 jobs.append((batch, offset, event_range))
                 offset += batch.num_rows
 
+            # compressed frames are encoded on the frame pool a few ahead (the codec and the
+            # checksum release the GIL) while this thread writes the ones done, each frame's
+            # buffers on one thread; a lone frame compresses its buffers on Arrow's threads. An
+            # uncompressed body is only checksummed: cheaper here than handing it to a thread.
+            parallel = len(jobs) > 1 and options.compression is not None
+            if parallel:
+                options = pa.ipc.IpcWriteOptions(compression=options.compression, use_threads=False)
+
             def encode(job: tuple[pa.RecordBatch, int, tuple[int, int]]) -> EncodedBody:
                 batch, first, event_range = job
                 # a small body is not worth compressing: per-buffer codec setup costs more than it saves
@@ -425,10 +433,6 @@ class Writer:
                 return encode_body(with_system_columns(batch, first, append_time), schema_version=version,
                                    options=opts, event_range=event_range)
 
-            # frames are encoded on the frame pool a few ahead (the codec and the checksum release
-            # the GIL) while this thread writes the ones done: encoding overlaps the writes
-            # (compressed ones: an uncompressed body is only checksummed, cheaper than a handoff)
-            parallel = len(jobs) > 1 and options.compression is not None
             bodies = imap_ordered(encode, jobs) if parallel else map(encode, jobs)
             chunks: list[Any] = []
             entries = []
