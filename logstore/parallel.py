@@ -19,7 +19,15 @@ R = TypeVar("R")
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_pid = 0
+
+
+def _forget_after_fork() -> None:
+    """In a forked child the pool's threads (and maybe a held lock) did not come along: start over."""
+    global _lock, _pool
+    _lock, _pool = threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def threads() -> int:
@@ -31,37 +39,11 @@ def threads() -> int:
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool, _pid
+    global _pool
     with _lock:
-        if _pool is None or _pid != os.getpid():
+        if _pool is None:
             _pool = ThreadPoolExecutor(threads(), thread_name_prefix="logstore-frames")
-            _pid = os.getpid()
         return _pool
-
-
-def map_ordered(fn: Callable[[T], R], items: list[T]) -> list[R]:
-    """`[fn(x) for x in items]`, spread over the pool when there is more than one item.
-
-    The first exception raised by any call is re-raised (after every call has finished, so no
-    call is still running on the caller's data when this returns).
-    """
-    if len(items) < 2 or threads() < 2:
-        return [fn(x) for x in items]
-    futures = [_executor().submit(fn, x) for x in items[1:]]
-    results: list[R] = []
-    error: BaseException | None = None
-    try:
-        results.append(fn(items[0]))  # the caller works too
-    except BaseException as e:  # noqa: BLE001 - re-raised below, once the pool is done
-        error = e
-    for f in futures:
-        try:
-            results.append(f.result())
-        except BaseException as e:  # noqa: BLE001
-            error = error or e
-    if error is not None:
-        raise error
-    return results
 
 
 def imap_ordered(fn: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:

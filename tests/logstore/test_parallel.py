@@ -2,38 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from logstore import parallel
-
-
-def test_map_ordered_keeps_order_and_runs_on_threads():
-    """Results come back in input order whatever finishes first."""
-    seen = set()
-
-    def work(x: int) -> int:
-        seen.add(threading.current_thread().name)
-        return x * x
-
-    assert parallel.map_ordered(work, list(range(50))) == [x * x for x in range(50)]
-    assert parallel.map_ordered(work, []) == []
-
-
-def test_map_ordered_raises_after_every_call_finished():
-    """The first error is raised, and no call is still running when it is."""
-    done = []
-
-    def work(x: int) -> int:
-        if x == 3:
-            raise ValueError("bad 3")
-        done.append(x)
-        return x
-
-    with pytest.raises(ValueError, match="bad 3"):
-        parallel.map_ordered(work, list(range(10)))
-    assert sorted(done) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
 
 
 def test_imap_ordered_is_lazy_and_ordered():
@@ -59,3 +30,19 @@ def test_imap_ordered_propagates_errors():
 
     with pytest.raises(RuntimeError, match="seven"):
         list(parallel.imap_ordered(work, range(20), ahead=3))
+
+
+def test_pool_works_in_a_forked_child():
+    """A child forked after the pool started gets a pool of its own."""
+    import os
+
+    assert list(parallel.imap_ordered(lambda x: x * 2, range(10), ahead=3)) == list(range(0, 20, 2))
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if the pool works here
+        ok = False
+        try:
+            ok = list(parallel.imap_ordered(lambda x: x * 2, range(10), ahead=3)) == list(range(0, 20, 2))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
