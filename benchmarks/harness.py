@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.sampler import tree_pss
+
 # --------------------------------------------------------------------------------------------------
 # What a case is
 
@@ -289,67 +291,30 @@ def read_ahead_kb(path: Path) -> int | None:
     return None
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def tree_pss(pid: int | None = None) -> tuple[int, int]:
-    """(anonymous, file-backed) proportional set size of `pid` and all its descendants, bytes.
-
-    PSS splits shared pages fairly between processes, so forked workers are not double counted.
-    File-backed pages (memory-mapped segments, libraries) are page cache the kernel can reclaim;
-    anonymous pages (heap, Arrow buffers, decompressed data) are what a process really holds.
-    """
-    pid = os.getpid() if pid is None else pid
-    anon = file = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
-                        anon += int(line.split()[1]) * 1024
-                    elif line.startswith("Pss_File:"):
-                        file += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-        todo += _children(p)
-    return anon, file
-
-
 class TreeSampler:
-    """Samples `tree_pss()` every `interval` seconds in a thread; keeps the largest of each part."""
+    """Samples `tree_pss()` of this process's tree every `interval` seconds, from a process of its
+    own (`benchmarks.sampler`), so the sampling takes neither the GIL nor a thread of the measured
+    process; keeps the largest of each part."""
 
     def __init__(self, interval: float = 0.02) -> None:
-        import threading
-
         self.interval = interval
         self.anon = self.file = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> None:
-        a, f = tree_pss()
-        self.anon, self.file = max(self.anon, a), max(self.file, f)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
+        self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "TreeSampler":
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.sampler", str(os.getpid()), str(self.interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the memory sampler did not start")
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
+        assert self._proc is not None
+        out, _ = self._proc.communicate("")  # closing its stdin ends the sampling
+        self.anon, self.file = (int(x) for x in out.split())
 
 
 def _status_kb(key: str) -> int:
