@@ -291,20 +291,33 @@ def _hint(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, build_parser(), argv, _hint)
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
+
+
+def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+        hint: Callable[[BaseException], str], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse `argv` and run the chosen command: user mistakes (LogstoreError, `USER_ERRORS`, then
+    `user_errors`) print one line and return 2; Ctrl-C returns 130 (printing what the interrupt
+    says, if anything, e.g. how to resume a run); a closed pipe returns 0. Set LOGSTORE_DEBUG=1
+    to get the traceback instead."""
     from .errors import LogstoreError
 
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if str(err):
+            print(f"{prog}: {err}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except (LogstoreError, ValueError, TypeError, OSError, KeyError) as err:
+    except (LogstoreError, *USER_ERRORS, *user_errors) as err:
         if os.environ.get("LOGSTORE_DEBUG"):
             raise
-        return print_error(PROG, err, _hint(err))
+        return print_error(prog, err, hint(err))
 
 
 def print_error(prog: str, err: BaseException, hint: str = "") -> int:

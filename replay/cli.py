@@ -205,27 +205,9 @@ def _hint(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from logstore.errors import LogstoreError
+    from logstore.cli import run
 
-    from .errors import RunInterrupted
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except RunInterrupted as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    except (LogstoreError, ValueError, TypeError, OSError, KeyError, ImportError) as err:
-        if os.environ.get("LOGSTORE_DEBUG"):
-            raise
-        from logstore.cli import print_error
-
-        return print_error(PROG, err, _hint(err))
+    return run(PROG, build_parser(), argv, _hint, user_errors=(ImportError,))
 
 
 if __name__ == "__main__":
