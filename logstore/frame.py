@@ -129,13 +129,6 @@ class EncodedBody:
     max_event_time: int
     flags: int
 
-    @property
-    def body(self) -> pa.Buffer:
-        """The body as one contiguous buffer (a copy unless it is a single part)."""
-        if len(self.parts) == 1:
-            return pa.py_buffer(self.parts[0])
-        return pa.py_buffer(b"".join(memoryview(p) for p in self.parts))
-
 
 class _GatherSink:
     """A write-only file for Arrow's IPC writer that keeps what it is given, checksumming as it goes.

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logstore import keyhash
+from logstore.checksum import crc
 from logstore.frame import HEADER_SIZE, FrameHeader, decode_body, encode_body, pack_header, parse_header
 from logstore.index import ENTRY_SIZE, entry_from, load
 from logstore.names import parse_segment_name, segment_name
@@ -42,7 +43,9 @@ def test_body_round_trip(rows):
     batch = pa.RecordBatch.from_pylist([{"a": a, "s": s} for a, s in rows] or [{"a": 0, "s": ""}])
     for comp in (None, "zstd"):
         body = encode_body(batch, schema_version=1, options=pa.ipc.IpcWriteOptions(compression=comp))
-        assert decode_body(body.body).equals(batch)
+        joined = pa.py_buffer(b"".join(memoryview(p) for p in body.parts))
+        assert joined.size == body.size and crc(joined) == body.crc
+        assert decode_body(joined).equals(batch)
 
 
 def test_index_entries_and_damage(tmp_path):
