@@ -375,10 +375,17 @@ class Log:
 
     def reader(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
                columns: Sequence[str] | None = None, by: str = "append_time", follow: bool = False,
-               poll_interval: float = 0.05, on_corrupt: str = "raise") -> Reader:
-        """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data."""
+               poll_interval: float = 0.05, on_corrupt: str = "raise", read_ahead: int = 0) -> Reader:
+        """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data.
+
+        ``read_ahead=n`` verifies and decodes up to n frames ahead on a thread of the reader's
+        own, so decoding overlaps whatever the loop does with each batch (a damaged frame still
+        raises at its place; with ``on_corrupt="skip"`` its gap may be listed a little early). By
+        default a frame is read when it is asked for.
+        """
         return Reader(self._existing(topic), start=start, end=end, partitions=partitions, columns=columns,
-                      by=by, follow=follow, poll_interval=poll_interval, on_corrupt=on_corrupt)
+                      by=by, follow=follow, poll_interval=poll_interval, on_corrupt=on_corrupt,
+                      read_ahead=read_ahead)
 
     def consumer(self, topic: str, group: str, *, partitions: Sequence[int] | None = None,
                  reset: str = "earliest", columns: Sequence[str] | None = None):

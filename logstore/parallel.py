@@ -9,10 +9,11 @@ in a forked child (threads do not survive `fork`), so worker processes can use i
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,14 +32,16 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def threads() -> int:
-    """How many frames are worked on at once: the CPUs this process may run on."""
+    """How many frames are worked on at once: the CPUs this process may run on, at most 8."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
 
 
-def _executor() -> ThreadPoolExecutor:
+def executor() -> ThreadPoolExecutor:
+    """The shared pool. Its tasks must never wait on other tasks of it (that could deadlock)."""
     global _pool
     with _lock:
         if _pool is None:
@@ -56,7 +59,7 @@ def imap_ordered(fn: Callable[[T], R], items: Iterable[T], ahead: int | None = N
     if ahead < 2 or threads() < 2:
         yield from map(fn, items)
         return
-    pool = _executor()
+    pool = executor()
     queue: deque[Future] = deque()
     it = iter(items)
     try:
@@ -67,11 +70,70 @@ def imap_ordered(fn: Callable[[T], R], items: Iterable[T], ahead: int | None = N
         while queue:
             yield queue.popleft().result()
     finally:
-        for f in queue:
-            f.cancel()
-        for f in queue:
-            if not f.cancelled():
-                try:
-                    f.result()
-                except BaseException:  # noqa: BLE001 - the consumer stopped; its error is what matters
-                    pass
+        abandon(queue)
+
+
+def abandon(futures: Iterable[Future]) -> None:
+    """Cancel the calls not started yet and wait for the running ones (their results and errors are
+    dropped), so none still uses what the caller is about to release."""
+    futures = list(futures)
+    for f in futures:
+        f.cancel()
+    for f in futures:
+        if not f.cancelled():
+            f.exception()
+
+
+class _End:
+    """The end of a prefetched iterator: normal (error None) or the error it raised."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items`, drawn up to `depth` ahead of the consumer on a thread of their own.
+
+    For iterators whose work releases the GIL (reading and decoding frames): the consumer works
+    on one item while the next ones are produced. Order is kept; an error raised by `items` is
+    raised to the consumer at its place. Closing the generator stops the thread and closes
+    `items`.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_End())
+        except BaseException as e:  # noqa: BLE001 - raised in the consumer
+            put(_End(e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=run, name="logstore-read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join()

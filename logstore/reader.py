@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from .errors import CorruptFrameError, LogstoreError
 from .frame import BODY_SYSTEM_FIELDS, FrameHeader, decode_body
-from .parallel import imap_ordered
+from .parallel import imap_ordered, prefetch
 from .partition import Partition, Snapshot
 from .writer import clock_us
 
@@ -314,7 +314,8 @@ def read_table(topic: Any, start: Bound = None, end: Bound = None, partitions: S
     pl = plan(topic, start, end, partitions, by)
     batches: list[pa.RecordBatch] = []
     for p, (lo, hi) in pl.ranges.items():
-        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range, parallel=True))
+        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range,
+                                            parallel=True))
     return pa.Table.from_batches(batches, schema=fr.schema), fr
 
 
@@ -329,13 +330,14 @@ class Reader:
     def __init__(self, topic: Any, *, start: Bound = None, end: Bound = None,
                  partitions: Sequence[int] | None = None, columns: Sequence[str] | None = None,
                  by: str = "append_time", follow: bool = False, poll_interval: float = 0.05,
-                 on_corrupt: str = "raise") -> None:
+                 on_corrupt: str = "raise", read_ahead: int = 0) -> None:
         self.topic = topic
         self.start, self.end, self.by = start, end, by
         self.partitions = partitions
         self.follow = follow
         self.poll_interval = poll_interval
         self._frames = FrameReader(topic, columns, on_corrupt)
+        self.read_ahead = read_ahead
         self.positions: dict[int, int] = {}
 
     @property
@@ -364,7 +366,10 @@ class Reader:
             for p in sorted(self.positions):
                 lo = self.positions[p]
                 limit = snaps[p].end_offset if stop[p] is None else min(stop[p], snaps[p].end_offset)
-                for batch in self._frames.partition_batches(self.topic.partition(p), snaps[p], lo, limit, pl.event_range):
+                batches = self._frames.partition_batches(self.topic.partition(p), snaps[p], lo, limit, pl.event_range)
+                if self.read_ahead > 0:
+                    batches = prefetch(batches, self.read_ahead)
+                for batch in batches:
                     last = batch.column("_offset")[-1].as_py() if "_offset" in batch.schema.names else None
                     yield batch
                     progressed = True

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from . import parallel
 from .errors import CorruptFrameError
 from .frame import MAX_TIME, MIN_TIME, FrameHeader
 from .ipcfile import Image, frames_as_file
@@ -149,15 +149,6 @@ class _ChunkFiles(pafs.FileSystemHandler):
     delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-def _scan_threads() -> int:
-    """Frames verified and decoded at once by a view's scan: the CPUs this process may run on."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
 class TopicDataset(ds.FileSystemDataset):
     """A topic's chunks as a pyarrow Dataset whose scans read the frames straight from the segments.
 
@@ -207,34 +198,32 @@ def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterat
     wanted = set(schema.names)
     # Decode only what is asked for (at least _offset, which gives the row count).
     included = [i for i, n in enumerate(body_names) if n in wanted] or [len(body_names) - 2]
-    options = pa.ipc.IpcReadOptions(included_fields=included, use_threads=False)  # threads: one frame each
-    threads = _scan_threads()
-    with ThreadPoolExecutor(threads, thread_name_prefix="logstore-scan") as pool:
-        pending: deque = deque()  # futures of whole frames, or (chunk, lo, hi) to decode here
-        try:
-            for c in chunks:
-                if c.frames is None:
-                    pending.append((c, c.lo, c.hi))
-                else:
-                    part = c.topic.partition(c.partition)
-                    views: dict[int, Any] = {}
-                    for base, pos, offset, count in c.frames:
-                        view = views.get(base)
-                        if view is None:
-                            last = base == c.snap.bases[-1]
-                            size = c.snap.active_size if last else os.path.getsize(part.seg_path(base))
-                            view = views[base] = part.view(base, size)
-                        fut = pool.submit(_frame_batch, view, pos, offset, count, c.partition, latest.version,
-                                          options, schema)
-                        pending.append((fut, c, offset, offset + count))
-                while len(pending) > 2 * threads:
-                    yield from _take(files, pending.popleft(), schema)
-            while pending:
+    options = pa.ipc.IpcReadOptions(included_fields=included, use_threads=False)  # the pool: a frame a thread
+    ahead = 2 * parallel.threads()
+    pool = parallel.executor()
+    pending: deque = deque()  # futures of whole frames, or (chunk, lo, hi) to decode here
+    try:
+        for c in chunks:
+            if c.frames is None:
+                pending.append((c, c.lo, c.hi))
+            else:
+                part = c.topic.partition(c.partition)
+                views: dict[int, Any] = {}
+                for base, pos, offset, count in c.frames:
+                    view = views.get(base)
+                    if view is None:
+                        last = base == c.snap.bases[-1]
+                        size = c.snap.active_size if last else os.path.getsize(part.seg_path(base))
+                        view = views[base] = part.view(base, size)
+                    fut = pool.submit(_frame_batch, view, pos, offset, count, c.partition, latest.version,
+                                      options, schema)
+                    pending.append((fut, c, offset, offset + count))
+            while len(pending) > ahead:
                 yield from _take(files, pending.popleft(), schema)
-        finally:
-            for item in pending:
-                if len(item) == 4:
-                    item[0].cancel()
+        while pending:
+            yield from _take(files, pending.popleft(), schema)
+    finally:  # abandoned (an error, or the query stopped early): nothing left running on our views
+        parallel.abandon(item[0] for item in pending if len(item) == 4)
 
 
 def _take(files: _ChunkFiles, item: tuple, schema: pa.Schema) -> Iterator[pa.RecordBatch]:

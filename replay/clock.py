@@ -2,7 +2,8 @@
 
 A replay reads frames (one per append, every row of a frame shares its append time) from one
 `log.reader` per (topic, partition) and merges them with a heap, one frame per stream in memory
-(input streams: a few more, read ahead on a thread), so memory does not grow with the range. Frames come out in the order of their key::
+(input streams: a few more, decoded ahead on a thread), so memory does not grow with the range.
+Frames come out in the order of their key::
 
     (append time, role, topic, partition, first offset)      role: 0 outcomes, 1 lookups, 2 inputs
 
@@ -26,8 +27,6 @@ The output records each row's `c` as its clock.
 from __future__ import annotations
 
 import heapq
-import queue
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping
@@ -186,82 +185,28 @@ def ranges_from_time(log: Any, topic: str, snaps: Mapping[int, Any], t_us: int |
 
 def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] | None) -> Iterator[Event]:
     rank = src.role
-    for batch in log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns):
+    # input frames are decoded a few ahead (the GIL is released), so a replay decides one frame
+    # while the next is read; the order is the stream's and the clock still decides visibility
+    ahead = READ_AHEAD if rank == INPUT else 0
+    for batch in log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns,
+                            read_ahead=ahead):
         t = batch.column(batch.schema.get_field_index("_append_time"))[0].value
         off = batch.column(batch.schema.get_field_index("_offset"))[0].as_py()
         yield Event((t, rank, src.topic, p, off), rank, src.topic, p, batch)
 
 
-PREFETCH_FRAMES = 2  # frames read ahead per input stream, on a thread of its own
-PREFETCH_STREAMS = 8  # input streams read ahead (more would only add threads)
-
-
-class _End:
-    """The end of a prefetched stream: normal (error None) or the error the reader raised."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-def _prefetched(frames: Iterator[Event], depth: int = PREFETCH_FRAMES) -> Iterator[Event]:
-    """`frames`, read (checksummed, decompressed) up to `depth` frames ahead on a thread.
-
-    Reading a frame releases the GIL, so a replay decides one frame while the next is decoded.
-    Nothing changes but when a frame is read: the order is the stream's, and the clock still
-    decides what is visible. Closing the generator stops the thread.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for ev in frames:
-                if not put(ev):
-                    return
-            put(_End())
-        except BaseException as e:  # noqa: BLE001 - raised in the consumer
-            put(_End(e))
-        finally:
-            frames.close()  # type: ignore[attr-defined]
-
-    t = threading.Thread(target=run, name="replay-read", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-    finally:
-        stop.set()
-        t.join()
+READ_AHEAD = 2  # input frames decoded ahead per stream (log.reader's read_ahead: a thread each)
 
 
 def merge(log: Any, sources: Iterable[Source], columns: Mapping[str, list[str] | None] | None = None) -> Iterator[Event]:
     """All frames of `sources` in clock order (see the module docstring); per stream one frame is
-    held, and input streams are read a few frames ahead (`PREFETCH_FRAMES`)."""
+    held, and input streams are decoded a few frames ahead (`READ_AHEAD`)."""
     streams = []
-    ahead = 0
     for src in sources:
         cols = None if columns is None else columns.get(src.topic)
         for p, (lo, hi) in sorted(src.ranges.items()):
             if hi > lo:
-                frames = _frames(log, src, p, lo, hi, cols)
-                if src.role == INPUT and ahead < PREFETCH_STREAMS:
-                    frames = _prefetched(frames)
-                    ahead += 1
-                streams.append(frames)
+                streams.append(_frames(log, src, p, lo, hi, cols))
     try:
         heap: list[tuple[tuple, int, Event]] = []
         for i, s in enumerate(streams):

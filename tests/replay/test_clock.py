@@ -61,7 +61,7 @@ def test_merge_streams_a_bounded_number_of_frames_per_partition(tlog):
                 pulled.append(b.num_rows)
                 yield b
 
-    per_stream = 1 + clock.PREFETCH_FRAMES + 1  # held, queued, and one read waiting for room
+    per_stream = 1 + clock.READ_AHEAD + 1  # held, queued, and one read waiting for room
     it = clock.merge(Counting(tlog), [Source("inputs", INPUT, _all(tlog, "inputs"))])
     next(it)
     time.sleep(0.2)  # let the read-ahead threads fill their queues
@@ -71,7 +71,7 @@ def test_merge_streams_a_bounded_number_of_frames_per_partition(tlog):
     time.sleep(0.2)
     assert len(pulled) <= 10 + 2 * per_stream
     it.close()
-    assert not [t for t in threading.enumerate() if t.name == "replay-read"]
+    assert not [t for t in threading.enumerate() if t.name == "logstore-read-ahead"]
 
 
 def test_merge_surfaces_a_reader_error_and_stops_its_threads(tlog):
@@ -94,7 +94,7 @@ def test_merge_surfaces_a_reader_error_and_stops_its_threads(tlog):
             seen += 1
     assert seen >= 3
     time.sleep(0.1)
-    assert not [t for t in threading.enumerate() if t.name == "replay-read"]
+    assert not [t for t in threading.enumerate() if t.name == "logstore-read-ahead"]
 
 
 def test_resolve_offsets_and_datetimes_exactly(tlog):
