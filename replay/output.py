@@ -342,11 +342,9 @@ class Sink:
         self.frame_rows = frame_rows
         self.linger = linger
         self._clock = 0
-        # rows are built to the output schema (engine.Replayer._rows), so the writer may skip its
-        # per-value checks; `_trusted` re-checks what could still be wrong (nulls, sizes) per frame
-        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now, validate=False)
-        self._schema = log.arrow_schema(topic)
-        self._max_record = log.config(topic).max_record_bytes
+        # rows are built to the output schema (engine.Replayer._rows): the writer's checks of Arrow
+        # input of the exact schema are per column (nulls, enum symbols, a size bound), not per value
+        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now)
         self.hasher = ContentHash() if hash else None
         self.written: dict[int, tuple[int, int, int]] = {}  # partition -> (clock, offset, inputs so far)
         self.rows = 0
@@ -413,12 +411,7 @@ class Sink:
             table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
             batches = table.to_batches()
             batch = batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
-            if not self._trusted(batch):  # let the writer check every value and name what is wrong
-                self.writer.validate = True
-            try:
-                self.writer.append_batch(batch, partition=target)
-            finally:
-                self.writer.validate = False
+            self.writer.append_batch(batch, partition=target)
             self.rows += batch.num_rows
             self.frames += 1
         with self._lock:
@@ -428,30 +421,6 @@ class Sink:
             snapshot = dict(self.written)
         if self._on_commit is not None:
             self._on_commit(snapshot)
-
-    def _trusted(self, batch: pa.RecordBatch) -> bool:
-        """Whether `batch` needs none of the writer's checks: it has the output schema exactly, no
-        null in a required field (nested ones: only when the column is all null) and no row that
-        could exceed the topic's `max_record_bytes` (bounded by each column's widest value)."""
-        if not batch.schema.equals(self._schema):
-            return False
-        widest = 0
-        for f, col in zip(self._schema, batch.columns):
-            nulls = col.null_count
-            if nulls and not f.nullable:
-                return False
-            t = f.type
-            if nulls == len(col):
-                continue
-            if pa.types.is_nested(t):
-                return False  # e.g. scores with a null item: the writer's checks name the row
-            if pa.types.is_string(t) or pa.types.is_binary(t):
-                offs = np.frombuffer(col.buffers()[1], np.int32, count=len(col) + 1, offset=col.offset * 4)
-                total = int(offs[-1]) - int(offs[0])  # bounds the widest value; exact only when needed
-                widest += total if total <= self._max_record else int(np.diff(offs).max())
-            else:
-                widest += t.bit_width // 8
-        return widest <= self._max_record
 
     def progress(self) -> dict[int, tuple[int, int, int]]:
         with self._lock:

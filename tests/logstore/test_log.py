@@ -179,6 +179,22 @@ def test_too_large_record(log):
     assert ei.value.index == 1
 
 
+def test_record_size_limit_is_per_record(log):
+    """A batch far over max_record_bytes whose records are each under it is accepted, including a
+    slice of an Arrow batch whose big value lies outside the slice; a big one inside is refused."""
+    log.create_topic("t", schema=SCORE_SCHEMA, max_record_bytes=300)
+    rows = score_rows(200)
+    with log.writer("t") as w:
+        w.append_batch(rows)  # about 60 bytes each: the batch is ~40x the limit
+        rows[5]["model_id"] = "x" * 1000
+        table = pa.Table.from_pylist(rows, schema=log.arrow_schema("t"))
+        w.append_batch(table.slice(6))
+        with pytest.raises(logstore.RecordTooLargeError) as ei:
+            w.append_batch(table.slice(2))
+        assert ei.value.index == 3
+    assert log.read("t").num_rows == 200 + 194
+
+
 @pytest.mark.parametrize("name", ["", "..", "a/b", "a\x00b", "x" * 201, "a;b", 'a"b', ".hidden", "../up"])
 def test_invalid_topic_names(log, name):
     """Unsafe topic names are refused with InvalidNameError."""
