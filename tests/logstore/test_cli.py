@@ -153,3 +153,33 @@ def test_cli_reference_is_current():
     from logstore.clidoc import main as render
 
     assert (ROOT / "docs" / "cli.md").read_text() == render()
+
+
+@pytest.mark.parametrize("raised, code, said", [
+    (ValueError("bad bound\nbecause of this"), 2, "prog: error: bad bound (hint)\nprog:   because of this\n"),
+    (KeyboardInterrupt(), 130, ""),
+    (KeyboardInterrupt("interrupted: `prog resume` finishes it"), 130, "prog: interrupted: `prog resume` finishes it\n"),
+    (BrokenPipeError(), 0, ""),
+])
+def test_cli_runner_exit_codes_and_messages(monkeypatch, raised, code, said):
+    """Every command runs through logstore.cli.run: a user mistake is one line (plus its reasons)
+    and exit 2, Ctrl-C 130 (with what the interrupt says), a closed pipe 0; LOGSTORE_DEBUG=1
+    shows the traceback instead of the one line."""
+    import argparse
+
+    from logstore.cli import run as run_cli
+
+    def command(args):
+        raise raised
+
+    parser = argparse.ArgumentParser(prog="prog")
+    parser.set_defaults(func=command)
+    err = io.StringIO()
+    monkeypatch.delenv("LOGSTORE_DEBUG", raising=False)
+    with contextlib.redirect_stderr(err):
+        assert run_cli("prog", parser, [], lambda e: " (hint)") == code
+    assert err.getvalue() == said
+    if code == 2:
+        monkeypatch.setenv("LOGSTORE_DEBUG", "1")
+        with pytest.raises(ValueError, match="bad bound"):
+            run_cli("prog", parser, [], lambda e: "")
