@@ -158,7 +158,7 @@ def test_cli_reference_is_current():
 @pytest.mark.parametrize("raised, code, said", [
     (ValueError("bad bound\nbecause of this"), 2, "prog: error: bad bound (hint)\nprog:   because of this\n"),
     (KeyboardInterrupt(), 130, ""),
-    (KeyboardInterrupt("interrupted: `prog resume` finishes it"), 130, "prog: interrupted: `prog resume` finishes it\n"),
+    (KeyboardInterrupt("interrupted: `prog resume` ends it"), 130, "prog: interrupted: `prog resume` ends it\n"),
     (BrokenPipeError(), 0, ""),
 ])
 def test_cli_runner_exit_codes_and_messages(monkeypatch, raised, code, said):
