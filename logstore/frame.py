@@ -17,6 +17,19 @@ On-disk layout of one frame (all integers little-endian)::
     58      6    reserved, zero
     64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
 
+Dictionary-encoded strings: a top-level string column may be stored as a dictionary of strings
+with signed integer codes (int8, int16 or int32: the narrowest that holds the dictionary) and the
+field metadata ``logstore.encoding: dictionary``. It is the same column, encoded: readers hand it
+out as plain strings (the SQL views keep the dictionary for DuckDB). A writer stores a string
+column given as a dictionary as one, and, in compressed topics, a column whose values repeat
+(`Dictionaries`; when a commit's frames are encoded on the frame pool, as batched writers do: a
+frame committed alone keeps its caller waiting, so it stores strings as given). Like Parquet's
+dictionary pages, a few distinct model ids, versions or run ids
+cost a byte a row before the codec instead of their text, and group by their codes. With a codec
+the dictionary messages stay uncompressed (the IPC format sets compression per message): a few
+short values do not repay the codec's cost per buffer at every read. An Avro enum is a dictionary
+too, but a logical one (``avro.type`` metadata, no encoding mark): it is never decoded.
+
 The body's record batch holds the records' fields followed by two system columns: ``_offset``
 (int64, base offset + row) and ``_append_time`` (timestamp[us, UTC], the header's append time on
 every row; a constant column costs next to nothing compressed). The writer encodes a body under the
@@ -31,12 +44,14 @@ and the body crc guards the data.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .checksum import crc
 
@@ -137,20 +152,22 @@ class _GatherSink:
     `bytes`; both are kept by reference.
     """
 
-    __slots__ = ("parts", "size", "crc", "closed")
+    __slots__ = ("parts", "size", "crc", "closed", "checksum")
 
-    def __init__(self) -> None:
+    def __init__(self, checksum: bool = True) -> None:
         self.parts: list = []
         self.size = 0
         self.crc = 0
         self.closed = False
+        self.checksum = checksum
 
     def write(self, data) -> int:
         n = data.size if isinstance(data, pa.Buffer) else len(data)
         if n:
             self.parts.append(data)
             self.size += n
-            self.crc = crc(data, self.crc)
+            if self.checksum:
+                self.crc = crc(data, self.crc)
         return n
 
     def tell(self) -> int:
@@ -173,22 +190,99 @@ def encode_body(
     options: pa.ipc.IpcWriteOptions,
     event_range: tuple[int, int] = (MIN_TIME, MAX_TIME),
 ) -> EncodedBody:
-    """Encode `batch` as an Arrow IPC stream and checksum it, without copying its buffers."""
-    sink = _GatherSink()
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
-        w.write_batch(batch)
-    if sink.size > MAX_BODY:
-        raise ValueError(f"a frame body of {sink.size} bytes is over the {MAX_BODY}-byte limit")
+    """Encode `batch` as an Arrow IPC stream and checksum it, without copying its buffers.
+
+    With a codec, dictionaries go uncompressed (the IPC format sets compression per message): a
+    few short values do not repay the codec's fixed cost per buffer, paid again at every read.
+    """
+    if options.compression is not None and _top_level_dictionaries(batch.schema):
+        parts, size, body_crc = _encode_with_plain_dictionaries(batch, options)
+    else:
+        sink = _GatherSink()
+        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
+            w.write_batch(batch)
+        parts, size, body_crc = sink.parts, sink.size, sink.crc
+    if size > MAX_BODY:
+        raise ValueError(f"a frame body of {size} bytes is over the {MAX_BODY}-byte limit")
     return EncodedBody(
-        parts=sink.parts,
-        size=sink.size,
-        crc=sink.crc,
+        parts=parts,
+        size=size,
+        crc=body_crc,
         count=batch.num_rows,
         schema_version=schema_version,
         min_event_time=event_range[0],
         max_event_time=event_range[1],
         flags=FLAG_COMPRESSED if options.compression is not None else 0,
     )
+
+
+_UNCOMPRESSED = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+@functools.lru_cache(maxsize=256)
+def _top_level_dictionaries(schema: pa.Schema) -> tuple[int, ...]:
+    """Positions of the dictionary columns, if every dictionary of `schema` is a top-level column."""
+    def nested(t: pa.DataType) -> bool:
+        if pa.types.is_dictionary(t):
+            return True
+        return any(nested(t.field(i).type) for i in range(t.num_fields))
+
+    found = tuple(i for i, f in enumerate(schema) if pa.types.is_dictionary(f.type))
+    if any(nested(f.type) for f in schema if not pa.types.is_dictionary(f.type)):
+        return ()  # a nested dictionary takes an id too: leave the whole stream to Arrow
+    return found
+
+
+def _encode_with_plain_dictionaries(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> tuple[list, int, int]:
+    """(parts, size, crc) of the stream: the schema and dictionary messages uncompressed, then the
+    record batch compressed with `options`, then end of stream.
+
+    Dictionaries take ids in schema order, so the dictionary messages of a stream of the
+    dictionary columns alone are those of the whole batch; the record batch message is the one a
+    stream of the batch with its dictionary columns as their codes holds (a record batch message
+    stores a dictionary column as its codes, typeless)."""
+    where = _top_level_dictionaries(batch.schema)
+    only = pa.RecordBatch.from_arrays([batch.column(i) for i in where],
+                                      schema=pa.schema([batch.schema.field(i) for i in where]))
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, only.schema, options=_UNCOMPRESSED) as w:
+        w.write_batch(only.slice(0, 0))
+    stream = out.getvalue()
+    start = only.schema.serialize().size
+    dictionaries = stream.slice(start, stream.size - start - only.slice(0, 0).serialize().size - len(_EOS))
+    head = [batch.schema.serialize(), dictionaries]
+    fields, columns = list(batch.schema), list(batch.columns)
+    for i in where:
+        f = fields[i]
+        fields[i], columns[i] = pa.field(f.name, f.type.index_type, f.nullable), columns[i].indices
+    codes = pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+    sink = _GatherSink(checksum=False)
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), codes.schema, options=options) as w:
+        w.write_batch(codes)  # the writer writes its schema message with the first batch
+    # keep the record batch message: drop the codes' schema message before it and the EOS after it
+    message = _byte_range(sink.parts, codes.schema.serialize().size, sink.size - len(_EOS))
+    parts = [*head, *message, _EOS]
+    value = 0
+    for part in parts:
+        value = crc(part, value)
+    return parts, sum(map(_nbytes, parts)), value
+
+
+def _nbytes(part) -> int:
+    return part.size if isinstance(part, pa.Buffer) else len(part)
+
+
+def _byte_range(parts: list, start: int, end: int) -> list:
+    """The pieces of `parts` (laid end to end) covering bytes [start, end), sliced, not copied."""
+    out, pos = [], 0
+    for part in parts:
+        n = _nbytes(part)
+        lo, hi = max(start - pos, 0), min(end - pos, n)
+        if lo < hi:
+            out.append(part if (lo, hi) == (0, n) else part[lo:hi])
+        pos += n
+    return out
 
 
 OFFSET_FIELD = pa.field("_offset", pa.int64(), nullable=False)
@@ -209,7 +303,136 @@ def with_system_columns(batch: pa.RecordBatch, base_offset: int, append_time: in
 
 
 def decode_body(body: pa.Buffer, included_fields: list[int] | None = None) -> pa.RecordBatch:
-    """Decode a verified frame body into its record batch (zero-copy when uncompressed)."""
+    """Decode a verified frame body into its record batch (zero-copy when uncompressed), string
+    columns stored dictionary-encoded handed out as plain strings."""
     options = pa.ipc.IpcReadOptions(included_fields=included_fields) if included_fields is not None else None
     reader = pa.ipc.open_stream(body, options=options)
-    return reader.read_next_batch()
+    return decode_dictionaries(reader.read_next_batch())
+
+
+# --------------------------------------------------------------------------------------------------
+# dictionary-encoded strings
+
+ENCODING_KEY = b"logstore.encoding"
+DICTIONARY = b"dictionary"
+DICTIONARY_TYPE = pa.dictionary(pa.int32(), pa.string())
+SAMPLE = 32  # values probed per column before paying for a dictionary
+SAMPLE_DISTINCT = 8  # ... a column is encoded when its sample holds at most this many distinct values
+
+
+def is_stored_dictionary(field: pa.Field) -> bool:
+    """Whether `field` is a string column stored dictionary-encoded (not a logical enum)."""
+    return pa.types.is_dictionary(field.type) and (field.metadata or {}).get(ENCODING_KEY) == DICTIONARY
+
+
+@functools.lru_cache(maxsize=64)
+def _sample(n: int) -> pa.Array:
+    return pa.array(np.arange(0, n, n // SAMPLE, dtype=np.int32)[:SAMPLE])
+
+
+def _repeats(col: pa.Array) -> pa.DictionaryArray | None:
+    """`col` dictionary-encoded if a strided sample says its values repeat and the whole column
+    agrees (at most one distinct value per 4 rows); None to store it plain."""
+    n = len(col)
+    if n < 4 * SAMPLE or col.null_count == n:
+        return None
+    if pc.count_distinct(col.take(_sample(n))).as_py() > SAMPLE_DISTINCT:
+        return None
+    encoded = pc.dictionary_encode(col)
+    return _narrow(encoded) if 4 * len(encoded.dictionary) <= n else None
+
+
+def _width(k: int) -> pa.DataType:
+    return pa.int8() if k <= 2**7 else pa.int16() if k <= 2**15 else pa.int32()
+
+
+def _narrow(col: pa.DictionaryArray) -> pa.DictionaryArray:
+    """`col` with the narrowest signed codes that hold its dictionary (fewer bytes to compress)."""
+    return pa.DictionaryArray.from_arrays(_codes(col.indices, len(col.dictionary)), col.dictionary)
+
+
+def _codes(indices: pa.Array, k: int) -> pa.Array:
+    """Codes into a dictionary of `k` values as the narrowest signed integers that hold them."""
+    width = _width(k)
+    if indices.type == width:
+        return indices
+    if indices.type != pa.int32() or indices.offset:
+        return indices.cast(width)
+    values = np.frombuffer(indices.buffers()[1], np.int32, len(indices)).astype(width.to_pandas_dtype())
+    return pa.Array.from_buffers(width, len(indices), [indices.buffers()[0], pa.py_buffer(values)],
+                                 null_count=indices.null_count)
+
+
+class Dictionaries:
+    """Which top-level string columns a writer stores dictionary-encoded, frame by frame.
+
+    `strings` are the positions of the topic's string fields. A column given as a dictionary is
+    stored as one; with `auto` (the writer's compressed frames encoded on its pool), a column whose
+    values repeat is encoded. A
+    column found not to repeat is not probed again for `RETRY` frames. Safe to share between the
+    threads encoding one writer's frames (a lost update only moves a probe)."""
+
+    RETRY = 16
+
+    def __init__(self, strings: list[int]) -> None:
+        self.strings = strings
+        self._rest: dict[int, int] = {}  # column -> frames before its next probe
+        self._known: dict[int, pa.Array] = {}  # column -> the dictionary it last had
+
+    def _encode(self, i: int, col: pa.Array) -> pa.DictionaryArray | None:
+        """Column `i` encoded; a lookup in its last dictionary when every value is in it (cheaper
+        than building one), else probed and built anew."""
+        known = self._known.get(i)
+        if known is not None:
+            codes = pc.index_in(col, value_set=known)
+            if codes.null_count == col.null_count:
+                return pa.DictionaryArray.from_arrays(_codes(codes, len(known)), known)
+        encoded = _repeats(col)
+        if encoded is not None:
+            self._known[i] = encoded.dictionary
+        return encoded
+
+    def apply(self, batch: pa.RecordBatch, *, auto: bool) -> pa.RecordBatch:
+        """`batch` as stored: the chosen string columns as marked dictionary columns (signed codes,
+        as narrow as the dictionary allows)."""
+        encoded: dict[int, pa.Array] = {}
+        probe = []
+        for i in self.strings:
+            col = batch.column(i)
+            if pa.types.is_dictionary(col.type):  # given so (`schemas.conform(keep_dictionaries=True)`)
+                encoded[i] = _narrow(col)
+            elif auto:
+                rest = self._rest.get(i, 0)
+                if rest:
+                    self._rest[i] = rest - 1
+                else:
+                    probe.append(i)
+        for i in probe:
+            col = self._encode(i, batch.column(i))
+            if col is None:
+                self._rest[i] = self.RETRY
+            else:
+                encoded[i] = col
+        if not encoded:
+            return batch
+        columns, fields = list(batch.columns), list(batch.schema)
+        for i, col in encoded.items():
+            f = fields[i]
+            columns[i] = col
+            fields[i] = pa.field(f.name, col.type, f.nullable, {**(f.metadata or {}), ENCODING_KEY: DICTIONARY})
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
+
+
+def decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with its stored-dictionary string columns decoded to plain strings."""
+    schema = batch.schema
+    marked = [i for i, f in enumerate(schema) if pa.types.is_dictionary(f.type) and is_stored_dictionary(f)]
+    if not marked:
+        return batch
+    columns, fields = list(batch.columns), list(schema)
+    for i in marked:
+        f = fields[i]
+        columns[i] = columns[i].dictionary_decode()
+        meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
+        fields[i] = pa.field(f.name, pa.string(), f.nullable, meta or None)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))

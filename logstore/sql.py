@@ -15,10 +15,15 @@ dataset's `scanner`, and Arrow skips every fragment whose guarantee contradicts 
 within one fragment). The fragments left are read frame by frame straight from the mapped
 segments, on a few threads: each frame's body checksum is verified, then only the columns the
 query uses are decompressed (frame bodies carry `_offset` and `_append_time`; `_partition` is the
-fragment's), and the filters are applied exactly. Frames cut by `start`/`end`, of an older schema
-version or with enum (dictionary) fields are decoded through the reader instead. Read through
-its file system instead (``fragment.to_table()``), a fragment is the IPC file image of its frames'
-verified bytes (`ipcfile.frames_as_file`).
+fragment's), and the filters are applied exactly. Frames cut by `start`/`end` or of an older
+schema version are decoded through the reader instead. Read through its file system instead
+(``fragment.to_table()``), a fragment is the IPC file image of its frames' verified bytes
+(`ipcfile.frames_as_file`), or, when the view has dictionary columns, of their decoded rows.
+
+String columns that the topic's frames store dictionary-encoded (sampled from a few frames when
+the view is made) are ``dictionary<int32, string>`` in the view, so DuckDB groups and filters
+them by code; a frame storing such a column plain is encoded as it is read, and the other way
+round. DuckDB sees VARCHAR either way.
 """
 
 from __future__ import annotations
@@ -30,16 +35,18 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from . import parallel
 from .errors import CorruptFrameError
-from .frame import MAX_TIME, MIN_TIME, FrameHeader
+from .frame import DICTIONARY_TYPE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary
 from .ipcfile import Image, frames_as_file
 from .reader import APPEND_TIME_TYPE, SYSTEM_COLUMNS, Bound, FrameReader, plan
 
 CHUNK_ROWS = 131_072
+PROBES = 4  # frames sampled for the storage of string columns
 
 
 def quote_ident(name: str) -> str:
@@ -70,6 +77,8 @@ class _ChunkFiles(pafs.FileSystemHandler):
         self._cache: OrderedDict[str, pa.Buffer | Image] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes_read = 0  # frame bytes verified (what the filters did not prune); approximate under threads
+        self.schema: pa.Schema | None = None  # the view's schema (`view_schema`)
+        self.images = True  # whole frames may be served as their own bytes (no dictionary column)
 
     def _render(self, path: str) -> pa.Buffer | Image:
         with self._lock:
@@ -80,7 +89,7 @@ class _ChunkFiles(pafs.FileSystemHandler):
         c = self.chunks[path]
         fr = c.reader
         part = c.topic.partition(c.partition)
-        buf = self._frames_image(c, fr) if c.frames is not None else None
+        buf = self._frames_image(c, fr) if c.frames is not None and self.images else None
         if buf is None:
             buf = self._decoded(c, fr, part)
         with self._lock:
@@ -111,11 +120,13 @@ class _ChunkFiles(pafs.FileSystemHandler):
 
     def _decoded(self, c: _Chunk, fr: FrameReader, part: Any) -> pa.Buffer:
         before = fr.bytes_read
-        table = pa.Table.from_batches(list(fr.partition_batches(part, c.snap, c.lo, c.hi)), schema=fr.schema)
-        if any(pa.types.is_dictionary(f.type) for f in fr.schema):
+        schema = self.schema if self.schema is not None else fr.schema
+        batches = [as_view(b, schema) for b in fr.partition_batches(part, c.snap, c.lo, c.hi)]
+        table = pa.Table.from_batches(batches, schema=schema)
+        if any(pa.types.is_dictionary(f.type) for f in schema):
             table = table.unify_dictionaries()  # the IPC file format allows one dictionary per field
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, fr.schema) as w:
+        with pa.ipc.new_file(sink, schema) as w:
             w.write_table(table)
         with self._lock:
             self.bytes_read += fr.bytes_read - before
@@ -178,15 +189,60 @@ class TopicDataset(ds.FileSystemDataset):
             produced = pa.schema([f for f in schema if f.name in need])
         if filter is None:
             chunks = list(files.chunks.values())
-        else:
-            chunks = [files.chunks[f.path] for f in self.get_fragments(filter=filter)]
+            produced = pa.schema([schema.field(c) for c in columns]) if columns is not None else schema
+            return TopicScanner(lambda: _scan(files, chunks, produced), produced)
+        chunks = [files.chunks[f.path] for f in self.get_fragments(filter=filter)]
+
+        def filtered(read: pa.Schema) -> pa.RecordBatchReader:
+            return ds.Scanner.from_batches(_scan(files, chunks, read), schema=read, columns=columns,
+                                           filter=filter).to_reader()
+
         try:
-            return ds.Scanner.from_batches(_scan(files, chunks, produced), schema=produced, columns=columns,
-                                           filter=filter)
+            first = filtered(produced)
         except pa.ArrowInvalid:  # the filter names a field not spelled as such: read every column
             if produced is schema:
                 raise
-            return ds.Scanner.from_batches(_scan(files, chunks, schema), schema=schema, columns=columns, filter=filter)
+            produced = schema
+            first = filtered(schema)
+        pending = [first]
+        return TopicScanner(lambda: pending.pop() if pending else filtered(produced), first.schema)
+
+
+class TopicScanner:
+    """What `TopicDataset.scanner` returns: the read methods of a `pyarrow.dataset.Scanner`
+    (`to_reader`, `to_batches`, `to_table`, `count_rows`, `head`, `projected_schema`) over one
+    pass of the frames. Without a filter the batches stream straight from the frame pool (Arrow's
+    scan machinery would cost a fifth of a query); a filter runs through a real Scanner."""
+
+    def __init__(self, batches: Any, schema: pa.Schema) -> None:
+        self._batches = batches  # () -> an iterable of batches of `schema`
+        self.projected_schema = schema
+
+    def to_reader(self) -> pa.RecordBatchReader:
+        """The batches as a `pyarrow.RecordBatchReader` (what DuckDB reads)."""
+        source = self._batches()
+        if isinstance(source, pa.RecordBatchReader):
+            return source
+        return pa.RecordBatchReader.from_batches(self.projected_schema, source)
+
+    def to_batches(self) -> Iterator[pa.RecordBatch]:
+        return iter(self.to_reader())
+
+    def to_table(self) -> pa.Table:
+        return self.to_reader().read_all()
+
+    def count_rows(self) -> int:
+        return sum(b.num_rows for b in self.to_reader())
+
+    def head(self, num_rows: int) -> pa.Table:
+        out, rows = [], 0
+        reader = self.to_reader()
+        for b in reader:
+            if rows >= num_rows:
+                break
+            out.append(b.slice(0, num_rows - rows))
+            rows += out[-1].num_rows
+        return pa.Table.from_batches(out, schema=self.projected_schema)
 
 
 def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -240,7 +296,7 @@ def _take(files: _ChunkFiles, item: tuple, schema: pa.Schema) -> Iterator[pa.Rec
         c, lo, hi = item
     fr = FrameReader(c.topic, schema.names, "raise")
     for batch in fr.partition_batches(c.topic.partition(c.partition), c.snap, lo, hi):
-        yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        yield as_view(batch, schema)
     with files._lock:
         files.bytes_read += fr.bytes_read
 
@@ -262,7 +318,47 @@ def _frame_batch(view: Any, pos: int, offset: int, count: int, partition: int, v
     arrays = dict(zip(batch.schema.names, batch.columns))
     if "_partition" in schema.names:
         arrays["_partition"] = pa.array(np.full(batch.num_rows, partition, np.int32))
-    return pa.RecordBatch.from_arrays([arrays[n] for n in schema.names], schema=schema), header.size
+    return pa.RecordBatch.from_arrays([_as_type(arrays[f.name], f.type) for f in schema], schema=schema), header.size
+
+
+def _as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
+    """A column as the view's type: a string column stored one way and viewed the other converted."""
+    if col.type == t:
+        return col
+    if pa.types.is_dictionary(col.type):
+        if pa.types.is_dictionary(t):  # stored with narrower codes
+            return pa.DictionaryArray.from_arrays(col.indices.cast(t.index_type), col.dictionary)
+        return col.dictionary_decode()
+    if pa.types.is_dictionary(t):
+        return pc.dictionary_encode(col)
+    return col.cast(t)
+
+
+def as_view(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch with `schema`'s column names as `schema` (string columns (de)dictionary-encoded to match)."""
+    return pa.RecordBatch.from_arrays([_as_type(c, f.type) for c, f in zip(batch.columns, schema)], schema=schema)
+
+
+def view_schema(schema: pa.Schema, probes: Sequence[tuple[Any, int]]) -> pa.Schema:
+    """`schema` with the string columns that a sampled frame stores dictionary-encoded typed
+    ``dictionary<int32, string>``: DuckDB groups and filters those by their codes. `probes` are
+    (segment view, frame position) pairs; a frame that cannot be read is no evidence."""
+    strings = {f.name for f in schema if pa.types.is_string(f.type)}
+    stored: set[str] = set()
+    for view, pos in probes if strings else ():
+        header = view.header_at(pos)
+        if not isinstance(header, FrameHeader):
+            continue
+        try:
+            body = view.body(pos, header)
+            stored.update(f.name for f in pa.ipc.open_stream(body).schema if is_stored_dictionary(f))
+        except (CorruptFrameError, pa.ArrowException, ValueError):
+            continue
+    stored &= strings
+    if not stored:
+        return schema
+    return pa.schema([pa.field(f.name, DICTIONARY_TYPE, f.nullable, f.metadata) if f.name in stored else f
+                      for f in schema], schema.metadata)
 
 
 def _ts(us: int, type: pa.DataType = APPEND_TIME_TYPE) -> pa.Scalar:
@@ -280,13 +376,13 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
     topic.config  # raises TopicNotFoundError
     pl = plan(topic, start, end, None, by)
     reader = FrameReader(topic, None, "raise")  # one per view: it caches the topic's schemas
-    schema = reader.schema
-    fast = not any(pa.types.is_dictionary(f.type) for f in schema)  # one dictionary per IPC file
+    logical = reader.schema
     event_field = topic.config.event_time_field
-    event_type = schema.field(event_field).type if event_field else None
+    event_type = logical.field(event_field).type if event_field else None
     files = _ChunkFiles()
     paths: list[str] = []
     guarantees: list[ds.Expression] = []
+    runs: list = []  # (partition, snapshot, segment base, index entries, whole, lo, hi)
     for p, (lo, hi) in pl.ranges.items():
         snap = pl.snapshots[p]
         part = topic.partition(p)
@@ -304,22 +400,34 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
             sel = entries[keep]
             if not len(sel):
                 continue
-            for run, whole in _fragments(sel, lo, hi, chunk_rows, fast):
-                c_lo = max(lo, int(run["base_offset"][0]))
-                c_hi = min(hi, int(run["base_offset"][-1] + run["count"][-1]))
-                path = f"{p}/{c_lo}-{c_hi}"
-                frames = [(base, int(e["position"]), int(e["base_offset"]), int(e["count"])) for e in run] if whole else None
-                files.chunks[path] = _Chunk(topic, p, snap, c_lo, c_hi, frames, reader)
-                paths.append(path)
-                t_lo, t_hi = int(run["append_time"].min()), int(run["append_time"].max())
-                g = ((ds.field("_partition") == pa.scalar(p, pa.int32()))  # fills the column in images
-                     & (ds.field("_offset") >= c_lo) & (ds.field("_offset") < c_hi)
-                     & (ds.field("_append_time") >= _ts(t_lo)) & (ds.field("_append_time") <= _ts(t_hi)))
-                lo_e, hi_e = int(run["min_event_time"].min()), int(run["max_event_time"].max())
-                if event_type is not None and lo_e != MIN_TIME and hi_e != MAX_TIME:
-                    g = g & (ds.field(event_field) >= _ts(lo_e, event_type)) \
-                          & (ds.field(event_field) <= _ts(hi_e, event_type))
-                guarantees.append(g)
+            for run, whole in _fragments(sel, lo, hi, chunk_rows):
+                runs.append((p, snap, base, run, whole, lo, hi))
+    # the view's types: string columns that sampled frames store dictionary-encoded stay dictionaries
+    frames = [(p, snap, base, int(pos)) for p, snap, base, run, _, _, _ in runs for pos in run["position"]]
+    probes = []
+    for p, snap, base, pos in frames[:: max(1, len(frames) // PROBES)][: PROBES - 1] + frames[-1:]:
+        part = topic.partition(p)
+        size = snap.active_size if base == snap.bases[-1] else os.path.getsize(part.seg_path(base))
+        probes.append((part.view(base, size), pos))
+    schema = view_schema(logical, probes)
+    files.schema = schema
+    files.images = not any(pa.types.is_dictionary(f.type) for f in schema)  # one dictionary per IPC file
+    for p, snap, base, run, whole, lo, hi in runs:
+        c_lo = max(lo, int(run["base_offset"][0]))
+        c_hi = min(hi, int(run["base_offset"][-1] + run["count"][-1]))
+        path = f"{p}/{c_lo}-{c_hi}"
+        frames = [(base, int(e["position"]), int(e["base_offset"]), int(e["count"])) for e in run] if whole else None
+        files.chunks[path] = _Chunk(topic, p, snap, c_lo, c_hi, frames, reader)
+        paths.append(path)
+        t_lo, t_hi = int(run["append_time"].min()), int(run["append_time"].max())
+        g = ((ds.field("_partition") == pa.scalar(p, pa.int32()))  # fills the column in images
+             & (ds.field("_offset") >= c_lo) & (ds.field("_offset") < c_hi)
+             & (ds.field("_append_time") >= _ts(t_lo)) & (ds.field("_append_time") <= _ts(t_hi)))
+        lo_e, hi_e = int(run["min_event_time"].min()), int(run["max_event_time"].max())
+        if event_type is not None and lo_e != MIN_TIME and hi_e != MAX_TIME:
+            g = g & (ds.field(event_field) >= _ts(lo_e, event_type)) \
+                  & (ds.field(event_field) <= _ts(hi_e, event_type))
+        guarantees.append(g)
     fs = pafs.PyFileSystem(files)
     plain = ds.FileSystemDataset.from_paths(paths, schema=schema, format=ds.IpcFileFormat(), filesystem=fs,
                                             partitions=guarantees)
@@ -328,7 +436,7 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
     return dataset, files
 
 
-def _fragments(sel: np.ndarray, lo: int, hi: int, chunk_rows: int, fast: bool):
+def _fragments(sel: np.ndarray, lo: int, hi: int, chunk_rows: int):
     """Split a segment's selected index entries into runs of about `chunk_rows` records.
 
     Yields (entries, whole): `whole` runs hold only frames entirely inside [lo, hi), so their bytes
@@ -339,16 +447,16 @@ def _fragments(sel: np.ndarray, lo: int, hi: int, chunk_rows: int, fast: bool):
         base, count = int(sel["base_offset"][k]), int(sel["count"][k])
         if base < lo or base + count > hi:  # cut by the range: alone, decoded and sliced
             if k > run_start:
-                yield sel[run_start:k], fast
+                yield sel[run_start:k], True
             yield sel[k : k + 1], False
             run_start, rows = k + 1, 0
             continue
         rows += count
         if rows >= chunk_rows:
-            yield sel[run_start : k + 1], fast
+            yield sel[run_start : k + 1], True
             run_start, rows = k + 1, 0
     if run_start < len(sel):
-        yield sel[run_start:], fast
+        yield sel[run_start:], True
 
 
 def attach(log: Any, con: Any = None, *, topics: Sequence[str] | None = None, start: Bound = None,

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 from . import index as index_mod
 from . import summary
 from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
-from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, EncodedBody, encode_body, with_system_columns
+from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, Dictionaries, EncodedBody, encode_body, with_system_columns
 from .keyhash import partitions_for
 from .parallel import imap_ordered
 from .partition import Hint, Partition, build_header, flocked, write_frames
@@ -260,6 +260,8 @@ class Writer:
     # --- internals ---------------------------------------------------------------------------
     def _bind_version(self, version: int | None = None) -> None:
         self._version = self.topic.version(version)
+        # top-level string fields: stored dictionary-encoded when given so, or (compressed) when they repeat
+        self._dictionaries = Dictionaries([i for i, f in enumerate(self._version.arrow) if pa.types.is_string(f.type)])
 
     def _check_open(self) -> None:
         if self._closed:
@@ -290,7 +292,8 @@ class Writer:
         if not self.validate and isinstance(data, (pa.Table, pa.RecordBatch)) and data.schema.equals(v.arrow):
             # trusted Arrow input of exactly the topic's schema: no per-value checks
             return data.combine_chunks().to_batches()[0] if isinstance(data, pa.Table) else data
-        batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index)
+        batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index,
+                                keep_dictionaries=bool(self._dictionaries.strings))
         self._check_sizes(batch, offset_index)
         return batch
 
@@ -308,6 +311,8 @@ class Writer:
             t = col.type
             if _is_var_binary(t):
                 bound += _widest(col)
+            elif pa.types.is_dictionary(t) and _is_var_binary(t.value_type):
+                bound += _widest(col.dictionary)
             elif pa.types.is_primitive(t) and not pa.types.is_boolean(t):
                 bound += t.bit_width // 8
             else:  # nested, dictionary, ...: the whole column bounds any one value
@@ -317,7 +322,9 @@ class Writer:
         sizes = np.zeros(batch.num_rows, np.int64)
         for col in batch.columns:
             t = col.type
-            if _is_var_binary(t):
+            if pa.types.is_dictionary(t) and _is_var_binary(t.value_type):
+                col = col.dictionary_decode()
+            if _is_var_binary(col.type):
                 sizes += pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             else:
                 try:
@@ -456,10 +463,17 @@ class Writer:
             if parallel:
                 options = pa.ipc.IpcWriteOptions(compression=options.compression, use_threads=False)
 
+            dictionaries = self._dictionaries
+
             def encode(job: tuple[pa.RecordBatch, int, tuple[int, int]]) -> EncodedBody:
                 batch, first, event_range = job
                 # a small body is not worth compressing: per-buffer codec setup costs more than it saves
                 opts = options if batch.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
+                if dictionaries.strings:
+                    # repeating strings become dictionaries where frames are encoded on the pool:
+                    # hashing every value costs about what the codec then saves, and would sit on
+                    # the critical path of a frame committed alone (flush, fsync)
+                    batch = dictionaries.apply(batch, auto=parallel and opts.compression is not None)
                 return encode_body(with_system_columns(batch, first, append_time), schema_version=version,
                                    options=opts, event_range=event_range)
 

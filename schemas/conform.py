@@ -159,15 +159,19 @@ def _nested_keys_ok(rows: list, key_checks: list) -> bool:
 
 # --------------------------------------------------------------------------- entry point
 def conform(data: Any, schema: dict, arrow_schema: pa.Schema, *, topic: str | None = None,
-            offset_index: int = 0) -> pa.RecordBatch:
+            offset_index: int = 0, keep_dictionaries: bool = False) -> pa.RecordBatch:
     """`data` (list of dicts, Table or RecordBatch) as ONE RecordBatch with exactly `arrow_schema`.
+
+    With `keep_dictionaries`, an Arrow column given as a dictionary of strings for a top-level
+    string field stays one, as ``dictionary<int32, string>`` (the field keeps its name, nullability
+    and metadata): the log stores it so, without decoding it.
 
     Raises RecordValidationError(index, field, reason) for the first bad record; `index` counts
     from `offset_index`.
     """
     plan = _plan(schema, arrow_schema)
     if isinstance(data, (pa.Table, pa.RecordBatch)):
-        return _conform_arrow(data, plan, topic, offset_index)
+        return _conform_arrow(data, plan, topic, offset_index, keep_dictionaries)
     rows = data if isinstance(data, list) else list(data)
     return _conform_rows(rows, plan, topic, offset_index)
 
@@ -232,9 +236,20 @@ def _one_batch(data: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]  # pragma: no cover
 
 
-def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int) -> pa.RecordBatch:
+def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
+                   keep_dictionaries: bool = False) -> pa.RecordBatch:
     src = _one_batch(data)
     target = plan.arrow_schema
+    kept: dict[int, pa.Array] = {}
+    if keep_dictionaries:
+        names = src.schema.names
+        for i, f in enumerate(target):
+            if pa.types.is_string(f.type) and f.name in names:
+                col = src.column(f.name)
+                if pa.types.is_dictionary(col.type):
+                    encoded = _string_dictionary(col)
+                    if encoded is not None:
+                        kept[i] = encoded
     if src.schema.equals(target, check_metadata=False):
         cols = [_view(c, f.type) for c, f in zip(src.columns, target)]
     else:
@@ -244,13 +259,18 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int) -> pa
                 raise RecordValidationError(None, name, f"unknown column {name!r} not in schema{_suggest(name, plan.names)}"
                                             f" (expected columns: {', '.join(plan.names)})", topic=topic)
         cols = []
-        for f in target:
+        for i, f in enumerate(target):
             if f.name not in names:
                 if not f.nullable:
                     raise RecordValidationError(None, f.name, f"missing required column (expected {f.type})", topic=topic)
                 cols.append(pa.nulls(src.num_rows, f.type))
+            elif i in kept:
+                cols.append(kept[i])
             else:
                 cols.append(_coerce(src.column(f.name), f, f.name, topic, offset))
+    if kept:
+        target = pa.schema([pa.field(f.name, kept[i].type, f.nullable, f.metadata) if i in kept else f
+                            for i, f in enumerate(target)], target.metadata)
     batch = pa.RecordBatch.from_arrays(cols, schema=target)
     if _columns_ok(batch, plan):
         return batch
@@ -259,6 +279,20 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int) -> pa
         i, field, reason = found
         raise RecordValidationError(i + offset, field, reason, topic=topic)
     return batch
+
+
+def _string_dictionary(col: pa.Array) -> pa.Array | None:
+    """A dictionary column of strings as ``dictionary<int32, string>``; None if it is not one (other
+    value types, or a null inside the dictionary itself)."""
+    t = col.type
+    if not pa.types.is_string(t.value_type) or col.dictionary.null_count:
+        return None
+    if t.index_type == pa.int32():
+        return col
+    try:
+        return pa.DictionaryArray.from_arrays(col.indices.cast(pa.int32()), col.dictionary)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _view(col: pa.Array, t: pa.DataType) -> pa.Array:
