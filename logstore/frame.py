@@ -302,10 +302,18 @@ def with_system_columns(batch: pa.RecordBatch, base_offset: int, append_time: in
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema.append(OFFSET_FIELD).append(APPEND_TIME_FIELD))
 
 
-def decode_body(body: pa.Buffer, included_fields: list[int] | None = None) -> pa.RecordBatch:
+_READ_OPTIONS = {True: pa.ipc.IpcReadOptions(), False: pa.ipc.IpcReadOptions(use_threads=False)}
+
+
+def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
+                use_threads: bool = True) -> pa.RecordBatch:
     """Decode a verified frame body into its record batch (zero-copy when uncompressed), string
-    columns stored dictionary-encoded handed out as plain strings."""
-    options = pa.ipc.IpcReadOptions(included_fields=included_fields) if included_fields is not None else None
+    columns stored dictionary-encoded handed out as plain strings. `use_threads=False` keeps the
+    decompression on the calling thread (not Arrow's CPU pool)."""
+    if included_fields is not None:
+        options = pa.ipc.IpcReadOptions(included_fields=included_fields, use_threads=use_threads)
+    else:
+        options = _READ_OPTIONS[use_threads]
     reader = pa.ipc.open_stream(body, options=options)
     return decode_dictionaries(reader.read_next_batch())
 
@@ -348,7 +356,9 @@ def _width(k: int) -> pa.DataType:
 
 def _narrow(col: pa.DictionaryArray) -> pa.DictionaryArray:
     """`col` with the narrowest signed codes that hold its dictionary (fewer bytes to compress)."""
-    return pa.DictionaryArray.from_arrays(_codes(col.indices, len(col.dictionary)), col.dictionary)
+    if col.type.index_type == _width(len(col.dictionary)):
+        return col
+    return pa.DictionaryArray.from_arrays(_codes(col.indices, len(col.dictionary)), col.dictionary, safe=False)
 
 
 def _codes(indices: pa.Array, k: int) -> pa.Array:
@@ -386,7 +396,7 @@ class Dictionaries:
         if known is not None:
             codes = pc.index_in(col, value_set=known)
             if codes.null_count == col.null_count:
-                return pa.DictionaryArray.from_arrays(_codes(codes, len(known)), known)
+                return pa.DictionaryArray.from_arrays(_codes(codes, len(known)), known, safe=False)
         encoded = _repeats(col)
         if encoded is not None:
             self._known[i] = encoded.dictionary

@@ -379,7 +379,8 @@ class Log:
         """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data.
 
         ``read_ahead=n`` verifies and decodes up to n frames ahead on a thread of the reader's
-        own, so decoding overlaps whatever the loop does with each batch (a damaged frame still
+        own (decompressing there, which leaves Arrow's CPU pool to the loop), so decoding overlaps
+        whatever the loop does with each batch (a damaged frame still
         raises at its place; with ``on_corrupt="skip"`` its gap may be listed a little early). By
         default a frame is read when it is asked for.
         """

@@ -160,6 +160,7 @@ class FrameReader:
         # decode only the needed fields, plus _offset and _append_time (the body's last two)
         system = [len(names), len(names) + 1]
         self._included = [names.index(c) for c in self._needed] + system if columns is not None else None
+        self.use_threads = True  # decompress a frame's buffers on Arrow's CPU pool
         self.bytes_read = 0
 
     def partition_batches(self, part: Partition, snap: Snapshot, lo: int, hi: int,
@@ -249,11 +250,11 @@ class FrameReader:
         """The body's batch: the user columns needed (resolved to the latest schema), `_offset`, `_append_time`."""
         try:
             if header.schema_version == self.latest.version:
-                return decode_body(body, self._included)
+                return decode_body(body, self._included, use_threads=self.use_threads)
             import schemas
 
             old = self.topic.version(header.schema_version)
-            full = decode_body(body)
+            full = decode_body(body, use_threads=self.use_threads)
             k = full.num_columns - BODY_SYSTEM_FIELDS
             user = schemas.resolve(full.select(range(k)), old.schema, self.latest.schema).select(self._needed)
             system = full.select(range(k, full.num_columns))
@@ -337,6 +338,9 @@ class Reader:
         self.follow = follow
         self.poll_interval = poll_interval
         self._frames = FrameReader(topic, columns, on_corrupt)
+        # reading ahead, a frame is decoded whole on the read-ahead thread: Arrow's CPU pool stays
+        # free for the consumer (whose own work, e.g. writing, may use it)
+        self._frames.use_threads = read_ahead <= 0
         self.read_ahead = read_ahead
         self.positions: dict[int, int] = {}
 

@@ -190,15 +190,7 @@ class Writer:
         partition; only for topics without a key field (a keyed topic places records by key hash).
         Without it, an unkeyed topic's batches go to its partitions in turn.
         """
-        if partition is not None:
-            cfg = self.topic.config
-            if cfg.key_field is not None:
-                raise ValueError(f"topic {self.topic.name!r} places records by its key field "
-                                 f"{cfg.key_field!r}: append_batch(partition=) is for unkeyed topics")
-            if isinstance(partition, bool) or not isinstance(partition, (int, np.integer)) \
-                    or not 0 <= partition < cfg.partitions:
-                raise ValueError(f"topic {self.topic.name!r} has partitions 0..{cfg.partitions - 1}, "
-                                 f"not {partition!r}")
+        self._check_partition(partition)
         with self._lock:
             if self._closed:
                 raise WriterClosedError(f"writer on topic {self.topic.name!r} is closed")
@@ -213,6 +205,18 @@ class Writer:
                 self._cut_rows()  # keep order: buffered records go first
             self._stage(batch, None if partition is None else int(partition))
             self._maybe_commit()
+
+    def _check_partition(self, partition: int | None) -> None:
+        if partition is None:
+            return
+        cfg = self.topic.config
+        if cfg.key_field is not None:
+            raise ValueError(f"topic {self.topic.name!r} places records by its key field "
+                             f"{cfg.key_field!r}: append_batch(partition=) is for unkeyed topics")
+        if isinstance(partition, bool) or not isinstance(partition, (int, np.integer)) \
+                or not 0 <= partition < cfg.partitions:
+            raise ValueError(f"topic {self.topic.name!r} has partitions 0..{cfg.partitions - 1}, "
+                             f"not {partition!r}")
 
     def flush(self) -> None:
         """Cut buffered records into frames and commit everything; returns once durable per mode."""

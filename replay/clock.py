@@ -195,7 +195,7 @@ def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] 
         yield Event((t, rank, src.topic, p, off), rank, src.topic, p, batch)
 
 
-READ_AHEAD = 2  # input frames decoded ahead per stream (log.reader's read_ahead: a thread each)
+READ_AHEAD = 8  # input frames decoded ahead per stream (log.reader's read_ahead: a thread each)
 
 
 def merge(log: Any, sources: Iterable[Source], columns: Mapping[str, list[str] | None] | None = None) -> Iterator[Event]:

@@ -69,14 +69,31 @@ class Stop(Exception):
 _CONST_CAP = 1 << 16
 
 
+CONSTANT_COLUMNS = ("model_id", "model_version", "run_id", "input_topic")  # one value per model or run
+CONSTANT_TYPE = pa.dictionary(pa.int8(), pa.string())
+
+
 class _Consts:
-    """Constant string columns (model id, run id, ...) built once and sliced per batch."""
+    """Constant string columns (model id, run id, ...) built once and sliced per batch.
+
+    As dictionaries of their one value (a byte of code a row: the log stores them so, with no
+    text to copy, compress or checksum per row), or `plain` strings."""
 
     def __init__(self) -> None:
         self._cache: dict[str, pa.Array] = {}
+        self._plain: dict[str, pa.Array] = {}
+        self._zeros = pa.array(np.zeros(_CONST_CAP, np.int8))
 
     def __call__(self, value: str, n: int) -> pa.Array:
         arr = self._cache.get(value)
+        if arr is None or len(arr) < n:
+            if len(self._zeros) < n:
+                self._zeros = pa.array(np.zeros(n, np.int8))
+            arr = self._cache[value] = pa.DictionaryArray.from_arrays(self._zeros, pa.array([value], pa.string()))
+        return arr.slice(0, n)
+
+    def plain(self, value: str, n: int) -> pa.Array:
+        arr = self._plain.get(value)
         if arr is None or len(arr) < n:
             size = max(n, _CONST_CAP)
             raw = value.encode()
@@ -85,7 +102,7 @@ class _Consts:
                 if len(raw) * size < 2**31 else None
             if offsets is None:
                 return pa.array([value] * n, pa.string())
-            arr = self._cache[value] = pa.StringArray.from_buffers(size, offsets, data)
+            arr = self._plain[value] = pa.StringArray.from_buffers(size, offsets, data)
         return arr.slice(0, n)
 
 
@@ -193,6 +210,8 @@ class Replayer:
         self._consts = _Consts()
         self._null_cache: dict[str, pa.Array] = {}
         self._schema = log.arrow_schema(plan.output)
+        self._row_schema = pa.schema([pa.field(f.name, CONSTANT_TYPE, f.nullable, f.metadata)
+                                      if f.name in CONSTANT_COLUMNS else f for f in self._schema])
         self._done: dict[int, int] = {p: 0 for p in self.partitions}
         in_schema = log.arrow_schema(plan.inputs)
         self._has_key = plan.key in in_schema.names
@@ -310,7 +329,7 @@ class Replayer:
                 rid = rid.cast(pa.string())
         else:
             rid = pc.binary_join_element_wise(
-                c(f"{ev.topic}", n), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
+                c.plain(f"{ev.topic}", n), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
                 batch.column(schema.get_field_index("_offset")).cast(pa.string()), "/")
         if ev.clock is None:
             clock = at_col
@@ -345,7 +364,7 @@ class Replayer:
             "read_fence": read_fence,
             "fence": fence_col,
         }
-        return pa.Table.from_arrays([cols[f.name] for f in self._schema], schema=self._schema)
+        return pa.Table.from_arrays([cols[f.name] for f in self._row_schema], schema=self._row_schema)
 
     def _nulls(self, name: str, n: int) -> pa.Array:
         """`n` nulls of output column `name` (of its exact type: no cast when the table is built)."""

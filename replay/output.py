@@ -23,7 +23,9 @@ Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, inpu
 model id); each stream hashes its rows in clock-then-offset order, column by column over the
 fields in `HASHED` (run id, latency, host, code version and the log's system columns are left out:
 they change from run to run while the content does not; model id, version, input topic and
-partition are constant in a stream and enter through its line). A column's digest is the SHA-256 of
+partition are constant in a stream and enter through its line; `request_id` and `event_time` are
+the input's own, fixed by the input topic, partition and offset the stream hashes, and a third of
+the bytes to hash). A column's digest is the SHA-256 of
 three SHA-256s: its validity, its value lengths (strings, lists, maps; 0 for a null row) and its
 values. Validity and lengths are hashed as runs (little-endian int64 pairs ``value, run length``,
 validity as 1/0); values as their bytes (fixed-width: the little-endian value buffer, nulls as 0;
@@ -37,6 +39,7 @@ the SHA-256 of the sorted stream lines ``topic, partition, model id, model versi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import threading
@@ -64,7 +67,7 @@ AUDIT_FIELDS = [
 
 # per-row content; the stream key (input topic, partition, model id) and the model version are
 # constant within a stream and enter the hash once, in the stream's line
-HASHED = ["request_id", "event_time", "score", "scores", "label", "input_offset", "clock", "read_fence", "fence"]
+HASHED = ["score", "scores", "label", "input_offset", "clock", "read_fence", "fence"]
 # columns hashed as runs of their values (constant per input frame unless lookups or event-time
 # order say otherwise) or runs of their differences (dense offsets)
 HASH_AS = {"clock": "runs", "read_fence": "runs", "input_offset": "deltas"}
@@ -141,6 +144,28 @@ class _Runs:
         return h.digest()
 
 
+@functools.lru_cache(maxsize=256)
+def _kind(t: pa.DataType) -> str:
+    """How `_ColumnHash` hashes a column of type `t`."""
+    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_map(t):
+        return "map"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "list"
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_struct(t):
+        return "struct"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
+        return "time"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    return "other"
+
+
 def _values_buffer(arr: pa.Array, width: int) -> memoryview:
     """The value bytes of a fixed-width array without nulls (a view, no copy)."""
     return memoryview(arr.buffers()[1])[arr.offset * width:(arr.offset + len(arr)) * width]
@@ -168,22 +193,22 @@ class _ColumnHash:
         if not n:
             return
         t = arr.type
+        kind = _kind(t)
         nulls = arr.null_count
-        variable = pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or \
-            pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_map(t)
+        variable = kind in ("string", "list", "map")
         if nulls == n:  # all null: what nulls among values give, without looking at the values
             self.valid.add_run(0, n)
             if variable:
                 self.lengths.add_run(0, n)
                 return
-            if pa.types.is_null(t) or pa.types.is_struct(t):
+            if kind in ("null", "struct"):
                 return
-            arr, nulls = arr.fill_null(False if pa.types.is_boolean(t) else 0), 0
+            arr, nulls = arr.fill_null(False if kind == "bool" else 0), 0
         elif nulls:
             self.valid.add(arr.is_valid().to_numpy(zero_copy_only=False))
         else:
             self.valid.add_run(1, n)
-        if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
+        if kind == "string":
             a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if nulls else arr
             large = pa.types.is_large_string(t)
             offs = np.frombuffer(a.buffers()[1], np.int64 if large else np.int32, count=n + 1,
@@ -192,26 +217,26 @@ class _ColumnHash:
             data = a.buffers()[2]
             if data is not None and offs[-1] > offs[0]:
                 self.values.update(memoryview(data)[int(offs[0]):int(offs[-1])])
-        elif pa.types.is_map(t):
+        elif kind == "map":
             offs = arr.offsets.to_numpy()
             self.lengths.add(map_lengths(arr))
             lo, hi = int(offs[0]), int(offs[-1])
             self._child("key").update(arr.keys.slice(lo, hi - lo))
             self._child("item").update(arr.items.slice(lo, hi - lo))
-        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        elif kind == "list":
             self.lengths.add(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False))
             self._child("item").update(pc.list_flatten(arr))
-        elif pa.types.is_null(t):
+        elif kind == "null":
             pass
         else:
-            if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
+            if kind == "time":
                 arr = arr.view(pa.int64()) if t.bit_width == 64 else arr.cast(pa.int64())
-            elif pa.types.is_boolean(t):
+            elif kind == "bool":
                 arr = arr.cast(pa.uint8())
             vals = arr.fill_null(0) if nulls else arr
             if self.runs is not None:
                 self.runs.add(vals.to_numpy(zero_copy_only=False))
-            elif pa.types.is_integer(vals.type) or pa.types.is_floating(vals.type):
+            elif kind in ("number", "time", "bool"):
                 self.values.update(_values_buffer(vals, vals.type.bit_width // 8))
             else:
                 self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
@@ -328,12 +353,13 @@ class Sink:
     `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
     `written` never runs ahead of the log. Tables are coalesced (waiting up to `linger` seconds
-    for more) into frames of about `frame_rows` rows: the writer's cost per frame (system columns,
-    index entry, tail hint, codec set-up per buffer) outweighs the one copy that concatenating makes. `hash=False` skips the content hash (resumed runs hash from the log).
+    for more) into frames of about `frame_rows` rows: the writer's cost per frame (validation,
+    system columns, index entry, tail hint, codec set-up per buffer) outweighs the one copy that
+    concatenating makes. `hash=False` skips the content hash (resumed runs hash from the log).
     """
 
     def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 32_768,
-                 max_queue: int = 16, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
+                 max_queue: int = 32, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
                  linger: float = 0.05) -> None:
         self.topic = topic
         self.partitions = log.config(topic).partitions

@@ -163,8 +163,8 @@ def conform(data: Any, schema: dict, arrow_schema: pa.Schema, *, topic: str | No
     """`data` (list of dicts, Table or RecordBatch) as ONE RecordBatch with exactly `arrow_schema`.
 
     With `keep_dictionaries`, an Arrow column given as a dictionary of strings for a top-level
-    string field stays one, as ``dictionary<int32, string>`` (the field keeps its name, nullability
-    and metadata): the log stores it so, without decoding it.
+    string field stays one, with signed codes of at most 32 bits (the field keeps its name,
+    nullability and metadata): the log stores it so, without decoding it.
 
     Raises RecordValidationError(index, field, reason) for the first bad record; `index` counts
     from `offset_index`.
@@ -282,12 +282,12 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
 
 
 def _string_dictionary(col: pa.Array) -> pa.Array | None:
-    """A dictionary column of strings as ``dictionary<int32, string>``; None if it is not one (other
-    value types, or a null inside the dictionary itself)."""
+    """A dictionary column of strings with signed codes of at most 32 bits (others are cast to
+    int32); None if it is not one (other value types, or a null inside the dictionary itself)."""
     t = col.type
     if not pa.types.is_string(t.value_type) or col.dictionary.null_count:
         return None
-    if t.index_type == pa.int32():
+    if t.index_type in (pa.int8(), pa.int16(), pa.int32()):
         return col
     try:
         return pa.DictionaryArray.from_arrays(col.indices.cast(pa.int32()), col.dictionary)
