@@ -237,7 +237,7 @@ def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed
         "case, median reported; spread = (max - min) / median",
         "- peak MB: the largest RSS growth of the measuring process during one run (result included);",
         "  on-disk MB: apparent size of the files written (or read); speeds and `vs` ratios: per record",
-        f"- Reads: page cache warm for the timed runs; `touched MB, cold` counts the file pages one read pulls",
+        "- Reads: page cache warm for the timed runs; `touched MB, cold` counts the file pages one read pulls",
         f"  in after eviction, kernel read-ahead included (this disk: {_ra(args)}; a memory-mapped",
         "  reader faults in a whole read-around window per miss). `frames read MB` is logstore's own count.",
         "",

@@ -19,7 +19,9 @@ Per case, in the child:
    `time.perf_counter()`. Everything a user pays (open, close, flush, fsync) is inside `run`.
    Peak memory = VmHWM after the run minus VmRSS before it (what the operation itself added,
    including the result it returns), and, for cases that start processes, the largest child RSS
-   (`getrusage(RUSAGE_CHILDREN).ru_maxrss`).
+   (`getrusage(RUSAGE_CHILDREN).ru_maxrss`). Cases with `tree_memory` have the PSS of their
+   process tree sampled from another process in the warm-up and in one extra untimed run, never
+   in a timed one (the sampling takes CPU).
 3. On-disk bytes: the apparent size of every file `run` left in its run directory (or
    `job.disk_bytes`).
 4. Optional `touched` pass (read cases): fsync and evict every file of the data directory from the
@@ -370,7 +372,11 @@ def run_job(case: Case, ctx: Ctx) -> Result:
     # run -1 is an untimed warm-up (lazy imports, runtime start-up, first-call caches); its peak
     # memory counts, since it is the run that grows the allocator's pools
     warmup = job.warmup and ctx.options.get("warmup", True)
-    for i in range(-1 if warmup else 0, ctx.runs):
+    # a tree_memory job's timed runs go unsampled (the sampler walks every mapping of the tree
+    # every 20 ms: on 2 cores, CPU taken from the run); its tree is sampled in the warm-up and in
+    # one extra untimed run after them
+    extra = 1 if job.tree_memory else 0
+    for i in range(-1 if warmup else 0, ctx.runs + extra):
         if job.fresh_dir:
             run_dir = base / f"run{i}"
             if run_dir.exists():
@@ -383,7 +389,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         gc.collect()
         can_reset = reset_peak()
         before = rss()
-        if job.tree_memory:
+        if job.tree_memory and not 0 <= i < ctx.runs:
             base_anon, base_file = tree_pss()
             with TreeSampler() as sampler:
                 t0 = time.perf_counter()
@@ -396,7 +402,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
             out = job.run(run_dir)
             elapsed = time.perf_counter() - t0
         peak = hwm() - before if can_reset else 0
-        if i >= 0:
+        if 0 <= i < ctx.runs:
             res.times.append(elapsed)
         res.peaks.append(max(peak, 0))
         if job.after is not None:
