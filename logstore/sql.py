@@ -327,11 +327,20 @@ def _as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
         return col
     if pa.types.is_dictionary(col.type):
         if pa.types.is_dictionary(t):  # stored with narrower codes
-            return pa.DictionaryArray.from_arrays(col.indices.cast(t.index_type), col.dictionary)
+            return pa.DictionaryArray.from_arrays(_widen(col.indices, t.index_type), col.dictionary, safe=False)
         return col.dictionary_decode()
     if pa.types.is_dictionary(t):
         return pc.dictionary_encode(col)
     return col.cast(t)
+
+
+def _widen(codes: pa.Array, t: pa.DataType) -> pa.Array:
+    """Dictionary codes as the wider integer type `t` (through numpy: less than a compute cast)."""
+    if codes.offset or not pa.types.is_integer(codes.type):
+        return codes.cast(t)
+    values = np.frombuffer(codes.buffers()[1], codes.type.to_pandas_dtype(), len(codes))
+    return pa.Array.from_buffers(t, len(codes), [codes.buffers()[0], pa.py_buffer(values.astype(t.to_pandas_dtype()))],
+                                 null_count=codes.null_count)
 
 
 def as_view(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
