@@ -14,7 +14,8 @@ Per case, in the child:
 
 1. `job.setup(data_dir)` once, untimed (e.g. write the Parquet file a read case reads). Data
    directories are shared between cases by key and prepared once (a `.done` marker).
-2. `runs` times: `job.before(run_dir)` untimed; then `gc.collect()`, reset the peak-RSS mark
+2. `runs` times (at least `SHORT_RUNS` for a case whose first run is under `SHORT_S`):
+   `job.before(run_dir)` untimed; then `gc.collect()`, reset the peak-RSS mark
    (`echo 5 > /proc/self/clear_refs`), read VmRSS, and time `job.run(run_dir)` with
    `time.perf_counter()`. Everything a user pays (open, close, flush, fsync) is inside `run`.
    Peak memory = VmHWM after the run minus VmRSS before it (what the operation itself added,
@@ -319,6 +320,10 @@ class TreeSampler:
         self.anon, self.file = (int(x) for x in out.split())
 
 
+SHORT_S = 0.5  # a case whose first run takes less than this ...
+SHORT_RUNS = 9  # ... gets at least this many timed runs
+
+
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -376,7 +381,11 @@ def run_job(case: Case, ctx: Ctx) -> Result:
     # every 20 ms: on 2 cores, CPU taken from the run); its tree is sampled in the warm-up and in
     # one extra untimed run after them
     extra = 1 if job.tree_memory else 0
-    for i in range(-1 if warmup else 0, ctx.runs + extra):
+    # a short case gets more timed runs: its median would otherwise move with the machine's
+    # noise (another tenant's burst lasts longer than three of its runs)
+    runs = ctx.runs
+    i = -1 if warmup else 0
+    while i < runs + extra:
         if job.fresh_dir:
             run_dir = base / f"run{i}"
             if run_dir.exists():
@@ -389,7 +398,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         gc.collect()
         can_reset = reset_peak()
         before = rss()
-        if job.tree_memory and not 0 <= i < ctx.runs:
+        if job.tree_memory and not 0 <= i < runs:
             base_anon, base_file = tree_pss()
             with TreeSampler() as sampler:
                 t0 = time.perf_counter()
@@ -402,8 +411,10 @@ def run_job(case: Case, ctx: Ctx) -> Result:
             out = job.run(run_dir)
             elapsed = time.perf_counter() - t0
         peak = hwm() - before if can_reset else 0
-        if 0 <= i < ctx.runs:
+        if 0 <= i < runs:
             res.times.append(elapsed)
+        if i == (-1 if warmup else 0) and elapsed < SHORT_S:
+            runs = max(runs, SHORT_RUNS)
         res.peaks.append(max(peak, 0))
         if job.after is not None:
             res.extra.update(job.after(run_dir, out) or {})
@@ -414,6 +425,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
             shutil.rmtree(run_dir, ignore_errors=True)
         elif job.disk_bytes is not None:
             res.disk_bytes = job.disk_bytes(run_dir)
+        i += 1
     if not can_reset:
         res.extra["peak_note"] = "peak RSS reset unavailable; peaks are process lifetime peaks"
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
