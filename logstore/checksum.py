@@ -14,9 +14,5 @@ def crc(data, value: int = 0) -> int:
     """CRC-32C of a bytes-like object (bytes, memoryview, pyarrow.Buffer).
 
     `value` continues a running checksum: ``crc(b, crc(a)) == crc(a + b)``.
-
-    The GIL is kept: at ~20 GB/s a frame's checksum takes tens of microseconds, while releasing
-    the GIL means waiting to take it back behind any thread running Python (up to the 5 ms switch
-    interval each time: 400 checksums of 1 MiB took 2 s beside a busy thread, 35 ms keeping it).
     """
-    return _crc32c(data, value, gil_release_mode=0)
+    return _crc32c(data, value)
