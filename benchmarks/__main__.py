@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = scenarios.select(scenarios.all_cases(ctx), [o for o in args.only.split(",") if o])
         results = run_cases(cases, ctx, args.jobs)
         if not args.no_strace and harness.have_strace():
-            one = replace(ctx, runs=1, options={**ctx.options, "warmup": False})
+            one = replace(ctx, runs=1, options={**ctx.options, "warmup": False, "short_runs": False})
             audited = [c for c in cases if c.audit_fsync]
             print(f"counting fsync calls of {len(audited)} write cases under strace ...", flush=True)
             by_id = {r.id: r for r in results}

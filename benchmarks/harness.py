@@ -413,7 +413,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         peak = hwm() - before if can_reset else 0
         if 0 <= i < runs:
             res.times.append(elapsed)
-        if i == (-1 if warmup else 0) and elapsed < SHORT_S:
+        if i == (-1 if warmup else 0) and elapsed < SHORT_S and ctx.options.get("short_runs", True):
             runs = max(runs, SHORT_RUNS)
         res.peaks.append(max(peak, 0))
         if job.after is not None:
