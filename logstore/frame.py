@@ -356,21 +356,22 @@ def _width(k: int) -> pa.DataType:
 
 def _narrow(col: pa.DictionaryArray) -> pa.DictionaryArray:
     """`col` with the narrowest signed codes that hold its dictionary (fewer bytes to compress)."""
-    if col.type.index_type == _width(len(col.dictionary)):
+    width = _width(len(col.dictionary))
+    if col.type.index_type == width:
         return col
-    return pa.DictionaryArray.from_arrays(_codes(col.indices, len(col.dictionary)), col.dictionary, safe=False)
+    return pa.DictionaryArray.from_arrays(recode(col.indices, width), col.dictionary, safe=False)
 
 
-def _codes(indices: pa.Array, k: int) -> pa.Array:
-    """Codes into a dictionary of `k` values as the narrowest signed integers that hold them."""
-    width = _width(k)
-    if indices.type == width:
-        return indices
-    if indices.type != pa.int32() or indices.offset:
-        return indices.cast(width)
-    values = np.frombuffer(indices.buffers()[1], np.int32, len(indices)).astype(width.to_pandas_dtype())
-    return pa.Array.from_buffers(width, len(indices), [indices.buffers()[0], pa.py_buffer(values)],
-                                 null_count=indices.null_count)
+def recode(codes: pa.Array, t: pa.DataType) -> pa.Array:
+    """Dictionary codes as integer type `t`, which must hold them (a numpy copy: a compute cast
+    costs several times more per frame)."""
+    if codes.type == t:
+        return codes
+    if codes.offset or not pa.types.is_integer(codes.type):
+        return codes.cast(t)
+    values = np.frombuffer(codes.buffers()[1], codes.type.to_pandas_dtype(), len(codes))
+    return pa.Array.from_buffers(t, len(codes), [codes.buffers()[0], pa.py_buffer(values.astype(t.to_pandas_dtype()))],
+                                 null_count=codes.null_count)
 
 
 class Dictionaries:
@@ -378,9 +379,9 @@ class Dictionaries:
 
     `strings` are the positions of the topic's string fields. A column given as a dictionary is
     stored as one; with `auto` (the writer's compressed frames encoded on its pool), a column whose
-    values repeat is encoded. A
-    column found not to repeat is not probed again for `RETRY` frames. Safe to share between the
-    threads encoding one writer's frames (a lost update only moves a probe)."""
+    values repeat is encoded. A column found not to repeat is not probed again for `RETRY` frames.
+    Safe to share between the threads encoding one writer's frames (a lost update only moves a
+    probe)."""
 
     RETRY = 16
 
@@ -396,7 +397,7 @@ class Dictionaries:
         if known is not None:
             codes = pc.index_in(col, value_set=known)
             if codes.null_count == col.null_count:
-                return pa.DictionaryArray.from_arrays(_codes(codes, len(known)), known, safe=False)
+                return pa.DictionaryArray.from_arrays(recode(codes, _width(len(known))), known, safe=False)
         encoded = _repeats(col)
         if encoded is not None:
             self._known[i] = encoded.dictionary
@@ -436,7 +437,7 @@ class Dictionaries:
 def decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` with its stored-dictionary string columns decoded to plain strings."""
     schema = batch.schema
-    marked = [i for i, f in enumerate(schema) if pa.types.is_dictionary(f.type) and is_stored_dictionary(f)]
+    marked = [i for i, f in enumerate(schema) if is_stored_dictionary(f)]
     if not marked:
         return batch
     columns, fields = list(batch.columns), list(schema)

@@ -142,7 +142,8 @@ class _FrameJob:
 class FrameReader:
     """Decodes the frames of one topic into output batches (with version resolution)."""
 
-    def __init__(self, topic: Any, columns: Sequence[str] | None, on_corrupt: str) -> None:
+    def __init__(self, topic: Any, columns: Sequence[str] | None, on_corrupt: str, *, use_threads: bool = True) -> None:
+        """`use_threads`: decompress a frame's buffers on Arrow's CPU pool (else on the calling thread)."""
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', found {on_corrupt!r}")
         self.topic = topic
@@ -160,7 +161,7 @@ class FrameReader:
         # decode only the needed fields, plus _offset and _append_time (the body's last two)
         system = [len(names), len(names) + 1]
         self._included = [names.index(c) for c in self._needed] + system if columns is not None else None
-        self.use_threads = True  # decompress a frame's buffers on Arrow's CPU pool
+        self.use_threads = use_threads
         self.bytes_read = 0
 
     def partition_batches(self, part: Partition, snap: Snapshot, lo: int, hi: int,
@@ -337,10 +338,9 @@ class Reader:
         self.partitions = partitions
         self.follow = follow
         self.poll_interval = poll_interval
-        self._frames = FrameReader(topic, columns, on_corrupt)
         # reading ahead, a frame is decoded whole on the read-ahead thread: Arrow's CPU pool stays
         # free for the consumer (whose own work, e.g. writing, may use it)
-        self._frames.use_threads = read_ahead <= 0
+        self._frames = FrameReader(topic, columns, on_corrupt, use_threads=read_ahead <= 0)
         self.read_ahead = read_ahead
         self.positions: dict[int, int] = {}
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -41,7 +41,7 @@ import pyarrow.fs as pafs
 
 from . import parallel
 from .errors import CorruptFrameError
-from .frame import DICTIONARY_TYPE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary
+from .frame import DICTIONARY_TYPE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary, recode
 from .ipcfile import Image, frames_as_file
 from .reader import APPEND_TIME_TYPE, SYSTEM_COLUMNS, Bound, FrameReader, plan
 
@@ -246,7 +246,8 @@ class TopicScanner:
 
 
 def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Batches of `schema` from `chunks`, in order: whole frames on a thread pool, the rest decoded."""
+    """Batches of `schema` from `chunks`, in order, a few frames at once on the frame pool: whole
+    frames straight from the segment, frames cut by the range or of an older schema through a reader."""
     if not chunks:
         return
     latest = chunks[0].reader.latest
@@ -255,50 +256,41 @@ def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterat
     # Decode only what is asked for (at least _offset, which gives the row count).
     included = [i for i, n in enumerate(body_names) if n in wanted] or [len(body_names) - 2]
     options = pa.ipc.IpcReadOptions(included_fields=included, use_threads=False)  # the pool: a frame a thread
-    ahead = 2 * parallel.threads()
-    pool = parallel.executor()
-    pending: deque = deque()  # futures of whole frames, or (chunk, lo, hi) to decode here
-    try:
+
+    def jobs() -> Iterator[tuple[_Chunk, tuple | None]]:
         for c in chunks:
             if c.frames is None:
-                pending.append((c, c.lo, c.hi))
-            else:
-                part = c.topic.partition(c.partition)
-                views: dict[int, Any] = {}
-                for base, pos, offset, count in c.frames:
-                    view = views.get(base)
-                    if view is None:
-                        last = base == c.snap.bases[-1]
-                        size = c.snap.active_size if last else os.path.getsize(part.seg_path(base))
-                        view = views[base] = part.view(base, size)
-                    fut = pool.submit(_frame_batch, view, pos, offset, count, c.partition, latest.version,
-                                      options, schema)
-                    pending.append((fut, c, offset, offset + count))
-            while len(pending) > ahead:
-                yield from _take(files, pending.popleft(), schema)
-        while pending:
-            yield from _take(files, pending.popleft(), schema)
-    finally:  # abandoned (an error, or the query stopped early): nothing left running on our views
-        parallel.abandon(item[0] for item in pending if len(item) == 4)
+                yield c, None
+                continue
+            part = c.topic.partition(c.partition)
+            views: dict[int, Any] = {}
+            for base, pos, offset, count in c.frames:
+                view = views.get(base)
+                if view is None:
+                    size = c.snap.active_size if base == c.snap.bases[-1] else os.path.getsize(part.seg_path(base))
+                    view = views[base] = part.view(base, size)
+                yield c, (view, pos, offset, count)
 
+    def load(job: tuple[_Chunk, tuple | None]) -> list[pa.RecordBatch]:
+        c, frame = job
+        if frame is not None:
+            done = _frame_batch(*frame, c.partition, latest.version, options, schema)
+            if done is not None:
+                with files._lock:
+                    files.bytes_read += done[1]
+                return [done[0]]
+            lo, hi = frame[2], frame[2] + frame[3]  # not the frame expected: the reader resolves or explains it
+        else:
+            lo, hi = c.lo, c.hi
+        fr = FrameReader(c.topic, schema.names, "raise")
+        out = [as_view(b, schema) for b in fr.partition_batches(c.topic.partition(c.partition), c.snap, lo, hi)]
+        with files._lock:
+            files.bytes_read += fr.bytes_read
+        return out
 
-def _take(files: _ChunkFiles, item: tuple, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    if len(item) == 4:
-        fut, c, lo, hi = item
-        done = fut.result()
-        if done is not None:
-            batch, nbytes = done
-            with files._lock:
-                files.bytes_read += nbytes
-            yield batch
-            return
-    else:  # cut by the range, of an older schema version, or with dictionary fields
-        c, lo, hi = item
-    fr = FrameReader(c.topic, schema.names, "raise")
-    for batch in fr.partition_batches(c.topic.partition(c.partition), c.snap, lo, hi):
-        yield as_view(batch, schema)
-    with files._lock:
-        files.bytes_read += fr.bytes_read
+    # two frames a thread in flight while DuckDB holds the one handed over
+    for batches in parallel.imap_ordered(load, jobs(), ahead=2 * parallel.threads() + 1):
+        yield from batches
 
 
 def _frame_batch(view: Any, pos: int, offset: int, count: int, partition: int, version: int,
@@ -327,20 +319,11 @@ def _as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
         return col
     if pa.types.is_dictionary(col.type):
         if pa.types.is_dictionary(t):  # stored with narrower codes
-            return pa.DictionaryArray.from_arrays(_widen(col.indices, t.index_type), col.dictionary, safe=False)
+            return pa.DictionaryArray.from_arrays(recode(col.indices, t.index_type), col.dictionary, safe=False)
         return col.dictionary_decode()
     if pa.types.is_dictionary(t):
         return pc.dictionary_encode(col)
     return col.cast(t)
-
-
-def _widen(codes: pa.Array, t: pa.DataType) -> pa.Array:
-    """Dictionary codes as the wider integer type `t` (through numpy: less than a compute cast)."""
-    if codes.offset or not pa.types.is_integer(codes.type):
-        return codes.cast(t)
-    values = np.frombuffer(codes.buffers()[1], codes.type.to_pandas_dtype(), len(codes))
-    return pa.Array.from_buffers(t, len(codes), [codes.buffers()[0], pa.py_buffer(values.astype(t.to_pandas_dtype()))],
-                                 null_count=codes.null_count)
 
 
 def as_view(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -177,7 +177,6 @@ class _ColumnHash:
     (``deltas``) for columns that are mostly constant or dense (see `HASH_AS`)."""
 
     def __init__(self, encoding: str = "values") -> None:
-        self.encoding = encoding
         self.valid = _Runs()
         self.lengths = _Runs()
         self.values = hashlib.sha256()

@@ -227,3 +227,19 @@ def test_old_versions_stored_as_dictionaries_resolve(log):
     con = log.duckdb()
     assert con.execute("SELECT m, count(*) FROM s GROUP BY m ORDER BY m").fetchall() == [
         ("m0", 8_000), ("m1", 8_000), ("m2", 8_000), ("m9", 1)]
+
+
+def test_record_size_limit_counts_dictionary_values(log):
+    """A record whose dictionary-coded string is over max_record_bytes is refused by index; a
+    batch of small records over a large dictionary passes."""
+    log.create_topic("t", schema=SCORE_SCHEMA, compression=None, max_record_bytes=300)
+    table = pa.Table.from_pylist(score_rows(200), schema=SCORE_SCHEMA)
+    big = pa.DictionaryArray.from_arrays(pa.array([0] * 200, pa.int8()), pa.array(["m", "x" * 1000]))
+    write_batches(log, "t", [table.set_column(2, "model_id", big)])  # the long value is never used
+    codes = pa.array([0] * 200, pa.int8()).to_numpy().copy()
+    codes[7] = 1
+    bad = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(["m", "x" * 1000]))
+    with pytest.raises(logstore.RecordTooLargeError) as err:
+        write_batches(log, "t", [table.set_column(2, "model_id", bad)])
+    assert err.value.index == 7
+    assert log.read("t").num_rows == 200

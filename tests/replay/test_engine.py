@@ -343,3 +343,20 @@ def test_progress_bar_draws_rows_rate_and_eta_on_a_terminal():
     quiet = io.StringIO()
     Progress(10, stream=quiet).update(5)
     assert quiet.getvalue() == ""
+
+
+def test_output_is_uncompressed_unless_its_topic_has_a_codec(rlog):
+    """The output topic is created uncompressed; one created beforehand with a codec keeps it,
+    and the rows and content hash are the same either way."""
+    from replay.runner import ensure_output
+
+    plain = replay.run(rlog, "inputs", "outcomes", [Linear()], output="out")
+    ensure_output(rlog, "packed")
+    rlog.create_topic("zstd-out", schema=replay.output.output_avro(), event_time_field="event_time",
+                      compression="zstd")
+    packed = replay.run(rlog, "inputs", "outcomes", [Linear()], output="zstd-out")
+    assert rlog.config("out").compression is None and rlog.config("packed").compression is None
+    assert rlog.config("zstd-out").compression == "zstd"
+    assert packed.content_hash == plain.content_hash
+    cols = ["request_id", "model_id", "score", "input_offset", "clock"]
+    assert packed.scores(cols).to_pylist() == plain.scores(cols).to_pylist()
