@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="100,000 records, 3 runs, no scale point")
     p.add_argument("--n", type=int, default=None, help="records in the workload (default 1,000,000)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per case (default 3; at least 9 for a case under 0.5 s; median reported)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds per scenario (default 3): each case's runs are split over rounds "
+                        "run case after case, so a slow spell of a shared machine falls on every case alike")
     p.add_argument("--only", default="", help=f"comma-separated scenarios: {','.join(scenarios.SCENARIO_KEYS)},read")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the report")
     p.add_argument("--scale", action="store_true", help="also replay 10,000,000 records (peak memory point)")
@@ -65,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.scale = False
     if a.n >= 10_000_000:
         a.scale = True
-    if a.n < 1000 or a.runs < 1:
-        p.error("--n must be >= 1000 and --runs >= 1")
+    if a.n < 1000 or a.runs < 1 or a.rounds < 1:
+        p.error("--n must be >= 1000, --runs and --rounds >= 1")
     return a
 
 
@@ -220,6 +223,11 @@ def git_sha() -> str:
     return sha + ("+uncommitted changes" if dirty else "")
 
 
+def _runs(args, at_least: int = 0) -> int:
+    """Timed runs per case: each round's share (rounded up) times the rounds."""
+    return -(-max(args.runs, at_least) // args.rounds) * args.rounds
+
+
 def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed: float, command: str) -> str:
     by_id = {r.id: r for r in results}
     lines = [
@@ -233,9 +241,9 @@ def render(args, results: list[Result], profiles: list[tuple[str, str]], elapsed
         f"- Versions: {versions()}",
         f"- Command: `{command}`",
         f"- Workload: {args.n:,} records, {workload.SCHEMA.__len__()} columns, about "
-        f"{_workload_bytes(args):.0f} bytes/record in Arrow (seed {workload.SEED}); {args.runs} timed runs per "
-        f"case ({max(args.runs, harness.SHORT_RUNS)} for a case under {harness.SHORT_S} s), median reported; "
-        "spread = (max - min) / median",
+        f"{_workload_bytes(args):.0f} bytes/record in Arrow (seed {workload.SEED}); {_runs(args)} timed runs per "
+        f"case ({_runs(args, harness.SHORT_RUNS)} for a case under {harness.SHORT_S} s) in {args.rounds} interleaved "
+        "round(s) per scenario, median reported; spread = (max - min) / median",
         "- peak MB: the largest RSS growth of the measuring process during one run (result included);",
         "  on-disk MB: apparent size of the files written (or read); speeds and `vs` ratios: per record",
         "- Reads: page cache warm for the timed runs; `touched MB, cold` counts the file pages one read pulls",
@@ -288,20 +296,36 @@ def _workload_bytes(args) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_cases(cases: list, ctx: Ctx, jobs: int) -> list[Result]:
-    """Run every case in its own child; with jobs > 1, cases sharing a data set stay in order."""
+def run_cases(cases: list, ctx: Ctx, jobs: int, rounds: int = 1) -> list[Result]:
+    """Run every case in its own child, `rounds` times: within a scenario, round r runs each case
+    once (in reverse order on odd rounds) with its share of the timed runs, and a case's result
+    merges its rounds. With jobs > 1, cases sharing a data set stay in order."""
     done = {"n": 0}
+    total = len(cases) * rounds
+    per_round = harness.round_ctx(ctx, rounds)
 
     def one(case) -> Result:
         t0 = time.perf_counter()
-        r = harness.spawn(case, ctx)
+        r = harness.spawn(case, per_round)
         done["n"] += 1
         msg = f"{_rate(r.rate)} rec/s, median {_secs(r.median)}, spread {r.spread:.0%}" if r.ok else r.error
-        print(f"[{done['n']}/{len(cases)}] {case.id}: {msg}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"[{done['n']}/{total}] {case.id}: {msg}  ({time.perf_counter() - t0:.1f} s)", flush=True)
         return r
 
+    def interleaved(group: list) -> list[Result]:
+        got: dict[str, list[Result]] = {c.id: [] for c in group}
+        for r in range(rounds):
+            for c in (group if r % 2 == 0 else group[::-1]):
+                got[c.id].append(one(c))
+        return [harness.merge(got[c.id]) for c in group]
+
+    by_scenario: dict[str, list] = {}
+    for c in cases:
+        by_scenario.setdefault(c.scenario, []).append(c)
     if jobs <= 1:
-        return [one(c) for c in cases]
+        merged = [r for group in by_scenario.values() for r in interleaved(group)]
+        by_id = {r.id: r for r in merged}
+        return [by_id[c.id] for c in cases]
     from concurrent.futures import ThreadPoolExecutor
 
     groups: dict[str, list] = {}
@@ -309,7 +333,7 @@ def run_cases(cases: list, ctx: Ctx, jobs: int) -> list[Result]:
         groups.setdefault(c.data_key or c.id, []).append(c)
     with ThreadPoolExecutor(jobs) as pool:
         got = {}
-        for rs in pool.map(lambda g: [one(c) for c in g], groups.values()):
+        for rs in pool.map(interleaved, groups.values()):
             got.update({r.id: r for r in rs})
     return [got[c.id] for c in cases]
 
@@ -333,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print("generating the 10,000,000-record workload for the scale point ...", flush=True)
             workload.ensure(scratch, 10_000_000)
         cases = scenarios.select(scenarios.all_cases(ctx), [o for o in args.only.split(",") if o])
-        results = run_cases(cases, ctx, args.jobs)
+        results = run_cases(cases, ctx, args.jobs, args.rounds)
         if not args.no_strace and harness.have_strace():
             one = replace(ctx, runs=1, options={**ctx.options, "warmup": False, "short_runs": False})
             audited = [c for c in cases if c.audit_fsync]

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -414,7 +414,7 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         if 0 <= i < runs:
             res.times.append(elapsed)
         if i == (-1 if warmup else 0) and elapsed < SHORT_S and ctx.options.get("short_runs", True):
-            runs = max(runs, SHORT_RUNS)
+            runs = max(runs, ctx.options.get("short_runs_n", SHORT_RUNS))
         res.peaks.append(max(peak, 0))
         if job.after is not None:
             res.extra.update(job.after(run_dir, out) or {})
@@ -443,6 +443,33 @@ def run_job(case: Case, ctx: Ctx) -> Result:
     if job.stats is not None:
         res.extra.update(job.stats(data))
     return res
+
+
+def round_ctx(ctx: Ctx, rounds: int) -> Ctx:
+    """The context of one of `rounds` interleaved rounds: its share of the timed runs."""
+    if rounds <= 1:
+        return ctx
+    share = -(-SHORT_RUNS // rounds)
+    return replace(ctx, runs=-(-ctx.runs // rounds), options={**ctx.options, "short_runs_n": share})
+
+
+def merge(results: list[Result]) -> Result:
+    """One result from the rounds of a case: every timed run and peak kept, the first error wins."""
+    out = replace(results[0], times=[], peaks=[], extra={})
+    for r in results:
+        if r.error and not out.error:
+            out.error = r.error
+        out.times += r.times
+        out.peaks += r.peaks
+        out.child_peak = max(out.child_peak, r.child_peak)
+        for k, v in r.extra.items():
+            keep = out.extra.get(k)
+            out.extra[k] = max(keep, v) if isinstance(v, (int, float)) and isinstance(keep, (int, float)) \
+                and ("peak" in k or "RSS" in k) else v
+        for k in ("disk_bytes", "touched_bytes", "data_bytes", "fsync_calls"):
+            if getattr(r, k) is not None:
+                setattr(out, k, getattr(r, k))
+    return out
 
 
 def prepare(job: Job, data: Path) -> None:
