@@ -318,7 +318,7 @@ class Replayer:
                     self._learn_due(due, last_clock)
 
     def _rows(self, m: Any, batch: pa.RecordBatch, ev: Event, score: np.ndarray, scores: Any, label: Any,
-              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> pa.Table:
+              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> pa.RecordBatch:
         n = batch.num_rows
         plan = self.plan
         schema = batch.schema
@@ -364,7 +364,7 @@ class Replayer:
             "read_fence": read_fence,
             "fence": fence_col,
         }
-        return pa.Table.from_arrays([cols[f.name] for f in self._row_schema], schema=self._row_schema)
+        return pa.RecordBatch.from_arrays([cols[f.name] for f in self._row_schema], schema=self._row_schema)
 
     def _nulls(self, name: str, n: int) -> pa.Array:
         """`n` nulls of output column `name` (of its exact type: no cast when the table is built)."""

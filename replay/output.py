@@ -39,7 +39,6 @@ the SHA-256 of the sorted stream lines ``topic, partition, model id, model versi
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import queue
 import threading
@@ -144,9 +143,18 @@ class _Runs:
         return h.digest()
 
 
-@functools.lru_cache(maxsize=256)
+_KINDS: dict[int, str] = {}  # by Arrow type id: what a column's hashing depends on
+
+
 def _kind(t: pa.DataType) -> str:
     """How `_ColumnHash` hashes a column of type `t`."""
+    kind = _KINDS.get(t.id)
+    if kind is None:
+        kind = _KINDS[t.id] = _kind_of(t)
+    return kind
+
+
+def _kind_of(t: pa.DataType) -> str:
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
         return "string"
     if pa.types.is_map(t):
@@ -384,7 +392,7 @@ class Sink:
     def _now(self) -> datetime:
         return to_datetime(self._clock)
 
-    def put(self, parts: list[tuple[tuple[str, int, str], pa.Table]], marks: dict[int, tuple[int, int, int]],
+    def put(self, parts: list[tuple[tuple[str, int, str], pa.RecordBatch | pa.Table]], marks: dict[int, tuple[int, int, int]],
             clock_us: int) -> None:
         """Queue output rows as (stream key (input topic, partition, model id), table) parts.
 
@@ -425,7 +433,7 @@ class Sink:
                 self._error = e
 
     def _write(self, items: list) -> None:
-        by_target: dict[int, list[pa.Table]] = {}
+        by_target: dict[int, list[pa.RecordBatch | pa.Table]] = {}
         for ps, _, _ in items:
             for k, t in ps:
                 if t.num_rows:
@@ -433,9 +441,7 @@ class Sink:
         if by_target:
             self._clock = max(self._clock, max(c for _, _, c in items))
         for target, tables in sorted(by_target.items()):
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-            batches = table.to_batches()
-            batch = batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
+            batch = _combined(tables)
             self.writer.append_batch(batch, partition=target)
             self.rows += batch.num_rows
             self.frames += 1
@@ -460,6 +466,18 @@ class Sink:
         finally:
             if self._error is not None:
                 raise self._error
+
+
+def _combined(parts: list) -> pa.RecordBatch:
+    """Record batches or tables of one schema as one batch, each column contiguous."""
+    if len(parts) == 1 and isinstance(parts[0], pa.RecordBatch):
+        return parts[0]
+    if all(isinstance(p, pa.RecordBatch) for p in parts):
+        table = pa.Table.from_batches(parts)
+    else:
+        table = pa.concat_tables([pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in parts])
+    batches = table.to_batches()
+    return batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
 
 
 def read_run(log: Any, topic: str, run_id: str, start: dict[int, int] | None, end: dict[int, int] | None = None,
