@@ -1,9 +1,9 @@
 """DuckDB views over topics, with time and offset filters pruning what is read.
 
 `attach(log, con)` gives a DuckDB connection one view per topic, named exactly as the topic
-(quoted, never pasted: a name is an identifier with ``"`` doubled), holding the topic's user
-columns and `_partition`, `_offset`, `_append_time` over all partitions, sealed and active segments
-alike. A view reads one consistent snapshot of every partition's committed end, taken when it is
+(registered by name, never pasted into SQL; queries quote it as an identifier with ``"`` doubled,
+`quote_ident`), holding the topic's user columns and `_partition`, `_offset`, `_append_time` over
+all partitions, sealed and active segments alike. A view reads one consistent snapshot of every partition's committed end, taken when it is
 attached: a writer appending meanwhile never shows up as a partial frame (re-attach to see more).
 
 How it reads: each view is a `TopicDataset`, a `pyarrow.dataset` over an in-memory file system
@@ -41,7 +41,7 @@ import pyarrow.fs as pafs
 
 from . import parallel
 from .errors import CorruptFrameError
-from .frame import DICTIONARY_TYPE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary, recode
+from .frame import DICTIONARY_TYPE, HEADER_SIZE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary, recode
 from .ipcfile import Image, frames_as_file
 from .reader import APPEND_TIME_TYPE, SYSTEM_COLUMNS, Bound, FrameReader, plan
 
@@ -349,17 +349,19 @@ def as_view(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 def view_schema(schema: pa.Schema, probes: Sequence[tuple[Any, int]]) -> pa.Schema:
     """`schema` with the string columns that a sampled frame stores dictionary-encoded typed
     ``dictionary<int32, string>``: DuckDB groups and filters those by their codes. `probes` are
-    (segment view, frame position) pairs; a frame that cannot be read is no evidence."""
+    (segment view, frame position) pairs. Only a probed body's schema message is parsed, its
+    checksum unchecked: it decides a column's type in the view, never a value (every frame read
+    is verified and converted to the view's types); a frame that cannot be parsed is no evidence."""
     strings = {f.name for f in schema if pa.types.is_string(f.type)}
     stored: set[str] = set()
     for view, pos in probes if strings else ():
         header = view.header_at(pos)
-        if not isinstance(header, FrameHeader):
+        if not isinstance(header, FrameHeader) or pos + header.size > view.size:
             continue
         try:
-            body = view.body(pos, header)
-            stored.update(f.name for f in pa.ipc.open_stream(body).schema if is_stored_dictionary(f))
-        except (CorruptFrameError, pa.ArrowException, ValueError):
+            body = view.buffer.slice(pos + HEADER_SIZE, header.body_len)
+            stored.update(f.name for f in pa.ipc.read_schema(body) if is_stored_dictionary(f))
+        except (pa.ArrowException, ValueError):
             continue
     stored &= strings
     if not stored:
@@ -477,11 +479,9 @@ def attach(log: Any, con: Any = None, *, topics: Sequence[str] | None = None, st
     if con is None:
         con = duckdb.connect()
     names = list(topics) if topics is not None else log.topics()
-    for i, name in enumerate(names):
+    for name in names:
         dataset, _ = topic_dataset(log, name, start=start, end=end, by=by)
-        internal = f"__logstore_{abs(hash((str(log.path), name))) % 10**12}_{i}"
-        con.register(internal, dataset)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {quote_ident(internal)}")
+        con.register(name, dataset)  # a temporary view named exactly `name` (a string: nothing parsed)
     return con
 
 
