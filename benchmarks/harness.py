@@ -15,7 +15,8 @@ Per case, in the child:
 1. `job.setup(data_dir)` once, untimed (e.g. write the Parquet file a read case reads). Data
    directories are shared between cases by key and prepared once (a `.done` marker).
 2. `runs` times (at least `SHORT_RUNS` for a case whose first run is under `SHORT_S`):
-   `job.before(run_dir)` untimed; then `gc.collect()`, reset the peak-RSS mark
+   `job.before(run_dir)` untimed; then `os.sync()` (the dirty pages earlier runs left are written
+   back before, not during, this run), `gc.collect()`, reset the peak-RSS mark
    (`echo 5 > /proc/self/clear_refs`), read VmRSS, and time `job.run(run_dir)` with
    `time.perf_counter()`. Everything a user pays (open, close, flush, fsync) is inside `run`.
    Peak memory = VmHWM after the run minus VmRSS before it (what the operation itself added,
@@ -395,6 +396,9 @@ def run_job(case: Case, ctx: Ctx) -> Result:
             run_dir = data
         if job.before is not None:
             job.before(run_dir)
+        # untimed: write back what earlier runs and cases left dirty, so the kernel's flusher
+        # threads do not take this run's CPU (a write case's own writeback is not its cost either way)
+        os.sync()
         gc.collect()
         can_reset = reset_peak()
         before = rss()

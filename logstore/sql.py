@@ -3,8 +3,9 @@
 `attach(log, con)` gives a DuckDB connection one view per topic, named exactly as the topic
 (registered by name, never pasted into SQL; queries quote it as an identifier with ``"`` doubled,
 `quote_ident`), holding the topic's user columns and `_partition`, `_offset`, `_append_time` over
-all partitions, sealed and active segments alike. A view reads one consistent snapshot of every partition's committed end, taken when it is
-attached: a writer appending meanwhile never shows up as a partial frame (re-attach to see more).
+all partitions, sealed and active segments alike. A view reads one consistent snapshot of every
+partition's committed end, taken when it is attached: a writer appending meanwhile never shows up
+as a partial frame (re-attach to see more).
 
 How it reads: each view is a `TopicDataset`, a `pyarrow.dataset` over an in-memory file system
 whose files are runs of consecutive frames of one partition (about `chunk_rows` records each).
@@ -303,7 +304,7 @@ def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterat
             files.bytes_read += nbytes
         return out
 
-    # a job a thread in flight while DuckDB holds the one handed over
+    # a job per thread in flight while DuckDB holds the one handed over
     for batches in parallel.imap_ordered(load, jobs(), ahead=parallel.threads() + 1):
         yield from batches
 
