@@ -46,7 +46,7 @@ def describe_topic(topic: Any) -> dict:
         min_event = max_event = None
         for base in snap.bases:
             entries = part.entries(snap, base)
-            size = snap.active_size if base == snap.bases[-1] else os.path.getsize(part.seg_path(base))
+            size = part.segment_size(snap, base)
             seg: dict[str, Any] = {"base_offset": base, "bytes": size, "frames": int(len(entries)),
                                    "active": base == snap.bases[-1]}
             if len(entries):
@@ -92,7 +92,7 @@ def verify_topic(topic: Any, report: Any) -> None:
         for base in snap.bases:
             report.segments += 1
             path = part.seg_path(base)
-            size = snap.active_size if base == snap.bases[-1] else os.path.getsize(path)
+            size = part.segment_size(snap, base)
             view = SegmentView(path, size)
             result = scan(view, 0)
             report.bytes += size

@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .checksum import crc
-from .rawbuffers import store_raw
+from .rawbuffers import Pieces, nbytes, store_raw
 
 MAGIC = b"LSF1"
 HEADER_SIZE = 64
@@ -200,22 +200,19 @@ def encode_body(
 
     With a codec, dictionaries go uncompressed (the IPC format sets compression per message): a
     few short values do not repay the codec's fixed cost per buffer, paid again at every read.
+    Nor do value buffers the codec barely shrinks (`rawbuffers`).
     """
-    if options.compression is not None and _top_level_dictionaries(batch.schema):
-        parts, size, body_crc = _encode_with_plain_dictionaries(batch, options)
-    elif options.compression is not None:
-        sink = _GatherSink(checksum=False)
-        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
-            w.write_batch(batch)
-        start = batch.schema.serialize().size
-        message = store_raw(_byte_range(sink.parts, start, sink.size - len(_EOS)), batch)
-        parts = [*_byte_range(sink.parts, 0, start), *message, _EOS]
-        size, body_crc = _checksummed(parts)
-    else:
+    if options.compression is None:
         sink = _GatherSink()
         with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
             w.write_batch(batch)
         parts, size, body_crc = sink.parts, sink.size, sink.crc
+    else:
+        parts = _compressed_stream(batch, options)
+        body_crc = 0
+        for part in parts:
+            body_crc = crc(part, body_crc)
+        size = sum(map(nbytes, parts))
     if size > MAX_BODY:
         raise ValueError(f"a frame body of {size} bytes is over the {MAX_BODY}-byte limit")
     return EncodedBody(
@@ -248,60 +245,37 @@ def _top_level_dictionaries(schema: pa.Schema) -> tuple[int, ...]:
     return found
 
 
-def _encode_with_plain_dictionaries(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> tuple[list, int, int]:
-    """(parts, size, crc) of the stream: the schema and dictionary messages uncompressed, then the
-    record batch compressed with `options`, then end of stream.
+def _compressed_stream(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> list:
+    """The pieces of `batch`'s stream with a codec: the schema message and the dictionary messages
+    uncompressed, the record batch compressed with `options` (barely shrunk buffers raw), the end.
 
     Dictionaries take ids in schema order, so the dictionary messages of a stream of the
     dictionary columns alone are those of the whole batch; the record batch message is the one a
     stream of the batch with its dictionary columns as their codes holds (a record batch message
-    stores a dictionary column as its codes, typeless)."""
+    stores a dictionary column as its codes, typeless). A nested dictionary (it takes an id too)
+    leaves its messages to Arrow, compressed."""
+    head: list = [batch.schema.serialize()]  # what Arrow's stream writer writes first
     where = _top_level_dictionaries(batch.schema)
-    only = pa.RecordBatch.from_arrays([batch.column(i) for i in where],
-                                      schema=pa.schema([batch.schema.field(i) for i in where]))
-    out = pa.BufferOutputStream()
-    with pa.ipc.new_stream(out, only.schema, options=_UNCOMPRESSED) as w:
-        w.write_batch(only.slice(0, 0))
-    stream = out.getvalue()
-    start = only.schema.serialize().size
-    dictionaries = stream.slice(start, stream.size - start - only.slice(0, 0).serialize().size - len(_EOS))
-    head = [batch.schema.serialize(), dictionaries]
-    fields, columns = list(batch.schema), list(batch.columns)
-    for i in where:
-        f = fields[i]
-        fields[i], columns[i] = pa.field(f.name, f.type.index_type, f.nullable), columns[i].indices
-    codes = pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+    if where:
+        only = pa.RecordBatch.from_arrays([batch.column(i) for i in where],
+                                          schema=pa.schema([batch.schema.field(i) for i in where]))
+        out = pa.BufferOutputStream()
+        with pa.ipc.new_stream(out, only.schema, options=_UNCOMPRESSED) as w:
+            w.write_batch(only.slice(0, 0))
+        stream = out.getvalue()
+        start = only.schema.serialize().size
+        head.append(stream.slice(start, stream.size - start - only.slice(0, 0).serialize().size - len(_EOS)))
+        fields, columns = list(batch.schema), list(batch.columns)
+        for i in where:
+            f = fields[i]
+            fields[i], columns[i] = pa.field(f.name, f.type.index_type, f.nullable), columns[i].indices
+        batch = pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
     sink = _GatherSink(checksum=False)
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), codes.schema, options=options) as w:
-        w.write_batch(codes)  # the writer writes its schema message with the first batch
-    # keep the record batch message: drop the codes' schema message before it and the EOS after it
-    message = store_raw(_byte_range(sink.parts, codes.schema.serialize().size, sink.size - len(_EOS)), codes)
-    parts = [*head, *message, _EOS]
-    return (parts, *_checksummed(parts))
-
-
-def _checksummed(parts: list) -> tuple[int, int]:
-    """(size, CRC-32C) of `parts` laid end to end."""
-    value = 0
-    for part in parts:
-        value = crc(part, value)
-    return sum(map(_nbytes, parts)), value
-
-
-def _nbytes(part) -> int:
-    return part.size if isinstance(part, pa.Buffer) else len(part)
-
-
-def _byte_range(parts: list, start: int, end: int) -> list:
-    """The pieces of `parts` (laid end to end) covering bytes [start, end), sliced, not copied."""
-    out, pos = [], 0
-    for part in parts:
-        n = _nbytes(part)
-        lo, hi = max(start - pos, 0), min(end - pos, n)
-        if lo < hi:
-            out.append(part if (lo, hi) == (0, n) else part[lo:hi])
-        pos += n
-    return out
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), batch.schema, options=options) as w:
+        w.write_batch(batch)  # the writer writes its schema message with the first batch
+    # keep the record batch message: drop the schema message before it and the EOS after it
+    message = Pieces(sink.parts).take(batch.schema.serialize().size, sink.size - len(_EOS))
+    return [*head, *store_raw(message, batch), _EOS]
 
 
 OFFSET_FIELD = pa.field("_offset", pa.int64(), nullable=False)

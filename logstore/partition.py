@@ -247,6 +247,15 @@ class Partition:
             end, size = active, 0
         return Snapshot(self.number, tuple(bases), size, end)
 
+    def segment_size(self, snap: Snapshot, base: int) -> int:
+        """Bytes of segment `base` that `snap` sees: the active segment's committed size, a sealed
+        segment's file size."""
+        return snap.active_size if base == snap.bases[-1] else os.path.getsize(self.seg_path(base))
+
+    def snapshot_view(self, snap: Snapshot, base: int) -> SegmentView:
+        """The (cached) mapped view of segment `base` as `snap` sees it."""
+        return self.view(base, self.segment_size(snap, base))
+
     def view(self, base: int, size: int) -> SegmentView:
         """A (cached) mapped view of the first `size` bytes of segment `base`."""
         key = (base, size)

@@ -88,20 +88,22 @@ def _fixed_width(t: pa.DataType) -> bool:
             or pa.types.is_time(t) or pa.types.is_duration(t))
 
 
-def _nbytes(part: Any) -> int:
+def nbytes(part: Any) -> int:
+    """Bytes in one piece of a message (a `pyarrow.Buffer` or a bytes-like object)."""
     return part.size if isinstance(part, pa.Buffer) else len(part)
 
 
-class _Pieces:
+class Pieces:
     """Byte ranges of pieces laid end to end, sliced without copying."""
 
     __slots__ = ("parts", "starts")
 
     def __init__(self, parts: list) -> None:
         self.parts = parts
-        self.starts = list(itertools.accumulate((_nbytes(p) for p in parts), initial=0))
+        self.starts = list(itertools.accumulate((nbytes(p) for p in parts), initial=0))
 
     def take(self, start: int, end: int) -> list:
+        """The pieces covering bytes [start, end), the first and last sliced."""
         out = []
         k = bisect.bisect_right(self.starts, start) - 1
         while start < end and k < len(self.parts):
@@ -123,7 +125,7 @@ def store_raw(parts: list, batch: pa.RecordBatch) -> list:
     if slots is None or not any(s is not None and s.size >= _MIN_BYTES for s in slots):
         return parts
     try:
-        pieces = _Pieces(parts)
+        pieces = Pieces(parts)
         head = pieces.bytes(0, 8)
         if _u32(head, 0)[0] != 0xFFFFFFFF:
             return parts

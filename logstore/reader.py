@@ -207,8 +207,7 @@ class FrameReader:
                 continue
             ends = entries["base_offset"] + entries["count"]
             k0 = int(np.searchsorted(ends, expected, side="right"))
-            size = snap.active_size if base == snap.bases[-1] else None
-            view = part.view(base, size if size is not None else _file_size(part, base))
+            view = part.snapshot_view(snap, base)
             for k in range(k0, len(entries)):
                 e = entries[k]
                 fbase, count = int(e["base_offset"]), int(e["count"])
@@ -300,12 +299,6 @@ def _overlaps(min_event: int, max_event: int, event: tuple[int | None, int | Non
     if hi is not None and min_event >= hi:
         return False
     return True
-
-
-def _file_size(part: Partition, base: int) -> int:
-    import os
-
-    return os.path.getsize(part.seg_path(base))
 
 
 def read_table(topic: Any, start: Bound = None, end: Bound = None, partitions: Sequence[int] | None = None,

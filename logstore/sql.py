@@ -29,7 +29,6 @@ round. DuckDB sees VARCHAR either way.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from typing import Any, Iterator, Sequence
@@ -59,13 +58,13 @@ def quote_ident(name: str) -> str:
 
 
 class _Chunk:
-    """Records [lo, hi) of one partition; `frames` lists (segment base, position, base offset, count)
-    of its frames when they are whole (so their bytes can be served as they are)."""
+    """Records [lo, hi) of one partition; `frames` lists (segment base, position, base offset, count,
+    frame size) of its frames when they are whole (so their bytes can be served as they are)."""
 
     __slots__ = ("topic", "partition", "snap", "lo", "hi", "frames", "reader")
 
     def __init__(self, topic: Any, partition: int, snap: Any, lo: int, hi: int,
-                 frames: list[tuple[int, int, int, int]] | None, reader: FrameReader) -> None:
+                 frames: list[tuple[int, int, int, int, int]] | None, reader: FrameReader) -> None:
         self.topic, self.partition, self.snap, self.lo, self.hi = topic, partition, snap, lo, hi
         self.frames = frames
         self.reader = reader
@@ -104,9 +103,11 @@ class _ChunkFiles(pafs.FileSystemHandler):
         """The frames' own bytes as one IPC file, checksums verified; None to decode instead."""
         part = c.topic.partition(c.partition)
         bodies, nbytes = [], 0
-        for base, pos, offset, count in c.frames:
-            size = c.snap.active_size if base == c.snap.bases[-1] else os.path.getsize(part.seg_path(base))
-            view = part.view(base, size)
+        views: dict[int, Any] = {}
+        for base, pos, offset, count, _ in c.frames:
+            view = views.get(base)
+            if view is None:
+                view = views[base] = part.snapshot_view(c.snap, base)
             header = view.header_at(pos)
             if not isinstance(header, FrameHeader) or header.base_offset != offset or header.count != count:
                 return None  # let the reader explain (it raises with the details)
@@ -269,14 +270,12 @@ def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterat
             views: dict[int, Any] = {}
             group: list = []
             nbytes = 0
-            for base, pos, offset, count in c.frames:
+            for base, pos, offset, count, size in c.frames:
                 view = views.get(base)
                 if view is None:
-                    size = c.snap.active_size if base == c.snap.bases[-1] else os.path.getsize(part.seg_path(base))
-                    view = views[base] = part.view(base, size)
+                    view = views[base] = part.snapshot_view(c.snap, base)
                 group.append((view, pos, offset, count))
-                header = view.header_at(pos)
-                nbytes += header.size if isinstance(header, FrameHeader) else 0
+                nbytes += size
                 if nbytes >= JOB_BYTES:
                     yield c, group
                     group, nbytes = [], 0
@@ -362,7 +361,7 @@ def view_schema(schema: pa.Schema, probes: Sequence[tuple[Any, int]]) -> pa.Sche
         try:
             body = view.buffer.slice(pos + HEADER_SIZE, header.body_len)
             stored.update(f.name for f in pa.ipc.read_schema(body) if is_stored_dictionary(f))
-        except (pa.ArrowException, ValueError):
+        except (pa.ArrowException, OSError, ValueError):  # Arrow raises OSError for a bad message
             continue
     stored &= strings
     if not stored:
@@ -416,9 +415,7 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
     frames = [(p, snap, base, int(pos)) for p, snap, base, run, _, _, _ in runs for pos in run["position"]]
     probes = []
     for p, snap, base, pos in frames[:: max(1, len(frames) // PROBES)][: PROBES - 1] + frames[-1:]:
-        part = topic.partition(p)
-        size = snap.active_size if base == snap.bases[-1] else os.path.getsize(part.seg_path(base))
-        probes.append((part.view(base, size), pos))
+        probes.append((topic.partition(p).snapshot_view(snap, base), pos))
     schema = view_schema(logical, probes)
     files.schema = schema
     files.images = not any(pa.types.is_dictionary(f.type) for f in schema)  # one dictionary per IPC file
@@ -426,7 +423,8 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
         c_lo = max(lo, int(run["base_offset"][0]))
         c_hi = min(hi, int(run["base_offset"][-1] + run["count"][-1]))
         path = f"{p}/{c_lo}-{c_hi}"
-        frames = [(base, int(e["position"]), int(e["base_offset"]), int(e["count"])) for e in run] if whole else None
+        frames = [(base, int(e["position"]), int(e["base_offset"]), int(e["count"]), HEADER_SIZE + int(e["body_len"]))
+                  for e in run] if whole else None
         files.chunks[path] = _Chunk(topic, p, snap, c_lo, c_hi, frames, reader)
         paths.append(path)
         t_lo, t_hi = int(run["append_time"].min()), int(run["append_time"].max())

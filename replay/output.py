@@ -357,9 +357,9 @@ class Sink:
     interrupt and resume), and worker processes given disjoint sets of ``p % partitions`` write
     to partitions of their own, in parallel.
 
-    `put(table, marks)` queues a table (all models' rows for some inputs) with progress marks
-    ``{partition: (clock, offset, inputs)}`` that become `written` once the table is committed, so
-    `written` never runs ahead of the log. Tables are coalesced (waiting up to `linger` seconds
+    `put(parts, marks)` queues record batches (all models' rows for some inputs) with progress marks
+    ``{partition: (clock, offset, inputs)}`` that become `written` once they are committed, so
+    `written` never runs ahead of the log. Batches are coalesced (waiting up to `linger` seconds
     for more) into frames of about `frame_rows` rows: the writer's cost per frame (validation,
     system columns, index entry, tail hint, codec set-up per buffer) outweighs the one copy that
     concatenating makes. `hash=False` skips the content hash (resumed runs hash from the log).
@@ -392,9 +392,9 @@ class Sink:
     def _now(self) -> datetime:
         return to_datetime(self._clock)
 
-    def put(self, parts: list[tuple[tuple[str, int, str], pa.RecordBatch | pa.Table]], marks: dict[int, tuple[int, int, int]],
+    def put(self, parts: list[tuple[tuple[str, int, str], pa.RecordBatch]], marks: dict[int, tuple[int, int, int]],
             clock_us: int) -> None:
-        """Queue output rows as (stream key (input topic, partition, model id), table) parts.
+        """Queue output rows as (stream key (input topic, partition, model id), batch) parts.
 
         The rows are hashed here, in the caller's thread (it balances the work of the two threads);
         the hash only counts for a run that completes, and a resumed run re-hashes from the log.
@@ -433,7 +433,7 @@ class Sink:
                 self._error = e
 
     def _write(self, items: list) -> None:
-        by_target: dict[int, list[pa.RecordBatch | pa.Table]] = {}
+        by_target: dict[int, list[pa.RecordBatch]] = {}
         for ps, _, _ in items:
             for k, t in ps:
                 if t.num_rows:
@@ -468,16 +468,11 @@ class Sink:
                 raise self._error
 
 
-def _combined(parts: list) -> pa.RecordBatch:
-    """Record batches or tables of one schema as one batch, each column contiguous."""
-    if len(parts) == 1 and isinstance(parts[0], pa.RecordBatch):
-        return parts[0]
-    if all(isinstance(p, pa.RecordBatch) for p in parts):
-        table = pa.Table.from_batches(parts)
-    else:
-        table = pa.concat_tables([pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in parts])
-    batches = table.to_batches()
-    return batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
+def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """Non-empty record batches of one schema as one batch, each column contiguous."""
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def read_run(log: Any, topic: str, run_id: str, start: dict[int, int] | None, end: dict[int, int] | None = None,

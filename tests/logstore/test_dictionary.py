@@ -243,3 +243,27 @@ def test_record_size_limit_counts_dictionary_values(log):
         write_batches(log, "t", [table.set_column(2, "model_id", bad)])
     assert err.value.index == 7
     assert log.read("t").num_rows == 200
+
+
+def test_a_probe_that_does_not_parse_is_no_evidence(log):
+    """The view's types come from the schema messages of a few frames, read unverified: a probe
+    whose schema message is garbled, or whose frame runs past the view, counts for nothing."""
+    from logstore.sql import view_schema
+
+    log.create_topic("t", schema=SCORE_SCHEMA, compression="zstd")
+    table = pa.Table.from_pylist(score_rows(300), schema=SCORE_SCHEMA)
+    codes = pc.dictionary_encode(table["model_id"]).combine_chunks()
+    write_batches(log, "t", [table.set_column(2, pa.field("model_id", codes.type, nullable=False), codes)])
+    (seg,) = (log.path / "topics" / "t" / "00000").glob("*.seg")
+    view = SegmentView(seg)
+    logical = log.arrow_schema("t", system_columns=True)
+    assert pa.types.is_dictionary(view_schema(logical, [(view, 0)]).field("model_id").type)
+
+    class Garbled:  # the same header, a schema message of 0xff
+        size, header_at = view.size, view.header_at
+        buffer = pa.py_buffer(view.buffer.to_pybytes()[:64] + b"\xff" * 64 + view.buffer.to_pybytes()[128:])
+
+    class Cut:  # the frame runs past what the view holds
+        size, header_at, buffer = view.size - 1, view.header_at, view.buffer
+
+    assert view_schema(logical, [(Garbled, 0), (Cut, 0)]) == logical
