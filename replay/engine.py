@@ -24,6 +24,7 @@ Pending inputs wait for their outcome for `horizon` (by clock; None: for the who
 from __future__ import annotations
 
 import collections
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -37,6 +38,7 @@ from .context import AsOfState, Context
 from .errors import ModelError
 from .models import learns
 from .output import Sink
+from .rows import Column, Const, Constants, Rows, Span, expand
 
 
 @dataclass
@@ -66,44 +68,18 @@ class Stop(Exception):
     """Raised inside a worker when the parent asked it to stop (Ctrl-C)."""
 
 
-_CONST_CAP = 1 << 16
-
-
 CONSTANT_COLUMNS = ("model_id", "model_version", "run_id", "input_topic")  # one value per model or run
-CONSTANT_TYPE = pa.dictionary(pa.int8(), pa.string())
+CONSTANT_TYPE = pa.dictionary(pa.int8(), pa.string())  # how the log stores them: a byte of code a row
+_NULL = Const(None)
 
 
-class _Consts:
-    """Constant string columns (model id, run id, ...) built once and sliced per batch.
+def _ends(arr: pa.Array) -> tuple[int, int]:
+    """The first and last values of a non-empty, null-free 64-bit integer or timestamp array."""
+    buf = arr.buffers()[1]
+    return _I64.unpack_from(buf, arr.offset * 8)[0], _I64.unpack_from(buf, (arr.offset + len(arr) - 1) * 8)[0]
 
-    As dictionaries of their one value (a byte of code a row: the log stores them so, with no
-    text to copy, compress or checksum per row), or `plain` strings."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, pa.Array] = {}
-        self._plain: dict[str, pa.Array] = {}
-        self._zeros = pa.array(np.zeros(_CONST_CAP, np.int8))
-
-    def __call__(self, value: str, n: int) -> pa.Array:
-        arr = self._cache.get(value)
-        if arr is None or len(arr) < n:
-            if len(self._zeros) < n:
-                self._zeros = pa.array(np.zeros(n, np.int8))
-            arr = self._cache[value] = pa.DictionaryArray.from_arrays(self._zeros, pa.array([value], pa.string()))
-        return arr.slice(0, n)
-
-    def plain(self, value: str, n: int) -> pa.Array:
-        arr = self._plain.get(value)
-        if arr is None or len(arr) < n:
-            size = max(n, _CONST_CAP)
-            raw = value.encode()
-            data = pa.py_buffer(raw * size)
-            offsets = pa.py_buffer(np.arange(0, len(raw) * size + 1, len(raw), dtype=np.int32).tobytes()) \
-                if len(raw) * size < 2**31 else None
-            if offsets is None:
-                return pa.array([value] * n, pa.string())
-            arr = self._plain[value] = pa.StringArray.from_buffers(size, offsets, data)
-        return arr.slice(0, n)
+_I64 = struct.Struct("<q")
 
 
 class _Pending:
@@ -207,8 +183,7 @@ class Replayer:
         self.learn_ctx.label = plan.label
         self.pending = _Pending(plan.key, plan.horizon_us) if (self.learners and plan.outcomes) else None
         self.result = Result()
-        self._consts = _Consts()
-        self._null_cache: dict[str, pa.Array] = {}
+        self._constants = Constants()
         self._schema = log.arrow_schema(plan.output)
         self._row_schema = pa.schema([pa.field(f.name, CONSTANT_TYPE, f.nullable, f.metadata)
                                       if f.name in CONSTANT_COLUMNS else f for f in self._schema])
@@ -281,7 +256,7 @@ class Replayer:
         schema = batch.schema
         at_col = batch.column(schema.get_field_index("_append_time"))
         off_col = batch.column(schema.get_field_index("_offset"))
-        tables = []
+        parts: list[Rows] = []
         for m in self.models:
             fence = None
             if self.states:
@@ -294,21 +269,21 @@ class Replayer:
                 raise
             elapsed = time.perf_counter() - t0
             score, scores, label = _coerce(answer, n, m)
-            tables.append(((ev.topic, p, m.name), self._rows(m, batch, ev, score, scores, label, elapsed, fence, at_col)))
+            parts.append(self._rows(m, batch, ev, score, scores, label, elapsed, fence, at_col))
         last_clock = ev.time if clocks is None else int(clocks[-1])
         last_off = off_col[-1].as_py()
         skip = self.skip.get(p)
         if skip is not None:
             if (last_clock, last_off) <= skip:
-                tables = []
+                parts = []
             else:
                 c = np.full(n, ev.time, np.int64) if clocks is None else clocks
                 o = off_col.to_numpy()
-                keep = pa.array((c > skip[0]) | ((c == skip[0]) & (o > skip[1])))
-                tables = [(k, t.filter(keep)) for k, t in tables]
+                keep = (c > skip[0]) | ((c == skip[0]) & (o > skip[1]))
+                parts = [r.filter(keep) for r in parts]
         self._done[p] += n
         self.result.inputs[p] = self._done[p]
-        self.sink.put(tables, {p: (last_clock, last_off, self._done[p])}, last_clock)
+        self.sink.put(parts, {p: (last_clock, last_off, self._done[p])}, last_clock)
         if self.pending is not None:
             if ev.clock is None:  # append-time order: arrival is decision
                 self.pending.add(batch, ev.time, True)
@@ -318,21 +293,25 @@ class Replayer:
                     self._learn_due(due, last_clock)
 
     def _rows(self, m: Any, batch: pa.RecordBatch, ev: Event, score: np.ndarray, scores: Any, label: Any,
-              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> pa.RecordBatch:
+              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> Rows:
+        """The output rows of model `m` for input `batch`, columns constant over it as `Const`s."""
         n = batch.num_rows
         plan = self.plan
         schema = batch.schema
-        c = self._consts
         if self._has_key:
             rid = batch.column(schema.get_field_index(plan.key))
             if not pa.types.is_string(rid.type):
                 rid = rid.cast(pa.string())
         else:
             rid = pc.binary_join_element_wise(
-                c.plain(f"{ev.topic}", n), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
+                self._constants(ev.topic, n, pa.string()), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
                 batch.column(schema.get_field_index("_offset")).cast(pa.string()), "/")
+        # a frame's rows share one append time, and append times never go back in a partition:
+        # equal ends make the column constant
+        at_first, at_last = _ends(at_col)
+        at: Column = Const(at_first) if at_first == at_last else at_col
         if ev.clock is None:
-            clock = at_col
+            clock = at
         else:
             clock = pa.array(ev.clock, pa.int64()).view(TIME_TYPE)
         if self._etf is not None:
@@ -340,43 +319,37 @@ class Replayer:
             if et.type != TIME_TYPE:
                 et = et.cast(TIME_TYPE)
             if et.null_count:
-                et = pc.coalesce(et, clock)
+                et = pc.coalesce(et, expand(clock, n, TIME_TYPE, self._constants))
         else:
             et = clock
-        read_fence = at_col if fence is None else pa.array(fence, pa.int64()).view(TIME_TYPE)
-        fence_col = self._fence_column(n)
-        cols = {
+        off_col = batch.column(schema.get_field_index("_offset"))
+        off_first, off_last = _ends(off_col)
+        cols: dict[str, Column] = {
             "request_id": rid,
             "event_time": et,
-            "model_id": c(m.name, n),
-            "model_version": c(m.version, n),
+            "model_id": Const(m.name),
+            "model_version": Const(m.version),
             "score": pa.array(score, pa.float64()),
-            "scores": scores if scores is not None else self._nulls("scores", n),
-            "label": label if label is not None else self._nulls("label", n),
-            "latency_ms": pa.array(np.full(n, elapsed * 1000.0 / n, np.float32)),
-            "host": self._nulls("host", n),  # per run: in the manifest
-            "run_id": c(plan.run_id, n),
-            "code_version": self._nulls("code_version", n),
-            "input_topic": c(ev.topic, n),
-            "input_partition": batch.column(schema.get_field_index("_partition")),
-            "input_offset": batch.column(schema.get_field_index("_offset")),
+            "scores": scores if scores is not None else _NULL,
+            "label": label if label is not None else _NULL,
+            "latency_ms": Const(float(np.float32(elapsed * 1000.0 / n))),
+            "host": _NULL,  # per run: in the manifest
+            "run_id": Const(plan.run_id),
+            "code_version": _NULL,
+            "input_topic": Const(ev.topic),
+            "input_partition": Const(ev.partition),
+            # offsets only grow in a partition: n of them from first to last are dense
+            "input_offset": Span(off_first) if off_last - off_first == n - 1 else off_col,
             "clock": clock,
-            "read_fence": read_fence,
-            "fence": fence_col,
+            "read_fence": at if fence is None else pa.array(fence, pa.int64()).view(TIME_TYPE),
+            "fence": self._fence_column(n),
         }
-        return pa.RecordBatch.from_arrays([cols[f.name] for f in self._row_schema], schema=self._row_schema)
+        return Rows((ev.topic, ev.partition, m.name), n, self._row_schema, cols)
 
-    def _nulls(self, name: str, n: int) -> pa.Array:
-        """`n` nulls of output column `name` (of its exact type: no cast when the table is built)."""
-        arr = self._null_cache.get(name)
-        if arr is None or len(arr) < n:
-            arr = self._null_cache[name] = pa.nulls(max(n, _CONST_CAP), self._schema.field(name).type)
-        return arr.slice(0, n)
-
-    def _fence_column(self, n: int) -> pa.Array:
-        mtype = self._schema.field("fence").type
+    def _fence_column(self, n: int) -> Column:
         if not self.states:
-            return self._nulls("fence", n)
+            return _NULL
+        mtype = self._schema.field("fence").type
         keys, vals = [], []
         for topic, st in self.states.items():
             for part, off in sorted(st.fence.items()):

@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .clock import to_datetime
+from .rows import Column, Const, Constants, Rows, Span, assemble
 
 AUDIT_FIELDS = [
     {"name": "input_topic", "type": "string", "doc": "Topic of the input this row was decided from."},
@@ -135,6 +136,15 @@ class _Runs:
         if len(starts) > 2:
             self.h.update(np.stack([vals[1:-1], lens[1:-1]], axis=1).astype("<i8").tobytes())
         self.value, self.length = int(vals[-1]), int(lens[-1])
+
+    def add_span(self, start: int, n: int) -> None:
+        """`add` of the dense values `start`, `start` + 1, ... (`n` of them), with ``deltas=True``."""
+        if n <= 0:
+            return
+        first = start if self.last is None else start - self.last
+        self.last = start + n - 1
+        self.add_run(first, 1)
+        self.add_run(1, n - 1)
 
     def digest(self) -> bytes:
         h = self.h.copy()
@@ -248,6 +258,26 @@ class _ColumnHash:
             else:
                 self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
 
+    def update_column(self, c: Column, n: int, t: pa.DataType, rows: Rows, name: str) -> None:
+        """`update` with a column of `Rows`: constants and spans as the runs they are, when the
+        column's hashing makes them runs (the digest `update` of the expanded column gives)."""
+        if isinstance(c, Const):
+            kind = _kind(t)
+            if c.value is None and kind in ("string", "list", "map"):
+                self.valid.add_run(0, n)
+                self.lengths.add_run(0, n)
+                return
+            if c.value is not None and self.runs is not None and not self.runs.deltas \
+                    and (kind == "time" and t.bit_width == 64 or pa.types.is_integer(t)):
+                self.valid.add_run(1, n)
+                self.runs.add_run(int(c.value), n)
+                return
+        elif isinstance(c, Span) and self.runs is not None and self.runs.deltas:
+            self.valid.add_run(1, n)
+            self.runs.add_span(c.start, n)
+            return
+        self.update(rows.column(name))
+
     def _child(self, name: str) -> "_ColumnHash":
         c = self.children.get(name)
         if c is None:
@@ -289,6 +319,21 @@ class StreamHash:
             if name in names:
                 self.cols[name].update(batch.column(names.index(name)))
 
+    def update_rows(self, rows: Rows) -> None:
+        """`update` with `rows` (same digest as with ``rows.to_batch()``), constants unexpanded."""
+        n = rows.n
+        if not n:
+            return
+        self.rows += n
+        cols = rows.cols
+        if self.version is None and "model_version" in cols:
+            v = cols["model_version"]
+            self.version = v.value if isinstance(v, Const) else rows.column("model_version")[0].as_py()
+        for name in HASHED:
+            c = cols.get(name)
+            if c is not None:
+                self.cols[name].update_column(c, n, rows.schema.field(name).type, rows, name)
+
     def digest(self) -> str:
         h = hashlib.sha256()
         for name in HASHED:
@@ -308,6 +353,13 @@ class ContentHash:
         if s is None:
             s = self.streams[key] = StreamHash()
         s.update(batch)
+
+    def update_rows(self, rows: Rows) -> None:
+        """Hash the rows of one stream (`rows.key`)."""
+        s = self.streams.get(rows.key)
+        if s is None:
+            s = self.streams[rows.key] = StreamHash()
+        s.update_rows(rows)
 
     def update_mixed(self, table: pa.Table) -> None:
         """Hash rows of several streams; rows of each stream must come in their stream order."""
@@ -357,7 +409,7 @@ class Sink:
     interrupt and resume), and worker processes given disjoint sets of ``p % partitions`` write
     to partitions of their own, in parallel.
 
-    `put(parts, marks)` queues record batches (all models' rows for some inputs) with progress marks
+    `put(parts, marks)` queues `Rows` (all models' rows for some inputs) with progress marks
     ``{partition: (clock, offset, inputs)}`` that become `written` once they are committed, so
     `written` never runs ahead of the log. Batches are coalesced (waiting up to `linger` seconds
     for more) into frames of about `frame_rows` rows: the writer's cost per frame (validation,
@@ -386,15 +438,15 @@ class Sink:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._on_commit = on_commit
+        self._constants = Constants()  # the sink thread's own: the cache is not shared across threads
         self._thread = threading.Thread(target=self._loop, name=f"replay-sink-{topic}", daemon=True)
         self._thread.start()
 
     def _now(self) -> datetime:
         return to_datetime(self._clock)
 
-    def put(self, parts: list[tuple[tuple[str, int, str], pa.RecordBatch]], marks: dict[int, tuple[int, int, int]],
-            clock_us: int) -> None:
-        """Queue output rows as (stream key (input topic, partition, model id), batch) parts.
+    def put(self, parts: list[Rows], marks: dict[int, tuple[int, int, int]], clock_us: int) -> None:
+        """Queue output rows (all models' rows for some inputs) to be written in order.
 
         The rows are hashed here, in the caller's thread (it balances the work of the two threads);
         the hash only counts for a run that completes, and a resumed run re-hashes from the log.
@@ -402,9 +454,9 @@ class Sink:
         if self._error is not None:
             raise self._error
         if self.hasher is not None:
-            for key, t in parts:
-                if t.num_rows:
-                    self.hasher.update(key[0], key[1], key[2], t)
+            for rows in parts:
+                if rows.n:
+                    self.hasher.update_rows(rows)
         self._q.put((parts, marks, clock_us))
 
     def _loop(self) -> None:
@@ -413,7 +465,7 @@ class Sink:
             if item is None:
                 return
             items = [item]
-            rows = sum(t.num_rows for _, t in item[0])
+            rows = sum(r.n for r in item[0])
             deadline = time.monotonic() + self.linger
             while rows < self.frame_rows:
                 try:  # small tables: wait a little for more, so frames are not tiny
@@ -424,7 +476,7 @@ class Sink:
                     self._q.put(None)  # let the outer loop see the end after this write
                     break
                 items.append(nxt)
-                rows += sum(t.num_rows for _, t in nxt[0])
+                rows += sum(r.n for r in nxt[0])
             if self._error is not None:
                 continue  # drain without writing after a failure
             try:
@@ -433,15 +485,15 @@ class Sink:
                 self._error = e
 
     def _write(self, items: list) -> None:
-        by_target: dict[int, list[pa.RecordBatch]] = {}
-        for ps, _, _ in items:
-            for k, t in ps:
-                if t.num_rows:
-                    by_target.setdefault(k[1] % self.partitions, []).append(t)
+        by_target: dict[int, list[Rows]] = {}
+        for parts, _, _ in items:
+            for rows in parts:
+                if rows.n:
+                    by_target.setdefault(rows.key[1] % self.partitions, []).append(rows)
         if by_target:
             self._clock = max(self._clock, max(c for _, _, c in items))
-        for target, tables in sorted(by_target.items()):
-            batch = _combined(tables)
+        for target, rows_list in sorted(by_target.items()):
+            batch = assemble(rows_list, self._constants)
             self.writer.append_batch(batch, partition=target)
             self.rows += batch.num_rows
             self.frames += 1
@@ -466,13 +518,6 @@ class Sink:
         finally:
             if self._error is not None:
                 raise self._error
-
-
-def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    """Non-empty record batches of one schema as one batch, each column contiguous."""
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def read_run(log: Any, topic: str, run_id: str, start: dict[int, int] | None, end: dict[int, int] | None = None,
