@@ -30,6 +30,13 @@ the dictionary messages stay uncompressed (the IPC format sets compression per m
 short values do not repay the codec's cost per buffer at every read. An Avro enum is a dictionary
 too, but a logical one (``avro.type`` metadata, no encoding mark): it is never decoded.
 
+Run-end encoded columns: a column given to the writer run-end encoded (`pyarrow.RunEndEncodedArray`,
+its values of the field's own type, covering the whole batch) is stored so, with the field metadata
+``logstore.encoding: runs``: a column constant over a frame, or over long stretches of it (a
+replay's model and run ids, its clock, the nulls of fields a model leaves unset), costs a run
+instead of a value per row, before and without a codec. Readers hand it out decoded, as the field's
+own type.
+
 Raw buffers in compressed bodies: a fixed-width value buffer the codec shrinks by less than 15%
 (random scores, latencies, feature vectors) is stored raw inside the compressed record batch
 message, behind the IPC format's ``-1`` length prefix (`rawbuffers`); every Arrow reader takes it
@@ -301,14 +308,14 @@ _READ_OPTIONS = {True: pa.ipc.IpcReadOptions(), False: pa.ipc.IpcReadOptions(use
 def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
                 use_threads: bool = True) -> pa.RecordBatch:
     """Decode a verified frame body into its record batch (zero-copy when uncompressed), string
-    columns stored dictionary-encoded handed out as plain strings. `use_threads=False` keeps the
+    columns stored dictionary-encoded handed out as plain strings, run-end encoded ones decoded. `use_threads=False` keeps the
     decompression on the calling thread (not Arrow's CPU pool)."""
     if included_fields is not None:
         options = pa.ipc.IpcReadOptions(included_fields=included_fields, use_threads=use_threads)
     else:
         options = _READ_OPTIONS[use_threads]
     reader = pa.ipc.open_stream(body, options=options)
-    return decode_dictionaries(reader.read_next_batch())
+    return decode_stored(reader.read_next_batch())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,6 +323,7 @@ def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
 
 ENCODING_KEY = b"logstore.encoding"
 DICTIONARY = b"dictionary"
+RUNS = b"runs"
 DICTIONARY_TYPE = pa.dictionary(pa.int32(), pa.string())
 SAMPLE = 32  # values probed per column before paying for a dictionary
 SAMPLE_DISTINCT = 8  # ... a column is encoded when its sample holds at most this many distinct values
@@ -403,6 +411,8 @@ class Dictionaries:
         probe = []
         for i in self.strings:
             col = batch.column(i)
+            if pa.types.is_run_end_encoded(col.type):  # stored as runs, as given
+                continue
             if pa.types.is_dictionary(col.type):  # given so (`schemas.conform(keep_dictionaries=True)`)
                 encoded[i] = _narrow(col)
             elif auto:
@@ -427,16 +437,59 @@ class Dictionaries:
         return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
 
 
-def decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """`batch` with its stored-dictionary string columns decoded to plain strings."""
+def is_stored_runs(field: pa.Field) -> bool:
+    """Whether `field` is a column stored run-end encoded."""
+    return pa.types.is_run_end_encoded(field.type) and (field.metadata or {}).get(ENCODING_KEY) == RUNS
+
+
+def whole_runs(col: pa.Array) -> bool:
+    """Whether run-end encoded `col` is stored as it is: unsliced, its runs covering exactly its rows."""
+    ends = col.run_ends
+    return col.offset == 0 and len(ends) == len(col.values) and (
+        ends[-1].as_py() == len(col) if len(ends) else len(col) == 0)
+
+
+def mark_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with its run-end encoded columns marked for storage as such (``logstore.encoding: runs``)."""
+    fields = list(batch.schema)
+    marked = False
+    for i, f in enumerate(fields):
+        if pa.types.is_run_end_encoded(f.type) and not is_stored_runs(f):
+            fields[i] = pa.field(f.name, f.type, f.nullable, {**(f.metadata or {}), ENCODING_KEY: RUNS})
+            marked = True
+    if not marked:
+        return batch
+    return pa.RecordBatch.from_arrays(batch.columns, schema=pa.schema(fields, batch.schema.metadata))
+
+
+def decode_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with every run-end encoded column decoded to its values' type (a writer's input
+    given so, before partitioning by key or a per-value pass)."""
+    if not any(pa.types.is_run_end_encoded(f.type) for f in batch.schema):
+        return batch
+    columns, fields = list(batch.columns), list(batch.schema)
+    for i, f in enumerate(fields):
+        if pa.types.is_run_end_encoded(f.type):
+            columns[i] = pc.run_end_decode(columns[i])
+            meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
+            fields[i] = pa.field(f.name, f.type.value_type, f.nullable, meta or None)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
+
+
+def decode_stored(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with its stored-dictionary string columns decoded to plain strings and its stored
+    run-end encoded columns to their own type."""
     schema = batch.schema
-    marked = [i for i, f in enumerate(schema) if is_stored_dictionary(f)]
+    marked = [i for i, f in enumerate(schema) if is_stored_dictionary(f) or is_stored_runs(f)]
     if not marked:
         return batch
     columns, fields = list(batch.columns), list(schema)
     for i in marked:
         f = fields[i]
-        columns[i] = columns[i].dictionary_decode()
+        if pa.types.is_dictionary(f.type):
+            columns[i], t = columns[i].dictionary_decode(), pa.string()
+        else:
+            columns[i], t = pc.run_end_decode(columns[i]), f.type.value_type
         meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
-        fields[i] = pa.field(f.name, pa.string(), f.nullable, meta or None)
+        fields[i] = pa.field(f.name, t, f.nullable, meta or None)
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))

@@ -332,6 +332,10 @@ def _as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
     """A column as the view's type: a string column stored one way and viewed the other converted."""
     if col.type == t:
         return col
+    if pa.types.is_run_end_encoded(col.type):  # stored as runs: viewed as its values' type
+        col = pc.run_end_decode(col)
+        if col.type == t:
+            return col
     if pa.types.is_dictionary(col.type):
         if pa.types.is_dictionary(t):  # stored with narrower codes
             return pa.DictionaryArray.from_arrays(recode(col.indices, t.index_type), col.dictionary, safe=False)

@@ -50,7 +50,17 @@ import pyarrow.compute as pc
 from . import index as index_mod
 from . import summary
 from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
-from .frame import HEADER_SIZE, MAX_TIME, MIN_TIME, Dictionaries, EncodedBody, encode_body, with_system_columns
+from .frame import (
+    HEADER_SIZE,
+    MAX_TIME,
+    MIN_TIME,
+    Dictionaries,
+    EncodedBody,
+    decode_runs,
+    encode_body,
+    mark_runs,
+    with_system_columns,
+)
 from .keyhash import partitions_for
 from .parallel import imap_ordered
 from .partition import Hint, Partition, build_header, flocked, write_frames
@@ -297,7 +307,7 @@ class Writer:
             # trusted Arrow input of exactly the topic's schema: no per-value checks
             return data.combine_chunks().to_batches()[0] if isinstance(data, pa.Table) else data
         batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index,
-                                keep_dictionaries=bool(self._dictionaries.strings))
+                                keep_dictionaries=bool(self._dictionaries.strings), keep_runs=True)
         self._check_sizes(batch, offset_index)
         return batch
 
@@ -379,6 +389,8 @@ class Writer:
         if field is None or batch.num_rows == 0:
             return MIN_TIME, MAX_TIME
         col = batch.column(field)
+        if pa.types.is_run_end_encoded(col.type):  # whole runs (`frame.whole_runs`): its values are its rows'
+            col = col.values
         mm = pc.min_max(col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else col)
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
         return (int(lo), int(hi)) if lo is not None else (MIN_TIME, MAX_TIME)
@@ -395,6 +407,7 @@ class Writer:
             groups = [(self._sticky % n, batch)]
             self._sticky += 1
         else:
+            batch = decode_runs(batch)  # placed row by row: runs would not survive the shuffle
             parts = partitions_for(batch.column(cfg.key_field), n)
             order = np.argsort(parts, kind="stable")
             sorted_parts = parts[order]
@@ -478,7 +491,7 @@ class Writer:
                     # hashing every value costs about what the codec then saves, and would sit on
                     # the critical path of a frame committed alone (flush, fsync)
                     batch = dictionaries.apply(batch, auto=parallel and opts.compression is not None)
-                return encode_body(with_system_columns(batch, first, append_time), schema_version=version,
+                return encode_body(with_system_columns(mark_runs(batch), first, append_time), schema_version=version,
                                    options=opts, event_range=event_range)
 
             bodies = imap_ordered(encode, jobs) if parallel else map(encode, jobs)

@@ -5,8 +5,9 @@ input topic and partition, the clock and read fence (a frame's rows share one ap
 nulls of fields a model leaves unset, the per-row latency. `Rows` holds such a column as a
 `Const`, a dense offset column as a `Span`, and every other column as an Arrow array:
 
-- the sink assembles the rows of many input frames into one record batch (`assemble`), expanding
-  each constant once for the whole batch rather than once per frame and then again to concatenate;
+- the sink assembles the rows of many input frames into one record batch (`assemble`) where a
+  column constant in every frame is run-end encoded: a run per frame, stored so by the log, not a
+  value per row expanded, concatenated, checksummed and written;
 - the content hash takes a constant or a span as the runs it is (`output.StreamHash.update_rows`),
   giving the digest the expanded column gives, without expanding it.
 
@@ -156,12 +157,13 @@ def expand(c: Column, n: int, t: pa.DataType, constants: Constants | None = None
 
 
 def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.RecordBatch:
-    """The rows of `parts` (non-empty, one schema) as one record batch, in order, every column
-    contiguous. A constant shared by all parts is expanded once; fixed-width columns are filled
-    straight into one buffer; other columns are concatenated."""
+    """The rows of `parts` (non-empty, one schema) as one record batch, in order.
+
+    A column every part holds as a constant becomes a run-end encoded column (a run per part at
+    most; the log stores it so, `logstore.frame`), its values of the field's type (a dictionary
+    field's: its value type). Other fixed-width columns are filled straight into one buffer; the
+    rest are concatenated."""
     constants = constants or _CONSTANTS
-    if len(parts) == 1:
-        return parts[0].to_batch(constants)
     schema = parts[0].schema
     ns = [r.n for r in parts]
     total = sum(ns)
@@ -169,18 +171,32 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
     for f in schema:
         cs = [r.cols[f.name] for r in parts]
         t = f.type
-        first = cs[0]
-        if isinstance(first, Const) and all(isinstance(c, Const) and c.value == first.value for c in cs):
-            arr = constants(first.value, total, t)
+        if all(isinstance(c, Const) for c in cs):
+            arr = _runs(cs, ns, t.value_type if pa.types.is_dictionary(t) else t)
+        elif len(cs) == 1:
+            arr = expand(cs[0], total, t, constants)
         elif _fixed_width(t) and all(_null_free(c, t) for c in cs):
             arr = _fill(cs, ns, total, t)
-        elif pa.types.is_dictionary(t) and all(isinstance(c, Const) and c.value is not None for c in cs):
-            arr = _dictionary(cs, ns, t)
         else:
             arr = pa.concat_arrays([expand(c, n, t, constants) for c, n in zip(cs, ns)])
         fields.append(f if arr.type == t else pa.field(f.name, arr.type, f.nullable, f.metadata))
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, schema.metadata))
+
+
+def _runs(cs: list[Const], ns: list[int], t: pa.DataType) -> pa.Array:
+    """Per-part constants as a run-end encoded column, equal neighbours in one run."""
+    values: list[Any] = []
+    ends: list[int] = []
+    at = 0
+    for c, n in zip(cs, ns):
+        at += n
+        if ends and values[-1] == c.value:
+            ends[-1] = at
+        else:
+            values.append(c.value)
+            ends.append(at)
+    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), pa.array(values, t))
 
 
 def _null_free(c: Column, t: pa.DataType) -> bool:
@@ -203,15 +219,3 @@ def _fill(cs: list[Column], ns: list[int], total: int, t: pa.DataType) -> pa.Arr
             out[at:at + n] = np.frombuffer(c.buffers()[1], dtype, count=n, offset=c.offset * dtype.itemsize)
         at += n
     return pa.Array.from_buffers(t, total, [None, buf])
-
-
-def _dictionary(cs: list[Const], ns: list[int], t: pa.DictionaryType) -> pa.Array:
-    """Per-part constants of a dictionary column as one dictionary array (codes in first-seen order)."""
-    codes: dict[Any, int] = {}
-    for c in cs:
-        codes.setdefault(c.value, len(codes))
-    index = t.index_type
-    if len(codes) > np.iinfo(index.to_pandas_dtype()).max:  # more values than the code type holds
-        return pa.concat_arrays([_CONSTANTS(c.value, n, t.value_type) for c, n in zip(cs, ns)])
-    indices = np.repeat(np.array([codes[c.value] for c in cs], index.to_pandas_dtype()), ns)
-    return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(list(codes), t.value_type))

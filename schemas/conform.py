@@ -159,19 +159,21 @@ def _nested_keys_ok(rows: list, key_checks: list) -> bool:
 
 # --------------------------------------------------------------------------- entry point
 def conform(data: Any, schema: dict, arrow_schema: pa.Schema, *, topic: str | None = None,
-            offset_index: int = 0, keep_dictionaries: bool = False) -> pa.RecordBatch:
+            offset_index: int = 0, keep_dictionaries: bool = False, keep_runs: bool = False) -> pa.RecordBatch:
     """`data` (list of dicts, Table or RecordBatch) as ONE RecordBatch with exactly `arrow_schema`.
 
     With `keep_dictionaries`, an Arrow column given as a dictionary of strings for a top-level
     string field stays one, with signed codes of at most 32 bits (the field keeps its name,
-    nullability and metadata): the log stores it so, without decoding it.
+    nullability and metadata): the log stores it so, without decoding it. With `keep_runs`, a
+    run-end encoded column whose values are of its field's type and whose runs cover exactly its
+    rows stays so (its values are what is checked); otherwise a run-end encoded column is decoded.
 
     Raises RecordValidationError(index, field, reason) for the first bad record; `index` counts
     from `offset_index`.
     """
     plan = _plan(schema, arrow_schema)
     if isinstance(data, (pa.Table, pa.RecordBatch)):
-        return _conform_arrow(data, plan, topic, offset_index, keep_dictionaries)
+        return _conform_arrow(data, plan, topic, offset_index, keep_dictionaries, keep_runs)
     rows = data if isinstance(data, list) else list(data)
     return _conform_rows(rows, plan, topic, offset_index)
 
@@ -221,7 +223,12 @@ def _localize(rows: list, plan: _Plan, topic: str | None, offset: int, error: Ex
 
 
 def _columns_ok(batch: pa.RecordBatch, plan: _Plan) -> bool:
-    return all(_ok(batch.column(i), node, 0) for i, node in plan.checks)
+    return all(_ok(_logical(batch.column(i)), node, 0) for i, node in plan.checks)
+
+
+def _logical(col: pa.Array) -> pa.Array:
+    """The values to check of a column: a run-end encoded one's (whole runs) values."""
+    return col.values if pa.types.is_run_end_encoded(col.type) else col
 
 
 # --------------------------------------------------------------------------- Arrow input
@@ -237,10 +244,12 @@ def _one_batch(data: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
-                   keep_dictionaries: bool = False) -> pa.RecordBatch:
+                   keep_dictionaries: bool = False, keep_runs: bool = False) -> pa.RecordBatch:
     src = _one_batch(data)
     target = plan.arrow_schema
     kept: dict[int, pa.Array] = {}
+    if any(pa.types.is_run_end_encoded(t) for t in src.schema.types):
+        src = _runs(src, target, kept if keep_runs else None)
     if keep_dictionaries:
         names = src.schema.names
         for i, f in enumerate(target):
@@ -274,11 +283,33 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
     batch = pa.RecordBatch.from_arrays(cols, schema=target)
     if _columns_ok(batch, plan):
         return batch
-    found = first_error(batch.to_pylist(), plan.tree)
+    from logstore.frame import decode_runs
+
+    found = first_error(decode_runs(batch).to_pylist(), plan.tree)
     if found is not None:
         i, field, reason = found
         raise RecordValidationError(i + offset, field, reason, topic=topic)
     return batch
+
+
+def _runs(src: pa.RecordBatch, target: pa.Schema, kept: dict[int, pa.Array] | None) -> pa.RecordBatch:
+    """`src` with its run-end encoded columns decoded, but those put in `kept` (by target index):
+    the ones `kept` (None: none) can take as stored, their values of the field's type, whole runs."""
+    from logstore.frame import whole_runs
+
+    where = {f.name: i for i, f in enumerate(target)}
+    columns, fields = list(src.columns), list(src.schema)
+    for j, f in enumerate(fields):
+        if not pa.types.is_run_end_encoded(f.type):
+            continue
+        i = where.get(f.name)
+        col = columns[j]
+        if kept is not None and i is not None and f.type.value_type.equals(target.field(i).type) and whole_runs(col):
+            kept[i] = col
+        else:
+            columns[j] = pc.run_end_decode(col)
+            fields[j] = pa.field(f.name, f.type.value_type, f.nullable, f.metadata)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, src.schema.metadata))
 
 
 def _string_dictionary(col: pa.Array) -> pa.Array | None:

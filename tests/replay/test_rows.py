@@ -7,6 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logstore.frame import decode_runs
 from replay.output import ContentHash
 from replay.rows import Const, Constants, Rows, Span, assemble, expand
 
@@ -80,7 +81,7 @@ def _parts(draw) -> list[Rows]:
 @given(parts=_parts())
 def test_assemble_equals_concatenating_the_expanded_rows(parts):
     """One batch from many parts holds exactly the rows of the parts, expanded, in order."""
-    got = assemble(parts, Constants())
+    got = decode_runs(assemble(parts, Constants()))
     want = pa.Table.from_batches([r.to_batch() for r in parts]).combine_chunks()
     assert got.num_rows == sum(r.n for r in parts)
     for name in SCHEMA.names:
@@ -125,10 +126,15 @@ def test_constants_expand_to_their_type():
     assert len(big) == 70_000 and big[-1].as_py() == "y"
 
 
-def test_assemble_of_many_distinct_constants_outgrows_the_code_type():
-    """More distinct values than int8 codes hold fall back to plain strings."""
-    schema = pa.schema([("model_id", CODES)])
-    parts = [Rows(("in", 0, str(i)), 2, schema, {"model_id": Const(f"m{i}")}) for i in range(200)]
+def test_constants_of_every_part_become_runs():
+    """A column constant in every part is one run per value change, typed as its field's values."""
+    schema = pa.schema([("model_id", CODES), ("clock", TS), ("label", pa.string())])
+    parts = [Rows(("in", 0, "m"), n, schema, {"model_id": Const("a"), "clock": Const(t), "label": Const(None)})
+             for n, t in [(3, 10), (2, 10), (4, 11)]]
     got = assemble(parts, Constants())
-    assert got.column(0).type == pa.string()
-    assert got.column(0).to_pylist() == [f"m{i}" for i in range(200) for _ in range(2)]
+    clock = got.column(1)
+    assert pa.types.is_run_end_encoded(clock.type)
+    assert clock.run_ends.to_pylist() == [5, 9] and clock.values.cast(pa.int64()).to_pylist() == [10, 11]
+    assert got.column(0).type.value_type == pa.string() and got.column(0).run_ends.to_pylist() == [9]
+    plain = decode_runs(got)
+    assert plain.column(0).to_pylist() == ["a"] * 9 and plain.column(2).null_count == 9
