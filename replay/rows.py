@@ -172,7 +172,7 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
         cs = [r.cols[f.name] for r in parts]
         t = f.type
         if all(isinstance(c, Const) for c in cs):
-            arr = _runs(cs, ns, t.value_type if pa.types.is_dictionary(t) else t)
+            arr = _runs(cs, ns, t.value_type if pa.types.is_dictionary(t) else t, constants)
         elif len(cs) == 1:
             arr = expand(cs[0], total, t, constants)
         elif _fixed_width(t) and all(_null_free(c, t) for c in cs):
@@ -184,8 +184,11 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, schema.metadata))
 
 
-def _runs(cs: list[Const], ns: list[int], t: pa.DataType) -> pa.Array:
+def _runs(cs: list[Const], ns: list[int], t: pa.DataType, constants: Constants) -> pa.Array:
     """Per-part constants as a run-end encoded column, equal neighbours in one run."""
+    first = cs[0].value
+    if all(c.value == first for c in cs):
+        return pa.RunEndEncodedArray.from_arrays(pa.array([sum(ns)], pa.int32()), _values([first], t))
     values: list[Any] = []
     ends: list[int] = []
     at = 0
@@ -196,7 +199,15 @@ def _runs(cs: list[Const], ns: list[int], t: pa.DataType) -> pa.Array:
         else:
             values.append(c.value)
             ends.append(at)
-    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), pa.array(values, t))
+    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), _values(values, t))
+
+
+def _values(values: list[Any], t: pa.DataType) -> pa.Array:
+    """`values` as an array of `t`; temporal ones built from their int64 storage (building them
+    from Python ints looks the time zone up every call: ~25x slower)."""
+    if _fixed_width(t) and not (pa.types.is_integer(t) or pa.types.is_floating(t)) and None not in values:
+        return pa.array(values, pa.int64()).view(t)
+    return pa.array(values, t)
 
 
 def _null_free(c: Column, t: pa.DataType) -> bool:
