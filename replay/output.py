@@ -16,8 +16,10 @@ Output schema (Avro record ``logstore.replay.ReplayScore``): every field of ``mo
 `request_id` is the input's join key (or ``topic/partition/offset`` when the input has none),
 `event_time` the input's event time (or the clock), `latency_ms` the model's time per row of its
 batch. `host` and `code_version` are per run, so they live in the run's manifest and are null in
-the rows (repeating them on every row would cost a fifth of the bytes written). Output frames are appended with a writer clock equal to the latest row clock in the frame
-(never going back), so output append times are as deterministic as the replay.
+the rows. Columns constant over an input frame (ids, clock, read fence, latency, unset fields) are
+written as runs (`replay.rows`): about 76 bytes a row, most of them the request id. Output frames
+are appended with a writer clock equal to the latest row clock in the frame (never going back), so
+output append times are as deterministic as the replay.
 
 Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, input partition,
 model id); each stream hashes its rows in clock-then-offset order, column by column over the

@@ -41,9 +41,10 @@ from .output import ContentHash, Sink, output_avro, read_run
 from .progress import Progress
 
 CHECKPOINT_SECONDS = 2.0
-# uncompressed by default: a replay is CPU-bound, and lz4 costs more CPU (~680 MB/s here) than
-# handing ~2.3x the bytes (~130 B/row) to the page cache; REPLAY_OUTPUT_COMPRESSION=lz4|zstd, or
-# an output topic created beforehand with a codec, trades that CPU for disk
+# uncompressed by default: a replay is CPU-bound, and a codec costs more CPU (lz4 ~680 MB/s here)
+# than handing the page cache ~76 B/row (constant columns are already runs, the rest is mostly
+# request ids); REPLAY_OUTPUT_COMPRESSION=lz4|zstd, or an output topic created beforehand with a
+# codec, trades that CPU for disk
 OUTPUT_COMPRESSION = os.environ.get("REPLAY_OUTPUT_COMPRESSION", "") or None
 
 
