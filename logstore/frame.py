@@ -449,6 +449,17 @@ def whole_runs(col: pa.Array) -> bool:
         ends[-1].as_py() == len(col) if len(ends) else len(col) == 0)
 
 
+def run_end_decode(col: pa.Array) -> pa.Array:
+    """A run-end encoded array as an array of its values' type (Arrow's kernel takes no dictionary
+    values: those are taken run by run)."""
+    if not pa.types.is_dictionary(col.type.value_type):
+        return pc.run_end_decode(col)
+    lo, n = col.find_physical_offset(), col.find_physical_length()
+    ends = np.minimum(col.run_ends.slice(lo, n).to_numpy(zero_copy_only=False).astype(np.int64) - col.offset, len(col))
+    lengths = np.diff(ends, prepend=0)
+    return col.values.slice(lo, n).take(pa.array(np.repeat(np.arange(n), lengths)))
+
+
 def mark_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` with its run-end encoded columns marked for storage as such (``logstore.encoding: runs``)."""
     fields = list(batch.schema)
@@ -470,7 +481,7 @@ def decode_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
     columns, fields = list(batch.columns), list(batch.schema)
     for i, f in enumerate(fields):
         if pa.types.is_run_end_encoded(f.type):
-            columns[i] = pc.run_end_decode(columns[i])
+            columns[i] = run_end_decode(columns[i])
             meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
             fields[i] = pa.field(f.name, f.type.value_type, f.nullable, meta or None)
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
@@ -489,7 +500,7 @@ def decode_stored(batch: pa.RecordBatch) -> pa.RecordBatch:
         if pa.types.is_dictionary(f.type):
             columns[i], t = columns[i].dictionary_decode(), pa.string()
         else:
-            columns[i], t = pc.run_end_decode(columns[i]), f.type.value_type
+            columns[i], t = run_end_decode(columns[i]), f.type.value_type
         meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
         fields[i] = pa.field(f.name, t, f.nullable, meta or None)
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))

@@ -41,7 +41,16 @@ import pyarrow.fs as pafs
 
 from . import parallel
 from .errors import CorruptFrameError
-from .frame import DICTIONARY_TYPE, HEADER_SIZE, MAX_TIME, MIN_TIME, FrameHeader, is_stored_dictionary, recode
+from .frame import (
+    DICTIONARY_TYPE,
+    HEADER_SIZE,
+    MAX_TIME,
+    MIN_TIME,
+    FrameHeader,
+    is_stored_dictionary,
+    recode,
+    run_end_decode,
+)
 from .ipcfile import Image, frames_as_file
 from .reader import APPEND_TIME_TYPE, SYSTEM_COLUMNS, Bound, FrameReader, plan
 
@@ -333,7 +342,7 @@ def _as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
     if col.type == t:
         return col
     if pa.types.is_run_end_encoded(col.type):  # stored as runs: viewed as its values' type
-        col = pc.run_end_decode(col)
+        col = run_end_decode(col)
         if col.type == t:
             return col
     if pa.types.is_dictionary(col.type):

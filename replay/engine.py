@@ -68,8 +68,6 @@ class Stop(Exception):
     """Raised inside a worker when the parent asked it to stop (Ctrl-C)."""
 
 
-CONSTANT_COLUMNS = ("model_id", "model_version", "run_id", "input_topic")  # one value per model or run
-CONSTANT_TYPE = pa.dictionary(pa.int8(), pa.string())  # how the log stores them: a byte of code a row
 _NULL = Const(None)
 
 
@@ -185,8 +183,6 @@ class Replayer:
         self.result = Result()
         self._constants = Constants()
         self._schema = log.arrow_schema(plan.output)
-        self._row_schema = pa.schema([pa.field(f.name, CONSTANT_TYPE, f.nullable, f.metadata)
-                                      if f.name in CONSTANT_COLUMNS else f for f in self._schema])
         self._done: dict[int, int] = {p: 0 for p in self.partitions}
         in_schema = log.arrow_schema(plan.inputs)
         self._has_key = plan.key in in_schema.names
@@ -344,7 +340,7 @@ class Replayer:
             "read_fence": at if fence is None else pa.array(fence, pa.int64()).view(TIME_TYPE),
             "fence": self._fence_column(n),
         }
-        return Rows((ev.topic, ev.partition, m.name), n, self._row_schema, cols)
+        return Rows((ev.topic, ev.partition, m.name), n, self._schema, cols)
 
     def _fence_column(self, n: int) -> Column:
         if not self.states:

@@ -11,9 +11,8 @@ nulls of fields a model leaves unset, the per-row latency. `Rows` holds such a c
 - the content hash takes a constant or a span as the runs it is (`output.StreamHash.update_rows`),
   giving the digest the expanded column gives, without expanding it.
 
-A `Rows` with every column as an array is just a record batch (`Rows.of`); any `Rows` turns into
-one with `to_batch`. Constants of string columns typed `dictionary<int8, string>` expand to one
-byte of code per row (how the log stores them); of other types, to the value repeated.
+Any `Rows` turns into a record batch with `to_batch`, which expands each constant to its value
+repeated (a dictionary-typed one to codes of one dictionary value).
 """
 
 from __future__ import annotations
@@ -113,10 +112,6 @@ class Rows:
         self.schema = schema
         self.cols = cols
 
-    @classmethod
-    def of(cls, key: tuple[str, int, str], batch: pa.RecordBatch) -> "Rows":
-        return cls(key, batch.num_rows, batch.schema, dict(zip(batch.schema.names, batch.columns)))
-
     @property
     def num_rows(self) -> int:
         return self.n
@@ -159,10 +154,9 @@ def expand(c: Column, n: int, t: pa.DataType, constants: Constants | None = None
 def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.RecordBatch:
     """The rows of `parts` (non-empty, one schema) as one record batch, in order.
 
-    A column every part holds as a constant becomes a run-end encoded column (a run per part at
-    most; the log stores it so, `logstore.frame`), its values of the field's type (a dictionary
-    field's: its value type). Other fixed-width columns are filled straight into one buffer; the
-    rest are concatenated."""
+    A column every part holds as a constant becomes a run-end encoded column of the field's type
+    (a run per part at most; the log stores it so, `logstore.frame`). Other fixed-width columns
+    are filled straight into one buffer; the rest are concatenated."""
     constants = constants or _CONSTANTS
     schema = parts[0].schema
     ns = [r.n for r in parts]
@@ -171,8 +165,8 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
     for f in schema:
         cs = [r.cols[f.name] for r in parts]
         t = f.type
-        if all(isinstance(c, Const) for c in cs):
-            arr = _runs(cs, ns, t.value_type if pa.types.is_dictionary(t) else t, constants)
+        if all(isinstance(c, Const) for c in cs) and not pa.types.is_dictionary(t):
+            arr = _runs(cs, ns, t)
         elif len(cs) == 1:
             arr = expand(cs[0], total, t, constants)
         elif _fixed_width(t) and all(_null_free(c, t) for c in cs):
@@ -184,7 +178,7 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, schema.metadata))
 
 
-def _runs(cs: list[Const], ns: list[int], t: pa.DataType, constants: Constants) -> pa.Array:
+def _runs(cs: list[Const], ns: list[int], t: pa.DataType) -> pa.Array:
     """Per-part constants as a run-end encoded column, equal neighbours in one run."""
     first = cs[0].value
     if all(c.value == first for c in cs):

@@ -295,7 +295,7 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
 def _runs(src: pa.RecordBatch, target: pa.Schema, kept: dict[int, pa.Array] | None) -> pa.RecordBatch:
     """`src` with its run-end encoded columns decoded, but those put in `kept` (by target index):
     the ones `kept` (None: none) can take as stored, their values of the field's type, whole runs."""
-    from logstore.frame import whole_runs
+    from logstore.frame import run_end_decode, whole_runs
 
     where = {f.name: i for i, f in enumerate(target)}
     columns, fields = list(src.columns), list(src.schema)
@@ -307,7 +307,7 @@ def _runs(src: pa.RecordBatch, target: pa.Schema, kept: dict[int, pa.Array] | No
         if kept is not None and i is not None and f.type.value_type.equals(target.field(i).type) and whole_runs(col):
             kept[i] = col
         else:
-            columns[j] = pc.run_end_decode(col)
+            columns[j] = run_end_decode(col)
             fields[j] = pa.field(f.name, f.type.value_type, f.nullable, f.metadata)
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, src.schema.metadata))
 

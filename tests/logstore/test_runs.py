@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logstore.errors import RecordValidationError
-from logstore.frame import decode_runs, is_stored_runs
+from logstore.frame import decode_runs, is_stored_runs, run_end_decode
 from tests.conftest import SCORE_SCHEMA, score_rows
 
 from .test_dictionary import frame_schemas
@@ -123,3 +123,18 @@ def test_any_runs_round_trip(tmp_path_factory, data):
         w.append_batch(batch)
     assert plain(log.read("t")) == decode_runs(batch).to_pylist()
     log.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=6), data=st.data())
+def test_run_end_decode_takes_dictionary_values(lengths, data):
+    """Runs of dictionary values (which Arrow's kernel refuses) decode run by run, sliced too."""
+    ends = list(np.cumsum(lengths))
+    codes = data.draw(st.lists(st.integers(0, 2), min_size=len(ends), max_size=len(ends)))
+    values = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(["x", "y", "z"]))
+    col = pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), values)
+    n = int(ends[-1])
+    lo = data.draw(st.integers(0, n - 1))
+    hi = data.draw(st.integers(lo, n))
+    want = [v for v, k in zip(values.to_pylist(), lengths) for _ in range(k)][lo:hi]
+    assert run_end_decode(col.slice(lo, hi - lo)).to_pylist() == want

@@ -127,8 +127,8 @@ def test_constants_expand_to_their_type():
 
 
 def test_constants_of_every_part_become_runs():
-    """A column constant in every part is one run per value change, typed as its field's values."""
-    schema = pa.schema([("model_id", CODES), ("clock", TS), ("label", pa.string())])
+    """A column constant in every part is one run per value change, of its field's type."""
+    schema = pa.schema([("model_id", pa.string()), ("clock", TS), ("label", pa.string())])
     parts = [Rows(("in", 0, "m"), n, schema, {"model_id": Const("a"), "clock": Const(t), "label": Const(None)})
              for n, t in [(3, 10), (2, 10), (4, 11)]]
     got = assemble(parts, Constants())
@@ -136,5 +136,7 @@ def test_constants_of_every_part_become_runs():
     assert pa.types.is_run_end_encoded(clock.type)
     assert clock.run_ends.to_pylist() == [5, 9] and clock.values.cast(pa.int64()).to_pylist() == [10, 11]
     assert got.column(0).type.value_type == pa.string() and got.column(0).run_ends.to_pylist() == [9]
+    coded = assemble([Rows(("in", 0, "m"), 2, pa.schema([("model_id", CODES)]), {"model_id": Const("a")})] * 2)
+    assert coded.column(0).type == CODES  # dictionary-typed: codes, not runs
     plain = decode_runs(got)
     assert plain.column(0).to_pylist() == ["a"] * 9 and plain.column(2).null_count == 9
