@@ -14,7 +14,7 @@ Per case, in the child:
 
 1. `job.setup(data_dir)` once, untimed (e.g. write the Parquet file a read case reads). Data
    directories are shared between cases by key and prepared once (a `.done` marker).
-2. `runs` times (at least `SHORT_RUNS` for a case whose first run is under `SHORT_S`):
+2. `runs` times (at least `SHORT_RUNS` for a case whose warm-up or first timed run is under `SHORT_S`):
    `job.before(run_dir)` untimed; then `os.sync()` (the dirty pages earlier runs left are written
    back before, not during, this run), `gc.collect()`, reset the peak-RSS mark
    (`echo 5 > /proc/self/clear_refs`), read VmRSS, and time `job.run(run_dir)` with
@@ -417,7 +417,9 @@ def run_job(case: Case, ctx: Ctx) -> Result:
         peak = hwm() - before if can_reset else 0
         if 0 <= i < runs:
             res.times.append(elapsed)
-        if i == (-1 if warmup else 0) and elapsed < SHORT_S and ctx.options.get("short_runs", True):
+        # short if the warm-up or the first timed run is: a warm-up also pays one-time costs (judged
+        # on it alone, replay kept 1 run a round), and one slow run is the noise more runs smooth
+        if i <= 0 and elapsed < SHORT_S and ctx.options.get("short_runs", True):
             runs = max(runs, ctx.options.get("short_runs_n", SHORT_RUNS))
         res.peaks.append(max(peak, 0))
         if job.after is not None:
