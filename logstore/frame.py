@@ -59,7 +59,7 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -308,8 +308,8 @@ _READ_OPTIONS = {True: pa.ipc.IpcReadOptions(), False: pa.ipc.IpcReadOptions(use
 def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
                 use_threads: bool = True) -> pa.RecordBatch:
     """Decode a verified frame body into its record batch (zero-copy when uncompressed), string
-    columns stored dictionary-encoded handed out as plain strings, run-end encoded ones decoded. `use_threads=False` keeps the
-    decompression on the calling thread (not Arrow's CPU pool)."""
+    columns stored dictionary-encoded handed out as plain strings, stored runs decoded.
+    `use_threads=False` keeps the decompression on the calling thread (not Arrow's CPU pool)."""
     if included_fields is not None:
         options = pa.ipc.IpcReadOptions(included_fields=included_fields, use_threads=use_threads)
     else:
@@ -476,31 +476,27 @@ def mark_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
 def decode_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` with every run-end encoded column decoded to its values' type (a writer's input
     given so, before partitioning by key or a per-value pass)."""
-    if not any(pa.types.is_run_end_encoded(f.type) for f in batch.schema):
-        return batch
-    columns, fields = list(batch.columns), list(batch.schema)
-    for i, f in enumerate(fields):
-        if pa.types.is_run_end_encoded(f.type):
-            columns[i] = run_end_decode(columns[i])
-            meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
-            fields[i] = pa.field(f.name, f.type.value_type, f.nullable, meta or None)
-    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
+    return _decoded(batch, lambda f: pa.types.is_run_end_encoded(f.type))
 
 
 def decode_stored(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` with its stored-dictionary string columns decoded to plain strings and its stored
     run-end encoded columns to their own type."""
+    return _decoded(batch, lambda f: is_stored_dictionary(f) or is_stored_runs(f))
+
+
+def _decoded(batch: pa.RecordBatch, picked: Callable[[pa.Field], bool]) -> pa.RecordBatch:
+    """`batch` with the dictionary or run-end encoded columns whose field is `picked` decoded (the
+    encoding mark dropped from the field's metadata)."""
     schema = batch.schema
-    marked = [i for i, f in enumerate(schema) if is_stored_dictionary(f) or is_stored_runs(f)]
+    marked = [i for i, f in enumerate(schema) if picked(f)]
     if not marked:
         return batch
     columns, fields = list(batch.columns), list(schema)
     for i in marked:
         f = fields[i]
-        if pa.types.is_dictionary(f.type):
-            columns[i], t = columns[i].dictionary_decode(), pa.string()
-        else:
-            columns[i], t = run_end_decode(columns[i]), f.type.value_type
+        col = columns[i]
+        columns[i] = col.dictionary_decode() if pa.types.is_dictionary(f.type) else run_end_decode(col)
         meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
-        fields[i] = pa.field(f.name, t, f.nullable, meta or None)
+        fields[i] = pa.field(f.name, f.type.value_type, f.nullable, meta or None)
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))

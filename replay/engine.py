@@ -252,6 +252,7 @@ class Replayer:
         schema = batch.schema
         at_col = batch.column(schema.get_field_index("_append_time"))
         off_col = batch.column(schema.get_field_index("_offset"))
+        frame = self._frame_columns(batch, ev, at_col, off_col)
         parts: list[Rows] = []
         for m in self.models:
             fence = None
@@ -265,7 +266,7 @@ class Replayer:
                 raise
             elapsed = time.perf_counter() - t0
             score, scores, label = _coerce(answer, n, m)
-            parts.append(self._rows(m, batch, ev, score, scores, label, elapsed, fence, at_col))
+            parts.append(self._rows(m, frame, ev, n, score, scores, label, elapsed, fence))
         last_clock = ev.time if clocks is None else int(clocks[-1])
         last_off = off_col[-1].as_py()
         skip = self.skip.get(p)
@@ -288,28 +289,25 @@ class Replayer:
                 if due:
                     self._learn_due(due, last_clock)
 
-    def _rows(self, m: Any, batch: pa.RecordBatch, ev: Event, score: np.ndarray, scores: Any, label: Any,
-              elapsed: float, fence: np.ndarray | None, at_col: pa.Array) -> Rows:
-        """The output rows of model `m` for input `batch`, columns constant over it as `Const`s."""
+    def _frame_columns(self, batch: pa.RecordBatch, ev: Event, at_col: pa.Array,
+                       off_col: pa.Array) -> dict[str, Column]:
+        """The output columns every model's rows for input `batch` share, constants as `Const`s
+        (`read_fence` as when no lookup was made)."""
         n = batch.num_rows
-        plan = self.plan
         schema = batch.schema
         if self._has_key:
-            rid = batch.column(schema.get_field_index(plan.key))
+            rid = batch.column(schema.get_field_index(self.plan.key))
             if not pa.types.is_string(rid.type):
                 rid = rid.cast(pa.string())
         else:
-            rid = pc.binary_join_element_wise(
-                self._constants(ev.topic, n, pa.string()), batch.column(schema.get_field_index("_partition")).cast(pa.string()),
-                batch.column(schema.get_field_index("_offset")).cast(pa.string()), "/")
+            part_col = batch.column(schema.get_field_index("_partition"))
+            rid = pc.binary_join_element_wise(self._constants(ev.topic, n, pa.string()), part_col.cast(pa.string()),
+                                              off_col.cast(pa.string()), "/")
         # a frame's rows share one append time, and append times never go back in a partition:
         # equal ends make the column constant
         at_first, at_last = _ends(at_col)
         at: Column = Const(at_first) if at_first == at_last else at_col
-        if ev.clock is None:
-            clock = at
-        else:
-            clock = pa.array(ev.clock, pa.int64()).view(TIME_TYPE)
+        clock = at if ev.clock is None else pa.array(ev.clock, pa.int64()).view(TIME_TYPE)
         if self._etf is not None:
             et = batch.column(schema.get_field_index(self._etf))
             if et.type != TIME_TYPE:
@@ -318,28 +316,34 @@ class Replayer:
                 et = pc.coalesce(et, expand(clock, n, TIME_TYPE, self._constants))
         else:
             et = clock
-        off_col = batch.column(schema.get_field_index("_offset"))
         off_first, off_last = _ends(off_col)
-        cols: dict[str, Column] = {
+        return {
             "request_id": rid,
             "event_time": et,
-            "model_id": Const(m.name),
-            "model_version": Const(m.version),
-            "score": pa.array(score, pa.float64()),
-            "scores": scores if scores is not None else _NULL,
-            "label": label if label is not None else _NULL,
-            "latency_ms": Const(float(np.float32(elapsed * 1000.0 / n))),
             "host": _NULL,  # per run: in the manifest
-            "run_id": Const(plan.run_id),
+            "run_id": Const(self.plan.run_id),
             "code_version": _NULL,
             "input_topic": Const(ev.topic),
             "input_partition": Const(ev.partition),
             # offsets only grow in a partition: n of them from first to last are dense
             "input_offset": Span(off_first) if off_last - off_first == n - 1 else off_col,
             "clock": clock,
-            "read_fence": at if fence is None else pa.array(fence, pa.int64()).view(TIME_TYPE),
+            "read_fence": at,
             "fence": self._fence_column(n),
         }
+
+    def _rows(self, m: Any, frame: dict[str, Column], ev: Event, n: int, score: np.ndarray, scores: Any,
+              label: Any, elapsed: float, fence: np.ndarray | None) -> Rows:
+        """The output rows of model `m` for an input frame: its `frame` columns and the model's own."""
+        cols = dict(frame)
+        cols["model_id"] = Const(m.name)
+        cols["model_version"] = Const(m.version)
+        cols["score"] = pa.array(score, pa.float64())
+        cols["scores"] = scores if scores is not None else _NULL
+        cols["label"] = label if label is not None else _NULL
+        cols["latency_ms"] = Const(float(np.float32(elapsed * 1000.0 / n)))
+        if fence is not None:
+            cols["read_fence"] = pa.array(fence, pa.int64()).view(TIME_TYPE)
         return Rows((ev.topic, ev.partition, m.name), n, self._schema, cols)
 
     def _fence_column(self, n: int) -> Column:

@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .clock import to_datetime
-from .rows import Column, Const, Constants, Rows, Span, assemble
+from .rows import Const, Constants, Rows, Span, assemble
 
 AUDIT_FIELDS = [
     {"name": "input_topic", "type": "string", "doc": "Topic of the input this row was decided from."},
@@ -260,9 +260,10 @@ class _ColumnHash:
             else:
                 self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
 
-    def update_column(self, c: Column, n: int, t: pa.DataType, rows: Rows, name: str) -> None:
-        """`update` with a column of `Rows`: constants and spans as the runs they are, when the
+    def update_column(self, rows: Rows, name: str) -> None:
+        """`update` with column `name` of `rows`: constants and spans as the runs they are, when the
         column's hashing makes them runs (the digest `update` of the expanded column gives)."""
+        c, n, t = rows.cols[name], rows.n, rows.schema.field(name).type
         if isinstance(c, Const):
             kind = _kind(t)
             if c.value is None and kind in ("string", "list", "map"):
@@ -332,9 +333,8 @@ class StreamHash:
             v = cols["model_version"]
             self.version = v.value if isinstance(v, Const) else rows.column("model_version")[0].as_py()
         for name in HASHED:
-            c = cols.get(name)
-            if c is not None:
-                self.cols[name].update_column(c, n, rows.schema.field(name).type, rows, name)
+            if name in cols:
+                self.cols[name].update_column(rows, name)
 
     def digest(self) -> str:
         h = hashlib.sha256()

@@ -53,9 +53,7 @@ class Constants:
 
     def __call__(self, value: Any, n: int, t: pa.DataType) -> pa.Array:
         if value is not None and _fixed_width(t):
-            buf, out = _allocate(n, t)
-            out[:] = value
-            return pa.Array.from_buffers(t, n, [None, buf])
+            return _fill([Const(value)], [n], n, t)
         key = (value, t)
         arr = self._cache.get(key)
         if arr is None or len(arr) < n:
@@ -112,10 +110,6 @@ class Rows:
         self.schema = schema
         self.cols = cols
 
-    @property
-    def num_rows(self) -> int:
-        return self.n
-
     def column(self, name: str, constants: Constants | None = None) -> pa.Array:
         """Column `name` as an array."""
         return expand(self.cols[name], self.n, self.schema.field(name).type, constants or _CONSTANTS)
@@ -145,9 +139,7 @@ def expand(c: Column, n: int, t: pa.DataType, constants: Constants | None = None
     if isinstance(c, Const):
         return constants(c.value, n, t)
     if isinstance(c, Span):
-        buf, out = _allocate(n, t)
-        out[:] = np.arange(c.start, c.start + n, dtype=out.dtype)
-        return pa.Array.from_buffers(t, n, [None, buf])
+        return _fill([c], [n], n, t)
     return c
 
 
@@ -180,9 +172,6 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
 
 def _runs(cs: list[Const], ns: list[int], t: pa.DataType) -> pa.Array:
     """Per-part constants as a run-end encoded column, equal neighbours in one run."""
-    first = cs[0].value
-    if all(c.value == first for c in cs):
-        return pa.RunEndEncodedArray.from_arrays(pa.array([sum(ns)], pa.int32()), _values([first], t))
     values: list[Any] = []
     ends: list[int] = []
     at = 0
@@ -212,6 +201,8 @@ def _null_free(c: Column, t: pa.DataType) -> bool:
 
 
 def _fill(cs: list[Column], ns: list[int], total: int, t: pa.DataType) -> pa.Array:
+    """Null-free parts of a fixed-width column (constants, spans, arrays of type `t`) written into
+    one buffer from Arrow's pool."""
     buf, out = _allocate(total, t)
     dtype = out.dtype
     at = 0

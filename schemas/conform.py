@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from logstore.errors import RecordValidationError
+from logstore.frame import decode_runs, run_end_decode, whole_runs
 from schemas.avro import base_type, expand, non_null, type_name
 
 _NoneType = type(None)
@@ -283,8 +284,6 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
     batch = pa.RecordBatch.from_arrays(cols, schema=target)
     if _columns_ok(batch, plan):
         return batch
-    from logstore.frame import decode_runs
-
     found = first_error(decode_runs(batch).to_pylist(), plan.tree)
     if found is not None:
         i, field, reason = found
@@ -295,8 +294,6 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
 def _runs(src: pa.RecordBatch, target: pa.Schema, kept: dict[int, pa.Array] | None) -> pa.RecordBatch:
     """`src` with its run-end encoded columns decoded, but those put in `kept` (by target index):
     the ones `kept` (None: none) can take as stored, their values of the field's type, whole runs."""
-    from logstore.frame import run_end_decode, whole_runs
-
     where = {f.name: i for i, f in enumerate(target)}
     columns, fields = list(src.columns), list(src.schema)
     for j, f in enumerate(fields):

@@ -70,3 +70,23 @@ def test_rounds_merge_every_timed_run_and_keep_the_first_error():
     assert m.times == [1.0, 3.0, 2.0] and m.median == 2.0 and m.peak == 9 and m.child_peak == 7
     assert m.disk_bytes == 120 and m.extra == {"tree_file_peak": 10, "groups": 6}
     assert m.error == "child died (run): boom" and a.times == [1.0, 3.0]  # the inputs stay as they were
+
+
+@pytest.mark.parametrize("slow_runs, want", [(1, "short"), (2, "long")])
+def test_a_case_is_short_if_its_warm_up_or_first_timed_run_is(tmp_path, slow_runs, want):
+    """A case whose warm-up pays one-time costs still gets the short cases' runs when its first timed
+    run is quick; one whose warm-up and first timed run are both slow keeps its runs."""
+    import time
+
+    from benchmarks.harness import SHORT_RUNS, SHORT_S, Case, Ctx, Job, run_job
+
+    calls = {"n": 0}
+
+    def run(_d):
+        calls["n"] += 1
+        if calls["n"] <= slow_runs:
+            time.sleep(SHORT_S + 0.05)
+
+    case = Case("s", "c", "logstore", lambda ctx: Job(run=run, records=1, bytes_in=0))
+    res = run_job(case, Ctx(n=10, runs=3, scratch=tmp_path, workload_path=tmp_path))
+    assert len(res.times) == (SHORT_RUNS if want == "short" else 3)
