@@ -9,12 +9,16 @@
 """
 
 from .errors import (
+    ClockError,
+    ClockSkewError,
     ConsumerError,
     CorruptFrameError,
     EvaluationError,
     InvalidNameError,
     LogIOError,
+    LogNotFoundError,
     LogstoreError,
+    OffsetOutOfRangeError,
     RecordTooLargeError,
     RecordValidationError,
     SchemaError,
@@ -47,8 +51,12 @@ __all__ = [
     "RecordTooLargeError",
     "CorruptFrameError",
     "LogIOError",
+    "LogNotFoundError",
+    "ClockError",
+    "ClockSkewError",
     "WriterClosedError",
     "ConsumerError",
+    "OffsetOutOfRangeError",
     "TimeLeakError",
     "EvaluationError",
 ]

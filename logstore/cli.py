@@ -1,7 +1,9 @@
 """The `logstore` command: a thin layer over the library (each command calls the public API).
 
-User mistakes print one line to stderr with a hint and exit 2 (1 for a failed `verify`); never a
-traceback. Set LOGSTORE_DEBUG=1 to see tracebacks.
+User mistakes print one line to stderr with a hint and exit 2 (1 for a failed `verify`); a fault
+of the tool itself prints one line and exits 70; never a traceback. Set LOGSTORE_DEBUG=1 to see
+tracebacks. Reading commands open the log read-only: they work on a read-only mount or another
+user's log, never create a log where there is none, and never change a byte.
 """
 
 from __future__ import annotations
@@ -43,9 +45,7 @@ def _cols(text: str | None) -> list[str] | None:
 def _open(args: argparse.Namespace, readonly: bool = False):
     import logstore
 
-    if readonly and not os.path.isdir(args.log):
-        raise FileNotFoundError(f"no log at {args.log}")
-    return logstore.open(args.log)
+    return logstore.open(args.log, readonly=readonly)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -140,6 +140,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = log.verify(args.topic)
     for p in report.problems:
         print(f"DAMAGED {p.topic}[{p.partition}] {p}")
+    for note in report.notes:
+        print(f"note: {note}")
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     print(f"verified {report.topics} topic(s), {report.partitions} partition(s), {report.segments} segment(s), "
           f"{report.frames} frames, {report.bytes} bytes: {status}")
@@ -152,6 +154,16 @@ def cmd_retention(args: argparse.Namespace) -> int:
     for topic, p, path, size in report.deleted:
         print(f"deleted {path} ({size} bytes)")
     print(f"retention: {len(report.deleted)} segment(s) deleted, {report.bytes_freed} bytes freed")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    log = _open(args)
+    done = log.recover()
+    for rec in done:
+        print(f"recovered {rec.path}: {rec.bytes_truncated} bytes of torn tail truncated, "
+              f"{len(rec.problems)} damaged place(s) kept{', index rewritten' if rec.index_rebuilt else ''}")
+    print(f"recovery: {len(done)} partition(s) repaired")
     return 0
 
 
@@ -259,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "logstore retention ./log scores")
     p.add_argument("topic", nargs="?")
 
+    p = _command(sub, "recover", cmd_recover, "truncate torn tails and rewrite derived indexes of partitions "
+                 "no writer holds (writers do this themselves before their first commit)",
+                 "logstore recover ./log")
+
     p = _command(sub, "sql", cmd_sql, "run SQL (DuckDB) over the topics; each topic is a view",
                  "logstore sql ./log 'SELECT model_id, count(*) FROM scores GROUP BY 1' --format table")
     p.add_argument("query")
@@ -281,10 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hint(err: BaseException) -> str:
-    from .errors import TopicNotFoundError
+    from .errors import LogNotFoundError, TopicNotFoundError
 
     if isinstance(err, TopicNotFoundError):
         return " (hint: `logstore topics LOG` lists them; `logstore create` makes one)"
+    if isinstance(err, LogNotFoundError):
+        return " (hint: check the path; `logstore create` makes a log)"
     if isinstance(err, FileNotFoundError):
         return " (hint: check the path)"
     return ""
@@ -295,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a fault of the tool, not of its user
 
 
 def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
@@ -318,6 +337,18 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         if os.environ.get("LOGSTORE_DEBUG"):
             raise
         return print_error(prog, err, hint(err))
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if os.environ.get("LOGSTORE_DEBUG"):
+            raise
+        if _is_query_error(err):
+            return print_error(prog, err)
+        print_error(prog, err, f" ({type(err).__name__}; set LOGSTORE_DEBUG=1 for the traceback)")
+        return INTERNAL_ERROR
+
+
+def _is_query_error(err: BaseException) -> bool:
+    """A DuckDB error (bad SQL, a type mismatch): the user's query, not the tool."""
+    return type(err).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
 
 def print_error(prog: str, err: BaseException, hint: str = "") -> int:

@@ -11,8 +11,12 @@
     ├── RecordTooLargeError            (also a RecordValidationError)
     ├── CorruptFrameError              bytes that failed their checksum or do not parse (.path, .position)
     ├── LogIOError                     an OSError wrapped with the operation and the path
+    │   └── LogNotFoundError           no log at the path (also a FileNotFoundError)
+    ├── ClockError                     a writer clock that returns no aware datetime
+    │   └── ClockSkewError             a writer's clock ahead of the machine's by more than the bound
     ├── WriterClosedError
     ├── ConsumerError
+    │   └── OffsetOutOfRangeError      a cursor offset outside the partition (also a ValueError)
     ├── TimeLeakError                  replay: a model asked for data from after its clock
     ├── EvaluationError                an evaluation that cannot run as asked
     └── replay.errors.ReplayError      a run that cannot start, continue or be found
@@ -105,12 +109,29 @@ class LogIOError(LogstoreError, OSError):
     """An operating-system error, wrapped with the operation and the path it concerned."""
 
 
+class LogNotFoundError(LogIOError, FileNotFoundError):
+    """There is no log at the path given (nothing is created by a read)."""
+
+
+class ClockError(LogstoreError, ValueError):
+    """A clock (a writer's `clock=`, or a datetime bound) that gives no aware datetime."""
+
+
+class ClockSkewError(ClockError):
+    """A commit stamped further ahead of the machine's own clock than the writer's bound allows."""
+
+
 class WriterClosedError(LogstoreError):
     """append() or flush() on a writer that was closed (or failed and closed itself)."""
 
 
 class ConsumerError(LogstoreError):
     """A consumer group cursor that cannot be read, or a commit that cannot be honoured."""
+
+
+class OffsetOutOfRangeError(ConsumerError, ValueError):
+    """An offset given to `seek()`/`commit()` that is not an int in [0, end offset of the partition],
+    or a partition this consumer does not read."""
 
 
 class TimeLeakError(LogstoreError):

@@ -13,7 +13,8 @@ On-disk layout of one frame (all integers little-endian)::
     32      8    append time, microseconds since the Unix epoch, UTC (i64); shared by every record
     40      8    min event time, microseconds (i64; MIN_TIME when the topic has no event time)
     48      8    max event time, microseconds (i64; MAX_TIME when the topic has no event time)
-    56      2    flags: bit 0 = body buffers are compressed (Arrow IPC body compression; the body names the codec)
+    56      2    flags: bit 0 = body buffers are compressed (Arrow IPC body compression; the body names the codec),
+                 bit 1 = continued: more frames of the same commit follow this one
     58      6    reserved, zero
     64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
 
@@ -48,6 +49,11 @@ every row; a constant column costs next to nothing compressed). The writer encod
 partition lock, once it knows both, so a frame's body is a complete Arrow batch that any Arrow
 reader can scan as is: the SQL views hand frame bytes to DuckDB unchanged.
 
+Commits: one commit (the frames a writer puts in one partition at once, under its lock) is the
+unit of acknowledgement. Every frame but a commit's last has the *continued* flag, so recovery can
+tell a whole commit from one a crash cut short (see `segment.analyze`). Frames written before the
+flag existed never have it: each is a commit of its own.
+
 A frame is self-describing: its body carries its own Arrow schema, so any frame can be decoded
 without the rest of the segment. The two checksums make every byte of a frame checked on read:
 the header crc guards the lengths and offsets (so a damaged header never misdirects a reader)
@@ -75,6 +81,7 @@ assert _HEADER.size == HEADER_SIZE
 MIN_TIME = -(2**63)
 MAX_TIME = 2**63 - 1
 FLAG_COMPRESSED = 1
+FLAG_CONTINUED = 2
 MAX_BODY = 2**31 - 1
 
 
@@ -90,6 +97,11 @@ class FrameHeader(NamedTuple):
     min_event_time: int
     max_event_time: int
     flags: int
+
+    @property
+    def continued(self) -> bool:
+        """True if more frames of this frame's commit follow it."""
+        return bool(self.flags & FLAG_CONTINUED)
 
     @property
     def next_offset(self) -> int:
@@ -135,6 +147,8 @@ def parse_header(data: bytes | memoryview) -> FrameHeader | str:
     header = FrameHeader(*rest)
     if header.count < 1:
         return f"frame claims {header.count} records"
+    if header.base_offset < 0:
+        return f"frame claims base offset {header.base_offset}"
     if header.min_event_time > header.max_event_time:
         return "frame's event-time range is inverted"
     return header

@@ -24,12 +24,12 @@ trusted to steer a seek.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .checksum import crc
 from .frame import HEADER_SIZE
 
@@ -79,9 +79,11 @@ def load(path: Path) -> tuple[np.ndarray, bool] | None:
     None if the file is missing. A partial trailing entry counts as damage.
     """
     try:
-        data = path.read_bytes()
+        data = files.read_small(path, limit=1 << 40)
     except FileNotFoundError:
         return None
+    except OSError:  # a symlink, a directory, unreadable: not an index we can trust
+        return np.zeros(0, dtype=ENTRY_DTYPE), True
     n = len(data) // ENTRY_SIZE
     damaged = len(data) % ENTRY_SIZE != 0
     view = memoryview(data)
@@ -110,14 +112,13 @@ def is_consistent(entries: np.ndarray) -> bool:
 
 
 def write(path: Path, entries: np.ndarray) -> None:
-    """Replace the index file with `entries` (write to a temp file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(entries.tobytes())
-    os.replace(tmp, path)
+    """Replace the index file with `entries` (temp file and rename, not fsynced: it is derived).
+
+    Only a writer holding the partition's lock writes an index; readers derive it in memory.
+    """
+    files.write_atomic(path, entries.tobytes(), "write index", durable=False)
 
 
 def append(path: Path, entries: np.ndarray) -> None:
     """Append entries to the index file (not fsynced: the index is rebuildable)."""
-    with open(path, "ab") as f:
-        f.write(entries.tobytes())
+    files.append_bytes(path, entries.tobytes())

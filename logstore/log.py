@@ -1,9 +1,12 @@
-"""The log: a directory of topics. `open()` creates or opens one and recovers every partition.
+"""The log: a directory of topics. `open()` opens one; it writes nothing.
 
-Opening costs a directory listing and a tail check per partition (the active segment's frames
-after its last index entry are verified; an invalid tail is truncated and reported in
-`Log.recoveries`). Topics, their partitions and their schemas are loaded lazily on first use.
-Many processes may open one log; each partition has one writer at a time (a file lock per commit).
+Opening costs nothing but a check that the directory is a log: topics, their partitions and their
+schemas are loaded lazily on first use, and nothing is recovered or created on open (reading never
+writes). A log is created by its first topic (`Log.create_topic`, or a writer's first use of a
+missing topic), its directories fsynced into their parents. A partition's torn tail is recovered
+by the first writer to commit to it, under the partition's lock; `Log.recover()` does it for every
+partition at once. Many processes may open one log; each partition has one writer at a time (a
+file lock per commit, see `partition.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,16 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
-from .errors import LogIOError, SchemaError, TopicError, TopicExistsError, TopicNotFoundError
-from .files import fsync_dir, write_atomic
+from .errors import (
+    LogIOError,
+    LogNotFoundError,
+    LogstoreError,
+    SchemaError,
+    TopicError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir, write_all, write_atomic
 from .names import LOG_FILE, SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
 from .partition import Partition
 from .reader import SYSTEM_COLUMNS, Bound, Reader, read_table
@@ -61,7 +72,7 @@ class Topic:
     def config(self) -> TopicConfig:
         if self._config is None:
             try:
-                self._config = load_config(self.dir / TOPIC_FILE)
+                self._config = load_config(self.dir / TOPIC_FILE, self.name)
             except FileNotFoundError:
                 raise TopicNotFoundError(f"topic {self.name!r} does not exist in {self.log.path}") from None
         return self._config
@@ -116,7 +127,11 @@ class Topic:
         self._config = None
 
     def close(self) -> None:
+        from .commit import close_tail
+
         for part in self._partitions.values():
+            if not part.readonly:
+                close_tail(part)
             part.close()
 
 
@@ -144,6 +159,7 @@ class VerifyReport:
     frames: int = 0
     bytes: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # derived state out of date, torn tails: no damage
 
     @property
     def ok(self) -> bool:
@@ -164,23 +180,55 @@ class RetentionReport:
 class Log:
     """An opened log directory. Create with `logstore.open(path)`."""
 
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, recover: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, recover: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._topics: dict[str, Topic] = {}
         self.recoveries: list[Recovery] = []
-        if not readonly:
-            try:
-                (self.path / TOPICS_DIR).mkdir(parents=True, exist_ok=True)
-                marker = self.path / LOG_FILE
-                if not marker.exists():
-                    write_atomic(marker, json.dumps({"format": 1}).encode())
-            except OSError as e:
-                raise LogIOError(f"cannot create log directory {self.path}: {e}") from e
-        elif not (self.path / TOPICS_DIR).is_dir():
-            raise LogIOError(f"{self.path} is not a logstore log (no {TOPICS_DIR}/ directory)")
-        if recover and not readonly:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if readonly:
+                raise LogNotFoundError(f"no log at {self.path}: the directory does not exist") from None
+            st = None
+        except OSError as e:
+            raise LogIOError(f"cannot open log {self.path}: {e.strerror or e}") from e
+        if st is not None:
+            import stat as stat_mod
+
+            if not stat_mod.S_ISDIR(st.st_mode):
+                raise LogIOError(f"cannot open log {self.path}: not a directory")
+            if readonly and not self._is_log():
+                raise LogNotFoundError(f"no log at {self.path} (no {TOPICS_DIR}/ directory)")
+        if recover:
+            if readonly:
+                raise TopicError(f"log {self.path} is open read-only: recovery writes")
             self.recoveries = self.recover()
+
+    def _is_log(self) -> bool:
+        return (self.path / TOPICS_DIR).is_dir() or (self.path / LOG_FILE).is_file()
+
+    def _ensure_created(self) -> None:
+        """Create the log's directory, marker and ``topics/`` (each fsynced into its parent) if
+        missing; a non-empty directory that is not a log is refused, never turned into one."""
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only")
+        try:
+            if self._is_log():
+                make_dir(self.path / TOPICS_DIR)
+                return
+            if self.path.is_dir() and any(not n.startswith(".") for n in os.listdir(self.path)):
+                raise LogIOError(
+                    f"{self.path} is not a logstore log and not empty: refusing to create a log in it "
+                    "(pick a new or empty directory)"
+                )
+            make_dir(self.path)
+            marker = self.path / LOG_FILE
+            if not marker.exists():
+                write_atomic(marker, json.dumps({"format": 1}).encode(), "create log marker")
+            make_dir(self.path / TOPICS_DIR)
+        except OSError as e:
+            raise LogIOError(f"cannot create log directory {self.path}: {e.strerror or e}") from e
 
     def __repr__(self) -> str:
         return f"logstore.Log({str(self.path)!r})"
@@ -200,9 +248,12 @@ class Log:
         """Names of the topics in this log, sorted."""
         root = self.path / TOPICS_DIR
         try:
-            return sorted(n for n in os.listdir(root) if not n.startswith(".") and (root / n / TOPIC_FILE).exists())
-        except FileNotFoundError:
+            names = os.listdir(root)
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as e:
+            raise LogIOError(f"cannot list topics in {root}: {e.strerror or e}") from e
+        return sorted(n for n in names if not n.startswith(".") and os.path.lexists(root / n / TOPIC_FILE))
 
     def topic(self, name: str) -> Topic:
         validate_name(name, "topic")
@@ -278,16 +329,25 @@ class Log:
             compatibility=compatibility, compression=compression, segment_ms=segment_ms,
             retention_ms=retention_ms, retention_bytes=retention_bytes, **kwargs,
         )
+        self._ensure_created()
         root = self.path / TOPICS_DIR
         tmp = root / f".create-{name}-{os.getpid()}-{time.monotonic_ns()}"
         try:
-            tmp.mkdir(parents=True)
-            (tmp / TOPIC_FILE).write_text(config.to_json())
+            # built whole in a temp directory, every file and entry fsynced, then renamed into
+            # place and the rename fsynced: after a power cut the topic is all there or absent
+            os.mkdir(tmp, 0o755)
+            fd = os.open(tmp / TOPIC_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o644)
+            try:
+                write_all(fd, config.to_json().encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             from schemas.registry import Registry
 
             Registry(tmp / SCHEMAS_DIR).register(avro, compatibility)
             for p in range(partitions):
-                (tmp / partition_dirname(p)).mkdir()
+                os.mkdir(tmp / partition_dirname(p), 0o755)
+            fsync_dir(tmp)
             try:
                 os.rename(tmp, root / name)
             except OSError:
@@ -298,9 +358,9 @@ class Log:
                 raise
             fsync_dir(root)
         except OSError as e:
-            raise LogIOError(f"cannot create topic {name!r} in {root}: {e}") from e
+            raise LogIOError(f"cannot create topic {name!r} in {root}: {e.strerror or e}") from e
         finally:
-            if tmp.exists():
+            if os.path.lexists(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
         t._config = None
         return t.config
@@ -338,7 +398,8 @@ class Log:
     # --- writing and reading -----------------------------------------------------------------
     def writer(self, topic: str, *, durability: str = "flush", clock: Callable[[], datetime] | None = None,
                batch_records: int = 10_000, batch_bytes: int = 8 * 1024 * 1024,
-               linger_ms: float | None = 200.0, schema: Any = None, validate: bool = True):
+               linger_ms: float | None = 200.0, schema: Any = None, validate: bool = True,
+               max_clock_skew: float | None = 60.0):
         """A `Writer` appending to `topic` (created on first use from the data if missing).
 
         ``validate=False`` trusts Arrow input that has exactly the topic's schema (no per-value
@@ -346,6 +407,11 @@ class Log:
 
         `schema` pins the writer to that schema version (registered if new and compatible), so a
         producer built against an older version keeps writing it; readers resolve old frames.
+
+        `max_clock_skew` (seconds, None for no bound): a commit whose append time, by `clock`, is
+        further than this ahead of the machine's own clock is refused with `ClockSkewError` and
+        writes nothing. Refused, not clamped: a clamped time would be a made-up one, and the
+        append time is what replay's fences rest on.
         """
         from .writer import Writer
 
@@ -358,7 +424,8 @@ class Log:
                 self.create_topic(topic, schema)
             version = t.registry.register(schema, t.config.compatibility).version
         return Writer(t, durability=durability, clock=clock, batch_records=batch_records,
-                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version, validate=validate)
+                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version, validate=validate,
+                      max_clock_skew=max_clock_skew)
 
     def read(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
              columns: Sequence[str] | None = None, by: str = "append_time", on_corrupt: str = "raise") -> pa.Table:
@@ -417,11 +484,23 @@ class Log:
 
     # --- maintenance -------------------------------------------------------------------------
     def recover(self) -> list[Recovery]:
-        """Recover every partition's active segment (run by open); returns what was repaired."""
+        """Recover every partition no live writer holds: truncate torn tails, rewrite indexes.
+
+        Writers do this for a partition before their first commit to it; this is for an operator
+        (``logstore recover``). A topic whose topic.json is damaged is skipped and logged.
+        Returns what was repaired.
+        """
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only: recovery writes")
         done = []
         for name in self.topics():
             t = self.topic(name)
-            for p in range(t.config.partitions):
+            try:
+                n = t.config.partitions
+            except LogstoreError as e:
+                log.warning("recovery skips topic %r: %s", name, e)
+                continue
+            for p in range(n):
                 rec = t.partition(p).recover()
                 if rec is not None and (rec.bytes_truncated or rec.problems or rec.index_rebuilt):
                     done.append(rec)
@@ -432,7 +511,13 @@ class Log:
         from .describe import describe_topic
 
         if topic is None:
-            return {name: describe_topic(self._existing(name)) for name in self.topics()}
+            out: dict = {}
+            for name in self.topics():
+                try:
+                    out[name] = describe_topic(self._existing(name))
+                except LogstoreError as e:  # one damaged topic costs only itself
+                    out[name] = {"topic": name, "error": str(e)}
+            return out
         return describe_topic(self._existing(topic))
 
     def verify(self, topic: str | None = None) -> VerifyReport:
@@ -440,8 +525,17 @@ class Log:
         from .describe import verify_topic
 
         report = VerifyReport()
-        for name in [topic] if topic is not None else self.topics():
-            verify_topic(self._existing(name), report)
+        if topic is not None:
+            verify_topic(self._existing(topic), report)
+            return report
+        for name in self.topics():
+            try:
+                t = self._existing(name)
+            except LogstoreError as e:  # one damaged topic costs only itself
+                report.topics += 1
+                report.problems.append(VerifyProblem(name, -1, str(self.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e)))
+                continue
+            verify_topic(t, report)
         return report
 
     def enforce_retention(self, topic: str | None = None, *, now: datetime | None = None) -> RetentionReport:
@@ -454,10 +548,11 @@ class Log:
         return report
 
 
-def open(path: str | os.PathLike, *, readonly: bool = False, recover: bool = True) -> Log:  # noqa: A001
-    """Open the log at `path`, creating the directory if missing, and recover its partitions.
+def open(path: str | os.PathLike, *, readonly: bool = False, recover: bool = False) -> Log:  # noqa: A001
+    """Open the log at `path`. Writes nothing: a missing log is created by its first topic.
 
-    ``recover=False`` skips the recovery pass (for a process whose parent already opened the log;
-    a writer still recovers a partition's torn tail before its first commit to it).
+    ``readonly=True`` refuses every write and raises `LogNotFoundError` when there is no log at
+    `path`. ``recover=True`` runs `Log.recover()` now (a writer recovers a partition's torn tail
+    before its first commit to it anyway).
     """
     return Log(path, readonly=readonly, recover=recover)

@@ -6,12 +6,19 @@ Layout of a log directory::
     <log>/logstore.json                         format marker {"format": 1}
     <log>/topics/<topic>/topic.json             topic settings (TopicConfig)
     <log>/topics/<topic>/schemas/v00001.avsc    schema versions (schemas.registry)
+    <log>/topics/<topic>/schemas/v00001.fingerprint  SHA-256 of that version's canonical form
     <log>/topics/<topic>/00000/                 partition 0
         00000000000000000000.seg                segment, named by its base offset (20 digits: `ls` sorts)
         00000000000000000000.idx                its frame index (derived, rebuildable)
-        .lock                                   writers' exclusive / readers' shared flock
+        segments.sum                            summaries of sealed segments (derived)
+        .lock                                   writers' exclusive / readers' shared flock; tail hints
     <log>/groups/<group>/<topic>.json           consumer group cursors
+    <log>/groups/<group>/.<topic>.json.lock     serializes commits of the group's consumers
     <log>/runs/<run>/manifest.json              replay run manifests
+
+A log is created by its first topic (`Log.create_topic`, or a writer's first use): opening one
+writes nothing. Files whose names match none of these (temp files ``.<name>.<pid>.<thread>.tmp``
+left by a crash, strays) are ignored by every reader.
 
 Names are validated before they touch the file system: 1-200 characters from
 ``[A-Za-z0-9._-]``, not starting with a dot or a dash, never containing ``..``. That keeps every name
@@ -35,6 +42,7 @@ RUNS_DIR = "runs"
 SCHEMAS_DIR = "schemas"
 
 MAX_NAME = 200
+MAX_OFFSET = 2**63 - 1  # offsets are int64 in frame headers and indexes
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -81,6 +89,6 @@ def parse_segment_name(filename: str) -> int | None:
     """Base offset of a segment file name, or None if `filename` is not a segment."""
     if len(filename) == 20 + len(SEGMENT_SUFFIX) and filename.endswith(SEGMENT_SUFFIX):
         stem = filename[:20]
-        if stem.isdigit():
+        if stem.isascii() and stem.isdigit() and int(stem) <= MAX_OFFSET:
             return int(stem)
     return None

@@ -1,19 +1,26 @@
 """Partitions: a directory of segments with one writer at a time.
 
-``<topic>/<partition, 5 digits>/`` holds the segments (``<base>.seg``), their indexes (``<base>.idx``)
-and ``.lock``. Writers append under an exclusive ``flock`` on ``.lock``, one commit (one or more
-whole frames) at a time, so several processes can append to one partition: offsets stay dense and
-frames never interleave. Readers take the lock shared for an instant to snapshot the committed end.
+``<topic>/<partition, 5 digits>/`` holds the segments (``<base>.seg``), their indexes (``<base>.idx``),
+the segment summary (``segments.sum``) and ``.lock``. Writers commit under an exclusive lock on
+``.lock`` (see `Partition`), one commit (one or more whole frames) at a time, so several threads
+and processes can append to one partition: offsets stay dense and frames never interleave.
+Readers take the lock shared for an instant to snapshot the committed end.
 
-``.lock`` also holds a 40-byte *tail hint*, little-endian, rewritten after every commit::
+``.lock`` also holds two 60-byte *tail hints* (slots at bytes 0 and 64), little-endian: slot 0 is
+rewritten after every commit, slot 1 when a writer syncs a segment it committed to unsynced (at
+close, in "flush" mode), so it names a recovery point that survives later unsynced commits::
 
-    0 4 magic b"LSH1" | 4 8 active segment base | 12 8 committed size of the active segment |
-    20 8 next offset | 28 8 last append time (us) | 36 4 CRC-32 of bytes 0..35
+    0 4 magic b"LSH2" | 4 8 active segment base | 12 8 committed size of the active segment |
+    20 8 next offset | 28 8 last append time (us) | 36 16 boot id of the writer's machine |
+    52 4 flags (bit 0: the commit was fdatasynced before the hint was written; bit 1: *exact*, the
+    bytes past the size are a failed commit's, not committed) | 56 4 CRC-32C of 0..55
 
-The hint is derived state (invariant 5): a writer trusts it only while the active segment's size
-equals the hinted size, and otherwise re-derives the tail from the segment (recovering a torn tail a
-crashed writer left behind). Append time never goes backward within a partition: a commit is
-stamped ``max(clock(), last append time)``.
+The hint is derived state (docs/architecture.md, invariant 5) and never synced. It is *trusted*
+when its commit was synced, or when it was written in this boot (no power cut can have dropped
+what it names). A trusted hint that matches the active segment's size gives a snapshot without
+reading the segment, and tells recovery what was committed (a frame it covers that fails its
+checksum is damage, never a torn tail); anything else is re-derived from the segment. Append time
+never goes backward within a partition: a commit is stamped ``max(clock(), last append time)``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import fcntl
 import logging
 import os
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +42,34 @@ import numpy as np
 from . import index as index_mod
 from . import summary
 from .checksum import crc
-from .errors import LogIOError
-from .files import fsync_dir
-from .frame import HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
+from .errors import LogIOError, TopicError
+from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir
+from .frame import FLAG_CONTINUED, HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
-from .segment import Recovery, SegmentView, build_index, recover_active, scan
+from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
 
 log = logging.getLogger("logstore")
 
-_HINT = struct.Struct("<4sqqqq")
-_HINT_MAGIC = b"LSH1"
+_HINT = struct.Struct("<4sqqqq16sI")
+_HINT_MAGIC = b"LSH2"
+HINT_SYNCED = 1
+HINT_EXACT = 2
+HINT_SLOT = 64
 _IOV_MAX = 512
+
+
+def _read_boot_id() -> bytes:
+    """This boot's id (Linux), or zeros where the system has none: a hint from another boot of an
+    unsynced commit may describe bytes a power cut lost, so it is trusted only when synced."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            raw = f.read().strip().replace(b"-", b"")
+        return bytes.fromhex(raw.decode())[:16].ljust(16, b"\0")
+    except (OSError, ValueError):
+        return bytes(16)
+
+
+BOOT_ID = _read_boot_id()
 
 
 @contextmanager
@@ -59,25 +84,58 @@ def flocked(fd: int, mode: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Hint:
+    """The tail a writer left: active segment, its committed size, next offset, last append time.
+
+    `synced`: the commit it describes was fdatasynced before the hint was written. `boot`: the
+    boot the writer ran in.
+    """
+
     base: int
     size: int
     next_offset: int
     last_append_time: int
+    synced: bool = False
+    boot: bytes = BOOT_ID
+    exact: bool = False  # nothing past `size` is committed (a failed commit left bytes it could not take back)
+
+    @property
+    def trusted(self) -> bool:
+        """True if the bytes it names are on disk: synced, or written in this boot (no power cut since)."""
+        return self.synced or (self.boot == BOOT_ID and BOOT_ID != bytes(16))
 
 
 def pack_hint(h: Hint) -> bytes:
-    raw = _HINT.pack(_HINT_MAGIC, h.base, h.size, h.next_offset, h.last_append_time)
+    raw = _HINT.pack(_HINT_MAGIC, h.base, h.size, h.next_offset, h.last_append_time, h.boot,
+                     (HINT_SYNCED if h.synced else 0) | (HINT_EXACT if h.exact else 0))
     return raw + struct.pack("<I", crc(raw))
 
 
 def parse_hint(data: bytes) -> Hint | None:
+    """The hint in `data`, or None if there is none that passes its checksum and sanity checks."""
     if len(data) < _HINT.size + 4:
         return None
     raw = data[: _HINT.size]
     if raw[:4] != _HINT_MAGIC or struct.unpack_from("<I", data, _HINT.size)[0] != crc(raw):
         return None
-    _, base, size, nxt, last = _HINT.unpack(raw)
-    return Hint(base, size, nxt, last)
+    _, base, size, nxt, last, boot, flags = _HINT.unpack(raw)
+    if base < 0 or size < 0 or nxt < base:
+        return None
+    return Hint(base, size, nxt, last, bool(flags & HINT_SYNCED), boot, bool(flags & HINT_EXACT))
+
+
+def _hints(raw: bytes) -> list[Hint]:
+    return [h for h in (parse_hint(raw[:HINT_SLOT]), parse_hint(raw[HINT_SLOT:2 * HINT_SLOT])) if h is not None]
+
+
+def recovery_point(hints: list[Hint], base: int) -> tuple[int, int, bool] | None:
+    """(committed size, next offset, exact) of the furthest trusted hint on segment `base`, or None.
+
+    `exact`: the latest hint says nothing past its size is committed (see `Hint.exact`)."""
+    best = None
+    for h in hints:
+        if h.trusted and h.base == base and (best is None or h.size > best[0]):
+            best = (h.size, h.next_offset, h.exact)
+    return best
 
 
 @dataclass(frozen=True)
@@ -95,16 +153,28 @@ class Snapshot:
 
 
 class Partition:
-    """One partition directory: its segments, lock, tail and the frames a snapshot can see."""
+    """One partition directory: its segments, lock, tail and the frames a snapshot can see.
+
+    Locking: writers (and retention, and recovery) hold ``.lock`` exclusively through
+    `exclusive()`: a process-wide mutex first (flock does not exclude two threads sharing one
+    open file), then ``flock(LOCK_EX)`` on the writers' descriptor. Readers take ``LOCK_SH`` for an
+    instant on a descriptor of their own, opened read-only and never created: a reader of a
+    partition nobody wrote yet sees it empty, and reading never writes.
+    """
 
     def __init__(self, directory: Path, number: int, *, readonly: bool = False) -> None:
         self.dir = directory
         self.number = number
         self.readonly = readonly
-        self._lock_fd: int | None = None
+        self._mutex = threading.Lock()  # held with the exclusive flock
+        self._reader_mutex = threading.Lock()  # serializes LOCK_SH/LOCK_UN on the readers' descriptor
+        self._cache_mutex = threading.Lock()
+        self._writer_fd: int | None = None
+        self._reader_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
         self._summary: tuple[int, dict] | None = None
+        self._derived: tuple[tuple, Tail] | None = None
 
     # --- files -------------------------------------------------------------------------------
     def seg_path(self, base: int) -> Path:
@@ -117,86 +187,138 @@ class Partition:
         """Base offsets of the segments on disk, ascending."""
         try:
             names = os.listdir(self.dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as e:
+            raise LogIOError(f"cannot list partition directory {self.dir}: {e.strerror or e}") from e
         return sorted(b for b in map(parse_segment_name, names) if b is not None)
 
-    def lock_fd(self) -> int:
-        """The descriptor of ``.lock`` (opened once, created if missing and writable)."""
-        if self._lock_fd is None:
+    @contextmanager
+    def exclusive(self, *, blocking: bool = True) -> Iterator[bool]:
+        """Hold the partition's write lock (thread and process exclusive) for the block.
+
+        Yields True, or False without the lock when `blocking` is False and another holds it.
+        """
+        if self.readonly:
+            raise TopicError(f"partition {self.dir} is open read-only")
+        if not self._mutex.acquire(blocking):
+            yield False
+            return
+        try:
+            fd = self._open_writer_fd()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def _open_writer_fd(self) -> int:
+        if self._writer_fd is None:
             path = self.dir / LOCK_NAME
             try:
-                if self.readonly:
-                    self._lock_fd = os.open(path, os.O_RDONLY)
-                else:
-                    self.dir.mkdir(parents=True, exist_ok=True)
-                    self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                make_dir(self.dir)
+                self._writer_fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
             except OSError as e:
-                raise LogIOError(f"cannot open lock file {path}: {e}") from e
-        return self._lock_fd
+                raise LogIOError(f"cannot open lock file {path}: {e.strerror or e}") from e
+        return self._writer_fd
+
+    def _open_reader_fd(self) -> int | None:
+        if self._reader_fd is None:
+            path = self.dir / LOCK_NAME
+            try:
+                self._reader_fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                raise LogIOError(f"cannot open lock file {path}: {e.strerror or e}") from e
+        return self._reader_fd
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        self._views.clear()
+        for name in ("_writer_fd", "_reader_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        with self._cache_mutex:
+            self._views.clear()
 
     def read_hint(self) -> Hint | None:
-        try:
-            return parse_hint(os.pread(self.lock_fd(), 64, 0))
-        except FileNotFoundError:
-            return None
+        """(Under the exclusive lock.) The latest hint in ``.lock`` (slot 0)."""
+        return parse_hint(os.pread(self._open_writer_fd(), HINT_SLOT, 0))
 
-    def write_hint(self, hint: Hint) -> None:
-        os.pwrite(self.lock_fd(), pack_hint(hint), 0)
+    def read_hints(self) -> list[Hint]:
+        """(Under the exclusive lock.) Both hints (latest, last synced), where valid."""
+        return _hints(os.pread(self._open_writer_fd(), 2 * HINT_SLOT, 0))
 
-    # --- recovery ----------------------------------------------------------------------------
+    def write_hint(self, hint: Hint, *, slot: int = 0) -> None:
+        """(Under the exclusive lock.) Replace hint `slot` (not synced: it is derived state)."""
+        data = pack_hint(hint)
+        if os.pwrite(self._open_writer_fd(), data, slot * HINT_SLOT) != len(data):
+            raise OSError(errno.EIO, "short write of the tail hint")
+
+    # --- recovery (writers) --------------------------------------------------------------------
     def recover(self, *, blocking: bool = False) -> Recovery | None:
-        """Recover the active segment's tail if no live writer holds the partition.
+        """Recover the active segment's torn tail if no live writer holds the partition.
 
         Returns what was done, or None when the partition is empty or another process holds
         the lock (a live writer has already recovered it). Idempotent.
         """
-        if self.readonly or not self.dir.exists():
+        if self.readonly or not self.dir.is_dir():
             return None
-        fd = self.lock_fd()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return None
-        try:
+        with self.exclusive(blocking=blocking) as held:
+            if not held:
+                return None
             state = self.derive_tail()
-            return state[1] if state else None
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if state is None:
+                return None
+            self._repair_sealed_indexes()
+            return state[1]
 
     def derive_tail(self) -> tuple[Hint, Recovery] | None:
-        """(Caller holds LOCK_EX.) Re-derive the tail from the active segment, recovering it."""
+        """(Caller holds the exclusive lock.) Re-derive the tail from the active segment,
+        truncating its torn tail (never a committed frame), and rewrite the hint."""
         bases = self.segment_bases()
         if not bases:
             return None
         base = bases[-1]
-        rec, entries = recover_active(self.seg_path(base), self.idx_path(base))
+        rec, tail = recover_active(self.seg_path(base), self.idx_path(base), base,
+                                   recovery_point(self.read_hints(), base))
         if rec.bytes_truncated or rec.problems:
             log.warning(
-                "recovered %s: truncated %d bytes (%d frames) of invalid tail; %d damaged frames kept in place",
+                "recovered %s: truncated %d bytes (%d frames) of torn tail; %d damaged places kept in place",
                 rec.path, rec.bytes_truncated, rec.frames_dropped, len(rec.problems),
             )
-        size = os.path.getsize(self.seg_path(base))
-        if len(entries):
-            last = entries[-1]
-            hint = Hint(base, size, int(last["base_offset"]) + int(last["count"]), int(last["append_time"]))
-        else:
+        last = tail.last_append_time
+        if last is None:
             prev = self.last_entry(bases[-2]) if len(bases) > 1 else None
-            hint = Hint(base, size, base, int(prev["append_time"]) if prev is not None else MIN_TIME)
+            last = int(prev["append_time"]) if prev is not None else MIN_TIME
+        hint = Hint(base, tail.committed_size, tail.end_offset, last, synced=False)
         self.write_hint(hint)
+        with self._cache_mutex:
+            self._derived = None
         return hint, rec
+
+    def _repair_sealed_indexes(self) -> None:
+        """(Under the exclusive lock.) Rewrite missing or damaged indexes of sealed segments."""
+        for base in self.segment_bases()[:-1]:
+            entries, ok = self._load_sealed_index(base, _size(self.seg_path(base)))
+            if not ok:
+                result = scan(SegmentView(self.seg_path(base)), 0)
+                if not result.problems:
+                    index_mod.write(self.idx_path(base), build_index(result))
+                    self.forget_index(base)
 
     def summaries(self) -> dict[int, tuple[int, int, int, int, int]]:
         """Sealed segments' summaries by base offset (see `summary.py`), cached until the file grows."""
         try:
             size = os.path.getsize(self.dir / summary.SUMMARY_NAME)
-        except FileNotFoundError:
+        except OSError:
             return {}
         if self._summary is None or self._summary[0] != size:
             self._summary = (size, summary.load(self.dir))
@@ -204,53 +326,63 @@ class Partition:
 
     def first_append_time(self, base: int) -> int | None:
         """Append time of the first frame of segment `base` (None if it has none yet)."""
-        try:
-            with open(self.idx_path(base), "rb") as f:
-                raw = f.read(index_mod.ENTRY_SIZE)
-        except FileNotFoundError:
-            raw = b""
-        if len(raw) == index_mod.ENTRY_SIZE:
-            e = np.frombuffer(raw, dtype=index_mod.ENTRY_DTYPE)
-            if crc(raw[:48]) == int(e["crc"][0]):
-                return int(e["append_time"][0])
-        view = self.view(base, os.path.getsize(self.seg_path(base)))
+        loaded = index_mod.load(self.idx_path(base))
+        if loaded is not None and len(loaded[0]):
+            return int(loaded[0]["append_time"][0])
+        view = self.view(base, _size(self.seg_path(base)))
         header = view.header_at(0)
         return header.append_time if isinstance(header, FrameHeader) else None
 
     def last_entry(self, base: int) -> np.ndarray | None:
-        """The index entry of a sealed segment's last frame (rebuilding its index if needed)."""
+        """The index entry of a sealed segment's last frame (its index derived if needed)."""
         entries = self.sealed_entries(base)
         return entries[-1] if len(entries) else None
 
     # --- reading -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """The committed end of the partition now (under a shared lock for an instant)."""
-        if not self.dir.exists():
-            return Snapshot(self.number, (), 0, 0)
-        fd = self.lock_fd()
-        with flocked(fd, fcntl.LOCK_SH):
-            hint = self.read_hint()
-            bases = self.segment_bases()
-            if not bases:
-                return Snapshot(self.number, (), 0, hint.next_offset if hint else 0)
-            active = bases[-1]
-            if hint is not None and hint.base == active:
-                size = min(hint.size, os.path.getsize(self.seg_path(active)))
-                if size == hint.size:
-                    return Snapshot(self.number, tuple(bases), size, hint.next_offset)
-        # No usable hint (a writer died before writing it): derive the end from the segment itself.
-        entries = self.active_entries(active, os.path.getsize(self.seg_path(active)))
-        if len(entries):
-            end = int(entries[-1]["base_offset"]) + int(entries[-1]["count"])
-            size = int(entries[-1]["position"]) + HEADER_SIZE + int(entries[-1]["body_len"])
-        else:
-            end, size = active, 0
-        return Snapshot(self.number, tuple(bases), size, end)
+        """The committed end of the partition now (under a shared lock for an instant).
+
+        A trusted hint that matches the active segment's size is the fast path; otherwise (a
+        writer died, a power cut, another boot) the committed end is derived from the segment
+        with `segment.analyze`, read-only, and cached until the segment changes.
+        """
+        with self._reader_mutex:
+            fd = self._open_reader_fd()
+            if fd is None:  # no writer ever locked this partition: nothing committed, or a bare copy
+                bases = self.segment_bases()
+                return self._derived_snapshot(bases, None) if bases else Snapshot(self.number, (), 0, 0)
+            with flocked(fd, fcntl.LOCK_SH):
+                raw = os.pread(fd, 2 * HINT_SLOT, 0)
+                hint = parse_hint(raw)
+                bases = self.segment_bases()
+                if not bases:
+                    return Snapshot(self.number, (), 0, hint.next_offset if hint else 0)
+                active = bases[-1]
+                if hint is not None and hint.base == active and hint.trusted:
+                    if _size(self.seg_path(active)) == hint.size:
+                        return Snapshot(self.number, tuple(bases), hint.size, hint.next_offset)
+                return self._derived_snapshot(bases, _hints(raw))
+
+    def _derived_snapshot(self, bases: list[int], hints: list[Hint] | None) -> Snapshot:
+        active = bases[-1]
+        path = self.seg_path(active)
+        size = _size(path)
+        point = recovery_point(hints or [], active)
+        key = (active, size, point)
+        with self._cache_mutex:
+            derived = self._derived
+        if derived is None or derived[0] != key:
+            tail = analyze(SegmentView(path, size), active, self.idx_path(active), point)
+            derived = (key, tail)
+            with self._cache_mutex:
+                self._derived = derived
+        tail = derived[1]
+        return Snapshot(self.number, tuple(bases), tail.committed_size, tail.end_offset)
 
     def segment_size(self, snap: Snapshot, base: int) -> int:
         """Bytes of segment `base` that `snap` sees: the active segment's committed size, a sealed
         segment's file size."""
-        return snap.active_size if base == snap.bases[-1] else os.path.getsize(self.seg_path(base))
+        return snap.active_size if base == snap.bases[-1] else _size(self.seg_path(base))
 
     def snapshot_view(self, snap: Snapshot, base: int) -> SegmentView:
         """The (cached) mapped view of segment `base` as `snap` sees it."""
@@ -259,46 +391,51 @@ class Partition:
     def view(self, base: int, size: int) -> SegmentView:
         """A (cached) mapped view of the first `size` bytes of segment `base`."""
         key = (base, size)
-        v = self._views.get(key)
+        with self._cache_mutex:
+            v = self._views.get(key)
         if v is None:
             v = SegmentView(self.seg_path(base), size)
-            if len(self._views) >= 32:  # mapped pages count in RSS: keep few
-                self._views.pop(next(iter(self._views)))
-            self._views[key] = v
+            with self._cache_mutex:
+                while len(self._views) >= 32:  # mapped pages count in RSS: keep few
+                    self._views.pop(next(iter(self._views)))
+                self._views[key] = v
         return v
 
-    def sealed_entries(self, base: int) -> np.ndarray:
-        """All index entries of a sealed segment; the index is rebuilt if missing or damaged."""
-        path = self.seg_path(base)
-        size = os.path.getsize(path)
-        key = (base, size)
-        cached = self._sealed_entries.get(key)
-        if cached is not None:
-            return cached
+    def _load_sealed_index(self, base: int, size: int) -> tuple[np.ndarray, bool]:
+        """A sealed segment's index file if it is whole and matches the segment: (entries, True);
+        else (empty, False)."""
         loaded = index_mod.load(self.idx_path(base))
-        entries = None
         if loaded is not None:
             entries, damaged = loaded
-            if damaged or not index_mod.is_consistent(entries) or _frames_end(entries) != size:
-                entries = None
-        if entries is None:
-            view = self.view(base, size)
-            result = scan(view, 0)
-            entries = build_index(result)
-            if not self.readonly and not result.problems:
-                try:
-                    index_mod.write(self.idx_path(base), entries)
-                except OSError:
-                    pass
-        self._sealed_entries[key] = entries
+            if not damaged and index_mod.is_consistent(entries) and len(entries) and _frames_end(entries) == size \
+                    and int(entries["base_offset"][0]) == base:
+                return entries, True
+        return index_mod.empty(), False
+
+    def sealed_entries(self, base: int) -> np.ndarray:
+        """All index entries of a sealed segment: its index file, or (missing or damaged) derived
+        from the frames in memory. Reads only: a writer's `recover` rewrites such an index."""
+        size = _size(self.seg_path(base))
+        key = (base, size)
+        with self._cache_mutex:
+            cached = self._sealed_entries.get(key)
+        if cached is not None:
+            return cached
+        entries, ok = self._load_sealed_index(base, size)
+        if not ok:
+            entries = build_index(scan(self.view(base, size), 0, expected=base))
+        with self._cache_mutex:
+            self._sealed_entries[key] = entries
         return entries
 
     def forget_index(self, base: int) -> None:
         """Drop the cached index of segment `base` (it will be reloaded, or rebuilt, on next use)."""
-        self._sealed_entries = {k: v for k, v in self._sealed_entries.items() if k[0] != base}
+        with self._cache_mutex:
+            self._sealed_entries = {k: v for k, v in self._sealed_entries.items() if k[0] != base}
 
     def active_entries(self, base: int, size: int) -> np.ndarray:
-        """Index entries of the active segment's first `size` bytes: the index, then header scan."""
+        """Index entries of the active segment's first `size` committed bytes: the index, then a
+        header scan of the frames it does not cover yet."""
         view = self.view(base, size)
         loaded = index_mod.load(self.idx_path(base))
         entries = index_mod.empty()
@@ -316,8 +453,7 @@ class Partition:
                 else:
                     entries, start = index_mod.empty(), 0
         if start < size:
-            result = scan(view, start, verify_bodies=False)
-            more = build_index(result)
+            more = build_index(scan(view, start, verify_bodies=False))
             if len(more):
                 entries = np.concatenate([entries, more]) if len(entries) else more
         return entries
@@ -361,17 +497,53 @@ class Partition:
         except FileNotFoundError:  # deleted by retention since the snapshot
             return index_mod.empty()
 
-    # --- writing (caller holds LOCK_EX) ------------------------------------------------------
-    def open_segment(self, base: int, *, create: bool, durable: bool) -> int:
-        path = self.seg_path(base)
-        existed = path.exists()
+    def sync_through(self, offset: int) -> None:
+        """Make the records below `offset` durable (fdatasync), whatever mode wrote them: before
+        a consumer group records a cursor, so no power cut leaves a cursor past the data.
+
+        Sealed segments were synced when they were sealed; the active segment is synced here,
+        through a read-only descriptor (a sync changes no byte).
+        """
+        bases = self.segment_bases()
+        if not bases or offset <= bases[-1]:
+            return
+        path = self.seg_path(bases[-1])
         try:
-            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return
         except OSError as e:
-            raise LogIOError(f"cannot open segment {path}: {e}") from e
-        if create and not existed and durable:
-            fsync_dir(self.dir)
+            raise LogIOError(f"cannot sync {path}: {e.strerror or e}") from e
+
+    # --- writing (caller holds the exclusive lock) -------------------------------------------
+    def open_segment(self, base: int, *, create: bool, durable: bool) -> int:
+        """Open segment `base` for writing (created if asked; a new file's directory entry is
+        fsynced when `durable`). A symlink is refused."""
+        path = self.seg_path(base)
+        flags = os.O_RDWR | NOFOLLOW | CLOEXEC
+        try:
+            if create:
+                try:
+                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    fd = os.open(path, flags)
+                else:
+                    if durable:
+                        fsync_dir(self.dir)
+            else:
+                fd = os.open(path, flags)
+        except OSError as e:
+            raise LogIOError(f"cannot open segment {path}: {e.strerror or e}") from e
         return fd
+
+
+def _size(path: Path) -> int:
+    """A segment's size in bytes (of the link itself, for a symlink: opening it will be refused)."""
+    return os.lstat(path).st_size
 
 
 def write_frames(fd: int, position: int, chunks: Sequence[bytes | object]) -> int:
@@ -406,8 +578,9 @@ def _frames_end(entries: np.ndarray) -> int:
     return int(_frames_end_each(entries)[-1]) if len(entries) else 0
 
 
-def build_header(body: EncodedBody, base_offset: int, append_time: int) -> bytes:
-    """The header of `body` placed at `base_offset` with `append_time`."""
+def build_header(body: EncodedBody, base_offset: int, append_time: int, *, continued: bool = False) -> bytes:
+    """The header of `body` placed at `base_offset` with `append_time`; `continued` if more
+    frames of its commit follow."""
     return pack_header(
         body_len=body.size,
         body_crc=body.crc,
@@ -417,6 +590,6 @@ def build_header(body: EncodedBody, base_offset: int, append_time: int) -> bytes
         append_time=append_time,
         min_event_time=body.min_event_time,
         max_event_time=body.max_event_time,
-        flags=body.flags,
+        flags=body.flags | (FLAG_CONTINUED if continued else 0),
     )
 

@@ -157,10 +157,11 @@ class FrameReader:
         event_field = topic.config.event_time_field
         if event_field is not None and event_field not in needed:
             needed.append(event_field)  # event-time filters read it even when not asked for
-        self._needed = [c for c in names if c in needed]  # body order
+        wanted = set(needed)
+        self._needed = [c for c in names if c in wanted]  # body order
         # decode only the needed fields, plus _offset and _append_time (the body's last two)
         system = [len(names), len(names) + 1]
-        self._included = [names.index(c) for c in self._needed] + system if columns is not None else None
+        self._included = [i for i, c in enumerate(names) if c in wanted] + system if columns is not None else None
         self.use_threads = use_threads
         self.bytes_read = 0
 
@@ -191,23 +192,28 @@ class FrameReader:
         expected = lo
         i = part.segment_for_offset(snap, lo)
         sums = part.summaries() if event is not None else {}
-        for base in snap.bases[i:]:
+        bases = snap.bases
+        for j in range(i, len(bases)):
+            base = bases[j]
             if base >= hi:
                 break
+            following = bases[j + 1] if j + 1 < len(bases) else snap.end_offset
             s = sums.get(base)
-            if s is not None and base != snap.bases[-1] and not _overlaps(s[3], s[4], event):
+            if s is not None and base != bases[-1] and not _overlaps(s[3], s[4], event):
                 expected = max(expected, s[0])  # no record of this sealed segment is in the event range
                 continue
             try:
                 entries = part.entries(snap, base)
-            except FileNotFoundError:  # removed by retention after the snapshot
-                expected = max(expected, base)
-                continue
-            if not len(entries):
+                if not len(entries):
+                    continue
+                view = part.snapshot_view(snap, base)
+            except FileNotFoundError:
+                # retention deleted this sealed segment after the snapshot: its records are gone by
+                # design, not damaged; reading goes on at the next segment
+                expected = max(expected, following)
                 continue
             ends = entries["base_offset"] + entries["count"]
             k0 = int(np.searchsorted(ends, expected, side="right"))
-            view = part.snapshot_view(snap, base)
             for k in range(k0, len(entries)):
                 e = entries[k]
                 fbase, count = int(e["base_offset"]), int(e["count"])

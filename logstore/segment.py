@@ -5,10 +5,21 @@ named by the offset of its first record (`names.segment_name`). Only the newest 
 partition (the active one) is appended to; once a newer one exists it is sealed and its bytes
 never change again, until retention deletes the whole file.
 
-This module reads segments: it walks frames, verifies them, and recovers an active segment's torn
-tail. Recovery truncates only a suffix of the file in which no valid frame follows the first bad
-one (a torn or unwritten tail); damage followed by valid frames is reported, never truncated, so
-acknowledged frames are never destroyed by recovery (invariants 1 and 4).
+This module reads segments: it walks frames (`walk`, linear in the file's size however many frames
+are damaged), verifies them, and tells the committed part of an active segment from a torn tail
+(`analyze`, read-only: readers derive the committed end with it too). `recover_active` then
+truncates the torn tail; only a writer holding the partition's lock calls it.
+
+What is torn, and what is damage (docs/architecture.md, invariants 1 and 4). A writer appends
+whole commits one after the other (every frame of a commit but its last is flagged *continued*).
+The *recovery point* R of an active segment is the committed size named by a trusted tail hint
+(`partition.py`: synced, or written in this boot): every byte before R was committed and is on
+disk as it was written, so a frame there that fails its checksum is damage, kept and reported, and
+never truncated. Past R nothing is known to have survived a power cut, so those bytes are checked
+commit by commit (every frame whole and valid, offsets dense, the last frame closing the commit),
+as Kafka recovers from its recovery point: the committed end is the end of the last good commit,
+and what lies after it (a frame cut short, zeros, a commit whose last frame never made it, or one a
+power cut kept only part of) is the torn tail of a commit never acknowledged under its mode.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import pyarrow as pa
 from . import index as index_mod
 from .checksum import crc
 from .errors import CorruptFrameError, LogIOError
+from .files import CLOEXEC, NOFOLLOW
 from .frame import HEADER_SIZE, MAGIC, FrameHeader, parse_header
 
 
@@ -38,18 +50,22 @@ class SegmentView:
     def __init__(self, path: Path, size: int | None = None) -> None:
         self.path = path
         try:
-            with open(path, "rb") as f:
-                actual = os.fstat(f.fileno()).st_size
-                self.size = actual if size is None else min(size, actual)
-                if self.size == 0:
-                    self.buffer = pa.py_buffer(b"")
-                else:
-                    mm = mmap.mmap(f.fileno(), self.size, access=mmap.ACCESS_READ)
-                    self.buffer = pa.py_buffer(mm)
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)  # a symlinked segment is refused
         except FileNotFoundError:
             raise
         except OSError as e:
+            raise LogIOError(f"cannot open segment {path}: {e.strerror or e}") from e
+        try:
+            actual = os.fstat(fd).st_size
+            self.size = actual if size is None else min(size, actual)
+            if self.size == 0:
+                self.buffer = pa.py_buffer(b"")
+            else:
+                self.buffer = pa.py_buffer(mmap.mmap(fd, self.size, access=mmap.ACCESS_READ))
+        except (OSError, ValueError) as e:
             raise LogIOError(f"cannot map segment {path}: {e}") from e
+        finally:
+            os.close(fd)
         self._view = memoryview(self.buffer)
 
     def header_at(self, position: int) -> FrameHeader | str:
@@ -106,64 +122,85 @@ class FrameProblem:
         return f"{self.path} @ byte {self.position}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One step of a walk: a valid frame (`problem` None) or a bad region up to `end`."""
+
+    position: int
+    end: int
+    header: FrameHeader | None  # the frame's verified header (a bad body may still have one)
+    problem: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.problem is None
+
+
+def walk(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_bodies: bool = True,
+         expected: int | None = None) -> list[Item]:
+    """The frames and bad regions of `view` from byte `start` to `stop` (default: its end).
+
+    Linear in the bytes walked: after a bad frame the walk goes on at the end its (checksummed)
+    header names if a valid header is there, else at the next valid header found by scanning for
+    the magic (never past `stop`), so damage costs one pass however many frames it hits. A valid
+    frame whose base offset does not follow the valid frame just before it is a bad one.
+    """
+    stop = view.size if stop is None else min(stop, view.size)
+    items: list[Item] = []
+    pos = start
+    while pos < stop:
+        header = view.header_at(pos)
+        if isinstance(header, FrameHeader):
+            end = pos + header.size
+            if end > view.size:
+                problem: str | None = f"frame truncated: needs {header.size} bytes, {view.size - pos} present"
+            elif verify_bodies:
+                problem = view.check_frame(pos, header)
+            else:
+                problem = None
+            if problem is None and expected is not None and header.base_offset != expected:
+                problem = f"offsets not dense: expected base offset {expected}, found {header.base_offset}"
+            if problem is None:
+                items.append(Item(pos, end, header))
+                expected = header.next_offset
+                pos = end
+                continue
+            if end <= stop and (end == stop or isinstance(view.header_at(end), FrameHeader)):
+                items.append(Item(pos, end, header, problem))
+                expected = None
+                pos = end
+                continue
+        else:
+            problem = header
+            header = None
+        nxt = view.resync(pos + 1)
+        end = stop if nxt is None or nxt > stop else nxt
+        items.append(Item(pos, end, header, problem))
+        expected = None
+        pos = end
+    return items
+
+
 @dataclass
 class ScanResult:
-    """What a walk over a segment found."""
+    """What a walk over a segment found: valid frames and damaged places."""
 
     frames: list[tuple[int, FrameHeader]] = field(default_factory=list)
     problems: list[FrameProblem] = field(default_factory=list)
-    tail_start: int | None = None  # start of an invalid tail (no valid frame after it), if any
 
 
-def scan(view: SegmentView, start: int = 0, *, verify_bodies: bool = True) -> ScanResult:
-    """Walk the frames of `view` from byte `start` to its end, verifying each.
-
-    A bad frame followed (possibly after resynchronising on the next valid header) by valid frames
-    is recorded as a problem and skipped; a bad frame after which nothing valid follows starts the
-    invalid tail (`tail_start`).
-    """
+def scan(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_bodies: bool = True,
+         expected: int | None = None) -> ScanResult:
+    """The valid frames of `view` in [start, stop) and a problem for each bad region."""
     result = ScanResult()
-    pos = start
-    while pos < view.size:
-        header = view.header_at(pos)
-        if isinstance(header, FrameHeader):
-            problem = view.check_frame(pos, header) if verify_bodies else (
-                None if pos + header.size <= view.size else "frame truncated"
-            )
-            if problem is None:
-                result.frames.append((pos, header))
-                pos += header.size
-                continue
-            nxt = pos + header.size if pos + header.size <= view.size else None
-            if nxt is not None and nxt < view.size and _valid_after(view, nxt):
-                result.problems.append(
-                    FrameProblem(str(view.path), pos, problem, header.base_offset, header.next_offset)
-                )
-                pos = nxt
-                continue
-            result.problems.append(FrameProblem(str(view.path), pos, problem, header.base_offset, header.next_offset))
-            result.tail_start = pos
-            return result
-        nxt = view.resync(pos + 1)
-        if nxt is not None and _valid_after(view, nxt):
-            result.problems.append(FrameProblem(str(view.path), pos, header))
-            pos = nxt
-            continue
-        result.problems.append(FrameProblem(str(view.path), pos, header))
-        result.tail_start = pos
-        return result
+    for it in walk(view, start, stop, verify_bodies=verify_bodies, expected=expected):
+        if it.valid:
+            result.frames.append((it.position, it.header))  # type: ignore[arg-type]
+        else:
+            h = it.header
+            result.problems.append(FrameProblem(str(view.path), it.position, it.problem or "",
+                                                h.base_offset if h else None, h.next_offset if h else None))
     return result
-
-
-def _valid_after(view: SegmentView, position: int) -> bool:
-    """True if some complete, checksum-valid frame starts at or after `position`."""
-    pos: int | None = position
-    while pos is not None and pos < view.size:
-        header = view.header_at(pos)
-        if isinstance(header, FrameHeader) and view.check_frame(pos, header) is None:
-            return True
-        pos = view.resync(pos + 1)
-    return False
 
 
 def build_index(scan_result: ScanResult) -> np.ndarray:
@@ -171,6 +208,124 @@ def build_index(scan_result: ScanResult) -> np.ndarray:
     if not scan_result.frames:
         return index_mod.empty()
     return np.concatenate([index_mod.entry(h, p) for p, h in scan_result.frames])
+
+
+def index_prefix(view: SegmentView, idx_path: Path) -> tuple[np.ndarray, bool]:
+    """The trustworthy prefix of a segment's index, and whether the index file needs rewriting.
+
+    Entries must be ordered and contiguous and lie within the file; the last one kept must point
+    at a whole, valid frame with its offset and count (an index written before a crash may
+    describe data the crash lost). Reads only.
+    """
+    loaded = index_mod.load(idx_path)
+    if loaded is None:
+        return index_mod.empty(), True
+    entries, rewrite = loaded
+    if not index_mod.is_consistent(entries):
+        return index_mod.empty(), True
+    keep = int(np.searchsorted(_ends(entries), view.size, side="right"))
+    rewrite = rewrite or keep < len(entries)
+    while keep > 0:
+        e = entries[keep - 1]
+        pos = int(e["position"])
+        header = view.header_at(pos)
+        if (isinstance(header, FrameHeader) and header.base_offset == int(e["base_offset"])
+                and header.count == int(e["count"]) and view.check_frame(pos, header) is None):
+            break
+        keep -= 1
+        rewrite = True
+    return entries[:keep], rewrite
+
+
+@dataclass
+class Tail:
+    """The committed part of an active segment (see the module docstring).
+
+    `committed_size` bytes are committed; `entries` index its valid frames (damaged ones are
+    left out, so readers see their records as a gap); `end_offset` is the offset after its last
+    record; `problems` are damaged places inside it; `torn_bytes` lie past it.
+    """
+
+    committed_size: int
+    end_offset: int
+    entries: np.ndarray
+    problems: list[FrameProblem]
+    torn_bytes: int
+    last_append_time: int | None
+    rewrite_index: bool = False
+
+
+def analyze(view: SegmentView, base: int, idx_path: Path, point: tuple[int, int, bool] | None = None) -> Tail:
+    """Tell the committed part of active segment `view` (base offset `base`) from its torn tail.
+
+    `point` is the recovery point (committed size, next offset, exact) of a trusted hint, or None;
+    an exact one says nothing past it is committed (a failed commit the writer could not take back).
+    Reads only. Costs a header walk up to the recovery point (none where the index covers it)
+    and a verified walk after it.
+    """
+    prefix, rewrite = index_prefix(view, idx_path)
+    r, r_next, exact = point if point is not None and point[0] >= 0 else (0, base, False)
+    # a trusted hint naming more bytes than the file has: committed bytes were lost (the file was
+    # cut short by hand or by a failing disk); every byte left is committed, the cut frame is lost
+    shortened = r > view.size
+    if shortened:
+        r, exact = view.size, True
+    ends = _ends(prefix)
+    if len(prefix) and int(ends[-1]) > r:
+        keep = int(np.searchsorted(ends, r, side="right"))
+        prefix, ends, rewrite = prefix[:keep], ends[:keep], True
+    pend = int(ends[-1]) if len(prefix) else 0
+    expected = int(prefix["base_offset"][-1] + prefix["count"][-1]) if len(prefix) else base
+    trusted = walk(view, pend, r, verify_bodies=False, expected=expected) if r > pend else []
+    if r > 0 and not shortened and not _is_boundary(view, r, pend, trusted):
+        return analyze(view, base, idx_path, None)  # a hint that names no frame boundary is not trusted
+    lost: list[FrameProblem] = []
+    if shortened:
+        cut = trusted[-1] if trusted and not trusted[-1].valid and trusted[-1].end == r else None
+        if cut is not None and (cut.header is None and r - cut.position < HEADER_SIZE
+                                or cut.header is not None and cut.position + cut.header.size > r):
+            trusted.pop()
+            r = cut.position
+        lost.append(FrameProblem(str(view.path), r, f"segment is shorter than its committed size "
+                                 f"({point[0]} bytes, next offset {point[1]}): the records after byte {r} "  # type: ignore[index]
+                                 "are lost"))
+    verified = [] if exact else walk(view, r, expected=r_next if r > 0 else base)
+    accepted: list[Item] = []
+    commit: list[Item] = []
+    for it in verified:
+        if not it.valid:
+            break
+        commit.append(it)
+        if not it.header.continued:  # type: ignore[union-attr]
+            accepted += commit
+            commit = []
+    committed = accepted[-1].end if accepted else r
+    good = [it for it in trusted if it.valid] + accepted
+    more = np.concatenate([index_mod.entry(it.header, it.position) for it in good]) if good else index_mod.empty()
+    entries = np.concatenate([prefix, more]) if len(prefix) and len(more) else (more if len(more) else prefix)
+    path = str(view.path)
+    problems = [FrameProblem(path, it.position, it.problem or "", it.header.base_offset if it.header else None,
+                             it.header.next_offset if it.header else None) for it in trusted if not it.valid]
+    problems += lost
+    if accepted:
+        end_offset = accepted[-1].header.next_offset  # type: ignore[union-attr]
+    elif r > 0 and not shortened:
+        end_offset = r_next
+    else:
+        end_offset = int(entries["base_offset"][-1] + entries["count"][-1]) if len(entries) else base
+    last_time = int(entries["append_time"][-1]) if len(entries) else None
+    return Tail(committed, end_offset, entries, problems, view.size - committed, last_time, rewrite)
+
+
+def _ends(entries: np.ndarray) -> np.ndarray:
+    return entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)
+
+
+def _is_boundary(view: SegmentView, position: int, pend: int, trusted: list[Item]) -> bool:
+    """True if a frame ends, or a valid header begins, at byte `position`."""
+    if position in (pend, view.size) or isinstance(view.header_at(position), FrameHeader):
+        return True
+    return bool(trusted) and trusted[-1].valid and trusted[-1].end == position
 
 
 @dataclass
@@ -184,75 +339,35 @@ class Recovery:
     problems: list[FrameProblem] = field(default_factory=list)
 
 
-def validated_index(view: SegmentView, idx_path: Path) -> tuple[np.ndarray, int, bool]:
-    """Load the index of `view` and keep its trustworthy prefix.
+def recover_active(seg_path: Path, idx_path: Path, base: int, point: tuple[int, int, bool] | None = None
+                   ) -> tuple[Recovery, Tail]:
+    """Recover the active segment: truncate its torn tail, repair its index.
 
-    Returns (entries, position to scan from, whether the index file must be rewritten). The last
-    kept entry's frame is fully verified; entries that point past the data or at a different frame
-    are dropped (an index written before a crash lost the data it described).
-    """
-    loaded = index_mod.load(idx_path)
-    if loaded is None:
-        return index_mod.empty(), 0, True
-    entries, rewrite = loaded
-    if not index_mod.is_consistent(entries):
-        return index_mod.empty(), 0, True
-    keep = len(entries)
-    while keep > 0:
-        e = entries[keep - 1]
-        pos = int(e["position"])
-        header = view.header_at(pos)
-        if (
-            isinstance(header, FrameHeader)
-            and header.base_offset == int(e["base_offset"])
-            and header.count == int(e["count"])
-            and view.check_frame(pos, header) is None
-        ):
-            break
-        keep -= 1
-        rewrite = True
-    if keep == 0:
-        return index_mod.empty(), 0, True
-    last = entries[keep - 1]
-    return entries[:keep], int(last["position"]) + HEADER_SIZE + int(last["body_len"]), rewrite
-
-
-def recover_active(seg_path: Path, idx_path: Path) -> tuple[Recovery, np.ndarray]:
-    """Recover the active segment: truncate an invalid tail, repair the index.
-
-    Idempotent; returns what it did and the segment's complete index.
+    Only for a writer holding the partition's lock. Idempotent; never truncates below the
+    committed end (`analyze`), never follows a symlink.
     """
     view = SegmentView(seg_path)
-    entries, start, rewrite = validated_index(view, idx_path)
-    result = scan(view, start)
-    rec = Recovery(str(seg_path), problems=list(result.problems))
-    if result.frames or rewrite:
-        entries = np.concatenate([entries, build_index(result)]) if len(entries) else build_index(result)
-        rec.index_rebuilt = rewrite
-    if result.tail_start is not None:
-        rec.bytes_truncated = view.size - result.tail_start
-        rec.frames_dropped = _count_tail_frames(view, result.tail_start)
+    tail = analyze(view, base, idx_path, point)
+    rec = Recovery(str(seg_path), problems=list(tail.problems))
+    if tail.torn_bytes:
+        rec.bytes_truncated = tail.torn_bytes
+        rec.frames_dropped = max(1, sum(1 for _ in walk(view, tail.committed_size, verify_bodies=False)))
         del view
         try:
-            with open(seg_path, "r+b") as f:
-                f.truncate(result.tail_start)
-                os.fsync(f.fileno())
+            fd = os.open(seg_path, os.O_RDWR | NOFOLLOW | CLOEXEC)
+            try:
+                os.ftruncate(fd, tail.committed_size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as e:
-            raise LogIOError(f"cannot truncate the torn tail of {seg_path}: {e}") from e
-        rec.problems = [p for p in rec.problems if p.position < result.tail_start]
-    if rewrite or result.frames or result.tail_start is not None:
-        index_mod.write(idx_path, entries)
-    return rec, entries
+            raise LogIOError(f"cannot truncate the torn tail of {seg_path}: {e.strerror or e}") from e
+    if tail.rewrite_index or tail.torn_bytes or len(tail.entries) != _index_len(idx_path):
+        index_mod.write(idx_path, tail.entries)
+        rec.index_rebuilt = True
+    return rec, tail
 
 
-def _count_tail_frames(view: SegmentView, start: int) -> int:
-    """How many (partial) frames an invalid tail held: at least one."""
-    count, pos = 0, start
-    while pos is not None and pos < view.size:
-        count += 1
-        header = view.header_at(pos)
-        if isinstance(header, FrameHeader):
-            pos = pos + header.size
-        else:
-            pos = view.resync(pos + 1)
-    return max(count, 1)
+def _index_len(idx_path: Path) -> int:
+    loaded = index_mod.load(idx_path)
+    return -1 if loaded is None or loaded[1] else len(loaded[0])

@@ -116,7 +116,10 @@ class _ChunkFiles(pafs.FileSystemHandler):
         for base, pos, offset, count, _ in c.frames:
             view = views.get(base)
             if view is None:
-                view = views[base] = part.snapshot_view(c.snap, base)
+                try:
+                    view = views[base] = part.snapshot_view(c.snap, base)
+                except FileNotFoundError:
+                    return None  # deleted by retention since the snapshot: the reader skips its records
             header = view.header_at(pos)
             if not isinstance(header, FrameHeader) or header.base_offset != offset or header.count != count:
                 return None  # let the reader explain (it raises with the details)
@@ -280,9 +283,14 @@ def _scan(files: _ChunkFiles, chunks: list[_Chunk], schema: pa.Schema) -> Iterat
             group: list = []
             nbytes = 0
             for base, pos, offset, count, size in c.frames:
-                view = views.get(base)
+                if base not in views:
+                    try:
+                        views[base] = part.snapshot_view(c.snap, base)
+                    except FileNotFoundError:  # deleted by retention since the snapshot: its records are gone
+                        views[base] = None
+                view = views[base]
                 if view is None:
-                    view = views[base] = part.snapshot_view(c.snap, base)
+                    continue
                 group.append((view, pos, offset, count))
                 nbytes += size
                 if nbytes >= JOB_BYTES:
@@ -428,7 +436,10 @@ def topic_dataset(log: Any, name: str, *, start: Bound = None, end: Bound = None
     frames = [(p, snap, base, int(pos)) for p, snap, base, run, _, _, _ in runs for pos in run["position"]]
     probes = []
     for p, snap, base, pos in frames[:: max(1, len(frames) // PROBES)][: PROBES - 1] + frames[-1:]:
-        probes.append((topic.partition(p).snapshot_view(snap, base), pos))
+        try:
+            probes.append((topic.partition(p).snapshot_view(snap, base), pos))
+        except FileNotFoundError:  # deleted by retention since the snapshot
+            continue
     schema = view_schema(logical, probes)
     files.schema = schema
     files.images = not any(pa.types.is_dictionary(f.type) for f in schema)  # one dictionary per IPC file

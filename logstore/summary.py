@@ -14,12 +14,12 @@ is simply read through its index.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .checksum import crc
 
 SUMMARY_NAME = "segments.sum"
@@ -42,15 +42,15 @@ def summarize(base: int, entries: np.ndarray) -> bytes | None:
 
 
 def append(directory: Path, raw: bytes) -> None:
-    with open(directory / SUMMARY_NAME, "ab") as f:
-        f.write(raw)
+    """Append one entry (not fsynced: the summary is derived)."""
+    files.append_bytes(directory / SUMMARY_NAME, raw)
 
 
 def load(directory: Path) -> dict[int, tuple[int, int, int, int, int]]:
     """base offset -> (end, first append, last append, min event, max event) of the valid prefix."""
     try:
-        data = (directory / SUMMARY_NAME).read_bytes()
-    except FileNotFoundError:
+        data = files.read_small(directory / SUMMARY_NAME, limit=1 << 32)
+    except OSError:  # missing, or not a file we can trust: segments are read through their indexes
         return {}
     out = {}
     for i in range(len(data) // ENTRY_SIZE):
@@ -66,6 +66,4 @@ def rewrite(directory: Path, keep: set[int]) -> None:
     """Keep only the entries of segments in `keep` (after retention deleted the others)."""
     current = load(directory)
     data = b"".join(entry(b, *current[b]) for b in sorted(current) if b in keep)
-    tmp = directory / (SUMMARY_NAME + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, directory / SUMMARY_NAME)
+    files.write_atomic(directory / SUMMARY_NAME, data, "rewrite segment summary", durable=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LogIOError, TopicError
+from .files import read_small
 
 COMPRESSIONS = (None, "zstd", "lz4")
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
@@ -61,19 +62,33 @@ class TopicConfig:
         return json.dumps({"format": 1, **asdict(self)}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, path: Path) -> "TopicConfig":
+    def from_json(cls, text: str, path: Path, name: str | None = None) -> "TopicConfig":
+        """Parse a topic.json; anything but a whole, valid one raises TopicError naming `path`."""
         try:
             data: dict[str, Any] = json.loads(text)
         except ValueError as e:
-            raise TopicError(f"{path}: not valid JSON ({e})") from e
+            raise TopicError(f"{path}: not valid JSON ({e}); the topic cannot be used until it is restored") from e
+        if not isinstance(data, dict):
+            raise TopicError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        if not isinstance(data.get("name"), str) or (name is not None and data["name"] != name):
+            raise TopicError(f"{path}: field 'name' must be the topic's name {name!r}, found {data.get('name')!r}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, TopicError) as e:
+            raise TopicError(f"{path}: {e}") from e
 
 
-def load_config(path: Path) -> TopicConfig:
+def load_config(path: Path, name: str | None = None) -> TopicConfig:
+    """The settings in `path` (refusing a symlink). FileNotFoundError if there is none."""
     try:
-        return TopicConfig.from_json(path.read_text(), path)
+        raw = read_small(path, 1 << 20)
     except FileNotFoundError:
         raise
     except OSError as e:
-        raise LogIOError(f"cannot read {path}: {e}") from e
+        raise LogIOError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TopicError(f"{path}: not UTF-8 text ({e})") from e
+    return TopicConfig.from_json(text, path, name)

@@ -36,20 +36,17 @@ in one process or many, may append to the same partition: each commit holds the 
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import index as index_mod
-from . import summary
-from .errors import LogIOError, RecordTooLargeError, RecordValidationError, WriterClosedError
+from .commit import CommitSettings, commit_many, sync_tail
+from .errors import ClockError, RecordTooLargeError, RecordValidationError, WriterClosedError
 from .frame import (
     HEADER_SIZE,
     MAX_TIME,
@@ -63,11 +60,10 @@ from .frame import (
 )
 from .keyhash import partitions_for
 from .parallel import imap_ordered
-from .partition import Hint, Partition, build_header, flocked, write_frames
+from .partition import Partition
 
 DURABILITY = ("none", "flush", "fsync")
 COMPRESS_MIN_BYTES = 64 * 1024
-WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
 _PLAIN = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
 Clock = Callable[[], datetime]
 
@@ -82,7 +78,7 @@ def clock_us(clock: Clock | None) -> int:
         return _now_us()
     t = clock()
     if not isinstance(t, datetime) or t.tzinfo is None:
-        raise ValueError(f"the writer's clock must return an aware datetime, found {t!r}")
+        raise ClockError(f"the writer's clock must return an aware datetime (e.g. in UTC), found {t!r}")
     delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -101,17 +97,6 @@ def _widest(col: pa.Array) -> int:
     return int(np.diff(offsets).max())
 
 
-class _Tail:
-    """The writer's view of one partition's tail, valid while the partition's hint matches."""
-
-    __slots__ = ("fd", "hint", "first_append_time")
-
-    def __init__(self) -> None:
-        self.fd: int | None = None
-        self.hint: Hint | None = None
-        self.first_append_time: int | None = None
-
-
 class Writer:
     """Appends records to one topic. Use as a context manager, or call `close()`."""
 
@@ -126,6 +111,7 @@ class Writer:
         linger_ms: float | None = 200.0,
         schema_version: int | None = None,
         validate: bool = True,
+        max_clock_skew: float | None = 60.0,
     ) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, found {durability!r}")
@@ -148,7 +134,12 @@ class Writer:
         self._pending: dict[int, list[tuple[pa.RecordBatch, tuple[int, int]]]] = {}
         self._pending_bytes = 0
         self._pending_since = 0.0
-        self._tails: dict[int, _Tail] = {}
+        self._committed: set[int] = set()  # partitions this writer committed to
+        if max_clock_skew is not None and (isinstance(max_clock_skew, bool)
+                                           or not isinstance(max_clock_skew, (int, float)) or max_clock_skew < 0):
+            raise ValueError(f"max_clock_skew must be a non-negative number of seconds or None, found {max_clock_skew!r}")
+        self._max_skew_us = None if max_clock_skew is None else int(max_clock_skew * 1e6)
+        self._settings_cache: CommitSettings | None = None  # the topic may not exist before the first data
         self._sticky = 0
         self._closed = False
         self._deferred: BaseException | None = None
@@ -247,10 +238,7 @@ class Writer:
                 self._flush_locked()
             finally:
                 self._stop.set()
-                for tail in self._tails.values():
-                    if tail.fd is not None:
-                        os.close(tail.fd)
-                self._tails.clear()
+                self._sync_committed()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
@@ -427,171 +415,83 @@ class Writer:
             self._commit_all()
 
     def _commit_all(self) -> None:
+        """Commit everything pending, to every partition at once: all of it or, raising, none.
+
+        A failed commit drops what it held (the error says so): the caller was told, and a
+        retry of the call that failed stores it once.
+        """
         pending, self._pending = self._pending, {}
         self._pending_bytes = 0
-        for p in sorted(pending):
-            try:
-                self._commit(p, pending[p])
-            except BaseException:
-                # not written: keep the rest pending so a retry can still write them in order
-                for q in sorted(pending):
-                    if q > p:
-                        self._pending.setdefault(q, []).extend(pending[q])
-                raise
+        if not pending:
+            return
+        jobs = [self._job(p, pending[p]) for p in sorted(pending)]
+        self._committed.update(pending)
+        try:
+            commit_many(jobs, self._settings)
+        except BaseException as e:
+            n = sum(b.num_rows for batches in pending.values() for b, _ in batches)
+            e.add_note(f"the {n} records of this commit to topic {self.topic.name!r} were not written")
+            raise
 
-    def _commit(self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]) -> None:
-        """Encode `batches` and write them to partition `p` under its lock, as one run of frames.
+    @property
+    def _settings(self) -> CommitSettings:
+        if self._settings_cache is None:
+            cfg = self.topic.config
+            self._settings_cache = CommitSettings(
+                durable=self.durability == "fsync", segment_bytes=cfg.segment_bytes, segment_ms=cfg.segment_ms,
+                clock_us=lambda: clock_us(self.clock), max_skew_us=self._max_skew_us,
+            )
+        return self._settings_cache
 
-        Bodies are encoded under the lock because they carry their records' offsets and append
-        time (the `_offset` and `_append_time` columns), which only the lock holder knows.
+    def _job(self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]):
+        """Partition `p`'s part of a commit: (partition, frame counts, encode) for `commit_many`.
+
+        Bodies are encoded under the partition's lock because they carry their records' offsets
+        and append time (the `_offset` and `_append_time` columns), which only the lock holder knows.
         """
         part: Partition = self.topic.partition(p)
-        tail = self._tails.get(p)
-        if tail is None:
-            tail = self._tails[p] = _Tail()
-        fd = part.lock_fd()
-        durable = self.durability == "fsync"
         options = self.topic.write_options
+        assert self._version is not None
         version = self._version.version
-        with flocked(fd, fcntl.LOCK_EX):
-            self._sync_tail(part, tail)
-            now = clock_us(self.clock)
-            hint = tail.hint
-            assert hint is not None and tail.fd is not None
-            cfg = self.topic.config
-            age_ok = cfg.segment_ms is None or tail.first_append_time is None or (
-                now - tail.first_append_time < cfg.segment_ms * 1000
-            )
-            if hint.size > 0 and (hint.size >= cfg.segment_bytes or not age_ok):
-                self._roll(part, tail, durable)
-                hint = tail.hint
-            append_time = max(now, hint.last_append_time)
+        counts = [b.num_rows for b, _ in batches]
+        # compressed frames are encoded on the frame pool a few ahead (the codec and the
+        # checksum release the GIL) while this thread writes the ones done, each frame's
+        # buffers on one thread; a lone frame compresses its buffers on Arrow's threads. An
+        # uncompressed body is only checksummed: cheaper here than handing it to a thread.
+        parallel = len(batches) > 1 and options.compression is not None
+        if parallel:
+            options = pa.ipc.IpcWriteOptions(compression=options.compression, use_threads=False)
+        dictionaries = self._dictionaries
+
+        def encode(job: tuple[pa.RecordBatch, int, int, tuple[int, int]]) -> EncodedBody:
+            batch, first, append_time, event_range = job
+            # a small body is not worth compressing: per-buffer codec setup costs more than it saves
+            opts = options if batch.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
+            if dictionaries.strings:
+                # repeating strings become dictionaries where frames are encoded on the pool:
+                # hashing every value costs about what the codec then saves, and would sit on
+                # the critical path of a frame committed alone (flush, fsync)
+                batch = dictionaries.apply(batch, auto=parallel and opts.compression is not None)
+            return encode_body(with_system_columns(mark_runs(batch), first, append_time), schema_version=version,
+                               options=opts, event_range=event_range)
+
+        def encode_all(first: int, append_time: int) -> Iterable[EncodedBody]:
             jobs = []
-            offset = hint.next_offset
-            for batch, event_range in batches:
-                jobs.append((batch, offset, event_range))
-                offset += batch.num_rows
+            for (batch, event_range), n in zip(batches, counts):
+                jobs.append((batch, first, append_time, event_range))
+                first += n
+            return imap_ordered(encode, jobs) if parallel else map(encode, jobs)
 
-            # compressed frames are encoded on the frame pool a few ahead (the codec and the
-            # checksum release the GIL) while this thread writes the ones done, each frame's
-            # buffers on one thread; a lone frame compresses its buffers on Arrow's threads. An
-            # uncompressed body is only checksummed: cheaper here than handing it to a thread.
-            parallel = len(jobs) > 1 and options.compression is not None
-            if parallel:
-                options = pa.ipc.IpcWriteOptions(compression=options.compression, use_threads=False)
+        return part, counts, encode_all
 
-            dictionaries = self._dictionaries
-
-            def encode(job: tuple[pa.RecordBatch, int, tuple[int, int]]) -> EncodedBody:
-                batch, first, event_range = job
-                # a small body is not worth compressing: per-buffer codec setup costs more than it saves
-                opts = options if batch.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
-                if dictionaries.strings:
-                    # repeating strings become dictionaries where frames are encoded on the pool:
-                    # hashing every value costs about what the codec then saves, and would sit on
-                    # the critical path of a frame committed alone (flush, fsync)
-                    batch = dictionaries.apply(batch, auto=parallel and opts.compression is not None)
-                return encode_body(with_system_columns(mark_runs(batch), first, append_time), schema_version=version,
-                                   options=opts, event_range=event_range)
-
-            bodies = imap_ordered(encode, jobs) if parallel else map(encode, jobs)
-            chunks: list[Any] = []
-            entries = []
-            offset, pos = hint.next_offset, hint.size
-            written = pos
-            try:
-                for body in bodies:
-                    header = build_header(body, offset, append_time)
-                    chunks.append(header)
-                    chunks.extend(body.parts)
-                    entries.append(
-                        index_mod.entry_from(offset, pos, body.count, body.size, append_time,
-                                             body.min_event_time, body.max_event_time)
-                    )
-                    offset += body.count
-                    pos += HEADER_SIZE + body.size
-                    if pos - written >= WRITE_CHUNK:
-                        written += write_frames(tail.fd, written, chunks)
-                        chunks = []
-                if chunks:
-                    write_frames(tail.fd, written, chunks)
-                if durable:
-                    os.fdatasync(tail.fd)
-            except BaseException as e:
-                try:  # leave no partial frame behind: we still hold the lock
-                    os.ftruncate(tail.fd, hint.size)
-                except OSError:
-                    pass
-                tail.hint = None
-                if isinstance(e, OSError):
-                    raise LogIOError(f"cannot append to {part.seg_path(hint.base)}: {e}") from e
-                raise
-            # reopened per commit on purpose: recovery may replace the index file (a new inode)
-            index_mod.append(part.idx_path(hint.base), np.concatenate(entries))
-            if tail.first_append_time is None:
-                tail.first_append_time = append_time
-            tail.hint = Hint(hint.base, pos, offset, append_time)
-            part.write_hint(tail.hint)
-
-    def _sync_tail(self, part: Partition, tail: _Tail) -> None:
-        """(Under LOCK_EX.) Make `tail` match the partition, re-deriving it if another writer moved it.
-
-        The hint another writer left is trusted when the active segment's size equals it (it is
-        written after the data and the index, under this lock); otherwise, e.g. after a writer
-        died mid-commit, the tail is re-derived from the segment and a torn tail recovered.
-        """
-        hint = part.read_hint()
-        if hint is not None:
-            if tail.hint is not None and tail.fd is not None and hint.base == tail.hint.base:
-                size = os.fstat(tail.fd).st_size
-                if size == hint.size:
-                    tail.hint = hint
-                    return
-            elif hint.base in (0, hint.next_offset) or part.seg_path(hint.base).exists():
-                try:
-                    fd = part.open_segment(hint.base, create=False, durable=False)
-                except LogIOError:
-                    fd = None
-                if fd is not None and os.fstat(fd).st_size == hint.size:
-                    if tail.fd is not None:
-                        os.close(tail.fd)
-                    tail.fd, tail.hint = fd, hint
-                    tail.first_append_time = part.first_append_time(hint.base)
-                    return
-                if fd is not None:
-                    os.close(fd)
-        derived = part.derive_tail()
-        if derived is None:  # empty partition: create its first segment
-            if tail.fd is not None:
-                os.close(tail.fd)
-            tail.fd = part.open_segment(0, create=True, durable=self.durability == "fsync")
-            tail.hint = Hint(0, 0, 0, MIN_TIME)
-            tail.first_append_time = None
-            part.write_hint(tail.hint)
+    def _sync_committed(self) -> None:
+        """At close: make what this writer committed unsynced durable, and say so in the hint's
+        synced slot (the recovery point a power cut or a reboot keeps; see `partition.py`)."""
+        if self.durability == "fsync":
             return
-        new_hint, _ = derived
-        if tail.fd is not None:
-            os.close(tail.fd)
-        tail.fd = part.open_segment(new_hint.base, create=False, durable=False)
-        tail.hint = new_hint
-        tail.first_append_time = part.first_append_time(new_hint.base)
-
-    def _roll(self, part: Partition, tail: _Tail, durable: bool) -> None:
-        """Seal the active segment and start a new one at the next offset."""
-        hint = tail.hint
-        assert hint is not None and tail.fd is not None
-        if durable:
-            os.fdatasync(tail.fd)
-        loaded = index_mod.load(part.idx_path(hint.base))
-        if loaded is not None and not loaded[1]:
-            raw = summary.summarize(hint.base, loaded[0])
-            if raw is not None and int(loaded[0]["base_offset"][-1] + loaded[0]["count"][-1]) == hint.next_offset:
-                summary.append(part.dir, raw)
-        os.close(tail.fd)
-        tail.fd = part.open_segment(hint.next_offset, create=True, durable=durable)
-        tail.hint = Hint(hint.next_offset, 0, hint.next_offset, hint.last_append_time)
-        tail.first_append_time = None
-        part.write_hint(tail.hint)
+        for p in sorted(self._committed):
+            sync_tail(self.topic.partition(p))
+        self._committed.clear()
 
     def _linger_loop(self) -> None:
         interval = max(0.005, (self.linger_ms or 100) / 1000 / 2)

@@ -10,7 +10,8 @@
 
 Models follow `replay.Model` (``name``, ``version``, ``predict(batch, ctx)``, optional
 ``learn(batch, ctx)``); adapters: `FunctionModel`, `SklearnModel`, `RiverModel`. Nothing appended
-after a row's clock is reachable through ``ctx``; asking raises `TimeLeakError`.
+after a row's clock is reachable through ``ctx`` (``ctx.lookup(topic, keys, as_of=None)`` on any
+topic of the log); asking raises `TimeLeakError`.
 Evaluation (`evaluate`, `summary`, `write_html`) is re-exported lazily from `replay.evaluate`
 and `replay.report`.
 """
@@ -25,7 +26,17 @@ from logstore.errors import TimeLeakError
 
 from .audit import Certificate, audit
 from .context import Context
-from .errors import ModelError, RangeError, ReplayError, RunInterrupted, RunNotFoundError, RunStateError
+from .errors import (
+    LookupTopicError,
+    ModelError,
+    ModelNameError,
+    RangeError,
+    ReplayError,
+    ReplayNameError,
+    RunInterrupted,
+    RunNotFoundError,
+    RunStateError,
+)
 from .models import FunctionModel, Model, RiverModel, SklearnModel
 from .models import load as load_model
 from .runner import Run, get, rerun, resume, run, runs
@@ -49,6 +60,9 @@ __all__ = [
     "ReplayError",
     "RangeError",
     "ModelError",
+    "ModelNameError",
+    "ReplayNameError",
+    "LookupTopicError",
     "RunNotFoundError",
     "RunStateError",
     "RunInterrupted",

@@ -1,4 +1,4 @@
-"""The audit: check a run's output against the log, row by row, and certify it (or not).
+"""The audit: check a run's output and manifest against the log, and certify it (or not).
 
 `audit(log, run_id)` re-reads the run's inputs from the log and every output row of the run and
 checks, for each row:
@@ -8,14 +8,19 @@ checks, for each row:
 2. ``read_fence <= clock`` (nothing the model read for the row was appended after its clock) and
    ``read_fence >= `` the input's append time;
 3. every `fence` entry (lookup topic/partition -> highest visible offset) names a record appended
-   at or before the row's clock, re-read from the log;
+   at or before the row's clock, re-read from the log, of a lookup range the manifest lists;
 4. per (partition, model), rows come once each, in clock order: no duplicate, no reordering;
 
-then, for a complete run, that every input of the range was scored once by every model, and that
-the content hash recomputed from the rows equals the manifest's. The `Certificate` prints as a
-short report; `ok` is False and `violations` lists the first problems when anything fails.
-Memory: 8 bytes per input row of the range (its append time), plus each fenced lookup partition's
-append times; output rows stream.
+and the manifest (`replay.audit_manifest`): nothing it certifies is taken from it unchecked. The
+topics and ranges it names must be stored in the log; for a complete run, every input of the
+range scored once by every model it lists, and its row counts, models and versions, streams,
+progress, output bounds and content hash equal to what the audit recomputed from the rows (a
+complete run without a content hash is refused). A failed run (status ``failed``, or an error
+recorded) is never certified, nor a status the manifest contradicts. Each refusal names the
+manifest field. Only a complete run can be CERTIFIED; an incomplete one whose rows check out is
+reported as such, not certified. The `Certificate` prints as a short report; `violations`
+lists the first problems. Memory: 8 bytes per input row of the range (its append time), plus
+each fenced lookup partition's append times; output rows stream.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import audit_manifest as am
 from . import manifest as mf
 from .clock import fmt_time
 from .output import ContentHash, map_lengths, read_run
 
 MAX_VIOLATIONS = 20
+_UNREAD = np.iinfo(np.int64).min  # an offset of a range the log does not hold (already refused)
 
 
 @dataclass
 class Certificate:
-    """The outcome of `audit`: what was checked, and the violations found (first `MAX_VIOLATIONS`)."""
+    """The outcome of `audit`: what was checked, the violations found (first `MAX_VIOLATIONS`) and
+    the manifest fields refused (`fields`). `certified`: a complete run with no violation."""
 
     run_id: str
     status: str
@@ -49,20 +57,39 @@ class Certificate:
     fence_entries_checked: int = 0
     content_hash: str | None = None
     recomputed_hash: str | None = None
+    error: str | None = None
     violations: list[str] = field(default_factory=list)
     violation_count: int = 0
+    fields: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No violation in the rows nor the manifest (for an incomplete run: its rows so far)."""
         return self.violation_count == 0
+
+    @property
+    def certified(self) -> bool:
+        return self.ok and self.status == "complete"
 
     def _violate(self, msg: str) -> None:
         self.violation_count += 1
         if len(self.violations) < MAX_VIOLATIONS:
             self.violations.append(msg)
 
+    def refuse(self, name: str, message: str, *also: str) -> None:
+        """Manifest field `name` (and fields `also`, which contradict it) does not match the log."""
+        for n in (name, *also):
+            if n not in self.fields:
+                self.fields.append(n)
+        self._violate(f"manifest {', '.join((name, *also))}: {message}")
+
     def __str__(self) -> str:
-        head = "CERTIFIED" if self.ok else f"FAILED ({self.violation_count:,} violation(s))"
+        if not self.ok:
+            head = f"FAILED, not certified ({self.violation_count:,} violation(s))"
+        elif self.certified:
+            head = "CERTIFIED"
+        else:
+            head = f"NOT CERTIFIED: the run is {self.status}; the {self.rows_checked:,} rows written so far check out"
         slack = ("n/a" if self.min_slack_us is None else
                  f"min {self.min_slack_us:,} µs, max {self.max_slack_us:,} µs")
         lines = [
@@ -77,6 +104,8 @@ class Certificate:
                (" (matches the manifest)" if self.content_hash == self.recomputed_hash else
                 f" (manifest says {self.content_hash})")),
         ]
+        if self.error:
+            lines.append(f"  error recorded        {self.error}")
         if self.violations:
             lines.append("  violations:")
             lines += [f"    - {v}" for v in self.violations]
@@ -85,79 +114,126 @@ class Certificate:
         return "\n".join(lines)
 
 
+def _append_times(log: Any, topic: str, p: int, lo: int, hi: int, extra: list[str] | None = None):
+    """(offsets - lo, append times, extra columns) of `topic` partition `p` over [lo, hi) as stored."""
+    cols = ["_offset", "_append_time"] + (extra or [])
+    for b in log.reader(topic, start={p: lo}, end={p: hi}, partitions=[p], columns=cols):
+        yield b.column(0).to_numpy() - lo, b.column(1).cast(pa.int64()).to_numpy(), b
+
+
 def _input_times(log: Any, m: dict) -> dict[int, tuple[int, np.ndarray]]:
-    """Per input partition: (lo, expected clock per offset - lo)."""
+    """Per input partition: (lo, expected clock per offset - lo; `_UNREAD` where the log holds none)."""
     topic = m["inputs"]["topic"]
     etf = m["inputs"].get("event_time_field")
     event = m.get("order") == "event_time"
     lateness = int(m.get("lateness_us") or 0)
     out = {}
     for p, (lo, hi) in mf.ranges_from_json(m["inputs"]["partitions"]).items():
-        arr = np.zeros(hi - lo, np.int64)
-        if hi > lo:
-            cols = ["_offset", "_append_time"] + ([etf] if event and etf else [])
-            for b in log.reader(topic, start={p: lo}, end={p: hi}, partitions=[p], columns=cols):
-                offs = b.column(0).to_numpy() - lo
-                at = b.column(1).cast(pa.int64()).to_numpy()
-                if event and etf:
-                    et = b.column(2).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0)
-                    et = et.to_numpy(zero_copy_only=False) + lateness
-                    nulls = b.column(2).is_null().to_numpy(zero_copy_only=False)
-                    at = np.where(nulls, at, np.maximum(at, et))
-                arr[offs] = at
+        arr = np.full(max(0, hi - lo), _UNREAD, np.int64)
+        for offs, at, b in _append_times(log, topic, p, lo, hi, [etf] if event and etf else None):
+            if event and etf:
+                et = b.column(2).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0)
+                et = et.to_numpy(zero_copy_only=False) + lateness
+                nulls = b.column(2).is_null().to_numpy(zero_copy_only=False)
+                at = np.where(nulls, at, np.maximum(at, et))
+            arr[offs] = at
         out[p] = (lo, arr)
     return out
 
 
 def _lookup_times(log: Any, m: dict) -> dict[str, tuple[int, np.ndarray]]:
-    """Per lookup "topic/partition": (first offset, append time per offset) up to the run's end."""
+    """Per lookup "topic/partition": (first offset, append time per offset) over its recorded range."""
     out = {}
-    for lk in m.get("lookups", []):
-        for p, (lo, hi) in mf.ranges_from_json(lk["partitions"]).items():
-            arr = np.zeros(hi - lo, np.int64)
-            if hi > lo:
-                for b in log.reader(lk["topic"], start={p: lo}, end={p: hi}, partitions=[p],
-                                    columns=["_offset", "_append_time"]):
-                    arr[b.column(0).to_numpy() - lo] = b.column(1).cast(pa.int64()).to_numpy()
+    for lk in m.get("lookups") or []:
+        try:
+            ranges = mf.ranges_from_json(lk["partitions"])
+        except (KeyError, AttributeError, TypeError, ValueError, IndexError):
+            continue  # refused by check_sources
+        if lk.get("topic") not in log.topics():
+            continue
+        for p, (lo, hi) in ranges.items():
+            arr = np.full(max(0, hi - lo), np.iinfo(np.int64).max, np.int64)  # not stored: after any clock
+            for offs, at, _ in _append_times(log, lk["topic"], p, lo, hi):
+                arr[offs] = at
             out[f"{lk['topic']}/{p}"] = (lo, arr)
     return out
 
 
 def audit(log: Any, run_id: str) -> Certificate:
-    """Check every output row of `run_id` against the log (module docstring); returns a Certificate."""
+    """Check every output row of `run_id` and its manifest against the log (module docstring)."""
     from .runner import _open
 
     log = _open(log)
     m = mf.read(log, run_id)
-    cert = Certificate(run_id=run_id, status=m["status"], content_hash=m.get("content_hash"))
-    inputs_topic = m["inputs"]["topic"]
+    cert = Certificate(run_id=run_id, status=str(m.get("status")), content_hash=m.get("content_hash"),
+                       error=m.get("error"))
+    if m.get("run_id") != run_id:
+        cert.refuse("run_id", f"expected {run_id!r} (the run's directory), found {m.get('run_id')!r}")
+    am.check_status(cert, m)
+    if not am.check_sources(cert, log, m):
+        return cert  # the rows cannot be read against ranges the log does not hold
     times = _input_times(log, m)
-    lookups = _lookup_times(log, m) if m.get("lookups") else {}
-    models = [r["name"] for r in m["models"]]
+    lookups = _lookup_times(log, m)
+    models = [r.get("name") for r in m.get("models") or []]
     cert.models = len(models)
     cert.partitions = len(times)
     cert.inputs_expected = sum(len(a) for _, a in times.values())
-    counts: dict[tuple[int, str], int] = {}
-    last: dict[tuple[int, str], tuple[int, int]] = {}
+    found = am.Found()
     hasher = ContentHash()
     out = m["output"]
-    start = {int(p): o for p, o in out["start"].items()}
+    start = {int(p): int(o) for p, o in out["start"].items()}
+    found.before_start = _rows_before(log, out["topic"], run_id, start)
+    where = _Where(m)
     for t in _chunked(read_run(log, out["topic"], run_id, start, None, None)):
         hasher.update_mixed(t)
-        _check_table(cert, t, inputs_topic, times, lookups, counts, last)
-    if m["status"] == "complete":
+        _note_found(found, t)
+        _check_table(cert, t, where, times, lookups, found.counts, found.last)
+    found.streams = hasher.summary()
+    found.content_hash = cert.recomputed_hash = hasher.hexdigest()
+    found.rows = cert.rows_checked
+    if m.get("status") == "complete":
         for p, (lo, arr) in times.items():
             for name in models:
-                got = counts.get((p, name), 0)
+                got = found.counts.get((p, name), 0)
                 if got != len(arr):
-                    cert._violate(f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in range")
-        extra = sorted({name for (_, name) in counts} - set(models))
-        if extra:
-            cert._violate(f"rows from models the manifest does not list: {extra}")
-    cert.recomputed_hash = hasher.hexdigest()
-    if cert.content_hash is not None and cert.content_hash != cert.recomputed_hash:
-        cert._violate(f"content hash of the rows {cert.recomputed_hash} differs from the manifest's {cert.content_hash}")
+                    cert._violate(f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in the range "
+                                  f"[{lo}, {lo + len(arr)}) of manifest inputs.partitions")
+        am.check_complete(cert, m, found, {p: len(arr) for p, (_, arr) in times.items()})
     return cert
+
+
+class _Where:
+    """How violations name a row's source: the run's inputs topic and the manifest's clock rule."""
+
+    def __init__(self, m: dict) -> None:
+        self.topic = m["inputs"]["topic"]
+        self.rule = f"order {m.get('order')!r}, lateness_us {m.get('lateness_us')!r}"
+
+
+def _rows_before(log: Any, topic: str, run_id: str, start: dict[int, int]) -> dict[int, int]:
+    """Per output partition, the rows of `run_id` stored before the manifest's start offset."""
+    firsts = log.start_offsets(topic)
+    out = {}
+    for p, s0 in sorted(start.items()):
+        if s0 > firsts.get(p, s0):
+            n = 0
+            for b in log.reader(topic, start={p: firsts[p]}, end={p: s0}, partitions=[p], columns=["run_id"]):
+                n += pc.sum(pc.equal(b.column(0), run_id)).as_py() or 0
+            if n:
+                out[p] = n
+    return out
+
+
+def _note_found(found: am.Found, t: pa.Table) -> None:
+    """Model versions per model id and the highest output offset per output partition of `t`."""
+    pairs = pa.table({"m": t.column("model_id"), "v": t.column("model_version")}).group_by(
+        ["m", "v"], use_threads=False).aggregate([])
+    for m_, v in zip(pairs.column("m").to_pylist(), pairs.column("v").to_pylist()):
+        found.versions.setdefault(m_, set()).add(v)
+    tops = pa.table({"p": t.column("_partition"), "o": t.column("_offset")}).group_by(
+        "p", use_threads=False).aggregate([("o", "max")])
+    for p, o in zip(tops.column("p").to_pylist(), tops.column("o_max").to_pylist()):
+        found.max_offset[p] = max(found.max_offset.get(p, -1), o)
 
 
 def _chunked(tables, rows: int = 65_536):
@@ -173,13 +249,16 @@ def _chunked(tables, rows: int = 65_536):
         yield pa.concat_tables(buf).combine_chunks()
 
 
-def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict, lookups: dict,
+def _check_table(cert: Certificate, t: pa.Table, where: _Where, times: dict, lookups: dict,
                  counts: dict, last: dict) -> None:
     n = t.num_rows
     cert.rows_checked += n
+    inputs_topic = where.topic
     topic_ok = pc.all(pc.equal(t.column("input_topic"), inputs_topic)).as_py()
     if not topic_ok:
-        cert._violate(f"rows decided from a topic other than the run's inputs {inputs_topic!r}")
+        others = sorted(set(pc.unique(t.column("input_topic")).to_pylist()) - {inputs_topic})
+        cert.refuse("inputs.topic", f"expected the topic the run's rows were decided from {others}, "
+                                    f"found {inputs_topic!r}")
     parts = t.column("input_partition").to_numpy()
     offs = t.column("input_offset").to_numpy()
     clock = t.column("clock").cast(pa.int64()).to_numpy()
@@ -189,20 +268,23 @@ def _check_table(cert: Certificate, t: pa.Table, inputs_topic: str, times: dict,
     for p in np.unique(parts):
         sel = parts == p
         if int(p) not in times:
-            cert._violate(f"{int(sel.sum())} rows from partition {int(p)}, outside the run's range")
+            cert._violate(f"{int(sel.sum())} rows from partition {int(p)}, outside the run's range "
+                          f"(manifest inputs.partitions)")
             continue
         lo, arr = times[int(p)]
         rel = offs[sel] - lo
         bad = (rel < 0) | (rel >= len(arr))
         if bad.any():
             i = int(np.nonzero(sel)[0][np.nonzero(bad)[0][0]])
-            cert._violate(f"row for {inputs_topic}/{int(p)}@{int(offs[i])}: offset outside the run's range")
+            cert._violate(f"row for {inputs_topic}/{int(p)}@{int(offs[i])}: offset outside the run's range "
+                          f"[{lo}, {lo + len(arr)}) (manifest inputs.partitions)")
         rel = np.where(bad, 0, rel)
         expected[sel] = np.where(bad, np.iinfo(np.int64).min, arr[rel])
     wrong = np.nonzero((clock != expected) & (expected != np.iinfo(np.int64).min))[0]
     for i in wrong[: MAX_VIOLATIONS]:
         cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: clock "
-                      f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))}")
+                      f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))} "
+                      f"(manifest {where.rule})")
     cert.violation_count += max(0, len(wrong) - MAX_VIOLATIONS)
     leak = np.nonzero(fence > clock)[0]
     for i in leak[: MAX_VIOLATIONS]:
@@ -255,7 +337,8 @@ def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.n
         sel = keys == k
         info = lookups.get(k)
         if info is None:
-            cert._violate(f"fence entry {k!r} names no lookup topic/partition of the run")
+            cert._violate(f"fence entry {k!r} names no topic/partition of the manifest's lookups "
+                          f"({sorted(lookups) or 'none'})")
             continue
         first, arr = info
         rel = items[sel] - first
@@ -264,7 +347,7 @@ def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.n
         if bad.any():
             i = int(r[np.nonzero(bad)[0][0]])
             cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: fence {k}@{int(items[sel][bad][0])} "
-                          f"is outside the lookup range the run read")
+                          f"is outside the lookup range the run read (manifest lookups)")
         at = arr[np.where(bad, 0, rel)]
         leak = np.nonzero(~bad & (at > clock[r]))[0]
         for j in leak[:MAX_VIOLATIONS]:

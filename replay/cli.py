@@ -1,7 +1,8 @@
 """The `replay` command: a thin layer over `replay.run`, `resume`, `runs`, `get` and `audit`.
 
 User mistakes (and a model stopped for a time leak) print one line to stderr with a hint and exit
-2; a failed audit exits 1; Ctrl-C exits 130 after marking the run incomplete. Never a traceback
+2; an audit that does not certify the run (violations, a failed or unfinished run) exits 1;
+Ctrl-C exits 130 after marking the run incomplete. Never a traceback
 (set LOGSTORE_DEBUG=1 to see one).
 """
 
@@ -118,7 +119,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     cert = replay.audit(_open(args.log), args.run)
     print(cert)
-    return 0 if cert.ok else 1
+    return 0 if cert.certified else 1
 
 
 EXAMPLES = {

@@ -10,7 +10,8 @@ Frames come out in the order of their key::
 so at equal append times outcomes and lookup records come before the inputs they could inform: a
 record is visible at clock `t` when its append time is `<= t` (DESIGN.md, "Two clocks"), and
 nothing can be visible before it was appended. Keys are unique (topic, partition, offset), so the
-order is total and a replay is deterministic.
+order is total and a replay is deterministic. (The engine merges inputs and outcomes; lookup
+topics are fed to their states by `replay.lookups` along the same order, up to each row's clock.)
 
 End offsets are snapshotted once per run (`snapshot`), and every reader is pinned to explicit
 offset ranges, so replaying a log that is still being written reproduces exactly.
@@ -261,7 +262,7 @@ class EventTimeOrder:
             yield from self._release(ev.key)
             if ev.role == INPUT:
                 self._hold(ev)
-                # the frame itself still arrives now: lookups on the input topic see it from here on
+                # the frame itself still arrives now (pending learning state), decided at its clock
                 yield Event(ev.key, ev.role, ev.topic, ev.partition, ev.batch, decide=False)
             else:
                 yield ev

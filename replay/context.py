@@ -1,16 +1,19 @@
 """The as-of view a model gets as `ctx`: what was known at each row's clock, and nothing after.
 
-The engine keeps an `AsOfState` per lookup topic and feeds it frames from the event clock as
-the clock passes them (`apply`), so records appended after the clock are not even loaded when a
-model asks. `Context.lookup` and `Context.history` answer from that state, for each row as of its
-clock (or an earlier `as_of`); asking for a later time raises `TimeLeakError` naming the model,
-what was asked and the row's clock. Every answer raises the row's `read_fence` (the latest
-append time it read), which the output records and `replay audit` checks.
+`ctx.lookup` and `ctx.history` answer, for each row, from the `AsOfState` of the topic asked
+(`replay.lookups`: declared topics are built up front, any other topic of the log on its first
+lookup), fed up to the latest clock of the batch and filtered per row by append time, so a row
+sees only records appended at or before its own clock (or an earlier `as_of`); asking for a
+later time raises `TimeLeakError` naming the model, what was asked and the row's clock. Every
+answer raises the row's `read_fence` (the latest append time it read), and the topics a model
+read for a row become that row's `fence` (per partition, the highest offset visible at its
+clock), which the output records and `replay audit` checks.
 
 State layout per topic: the frames applied so far (consolidated into bigger chunks as they pile
-up), the append time of every row in arrival order, and a dict key -> row numbers (ascending in
-append time, since the clock applies frames in append-time order). Memory grows with the lookup
-topic (history and `as_of` need it), not with the inputs replayed.
+up), the append time of every row in arrival order, a dict key -> row numbers (ascending in
+append time, since frames are applied in append-time order) and per partition the append time
+and last offset of each frame. Memory grows with the lookup topic (history and `as_of` need
+it), not with the inputs replayed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from logstore.errors import TimeLeakError
 from logstore.reader import to_us
 
 from .clock import fmt_time
-from .errors import ReplayError
+from .errors import LookupTopicError, ReplayError
 
 _CONSOLIDATE = 64
 
@@ -48,6 +51,7 @@ class AsOfState:
         self._index: dict[Any, list[int]] = {}
         self.fence: dict[int, int] = {}  # partition -> highest offset applied
         self.latest = -(2**63)  # append time of the last frame applied
+        self._frames: dict[int, tuple[list[int], list[int]]] = {}  # partition -> (frame times, last offsets)
 
     def __len__(self) -> int:
         return self._n
@@ -76,8 +80,23 @@ class AsOfState:
         self._chunks.append(batch)
         self._fresh += 1
         self._table = None
-        self.fence[partition] = batch.column(batch.schema.get_field_index("_offset"))[-1].as_py()
+        last = batch.column(batch.schema.get_field_index("_offset"))[-1].as_py()
+        self.fence[partition] = last
+        times, offsets = self._frames.setdefault(partition, ([], []))
+        times.append(time_us)
+        offsets.append(last)
         self.latest = time_us
+
+    def fence_at(self, time_us: int) -> dict[int, int]:
+        """Per partition, the highest offset appended at or before `time_us` (partitions with none left out)."""
+        if time_us >= self.latest:
+            return self.fence
+        out = {}
+        for p, (times, offsets) in self._frames.items():
+            j = bisect.bisect_right(times, time_us)
+            if j:
+                out[p] = offsets[j - 1]
+        return out
 
     def table(self) -> pa.Table:
         if self._table is None:
@@ -168,6 +187,20 @@ def _td_us(value: Any, what: str) -> int:
     raise ReplayError(f"{what} must be a timedelta (or seconds), found {value!r}")
 
 
+class _Given:
+    """Lookup states given up front (topic -> AsOfState), nothing discovered: for tests and tools."""
+
+    def __init__(self, states: Mapping[str, AsOfState]) -> None:
+        self.states = dict(states)
+
+    def state(self, topic: str, key: str | None, upto_us: int, who: str, what: str) -> AsOfState:
+        st = self.states.get(topic)
+        if st is None:
+            raise LookupTopicError(f"model {who!r} called ctx.{what}({topic!r}, ...) but this context holds no "
+                                   f"topic {topic!r} (it holds: {sorted(self.states) or 'none'})")
+        return st
+
+
 class Context:
     """What a model may know while deciding (or learning from) a batch: `ctx`.
 
@@ -181,13 +214,14 @@ class Context:
     - ``ctx.rng``: a numpy Generator seeded by (run seed, model, input partition).
     - in `learn`: ``ctx.label`` names the label column of the batch.
 
-    Lookups are answered from the run's lookup topics only (``lookups=`` of `replay.run` or a
-    model's ``lookups`` attribute); outcomes never reach `predict` except through a lookup on
-    the outcomes topic, which, like any lookup, sees only what was appended by the clock.
+    `topic` is any topic of the log but the run's output (`replay.lookups`); outcomes never
+    reach `predict` except through a lookup on the outcomes topic, which, like any lookup, sees
+    only what was appended by the clock. `states`: a `replay.lookups.Lookups`, or a mapping
+    topic -> `AsOfState` (those topics only).
     """
 
-    def __init__(self, states: Mapping[str, AsOfState], seed: int = 0) -> None:
-        self._states = states
+    def __init__(self, states: Any, seed: int = 0) -> None:
+        self._lookups = _Given(states) if isinstance(states, Mapping) else states
         self.seed = seed
         self.model = ""
         self.model_version = ""
@@ -198,13 +232,17 @@ class Context:
         self._clock_us = 0
         self._clocks: np.ndarray | None = None
         self._n = 0
-        self.read_fence: np.ndarray | None = None
+        self._fence_base: Any = None
+        self._fence: np.ndarray | None = None
+        self.read_topics: dict[str, np.ndarray | None] = {}  # topic -> rows read (None: every row)
         self._rngs: dict[tuple[str, int], np.random.Generator] = {}
         self.reads = 0
 
     # --- set by the engine ------------------------------------------------------------------
     def _enter(self, model: Any, batch: pa.RecordBatch, topic: str, partition: int, clock_us: int,
-               clocks: np.ndarray | None, fence: np.ndarray | None) -> None:
+               clocks: np.ndarray | None, fence: Any) -> None:
+        """Start a batch. `fence`: each row's read fence so far (its input's append time), an int64
+        ndarray updated in place, or an Arrow array copied on the first read; None: not tracked."""
         self.model = model.name
         self.model_version = model.version
         self.batch = batch
@@ -213,7 +251,17 @@ class Context:
         self._n = batch.num_rows
         self._clock_us = clock_us if clocks is None or not len(clocks) else int(clocks.min())
         self._clocks = clocks
-        self.read_fence = fence
+        self._fence_base = fence
+        self._fence = fence if isinstance(fence, np.ndarray) else None
+        self.read_topics = {}
+
+    @property
+    def read_fence(self) -> np.ndarray | None:
+        """Each row's read fence (µs): the latest append time of anything read for it."""
+        if self._fence is None and self._fence_base is not None:
+            base = self._fence_base
+            self._fence = base.cast(pa.int64()).to_numpy(zero_copy_only=False).copy()
+        return self._fence
 
     # --- what models use ------------------------------------------------------------------------
     @property
@@ -232,6 +280,9 @@ class Context:
             return self._clocks
         return np.full(self._n, self._clock_us, np.int64)
 
+    def _last_clock(self) -> int:
+        return int(self._clocks.max()) if self._clocks is not None and len(self._clocks) else self._clock_us
+
     @property
     def rng(self) -> np.random.Generator:
         k = (self.model, self.partition)
@@ -243,14 +294,19 @@ class Context:
                 [self.seed & 0xFFFFFFFF, zlib.crc32(self.model.encode()), max(self.partition, 0)])
         return g
 
-    def _state(self, topic: str, what: str) -> AsOfState:
-        st = self._states.get(topic)
-        if st is None:
-            known = sorted(self._states) or "none"
-            raise ReplayError(
-                f"model {self.model!r} called ctx.{what}({topic!r}, ...) but {topic!r} is not a lookup topic of "
-                f"this run (lookup topics: {known}); declare it with replay.run(lookups=[...]) or a "
-                f"`lookups` attribute on the model")
+    def _state(self, topic: str, what: str, key: str | None, row: int | None = None) -> AsOfState:
+        """The state of `topic` up to the batch's last clock; marks it read for `row` (None: all rows)."""
+        st = self._lookups.state(topic, key, self._last_clock(), self.model, what)
+        if key is not None and key != st.key:
+            raise ReplayError(f"model {self.model!r}: ctx.{what}({topic!r}, key={key!r}), but {topic!r} is "
+                              f"indexed by {st.key!r} in this run (declare lookups={{{topic!r}: {key!r}}} to "
+                              f"index it by {key!r})")
+        if row is None or not self._n:
+            self.read_topics[topic] = None
+        else:
+            mask = self.read_topics.setdefault(topic, np.zeros(self._n, bool))
+            if mask is not None:
+                mask[row] = True
         return st
 
     def _leak(self, what: str, asked_us: int, clock_us: int, row: int) -> TimeLeakError:
@@ -269,36 +325,28 @@ class Context:
 
         `keys`: one key per row (array-like), or the name of a column of the batch. `as_of`: a
         datetime for every row or one per row (array of timestamps); later than a row's clock
-        raises TimeLeakError. `ttl`: a timedelta; older records count as missing. `key` must be
-        the state's key field (the topic's key field, or what the run declared).
+        raises TimeLeakError. `ttl`: a timedelta; older records count as missing. `key`: the field
+        `topic` is indexed by (its declared key; for a topic not declared, the first lookup's
+        `key`, else the topic's key field, else the run's join key).
         """
-        st = self._state(topic, "lookup")
-        if key is not None and key != st.key:
-            raise ReplayError(f"lookup topic {topic!r} is indexed by {st.key!r}, not {key!r} "
-                              f"(declare lookups={{{topic!r}: {key!r}}} to index it by {key!r})")
         ks = _keys_list(keys, self.batch)
         n = len(ks)
         clocks = self._row_clocks()
         if n != len(clocks) and len(clocks):
             raise ReplayError(f"model {self.model!r}: ctx.lookup({topic!r}) got {n} keys for a batch of {len(clocks)} rows")
-        limits = None
         what = f"ctx.lookup({topic!r})"
+        limits = None
         if as_of is not None:
-            if isinstance(as_of, (pa.Array, pa.ChunkedArray, np.ndarray, list, tuple)):
-                arr = pa.array(as_of) if isinstance(as_of, (list, tuple)) else as_of
-                if isinstance(arr, (pa.Array, pa.ChunkedArray)):
-                    arr = arr.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-                else:
-                    arr = arr.astype("datetime64[us]").astype(np.int64)
-                limits = np.asarray(arr, np.int64)
-            else:
-                limits = np.full(n, _as_us(as_of, "as_of"), np.int64)
+            limits = self._as_of_limits(as_of, n)
             over = np.nonzero(limits > clocks)[0] if n else []
             if len(over):
                 r = int(over[0])
                 raise self._leak(what, int(limits[r]), int(clocks[r]), r)
-            if (limits >= st.latest).all():
-                limits = None
+        st = self._state(topic, "lookup", key)
+        if limits is None and n and st.latest > int(clocks.min()):
+            limits = clocks  # rows with different clocks: each sees its own
+        if limits is not None and (limits >= st.latest).all():
+            limits = None
         ttl_us = None if ttl is None else _td_us(ttl, "ttl")
         if ttl_us is not None and limits is None:
             limits = clocks.copy() if n else None
@@ -307,6 +355,17 @@ class Context:
         self.reads += 1
         return st.take(rows, columns)
 
+    @staticmethod
+    def _as_of_limits(as_of: Any, n: int) -> np.ndarray:
+        if isinstance(as_of, (pa.Array, pa.ChunkedArray, np.ndarray, list, tuple)):
+            arr = pa.array(as_of) if isinstance(as_of, (list, tuple)) else as_of
+            if isinstance(arr, (pa.Array, pa.ChunkedArray)):
+                arr = arr.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            else:
+                arr = arr.astype("datetime64[us]").astype(np.int64)
+            return np.asarray(arr, np.int64)
+        return np.full(n, _as_us(as_of, "as_of"), np.int64)
+
     def history(self, topic: str, key: Any, since: Any = None, row: int | None = None,
                 columns: Sequence[str] | None = None) -> pa.Table:
         """Every record of `topic` for `key` appended in [since, clock], oldest first.
@@ -314,7 +373,6 @@ class Context:
         The clock is row `row`'s (default: the earliest clock of the batch, ``ctx.now``). `since`:
         an aware datetime, or a timedelta back from that clock; None for all history.
         """
-        st = self._state(topic, "history")
         clocks = self._row_clocks()
         clock = self._clock_us if row is None else int(clocks[row])
         if isinstance(since, timedelta):
@@ -325,20 +383,24 @@ class Context:
             since_us = _as_us(since, "since")
             if since_us > clock:
                 raise self._leak(f"ctx.history({topic!r}) since", since_us, clock, row if row is not None else 0)
+        st = self._state(topic, "history", None, row)
         rows = st.history_rows(key, since_us, clock)
-        if len(rows) and self.read_fence is not None:
+        fence = self.read_fence
+        if len(rows) and fence is not None:
             t = int(st.times_of(rows).max())
             if row is None:
-                np.maximum(self.read_fence, t, out=self.read_fence)
+                np.maximum(fence, t, out=fence)
             else:
-                self.read_fence[row] = max(self.read_fence[row], t)
+                fence[row] = max(fence[row], t)
         self.reads += 1
         return st.take(rows, columns)
 
     def _raise_fence(self, st: AsOfState, rows: np.ndarray, _: Any) -> None:
-        if self.read_fence is None or not len(rows):
+        if not len(rows) or self._fence_base is None:
             return
         found = rows >= 0
         if found.any():
+            fence = self.read_fence
+            assert fence is not None
             t = np.where(found, st.times_of(np.where(found, rows, 0)), np.iinfo(np.int64).min)
-            np.maximum(self.read_fence, t, out=self.read_fence)
+            np.maximum(fence, t, out=fence)

@@ -3,14 +3,16 @@
 One `Replayer` replays a set of input partitions in one process. It walks the merged stream of
 `replay.clock` and, for each event:
 
-- a lookup frame (or an outcome frame, when the outcomes topic is looked up) is applied to the
-  as-of state of its topic (`replay.context.AsOfState`);
 - an outcome frame is joined (on the run's `key`) with the pending inputs already decided; every
   learning model gets the joined rows in one `learn(batch, ctx)` call, at the outcome's clock;
 - input rows are decided: each model's `predict(batch, ctx)` on the whole frame (one clock for
   all rows), the answers become output rows handed to the `Sink`.
 
-Because a frame's rows share one append time and outcomes/lookups at that time come first, a
+Lookup topics are not on this clock: each has its own feed (`replay.lookups`), applied up to the
+clock of the rows that ask, so a topic declared and a topic first looked up mid-run give the
+same answers, and each row's `fence` lists the topics its model read for it.
+
+Because a frame's rows share one append time and outcomes at that time come first, a
 learning model sees exactly what it would see if events were processed one at a time: a
 prediction batch is cut wherever an outcome becomes visible, by construction of the clock.
 
@@ -33,9 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clock import INPUT, LOOKUP, OUTCOME, TIME_TYPE, Event, EventTimeOrder, Source, merge
-from .context import AsOfState, Context
+from .clock import INPUT, OUTCOME, TIME_TYPE, Event, EventTimeOrder, Source, merge
+from .context import Context
 from .errors import ModelError
+from .lookups import Lookups, Ranges
 from .models import learns
 from .output import Sink
 from .rows import Column, Const, Constants, Rows, Span, expand
@@ -54,6 +57,7 @@ class Plan:
     key: str = "request_id"
     label: str = "label"
     lookups: dict[str, tuple[str, dict[int, tuple[int, int]]]] = field(default_factory=dict)  # topic -> (key, ranges)
+    topics: dict[str, Ranges] = field(default_factory=dict)  # every topic's range at run start (on-demand lookups)
     order: str = "append_time"
     lateness_us: int | None = None
     event_time_field: str | None = None
@@ -159,11 +163,13 @@ class Replayer:
 
     `skip`: per partition the (clock, offset) of the last row already written (resume): rows at
     or before it are decided again (learning models need their state) but not written.
+    `on_lookup(topic, key, ranges)`: called when a model first looks up a topic not declared.
     """
 
     def __init__(self, log: Any, plan: Plan, models: Sequence[Any], sink: Sink, *,
                  partitions: Sequence[int] | None = None, skip: dict[int, tuple[int, int]] | None = None,
-                 should_stop: Callable[[], bool] | None = None, on_event: Callable[[], None] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, on_event: Callable[[], None] | None = None,
+                 on_lookup: Callable[[str, str, Ranges], None] | None = None) -> None:
         self.log = log
         self.plan = plan
         self.models = list(models)
@@ -173,11 +179,10 @@ class Replayer:
         self.should_stop = should_stop
         self.on_event = on_event
         self.learners = [m for m in self.models if learns(m)]
-        self.states: dict[str, AsOfState] = {}
-        for topic, (key, _) in sorted(plan.lookups.items()):
-            self.states[topic] = AsOfState(topic, key, log.arrow_schema(topic, system_columns=True))
-        self.ctx = Context(self.states, plan.seed)
-        self.learn_ctx = Context(self.states, plan.seed)
+        self.lookups = Lookups(log, plan.lookups, plan.topics, run_key=plan.key, output=plan.output,
+                               on_discover=on_lookup)
+        self.ctx = Context(self.lookups, plan.seed)
+        self.learn_ctx = Context(self.lookups, plan.seed)
         self.learn_ctx.label = plan.label
         self.pending = _Pending(plan.key, plan.horizon_us) if (self.learners and plan.outcomes) else None
         self.result = Result()
@@ -193,11 +198,8 @@ class Replayer:
     def sources(self) -> list[Source]:
         plan = self.plan
         srcs = [Source(plan.inputs, INPUT, {p: plan.input_ranges[p] for p in self.partitions})]
-        if plan.outcomes and (self.pending is not None or plan.outcomes in self.states):
+        if plan.outcomes and self.pending is not None:
             srcs.append(Source(plan.outcomes, OUTCOME, plan.outcome_ranges))
-        for topic, (_, ranges) in sorted(plan.lookups.items()):
-            if topic not in (plan.inputs, plan.outcomes):
-                srcs.append(Source(topic, LOOKUP, ranges))
         return srcs
 
     def run(self) -> Result:
@@ -210,20 +212,18 @@ class Replayer:
         finally:  # stop the streams' read-ahead threads now, not when the generators are collected
             events.close()
             merged.close()
+            self.lookups.close()
         if self.pending is not None:
             self.result.unmatched = self.pending.unmatched
             self.result.expired = self.pending.expired
         return self.result
 
     def _loop(self, events: Any, left: int) -> None:
-        states = self.states
         for ev in events:
             if self.should_stop is not None and self.should_stop():
                 raise Stop()
             role = ev.role
             if role == INPUT:
-                if ev.clock is None and ev.topic in states:
-                    states[ev.topic].apply(ev.batch, ev.partition, ev.time)
                 if not ev.decide and self.pending is not None:  # arrived, decided at its clock later
                     self.pending.add(ev.batch, ev.time, False)
                 if ev.decide:
@@ -231,13 +231,8 @@ class Replayer:
                     left -= ev.batch.num_rows
                     if left <= 0:  # what comes later on the clock cannot change any decision
                         break
-            elif role == OUTCOME:
-                if ev.topic in states:
-                    states[ev.topic].apply(ev.batch, ev.partition, ev.time)
-                if self.pending is not None:
-                    self.outcomes(ev)
-            else:
-                states[ev.topic].apply(ev.batch, ev.partition, ev.time)
+            elif role == OUTCOME and self.pending is not None:
+                self.outcomes(ev)
             if self.on_event is not None:
                 self.on_event()
 
@@ -254,19 +249,15 @@ class Replayer:
         off_col = batch.column(schema.get_field_index("_offset"))
         frame = self._frame_columns(batch, ev, at_col, off_col)
         parts: list[Rows] = []
+        ctx = self.ctx
         for m in self.models:
-            fence = None
-            if self.states:
-                fence = at_col.cast(pa.int64()).to_numpy(zero_copy_only=False).copy()
-            self.ctx._enter(m, batch, ev.topic, p, ev.time, clocks, fence)
+            ctx._enter(m, batch, ev.topic, p, ev.time, clocks, at_col)  # read fence copied on a first read
             t0 = time.perf_counter()
-            try:
-                answer = m.predict(batch, self.ctx)
-            except ModelError:
-                raise
+            answer = m.predict(batch, ctx)
             elapsed = time.perf_counter() - t0
             score, scores, label = _coerce(answer, n, m)
-            parts.append(self._rows(m, frame, ev, n, score, scores, label, elapsed, fence))
+            parts.append(self._rows(m, frame, ev, n, score, scores, label, elapsed, ctx._fence,
+                                    self._fence_column(ctx, n)))
         last_clock = ev.time if clocks is None else int(clocks[-1])
         last_off = off_col[-1].as_py()
         skip = self.skip.get(p)
@@ -292,7 +283,7 @@ class Replayer:
     def _frame_columns(self, batch: pa.RecordBatch, ev: Event, at_col: pa.Array,
                        off_col: pa.Array) -> dict[str, Column]:
         """The output columns every model's rows for input `batch` share, constants as `Const`s
-        (`read_fence` as when no lookup was made)."""
+        (`read_fence` and `fence` as when no lookup was made)."""
         n = batch.num_rows
         schema = batch.schema
         if self._has_key:
@@ -329,11 +320,11 @@ class Replayer:
             "input_offset": Span(off_first) if off_last - off_first == n - 1 else off_col,
             "clock": clock,
             "read_fence": at,
-            "fence": self._fence_column(n),
+            "fence": _NULL,
         }
 
     def _rows(self, m: Any, frame: dict[str, Column], ev: Event, n: int, score: np.ndarray, scores: Any,
-              label: Any, elapsed: float, fence: np.ndarray | None) -> Rows:
+              label: Any, elapsed: float, fence: np.ndarray | None, fences: Column) -> Rows:
         """The output rows of model `m` for an input frame: its `frame` columns and the model's own."""
         cols = dict(frame)
         cols["model_id"] = Const(m.name)
@@ -344,21 +335,40 @@ class Replayer:
         cols["latency_ms"] = Const(float(np.float32(elapsed * 1000.0 / n)))
         if fence is not None:
             cols["read_fence"] = pa.array(fence, pa.int64()).view(TIME_TYPE)
+        cols["fence"] = fences
         return Rows((ev.topic, ev.partition, m.name), n, self._schema, cols)
 
-    def _fence_column(self, n: int) -> Column:
-        if not self.states:
+    def _fence_column(self, ctx: Context, n: int) -> Column:
+        """Per row, for each topic the model read for it: ``"topic/partition" -> highest offset
+        visible at the row's clock``; null for rows it read nothing for."""
+        if not ctx.read_topics:
             return _NULL
         mtype = self._schema.field("fence").type
-        keys, vals = [], []
-        for topic, st in self.states.items():
-            for part, off in sorted(st.fence.items()):
-                keys.append(f"{topic}/{part}")
-                vals.append(off)
-        k = len(keys)
-        offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * k)
-        return pa.MapArray.from_arrays(offsets, pa.array(keys * n, pa.string()), pa.array(vals * n, pa.int64()),
-                                       type=mtype)
+        states = [(t, self.lookups.states[t], mask) for t, mask in sorted(ctx.read_topics.items())]
+        clocks = ctx._row_clocks()
+        first, last = int(clocks.min()), int(clocks.max())
+        if all(mask is None for _, _, mask in states) and \
+                (first == last or all(st.latest <= first for _, st, _ in states)):
+            keys, vals = _fence_entries(states, first)
+            k = len(keys)
+            offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * k)
+            return pa.MapArray.from_arrays(offsets, pa.array(keys * n, pa.string()), pa.array(vals * n, pa.int64()),
+                                           type=mtype)
+        keys, vals, offsets, valid = [], [], [0], np.zeros(n, bool)
+        cache: dict[tuple, tuple[list, list]] = {}
+        for i in range(n):
+            read = tuple(j for j, (_, _, mask) in enumerate(states) if mask is None or mask[i])
+            if read:
+                valid[i] = True
+                c = int(clocks[i])
+                entry = cache.get((c, read))
+                if entry is None:
+                    entry = cache[(c, read)] = _fence_entries([states[j] for j in read], c)
+                keys += entry[0]
+                vals += entry[1]
+            offsets.append(len(keys))
+        return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()),
+                                       pa.array(vals, pa.int64()), type=mtype, mask=pa.array(~valid))
 
     # --- learning -------------------------------------------------------------------------------
     def outcomes(self, ev: Event) -> None:
@@ -446,6 +456,16 @@ class Replayer:
             ctx._enter(m, batch, self.plan.outcomes or "", -1, clock_us, None, None)
             m.learn(batch, ctx)
         self.result.learned += joined.num_rows
+
+
+def _fence_entries(states: Sequence[tuple[str, Any, Any]], clock_us: int) -> tuple[list[str], list[int]]:
+    """The fence entries of `states` (topic, AsOfState, _) at `clock_us`: keys and offsets, sorted."""
+    keys, vals = [], []
+    for topic, st, _ in states:
+        for part, off in sorted(st.fence_at(clock_us).items()):
+            keys.append(f"{topic}/{part}")
+            vals.append(off)
+    return keys, vals
 
 
 def _coerce(answer: Any, n: int, m: Any) -> tuple[np.ndarray, Any, Any]:

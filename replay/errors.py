@@ -5,6 +5,11 @@
     └── ReplayError            base of the rest: a run that cannot start, continue or be found
         ├── RangeError         a start/end that does not name an exact range of the log
         ├── ModelError         a model that cannot be loaded, or answered with the wrong shape
+        │   └── ModelNameError a model name or version replay cannot record (also a ReplayNameError)
+        ├── ReplayNameError    a run id or output topic that is not a valid name (also a
+        │                      `logstore.InvalidNameError`)
+        ├── LookupTopicError   ctx.lookup/history of a topic the log did not hold when the run
+        │                      started (also a `logstore.TopicNotFoundError`)
         ├── RunNotFoundError   no manifest for that run id in this log
         └── RunStateError      e.g. resuming a run that is complete
 
@@ -16,13 +21,16 @@ Every message says which run/model/topic/partition, what was expected and what w
 
 from __future__ import annotations
 
-from logstore.errors import LogstoreError, TimeLeakError
+from logstore.errors import InvalidNameError, LogstoreError, TimeLeakError, TopicNotFoundError
 
 __all__ = [
     "TimeLeakError",
     "ReplayError",
     "RangeError",
     "ModelError",
+    "ReplayNameError",
+    "ModelNameError",
+    "LookupTopicError",
     "RunNotFoundError",
     "RunStateError",
     "RunInterrupted",
@@ -39,6 +47,18 @@ class RangeError(ReplayError, ValueError):
 
 class ModelError(ReplayError):
     """A model that cannot be imported or built, breaks the protocol, or answers wrongly."""
+
+
+class ReplayNameError(ReplayError, InvalidNameError):
+    """A name replay writes into a path, a manifest or the output (run id, output topic) that is invalid."""
+
+
+class ModelNameError(ModelError, ReplayNameError):
+    """A model whose name (its model_id) or version replay cannot record; names the model and why."""
+
+
+class LookupTopicError(ReplayError, TopicNotFoundError):
+    """ctx.lookup/history of a topic that did not exist in the log when the run started."""
 
 
 class RunNotFoundError(ReplayError, KeyError):

@@ -8,10 +8,12 @@ at checkpoints while it runs (every few seconds), and when it ends. Format 1::
       "run_id": "20261101T120000Z-3fa9c1",       # UTC start time + random: unique, sortable
       "status": "running" | "complete" | "incomplete" | "failed",
       "created": iso, "updated": iso, "finished": iso | null,
-      "error": null | "one line",                 # why a run failed / was interrupted
+      "error": null | "one line",                 # why a run failed ("Type: message") / "interrupted"
       "inputs":   {"topic": t, "partitions": {"0": [lo, hi], ...}, "event_time_field": f | null},
       "outcomes": null | {"topic": t, "partitions": {...}, "key": "request_id", "label": "label"},
-      "lookups":  [{"topic": t, "key": k, "partitions": {...}}],     # exact ranges [lo, hi)
+      "lookups":  [{"topic": t, "key": k, "partitions": {...}, "on_demand": bool}],  # exact ranges
+                                                  # [lo, hi); on_demand: first looked up, not declared
+      "topics":   {t: {"0": [lo, hi], ...}},       # every topic's range at start (on-demand lookups)
       "request":  {"start": ..., "end": ...},      # the bounds as given (offsets / ISO times)
       "order": "append_time" | "event_time", "lateness_us": int | null,
       "output":   {"topic": t, "start": {"0": offset, ...}, "end": {...} | null},  # per output partition
@@ -24,6 +26,12 @@ at checkpoints while it runs (every few seconds), and when it ends. Format 1::
       "content_hash": "sha256:<hex>" | null,
       "seconds": float
     }
+
+A run that raised anything once its manifest exists ends ``failed`` with its error (``incomplete``
+and ``"interrupted"`` on Ctrl-C), never ``running``; only ``complete`` has a content hash, a
+finish time and an output end. `replay.audit` recomputes what it certifies of this record from
+the log and names any field that differs. Run ids and model names follow the log's name rule
+(`replay.names`).
 
 Offsets ranges are per partition ``[lo, hi)`` as JSON lists; partition keys are strings (JSON).
 The manifest is the run's record; the output topic holds the rows. Re-running a manifest

@@ -2,15 +2,17 @@
 
 A model is any object with::
 
-    name: str                                    # stable id, written as model_id
-    version: str                                 # written as model_version
+    name: str                                    # stable id, written as model_id: 1-200 of
+                                                 #   [A-Za-z0-9._-], never '..' (`replay.names`)
+    version: str                                 # written as model_version (no control characters)
     predict(batch: pa.RecordBatch, ctx) -> scores   # one float per row (array-like or pa.Array),
                                                  #   or a dict/RecordBatch with "score" and
                                                  #   optionally "scores" (list<double>) and "label"
     learn(batch, ctx) -> None                    # optional: input rows joined with their outcomes,
                                                  #   called when the outcomes become visible
-    lookups: list[str] | dict[str, str]          # optional: topics read through ctx.lookup/history
-                                                 #   (a dict gives each topic's key field)
+    lookups: list[str] | dict[str, str]          # optional: topics read through ctx.lookup/history,
+                                                 #   built up front (a dict gives each topic's key
+                                                 #   field); any other topic is built on first use
 
 `predict` receives the input rows with the log's system columns (`_partition`, `_offset`,
 `_append_time`); `learn` receives the input columns, then the outcome's columns (an outcome column
@@ -37,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import names
 from .errors import ModelError
 
 SYSTEM = ("_partition", "_offset", "_append_time")
@@ -77,12 +80,15 @@ def load(spec: str) -> Any:
 
 
 def check(model: Any, what: str | None = None) -> None:
-    """Raise ModelError unless `model` has a str `name`, a str `version` and a callable `predict`."""
+    """Raise ModelError unless `model` has a `name` valid as a model_id, a `version` (`replay.names`)
+    and a callable `predict`."""
     label = what or repr(model)
     for attr in ("name", "version"):
         v = getattr(model, attr, None)
         if not isinstance(v, str) or not v:
             raise ModelError(f"model {label}: `{attr}` must be a non-empty string, found {v!r}")
+    names.model_name(model.name, what)
+    names.model_version(model.version, model.name)
     if not callable(getattr(model, "predict", None)):
         raise ModelError(f"model {model.name!r}: it has no predict(batch, ctx) method")
     learn = getattr(model, "learn", None)

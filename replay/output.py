@@ -11,7 +11,9 @@ Output schema (Avro record ``logstore.replay.ReplayScore``): every field of ``mo
                                       max(event_time + lateness, append time) in event-time order)
     read_fence       timestamp-micros the latest append time of anything read for the row
                                       (the input itself, lookups through ctx); <= clock
-    fence            map<long>|null   per lookup "topic/partition", the highest offset visible
+    fence            map<long>|null   per "topic/partition" of each topic the model read for the
+                                      row (ctx.lookup/history), the highest offset visible at its
+                                      clock; null when it read none
 
 `request_id` is the input's join key (or ``topic/partition/offset`` when the input has none),
 `event_time` the input's event time (or the clock), `latency_ms` the model's time per row of its
@@ -64,7 +66,7 @@ AUDIT_FIELDS = [
     {"name": "read_fence", "type": {"type": "long", "logicalType": "timestamp-micros"},
      "doc": "Latest append time of anything read for this row (input, lookups); <= clock."},
     {"name": "fence", "type": ["null", {"type": "map", "values": "long"}], "default": None,
-     "doc": "Per lookup topic/partition, the highest offset visible at the clock."},
+     "doc": "Per topic/partition the model read for this row, the highest offset visible at the clock."},
 ]
 
 # per-row content; the stream key (input topic, partition, model id) and the model version are
@@ -388,7 +390,7 @@ class ContentHash:
     def combine(streams: dict[str, dict]) -> str:
         lines = []
         for name, info in streams.items():
-            t, p, m = name.rsplit("/", 2)
+            t, p, m = name.split("/", 2)  # topics and partitions hold no "/"
             lines.append(f"{t}\x00{int(p)}\x00{m}\x00{info.get('model_version')}\x00{info['rows']}\x00{info['sha256']}\n")
         h = hashlib.sha256()
         for line in sorted(lines):

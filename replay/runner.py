@@ -7,8 +7,11 @@ group of input partitions into output partitions of its own) and marks the manif
 ``complete`` with row counts and the content hash. On Ctrl-C the rows queued so far are written
 (each output frame is whole), the manifest says ``incomplete`` with per-partition progress and
 `RunInterrupted` is raised; `resume` continues from what the output topic actually holds, so an
-interrupted-and-resumed run has the same content hash as an uninterrupted one. A model error
-(e.g. `TimeLeakError`) marks the run ``failed`` with the error and re-raises it.
+interrupted-and-resumed run has the same content hash as an uninterrupted one. Any other error
+once the manifest exists (a model's, e.g. `TimeLeakError`, or one while finishing the run) marks
+the run ``failed`` with the error and re-raises it: a manifest never stays ``running`` after
+its process returned. Every name the run records (run id, output topic, model names and
+versions) is checked before anything is written (`replay.names`).
 """
 
 from __future__ import annotations
@@ -30,12 +33,22 @@ import pyarrow as pa
 
 import logstore
 from logstore.errors import TimeLeakError
-from logstore.names import validate_name
 
 from . import clock as clock_mod
 from . import manifest as mf
+from . import names
 from .engine import Plan, Replayer, Stop
-from .errors import ModelError, RangeError, ReplayError, RunInterrupted, RunStateError
+from .errors import (
+    LookupTopicError,
+    ModelError,
+    ModelNameError,
+    RangeError,
+    ReplayError,
+    ReplayNameError,
+    RunInterrupted,
+    RunStateError,
+)
+from .lookups import Ranges, resolve_key, snapshot_topics
 from .models import check, learns, load, lookups_of, params_hash
 from .output import ContentHash, Sink, output_avro, read_run
 from .progress import Progress
@@ -197,18 +210,22 @@ def _output_partitions(input_ranges: Mapping[int, tuple[int, int]], workers: int
 
 
 def _lookup_keys(log: Any, declared: Mapping[str, str | None], key: str) -> dict[str, str]:
-    out = {}
-    for topic, k in sorted(declared.items()):
-        schema = log.arrow_schema(topic)
-        if k is None:
-            k = log.config(topic).key_field or (key if key in schema.names else None)
-        if k is None:
-            raise ReplayError(f"lookup topic {topic!r} has no key field and no {key!r} column: declare its key "
-                              f"with lookups={{{topic!r}: 'field'}}")
-        if k not in schema.names:
-            raise ReplayError(f"lookup topic {topic!r} has no field {k!r} (its fields: {schema.names})")
-        out[topic] = k
-    return out
+    return {topic: resolve_key(log, topic, k, key) for topic, k in sorted(declared.items())}
+
+
+def _model_records(loaded: list) -> list[dict]:
+    """The manifest's ``models`` entries (computed before anything is written: params_hash may fail)."""
+    return [{"name": m.name, "version": m.version, "spec": spec,
+             "class": f"{type(m).__module__}.{type(m).__qualname__}", "params_hash": params_hash(m),
+             "learns": learns(m), "lookups": sorted(lookups_of(m))} for m, spec in loaded]
+
+
+def _all_topics(log: Any, snaps: Mapping[str, Mapping[int, Any]], output: str) -> dict[str, Ranges]:
+    """Every topic's range at run start: the snapshots taken for the run's topics, the others now."""
+    topics = snapshot_topics(log, exclude=output)
+    for t, snap in snaps.items():
+        topics[t] = {p: (s.start_offset, s.end_offset) for p, s in sorted(snap.items())}
+    return dict(sorted(topics.items()))
 
 
 def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *, start: Any = None,
@@ -235,9 +252,9 @@ def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *,
         raise ReplayError("lateness applies to order='event_time' only")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ReplayError(f"workers must be a positive int, found {workers!r}")
-    run_id = mf.new_run_id() if run_id is None else run_id
-    validate_name(run_id, "run")
-    validate_name(output, "topic")
+    run_id = names.run_id(mf.new_run_id() if run_id is None else run_id)
+    names.output_topic(output)
+    records = _model_records(loaded)
 
     declared: dict[str, str | None] = {}
     if lookups:
@@ -260,8 +277,8 @@ def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *,
         shown = ", ".join(f"{p}: {lo}..{hi}" for p, (lo, hi) in input_ranges.items())
         raise RangeError(f"the range of topic {inputs!r} holds no records (partition: start..end offsets {shown})")
     lookup_keys = _lookup_keys(log, declared, key)
-    lookup_plan = {t: (k, {p: (s.start_offset, s.end_offset) for p, s in snaps[t].items()})
-                   for t, k in lookup_keys.items()}
+    all_topics = _all_topics(log, snaps, output)
+    lookup_plan = {t: (k, all_topics[t]) for t, k in lookup_keys.items()}
     outcome_ranges: dict[int, tuple[int, int]] = {}
     any_learner = any(learns(m) for m, _ in loaded)
     if outcomes:
@@ -278,22 +295,27 @@ def run(log: Any, inputs: str, outcomes: str | None = None, models: Any = (), *,
             first = clock_mod.first_append_time(log, inputs, input_ranges)
             outcome_ranges = clock_mod.ranges_from_time(log, outcomes, snaps[outcomes], first)
     eff_workers = 1 if any_learner else workers
-    ensure_output(log, output, partitions=_output_partitions(input_ranges, eff_workers))
-    host = socket.gethostname()
     plan = Plan(run_id=run_id, inputs=inputs, input_ranges=input_ranges, output=output, outcomes=outcomes,
-                outcome_ranges=outcome_ranges, key=key, label=label, lookups=lookup_plan, order=order,
-                lateness_us=_timedelta_us(lateness, "lateness") if order == "event_time" else None,
+                outcome_ranges=outcome_ranges, key=key, label=label, lookups=lookup_plan, topics=all_topics,
+                order=order, lateness_us=_timedelta_us(lateness, "lateness") if order == "event_time" else None,
                 event_time_field=log.config(inputs).event_time_field, seed=int(seed),
-                code_version=mf.code_version(), host=host, horizon_us=_timedelta_us(horizon, "horizon"),
-                durability=durability)
+                code_version=mf.code_version(), host=socket.gethostname(),
+                horizon_us=_timedelta_us(horizon, "horizon"), durability=durability)
+    if mf.path(log, run_id).exists():
+        raise ReplayError(f"run {run_id!r} already exists in {log.path}")
+    ensure_output(log, output, partitions=_output_partitions(input_ranges, eff_workers))
     if workers > 1 and any_learner:
         warnings.warn("models that learn replay in one process, in clock order; workers set to 1", stacklevel=2)
-    manifest = _new_manifest(log, plan, loaded, workers=1 if any_learner else workers, request=(start, end))
+    manifest = _new_manifest(log, plan, records, workers=1 if any_learner else workers, request=(start, end))
     mf.create(log, manifest)
     return _execute(log, plan, loaded, manifest, workers=1 if any_learner else workers, progress=progress)
 
 
-def _new_manifest(log: Any, plan: Plan, loaded: list, *, workers: int, request: tuple) -> dict:
+def _lookup_entry(topic: str, key: str, ranges: Ranges, on_demand: bool) -> dict:
+    return {"topic": topic, "key": key, "partitions": mf.ranges_json(ranges), "on_demand": on_demand}
+
+
+def _new_manifest(log: Any, plan: Plan, records: list[dict], *, workers: int, request: tuple) -> dict:
     end = log.end_offsets(plan.output)
     return {
         "format": mf.FORMAT,
@@ -309,15 +331,14 @@ def _new_manifest(log: Any, plan: Plan, loaded: list, *, workers: int, request: 
             "label": plan.label},
         "key": plan.key,
         "label": plan.label,
-        "lookups": [{"topic": t, "key": k, "partitions": mf.ranges_json(r)} for t, (k, r) in sorted(plan.lookups.items())],
+        "lookups": [_lookup_entry(t, k, r, False) for t, (k, r) in sorted(plan.lookups.items())],
+        "topics": {t: mf.ranges_json(r) for t, r in sorted(plan.topics.items())},
         "request": {"start": _bound_json(request[0]), "end": _bound_json(request[1])},
         "order": plan.order,
         "lateness_us": plan.lateness_us,
         "horizon_us": plan.horizon_us,
         "output": {"topic": plan.output, "start": {str(p): o for p, o in end.items()}, "end": None},
-        "models": [{"name": m.name, "version": m.version, "spec": spec,
-                    "class": f"{type(m).__module__}.{type(m).__qualname__}", "params_hash": params_hash(m),
-                    "learns": learns(m), "lookups": sorted(lookups_of(m))} for m, spec in loaded],
+        "models": records,
         "seed": plan.seed,
         "workers": workers,
         "code_version": plan.code_version,
@@ -340,10 +361,20 @@ def plan_from_manifest(m: dict, run_id: str | None = None, output: str | None = 
         outcomes=o["topic"] if o else None, outcome_ranges=mf.ranges_from_json(o["partitions"]) if o else {},
         key=m.get("key", "request_id"), label=m.get("label", "label"),
         lookups={lk["topic"]: (lk["key"], mf.ranges_from_json(lk["partitions"])) for lk in m.get("lookups", [])},
+        topics={t: mf.ranges_from_json(r) for t, r in (m.get("topics") or {}).items()},
         order=m.get("order", "append_time"), lateness_us=m.get("lateness_us"),
         event_time_field=m["inputs"].get("event_time_field"), seed=int(m.get("seed", 0)),
         code_version=mf.code_version(), host=socket.gethostname(), horizon_us=m.get("horizon_us"),
     )
+
+
+def _with_topics(log: Any, plan: Plan) -> Plan:
+    """`plan` with every topic's range for on-demand lookups: the manifest's (runs recorded before
+    manifests had ``topics``: the log's now), never the output topic."""
+    topics = dict(plan.topics) if plan.topics else snapshot_topics(log, exclude=plan.output)
+    topics.pop(plan.output, None)
+    topics.update({t: r for t, (_, r) in plan.lookups.items()})
+    return replace(plan, topics=dict(sorted(topics.items())))
 
 
 def _models_for(m: dict, models: Any) -> list[tuple[Any, str | None]]:
@@ -383,7 +414,7 @@ def resume(log: Any, run_id: str, models: Any = None, *, workers: int | None = N
         raise RunStateError(f"run {run_id} is marked running; if its process is gone, resume with force=True "
                             f"(CLI: --force)")
     loaded = _models_for(m, models)
-    plan = plan_from_manifest(m)
+    plan = _with_topics(log, plan_from_manifest(m))
     stateful = any(learns(x) for x, _ in loaded)
     written = scan_progress(log, m)
     skip: dict[int, tuple[int, int]] = {}
@@ -412,12 +443,16 @@ def rerun(log: Any, run_id: str, models: Any = None, *, output: str | None = Non
     log = _open(log)
     old = mf.read(log, run_id)
     loaded = _models_for(old, models)
-    rid = new_run_id or mf.new_run_id()
-    plan = plan_from_manifest(old, run_id=rid, output=output)
+    rid = names.run_id(new_run_id or mf.new_run_id())
+    plan = plan_from_manifest(old, run_id=rid, output=names.output_topic(output or old["output"]["topic"]))
+    if plan.output in plan.lookups or plan.output in (plan.inputs, plan.outcomes):
+        raise ReplayError(f"output topic {plan.output!r} is also an input/outcome/lookup topic of run {run_id}")
+    plan = _with_topics(log, plan)
+    records = _model_records(loaded)
     stateful = any(learns(x) for x, _ in loaded)
     w = workers if workers is not None else int(old.get("workers", 1))
     ensure_output(log, plan.output, partitions=_output_partitions(plan.input_ranges, 1 if stateful else w))
-    manifest = _new_manifest(log, plan, loaded, workers=1 if stateful else w,
+    manifest = _new_manifest(log, plan, records, workers=1 if stateful else w,
                              request=(old["request"]["start"], old["request"]["end"]))
     manifest["rerun_of"] = run_id
     mf.create(log, manifest)
@@ -513,50 +548,65 @@ class _Tracker:
         self.manifest["rows"]["inputs"] = self.inputs_done()
         mf.write(self.log, self.manifest)
 
+    def add_lookup(self, topic: str, key: str, ranges: Ranges) -> None:
+        """A topic a model looked up without declaring it: listed in the manifest (written now), so
+        the audit checks the fences of the rows that read it."""
+        lookups = self.manifest.setdefault("lookups", [])
+        if any(lk["topic"] == topic for lk in lookups):
+            return
+        lookups.append(_lookup_entry(topic, key, ranges, True))
+        lookups.sort(key=lambda lk: lk["topic"])
+        self.checkpoint()
+
 
 def _execute(log: Any, plan: Plan, loaded: list, manifest: dict, *, workers: int, progress: bool | None,
              skip: dict | None = None, done0: dict | None = None, resumed: bool = False) -> Run:
+    """Replay `plan` and mark `manifest` complete; on any error mark it failed (or incomplete on
+    Ctrl-C) with the error recorded, then re-raise it (`RunInterrupted` for Ctrl-C)."""
     t0 = time.monotonic()
-    planned = manifest["rows"]["inputs_planned"]
-    bar = Progress(planned, label=f"replay {plan.run_id}", enabled=progress)
-    tracker = _Tracker(log, manifest, bar, done0 or {})
-    bar.update(tracker.inputs_done())
-    parts = [p for p, (lo, hi) in sorted(plan.input_ranges.items()) if hi > lo]
-    stateless = not any(learns(m) for m, _ in loaded)
-    result: dict[str, Any] = {"learned": 0, "unmatched": 0, "streams": {}}
-    failure: BaseException | None = None
-    interrupted = False
+    base = {"seconds": float(manifest.get("seconds", 0.0)), "learned": int(manifest["rows"].get("learned", 0)),
+            "unmatched": int(manifest["rows"].get("outcomes_unmatched", 0))}
+    tracker: _Tracker | None = None
     try:
-        if stateless and workers > 1 and len(parts) > 1:
-            result = _run_workers(log, plan, loaded, parts, min(workers, len(parts)), tracker, skip or {},
-                                  hash_streams=not resumed)
-        else:
-            result = _run_local(log, plan, [m for m, _ in loaded], tracker, skip or {}, hash_streams=not resumed)
-    except (KeyboardInterrupt, Stop) as e:
-        interrupted = True
-        failure = e
+        bar = Progress(manifest["rows"]["inputs_planned"], label=f"replay {plan.run_id}", enabled=progress)
+        tracker = _Tracker(log, manifest, bar, done0 or {})
+        try:
+            bar.update(tracker.inputs_done())
+            result = _replay(log, plan, loaded, tracker, workers, skip or {}, resumed)
+        finally:
+            bar.close()
+        _account(manifest, tracker, base, result, t0)
+        _complete(log, plan, manifest, result, resumed)
     except BaseException as e:  # noqa: BLE001 - recorded in the manifest, then re-raised
-        failure = e
-    finally:
-        bar.close()
-    manifest["progress"] = tracker.progress()
-    manifest["rows"]["inputs"] = tracker.inputs_done()
-    manifest["rows"]["learned"] = int(manifest["rows"].get("learned", 0)) + int(result.get("learned", 0))
-    manifest["rows"]["outcomes_unmatched"] = int(manifest["rows"].get("outcomes_unmatched", 0)) + int(result.get("unmatched", 0))
-    manifest["seconds"] = round(float(manifest.get("seconds", 0.0)) + time.monotonic() - t0, 3)
-    if failure is not None:
-        manifest["status"] = "incomplete" if interrupted else "failed"
-        manifest["error"] = ("interrupted" if interrupted else f"{type(failure).__name__}: {failure}").splitlines()[0] \
-            if str(failure) or interrupted else type(failure).__name__
-        mf.write(log, manifest)
+        interrupted = isinstance(e, (KeyboardInterrupt, Stop))
+        _fail(log, manifest, tracker, base, t0, e, interrupted)
         if interrupted:
             raise RunInterrupted(plan.run_id) from None
-        raise failure
-    if resumed:
-        h = hash_from_log(log, manifest)
-        streams = h.summary()
-    else:
-        streams = result["streams"]
+        raise
+    return Run(log, manifest)
+
+
+def _replay(log: Any, plan: Plan, loaded: list, tracker: "_Tracker", workers: int, skip: dict,
+            resumed: bool) -> dict:
+    parts = [p for p, (lo, hi) in sorted(plan.input_ranges.items()) if hi > lo]
+    stateless = not any(learns(m) for m, _ in loaded)
+    if stateless and workers > 1 and len(parts) > 1:
+        return _run_workers(log, plan, loaded, parts, min(workers, len(parts)), tracker, skip,
+                            hash_streams=not resumed)
+    return _run_local(log, plan, [m for m, _ in loaded], tracker, skip, hash_streams=not resumed)
+
+
+def _account(manifest: dict, tracker: "_Tracker", base: dict, result: Mapping[str, Any], t0: float) -> None:
+    """Progress, row counts and seconds into `manifest` (from `base`, so it can be done twice)."""
+    manifest["progress"] = tracker.progress()
+    manifest["rows"]["inputs"] = tracker.inputs_done()
+    manifest["rows"]["learned"] = base["learned"] + int(result.get("learned", 0))
+    manifest["rows"]["outcomes_unmatched"] = base["unmatched"] + int(result.get("unmatched", 0))
+    manifest["seconds"] = round(base["seconds"] + time.monotonic() - t0, 3)
+
+
+def _complete(log: Any, plan: Plan, manifest: dict, result: Mapping[str, Any], resumed: bool) -> None:
+    streams = hash_from_log(log, manifest).summary() if resumed else result["streams"]
     manifest["streams"] = streams
     manifest["content_hash"] = ContentHash.combine(streams)
     manifest["rows"]["outputs"] = sum(s["rows"] for s in streams.values())
@@ -565,12 +615,42 @@ def _execute(log: Any, plan: Plan, loaded: list, manifest: dict, *, workers: int
     manifest["finished"] = mf.now_iso()
     manifest["error"] = None
     mf.write(log, manifest)
-    return Run(log, manifest)
+
+
+def _error_line(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
+        text = ""
+    line = f"{type(e).__name__}: {text.splitlines()[0]}" if text.strip() else type(e).__name__
+    return line[:2000]
+
+
+def _fail(log: Any, manifest: dict, tracker: "_Tracker | None", base: dict, t0: float, e: BaseException,
+          interrupted: bool) -> None:
+    """Mark the run failed (incomplete when interrupted) with the error; nothing of a completion stays."""
+    try:
+        if tracker is not None:
+            _account(manifest, tracker, base, {}, t0)
+    except Exception:  # noqa: BLE001 - the counts are best effort, the status is not
+        pass
+    manifest["status"] = "incomplete" if interrupted else "failed"
+    manifest["error"] = "interrupted" if interrupted else _error_line(e)
+    manifest["content_hash"] = None
+    manifest["streams"] = {}
+    manifest["finished"] = None
+    manifest["output"]["end"] = None
+    try:
+        mf.write(log, manifest)
+    except BaseException as w:  # noqa: BLE001 - the original error is the one to raise
+        e.add_note(f"replay: the manifest of run {manifest['run_id']} could not be marked "
+                   f"{manifest['status']}: {type(w).__name__}: {w}")
 
 
 def _run_local(log: Any, plan: Plan, models: list, tracker: _Tracker, skip: dict, *, hash_streams: bool) -> dict:
     sink = Sink(log, plan.output, durability=plan.durability, hash=hash_streams)
-    rep = Replayer(log, plan, models, sink, skip=skip, on_event=lambda: tracker.tick(sink.progress))
+    rep = Replayer(log, plan, models, sink, skip=skip, on_event=lambda: tracker.tick(sink.progress),
+                   on_lookup=tracker.add_lookup)
     ok = False
     try:
         res = rep.run()
@@ -662,7 +742,8 @@ def _groups(plan: Plan, parts: list[int], n: int, out_partitions: int = 1) -> li
 
 
 _ERRORS = {"TimeLeakError": TimeLeakError, "ModelError": ModelError, "ReplayError": ReplayError,
-           "RangeError": RangeError}
+           "RangeError": RangeError, "LookupTopicError": LookupTopicError, "ModelNameError": ModelNameError,
+           "ReplayNameError": ReplayNameError}
 
 
 class _WorkerFailed(Exception):
@@ -698,6 +779,8 @@ def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, t
         kind, wid = msg[0], msg[1]
         if kind == "progress":
             tracker.update(msg[2])
+        elif kind == "lookup":
+            tracker.add_lookup(msg[2], msg[3], plan.topics[msg[2]])
         elif kind == "done":
             res = msg[2]
             tracker.update(res["progress"])
@@ -737,7 +820,7 @@ def _run_workers(log: Any, plan: Plan, loaded: list, parts: list[int], n: int, t
     ok = False
     try:
         Replayer(log, plan, [m for m, _ in loaded], sink, partitions=groups[0], skip=skip,
-                 on_event=between_frames).run()
+                 on_event=between_frames, on_lookup=tracker.add_lookup).run()
         ok = True
     except KeyboardInterrupt:
         state["interrupted"] = True
@@ -805,7 +888,8 @@ def _worker_main(log_path: str, plan: Plan, specs: list, payload: bytes | None, 
         log = logstore.Log(log_path, recover=False)  # the parent opened (and recovered) it
         sink = Sink(log, plan.output, durability=plan.durability, hash=hash_streams,
                     on_commit=lambda marks: q.put(("progress", wid, marks)))
-        rep = Replayer(log, plan, models, sink, partitions=partitions, skip=skip, should_stop=stop.is_set)
+        rep = Replayer(log, plan, models, sink, partitions=partitions, skip=skip, should_stop=stop.is_set,
+                       on_lookup=lambda topic, key, _: q.put(("lookup", wid, topic, key)))
         try:
             rep.run()
         except (Stop, KeyboardInterrupt):  # asked to stop, or a model raised KeyboardInterrupt

@@ -30,6 +30,7 @@ other unions (e.g. ["int", "string"])  refused with SchemaError at parse time (p
                                        union arrays from Python rows, and no lossless plain Arrow
                                        type exists; model them as a record of nullable fields)
 recursive types                        refused (Arrow types are finite trees)
+nesting deeper than MAX_NESTING (32)   refused with SchemaError naming the field path (see below)
 unknown / mismatched logical types     the underlying type (the Avro type is kept in metadata)
 =====================================  ===========================================================
 
@@ -52,6 +53,13 @@ timestamps with a time zone -> timestamp-*, without -> local-timestamp-*; decima
 decimal; list, large_list, fixed_size_list -> array; struct -> record named after its path; map
 with string keys -> map; dictionary<_, V> -> V (an enum only with ``avro.type`` metadata);
 nullable fields -> ["null", T] with default null. Anything else raises SchemaError.
+
+Nesting: Arrow's IPC reader refuses a type nested 64 levels deep ("Max recursion depth reached"),
+so a schema whose data could be appended but never read back is refused up front. A field's
+*nesting* counts the Arrow levels inside it: one per record (struct) and array (list), two per map
+(a list of key/value structs); a plain column is 0. `MAX_NESTING` (32) is half of what Arrow
+reads back, leaving room for the readers that wrap rows (SQL, exports). The limit is checked on
+the expanded tree (named types referenced by name count where they are used).
 """
 
 from __future__ import annotations
@@ -62,7 +70,10 @@ from typing import Any
 import pyarrow as pa
 
 from logstore.errors import SchemaError
-from schemas.avro import _NAME_RE, NAMED, PRIMITIVES, expand, full_form, non_null, short_name, type_name
+from schemas.avro import (
+    _LEVELS, _NAME_RE, MAX_NESTING, NAMED, PRIMITIVES, check_nesting, expand, full_form, nesting_error, non_null,
+    short_name, type_name,
+)
 
 _PRIM = {
     "null": pa.null(),
@@ -89,6 +100,7 @@ _META_TYPE = b"avro.type"
 # --------------------------------------------------------------------------- Avro -> Arrow
 def to_arrow(schema: dict) -> pa.Schema:
     """The Arrow schema of an Avro record schema (see the table above)."""
+    check_nesting(schema)  # before expanding: absurd depths must not hit Python's recursion limit
     return tree_to_arrow(expand(schema))
 
 
@@ -96,12 +108,13 @@ def tree_to_arrow(tree: Any) -> pa.Schema:
     """`to_arrow` on an already expanded tree (see `schemas.avro.expand`)."""
     if not isinstance(tree, dict) or tree.get("type") != "record":
         raise SchemaError(f"a topic schema must be an Avro record, found {type_name(tree)}")
-    fields = [_field(f["name"], f["type"], f, f["name"]) for f in tree["fields"]]
+    fields = [_field(f["name"], f["type"], f, f["name"], 0) for f in tree["fields"]]
     attrs = {k: v for k, v in tree.items() if k not in ("fields", "type")}
     return pa.schema(fields, metadata={_META_TYPE: json.dumps({"type": "record", **attrs})})
 
 
-def _field(name: str, t: Any, fdef: dict | None, path: str) -> pa.Field:
+def _field(name: str, t: Any, fdef: dict | None, path: str, depth: int) -> pa.Field:
+    """The Arrow field of Avro type `t`; `depth`: the Arrow levels the enclosing types take."""
     inner, nullable = non_null(t)
     if isinstance(inner, list):
         raise SchemaError(
@@ -111,7 +124,7 @@ def _field(name: str, t: Any, fdef: dict | None, path: str) -> pa.Field:
     if inner == "null":
         arrow_type, type_meta, nullable = pa.null(), None, True
     else:
-        arrow_type, type_meta = _type(inner, path)
+        arrow_type, type_meta = _type(inner, path, depth)
     if type_meta is not None:
         meta[_META_TYPE] = json.dumps(type_meta).encode()
     if nullable and isinstance(t, list) and t[0] != "null":
@@ -129,10 +142,14 @@ def _field(name: str, t: Any, fdef: dict | None, path: str) -> pa.Field:
     return pa.field(name, arrow_type, nullable=nullable, metadata=meta or None)
 
 
-def _type(t: Any, path: str) -> tuple[pa.DataType, dict | None]:
+def _type(t: Any, path: str, depth: int) -> tuple[pa.DataType, dict | None]:
     if isinstance(t, str):
         return _PRIM[t], None
     kind = t["type"]
+    if kind in _LEVELS:
+        depth += _LEVELS[kind]
+        if depth > MAX_NESTING:
+            raise nesting_error(path, depth)
     if kind in PRIMITIVES:
         logical = t.get("logicalType")
         extra = set(t) - {"type", "logicalType"}
@@ -142,7 +159,7 @@ def _type(t: Any, path: str) -> tuple[pa.DataType, dict | None]:
             return _decimal(t, path), None
         return _PRIM[kind], t  # uuid, unknown logical types, custom properties: keep the Avro type
     if kind == "record":
-        fields = [_field(f["name"], f["type"], f, f"{path}.{f['name']}") for f in t["fields"]]
+        fields = [_field(f["name"], f["type"], f, f"{path}.{f['name']}", depth) for f in t["fields"]]
         return pa.struct(fields), {k: v for k, v in t.items() if k != "fields"}
     if kind == "enum":
         return pa.dictionary(pa.int32(), pa.string()), t
@@ -151,10 +168,10 @@ def _type(t: Any, path: str) -> tuple[pa.DataType, dict | None]:
             return _decimal(t, path), t
         return pa.binary(int(t["size"])), t
     if kind == "array":
-        return pa.list_(_field("item", t["items"], None, path + "[]")), _annotations(t, "items")
+        return pa.list_(_field("item", t["items"], None, path + "[]", depth)), _annotations(t, "items")
     if kind == "map":
         key = pa.field("key", pa.string(), nullable=False)
-        return pa.map_(key, _field("value", t["values"], None, path + "{}")), _annotations(t, "values")
+        return pa.map_(key, _field("value", t["values"], None, path + "{}", depth)), _annotations(t, "values")
     raise SchemaError(f"field {path!r}: unknown Avro type {kind!r}")  # pragma: no cover (fastavro refuses first)
 
 

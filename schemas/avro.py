@@ -33,6 +33,11 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHIPPED_DIR = pathlib.Path(__file__).resolve().parent
 _SHIPPED_CACHE: dict[str, dict] = {}
 
+# Nesting (see schemas.arrow): Arrow levels inside one top-level field, one per record and array,
+# two per map (a list of key/value structs). Arrow IPC reads back up to 63; we allow half.
+MAX_NESTING = 32
+_LEVELS = {"record": 1, "error": 1, "array": 1, "map": 2}
+
 # --------------------------------------------------------------------------- CRC-64-AVRO
 _EMPTY64 = 0xC15D213AA4D7A795
 
@@ -79,6 +84,53 @@ def _check_fullname(fullname: str, what: str) -> None:
     for part in fullname.split("."):
         if not _NAME_RE.match(part):
             raise SchemaError(f"{what}: invalid Avro name {fullname!r} (expected [A-Za-z_][A-Za-z0-9_]* parts)")
+
+
+# --------------------------------------------------------------------------- nesting
+def nesting_error(path: str, levels: int) -> SchemaError:
+    """The SchemaError for field `path` nested `levels` Arrow levels deep (over `MAX_NESTING`)."""
+    return SchemaError(
+        f"field {path!r}: nested {levels} levels deep, over the limit of {MAX_NESTING} (one level per "
+        f"record and array, two per map; Arrow IPC cannot read back data nested 64 levels deep)")
+
+
+def check_nesting(schema: Any) -> None:
+    """Refuse a schema *as written* (before names are resolved) nested deeper than `MAX_NESTING`.
+
+    Iterative, so any depth is refused with a SchemaError rather than a RecursionError. A type
+    referenced by name counts nothing here (it may count where it is used), so this never refuses
+    a schema the exact check on the expanded tree (`schemas.arrow`) would accept.
+    """
+    if not isinstance(schema, dict) or not isinstance(schema.get("fields"), list):
+        return
+    stack: list[tuple[Any, str, int]] = []
+    for f in schema["fields"]:
+        if isinstance(f, dict) and isinstance(f.get("name"), str):
+            stack.append((f.get("type"), f["name"], 0))
+    while stack:
+        t, path, depth = stack.pop()
+        if isinstance(t, list):
+            stack.extend((b, path, depth) for b in t)
+            continue
+        if not isinstance(t, dict):
+            continue
+        kind = t.get("type")
+        if isinstance(kind, (dict, list)):
+            stack.append((kind, path, depth))
+            continue
+        if not isinstance(kind, str) or kind not in _LEVELS:
+            continue
+        depth += _LEVELS[kind]
+        if depth > MAX_NESTING:
+            raise nesting_error(path, depth)
+        if kind == "array":
+            stack.append((t.get("items"), path + "[]", depth))
+        elif kind == "map":
+            stack.append((t.get("values"), path + "{}", depth))
+        elif isinstance(t.get("fields"), list):
+            for f in t["fields"]:
+                if isinstance(f, dict) and isinstance(f.get("name"), str):
+                    stack.append((f.get("type"), f"{path}.{f['name']}", depth))
 
 
 # --------------------------------------------------------------------------- expansion
@@ -235,6 +287,7 @@ def parse(schema: Any, name: str | None = None) -> dict:
         raise SchemaError(f"expected an Avro record schema (a JSON object), found {type(schema).__name__} {schema!r:.80}")
     if schema.get("type") not in ("record", "error"):
         raise SchemaError(f"a topic schema must be an Avro record, found type {schema.get('type')!r}")
+    check_nesting(schema)  # before fastavro and expand, which recurse per level
     import fastavro
 
     try:

@@ -3,7 +3,8 @@
 `write` streams Arrow batches to a file with the topic's Avro schema as the writer schema
 (default codec ``zstandard``: fastavro needs ``backports.zstd`` for it on Python < 3.14, a
 declared dependency). The file appears whole or not at all: it is written to a temp name,
-fsynced and renamed. `read` / `iter_batches` return the data as ``to_arrow(writer schema)``.
+fsynced and renamed (`logstore.files.replacing`), through ``os.open``/``os.write`` only, like
+every file the project writes. `read` / `iter_batches` return the data as ``to_arrow(writer schema)``.
 
 Values cross as fastavro's Python objects: Arrow maps (lists of pairs) become dicts on write,
 fastavro's uuid.UUID become strings on read.
@@ -21,7 +22,7 @@ import fastavro
 import pyarrow as pa
 
 from logstore.errors import LogIOError, SchemaError
-from logstore.files import replacing
+from logstore.files import CLOEXEC, NOFOLLOW, replacing, write_all
 from schemas.arrow import to_arrow
 from schemas.avro import base_type, expand, non_null, parse
 from schemas.conform import conform
@@ -81,9 +82,39 @@ def write(path: str | os.PathLike, schema: Any, batches: Iterable[pa.RecordBatch
             yield from (map(fix, rows) if fix else rows)
 
     path = pathlib.Path(path)
-    with replacing(path, "write Avro file") as tmp, open(tmp, "wb") as fh:
-        fastavro.writer(fh, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
+    with replacing(path, "write Avro file") as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o644)
+        try:
+            out = _FdWriter(fd)
+            fastavro.writer(out, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
+            out.flush()
+        finally:
+            os.close(fd)
     return count[0]
+
+
+class _FdWriter:
+    """The file object fastavro writes to: buffered, emptied with ``os.write`` (`write_all`)."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= self.LIMIT:
+            self.flush()
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False  # a new file: fastavro must not try to read it back for appending
+
+    def flush(self) -> None:
+        if self.buffer:
+            write_all(self.fd, self.buffer)
+            self.buffer.clear()
 
 
 def read_schema(path: str | os.PathLike) -> dict:

@@ -54,12 +54,21 @@ def check_compatibility(new: Any, previous: list, mode: str = "BACKWARD") -> lis
         raise SchemaError(f"unknown compatibility mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "NONE" or not previous:
         return []
-    new_tree = expand(parse(new))
-    olds = [expand(parse(p)) for p in previous]
+    return check_expanded(expand(parse(new)), [expand(parse(p)) for p in previous], mode)
+
+
+def check_expanded(new_tree: Any, olds: list, mode: str) -> list[str]:
+    """`check_compatibility` on already parsed and expanded trees (`schemas.avro.expand`)."""
+    mode = str(mode).upper()
+    if mode not in MODES:
+        raise SchemaError(f"unknown compatibility mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "NONE" or not olds:
+        return []
     transitive = mode.endswith("_TRANSITIVE")
     base = mode.replace("_TRANSITIVE", "")
     checked = list(enumerate(olds)) if transitive else [(len(olds) - 1, olds[-1])]
     reasons: list[str] = []
+    seen: set[str] = set()
     for i, old in checked:
         prefix = f"against version {i + 1}: " if transitive and len(olds) > 1 else ""
         found: list[str] = []
@@ -68,7 +77,8 @@ def check_compatibility(new: Any, previous: list, mode: str = "BACKWARD") -> lis
         if base in ("FORWARD", "FULL"):
             found += reader_writer_issues(old, new_tree, "FORWARD")
         for r in found:
-            if prefix + r not in reasons:
+            if prefix + r not in seen:
+                seen.add(prefix + r)
                 reasons.append(prefix + r)
     return reasons
 
@@ -190,7 +200,8 @@ class _Checker:
         elif rk == "enum":
             if "default" in reader:
                 return
-            missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
+            known = set(reader["symbols"])
+            missing = [s for s in writer["symbols"] if s not in known]
             for sym in missing:
                 if self.d == "BACKWARD":
                     self.out.append(f"{self._where(path)}: enum symbol '{sym}' removed and the enum has no default "

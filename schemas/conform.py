@@ -252,7 +252,7 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
     if any(pa.types.is_run_end_encoded(t) for t in src.schema.types):
         src = _runs(src, target, kept if keep_runs else None)
     if keep_dictionaries:
-        names = src.schema.names
+        names = set(src.schema.names)
         for i, f in enumerate(target):
             if pa.types.is_string(f.type) and f.name in names:
                 col = src.column(f.name)
@@ -263,8 +263,8 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
     if src.schema.equals(target, check_metadata=False):
         cols = [_view(c, f.type) for c, f in zip(src.columns, target)]
     else:
-        names = src.schema.names
-        for name in names:
+        names = set(src.schema.names)
+        for name in src.schema.names:
             if name not in plan.fieldnames:
                 raise RecordValidationError(None, name, f"unknown column {name!r} not in schema{_suggest(name, plan.names)}"
                                             f" (expected columns: {', '.join(plan.names)})", topic=topic)
@@ -337,10 +337,11 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
     if arr.type.equals(dst):
         return _view(arr, dst)
     if pa.types.is_struct(arr.type) and pa.types.is_struct(dst):
-        src_names = [c.name for c in arr.type]
+        src_names = {c.name for c in arr.type}
         dst_names = [c.name for c in dst]
-        for name in src_names:
-            if name not in dst_names:
+        dst_set = set(dst_names)
+        for name in (c.name for c in arr.type):
+            if name not in dst_set:
                 raise RecordValidationError(None, f"{path}.{name}", f"unknown field {name!r} not in schema "
                                             f"(expected fields: {', '.join(dst_names)})", topic=topic)
         children = []
@@ -441,11 +442,11 @@ def _suggest(name: str, candidates: list[str]) -> str:
 def _check_record(row: Any, t: dict, path: str) -> tuple[str | None, str] | None:
     if not isinstance(row, dict):
         return (path or None, f"expected a record (dict) of {t['name']}, found {_show(row)}")
-    names = [f["name"] for f in t["fields"]]
+    names = _lookup(t, "fields")
     for key in row:
         if key not in names:
             where = f"{path}.{key}" if path else str(key)
-            return (where, f"unknown field {key!r} not in schema{_suggest(str(key), names)}")
+            return (where, f"unknown field {key!r} not in schema{_suggest(str(key), list(names))}")
     for f in t["fields"]:
         where = f"{path}.{f['name']}" if path else f["name"]
         if f["name"] not in row:
@@ -457,6 +458,22 @@ def _check_record(row: Any, t: dict, path: str) -> tuple[str | None, str] | None
         if found is not None:
             return found
     return None
+
+
+_NAMES: dict[tuple[int, str], tuple[dict, dict]] = {}
+
+
+def _lookup(t: dict, key: str) -> dict:
+    """The field names (`key` "fields") or symbols ("symbols") of named type `t`, as a dict (ordered,
+    hashed for lookups: a wide record must not cost a list scan per key), cached by identity."""
+    hit = _NAMES.get((id(t), key))
+    if hit is not None and hit[0] is t:
+        return hit[1]
+    names = dict.fromkeys(f["name"] for f in t["fields"]) if key == "fields" else dict.fromkeys(t["symbols"])
+    if len(_NAMES) > 4096:
+        _NAMES.clear()
+    _NAMES[(id(t), key)] = (t, names)
+    return names
 
 
 def _expected(t: Any) -> str:
@@ -490,13 +507,24 @@ def _expected(t: Any) -> str:
     return text + " or null" if nullable else text
 
 
+_BAD = ("", "")  # _check_value's answer for "not of the type": _check words it (only then)
+
+
 def _check(v: Any, t: Any, path: str) -> tuple[str | None, str] | None:
     inner, nullable = non_null(t)
     if v is None:
         if nullable or inner == "null":
             return None
         return (path, f"null is not allowed (expected {_expected(t)})")
-    bad = (path, f"expected {_expected(t)}, found {_show(v)}")
+    found = _check_value(v, t, inner, path)
+    if found is _BAD:
+        return (path, f"expected {_expected(t)}, found {_show(v)}")
+    return found
+
+
+def _check_value(v: Any, t: Any, inner: Any, path: str) -> tuple[str | None, str] | None:
+    """None if non-null `v` is of type `t` (`inner` without its null branch), else _BAD or the reason."""
+    bad = _BAD
     kind = base_type(inner)
     logical = inner.get("logicalType") if isinstance(inner, dict) else None
     if logical in ("timestamp-micros", "timestamp-millis", "local-timestamp-micros", "local-timestamp-millis"):
@@ -549,7 +577,7 @@ def _check(v: Any, t: Any, path: str) -> tuple[str | None, str] | None:
             return bad
         return None if len(v) == int(inner["size"]) else (path, f"expected {_expected(t)}, found {len(v)} bytes")
     if kind == "enum":
-        return None if isinstance(v, str) and v in inner["symbols"] else bad
+        return None if isinstance(v, str) and v in _lookup(inner, "symbols") else bad
     if kind == "array":
         if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
             return bad

@@ -149,6 +149,8 @@ def test_random_truncation_keeps_exact_valid_prefix(tmp_path_factory, cut):
     assert t.num_rows == survivors
     _assert_rows_correct(t)
     kept = max([p + sz for s, p, sz, b, c in frames if p + sz <= at], default=0)
+    assert seg.stat().st_size == at  # reading never writes
+    log.recover()
     assert seg.stat().st_size == kept
     with log.writer("t") as w:  # appends continue densely after recovery
         w.append_batch(rows("w", survivors, 3))

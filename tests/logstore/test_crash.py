@@ -76,8 +76,9 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path, mode):
     assert total_acked > 0
 
 
-def test_torn_tail_is_truncated_on_open(tmp_path):
-    """Bytes of a half-written frame at the end of the active segment are dropped on open, and reported."""
+def test_torn_tail_is_unseen_by_readers_and_truncated_by_recovery(tmp_path):
+    """Bytes of a half-written frame at the end of the active segment: readers do not see them and
+    write nothing; recovery (a writer's, or `recover()`) truncates them and reports it."""
     from tests.logstore.procs import SCHEMA, rows
 
     log = logstore.open(tmp_path / "log")
@@ -90,9 +91,10 @@ def test_torn_tail_is_truncated_on_open(tmp_path):
     with open(seg, "ab") as f:
         f.write(b"LSF1" + b"\x07" * 40)  # a torn header
     again = logstore.open(tmp_path / "log")
-    assert [r.bytes_truncated for r in again.recoveries] == [44]
-    assert seg.stat().st_size == size
     assert again.read("t")["seq"].to_pylist() == list(range(20))
+    assert again.verify().ok and seg.stat().st_size == size + 44  # reading never writes
+    assert [r.bytes_truncated for r in again.recover()] == [44]
+    assert seg.stat().st_size == size
     with again.writer("t") as w:
         w.append_batch(rows("w", 20, 5))
     assert again.read("t")["_offset"].to_pylist() == list(range(25))

@@ -12,11 +12,36 @@ from logstore.keyhash import partition_of
 from tests.conftest import SCORE_SCHEMA, T0, StepClock, score_rows
 
 
-def test_open_creates_directory_and_topics_list(tmp_path):
-    """open() creates the directory; a new log has no topics."""
+def test_open_writes_nothing_the_first_topic_creates_the_log(tmp_path):
+    """open() writes nothing; a new log has no topics; its first topic creates the directories."""
     lg = logstore.open(tmp_path / "a" / "b")
-    assert (tmp_path / "a" / "b").is_dir()
+    assert not (tmp_path / "a").exists()
     assert lg.topics() == []
+    with pytest.raises(logstore.TopicNotFoundError):
+        lg.read("scores")
+    assert not (tmp_path / "a").exists()
+    lg.create_topic("scores", schema=SCORE_SCHEMA)
+    assert (tmp_path / "a" / "b" / "logstore.json").is_file()
+    assert lg.topics() == ["scores"]
+
+
+def test_readonly_open_of_a_missing_log_raises(tmp_path):
+    """A read-only open (every CLI read) of a path with no log says so and creates nothing."""
+    with pytest.raises(logstore.LogNotFoundError, match="no log at"):
+        logstore.open(tmp_path / "typo", readonly=True)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(logstore.LogNotFoundError, match="no log at"):
+        logstore.open(tmp_path / "plain", readonly=True)
+    assert not (tmp_path / "typo").exists() and list((tmp_path / "plain").iterdir()) == []
+
+
+def test_a_non_empty_directory_is_never_turned_into_a_log(tmp_path):
+    """Creating a topic in a directory that holds other files and no log is refused."""
+    (tmp_path / "notes.txt").write_text("mine")
+    lg = logstore.open(tmp_path)
+    with pytest.raises(logstore.LogIOError, match="not a logstore log and not empty"):
+        lg.create_topic("scores", schema=SCORE_SCHEMA)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_append_and_read_back_in_order(scores):
@@ -439,29 +464,31 @@ def test_durability_none_commits_keep_order(scores):
         assert part["request_id"].to_pylist() == want
 
 
-def test_failed_commit_keeps_the_partitions_it_had_not_reached(scores, monkeypatch):
-    """A commit failing on one partition raises; that partition's frames are not written (the
-    error says so), the partitions after it stay pending and are written, in order, next time."""
-    from logstore import writer as writer_mod
+def test_failed_commit_to_several_partitions_writes_none(scores, monkeypatch):
+    """A commit failing on one of its partitions raises and writes nothing to any of them (the
+    error says how many records were not written); the next batch is stored densely, once."""
+    from logstore import commit as commit_mod
 
-    real = writer_mod.write_frames
+    real = commit_mod.write_frames
     calls = {"n": 0}
 
     def failing(fd, position, chunks):
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] == 2:
             raise OSError(28, "No space left on device")
         return real(fd, position, chunks)
 
-    monkeypatch.setattr(writer_mod, "write_frames", failing)
+    monkeypatch.setattr(commit_mod, "write_frames", failing)
     rows = score_rows(300)
     w = scores.writer("scores", durability="none", batch_bytes=1, linger_ms=None)
-    with pytest.raises(logstore.LogIOError, match="No space left"):
-        w.append_batch(rows[:150])  # over batch_bytes: committed now, partition 0 fails
+    with pytest.raises(logstore.LogIOError, match="No space left") as err:
+        w.append_batch(rows[:150])  # over batch_bytes: committed now, partition 1 fails after 0 was written
+    assert "the 150 records of this commit" in " ".join(err.value.__notes__)
+    assert scores.read("scores").num_rows == 0
     w.append_batch(rows[150:])
     w.close()
     t = scores.read("scores")
-    lost = {r["request_id"] for r in rows[:150] if partition_of(r["request_id"], 3) == 0}
+    lost = {r["request_id"] for r in rows[:150]}
     assert t.num_rows == 300 - len(lost)
     for p in range(3):
         part = t.filter(pa.compute.equal(t["_partition"], p))
@@ -492,6 +519,7 @@ def test_append_batch_to_a_chosen_partition(log, scores):
 def test_commit_failing_midway_leaves_no_partial_frames(log, monkeypatch):
     """A commit whose fourth frame fails to encode, after earlier frames of it were written,
     truncates them all: the log holds only whole earlier commits, and appends go on densely."""
+    from logstore import commit as commit_mod
     from logstore import writer as writer_mod
 
     log.create_topic("t", schema=SCORE_SCHEMA)
@@ -508,7 +536,7 @@ def test_commit_failing_midway_leaves_no_partial_frames(log, monkeypatch):
         return real(batch, **kw)
 
     monkeypatch.setattr(writer_mod, "encode_body", failing)
-    monkeypatch.setattr(writer_mod, "WRITE_CHUNK", 1)  # write every frame as soon as it is encoded
+    monkeypatch.setattr(commit_mod, "WRITE_CHUNK", 1)  # write every frame as soon as it is encoded
     w = log.writer("t", durability="none", batch_bytes=10**9, linger_ms=None)
     for i in range(100, 600, 100):
         w.append_batch(rows[i:i + 100])  # five frames pending

@@ -242,3 +242,70 @@ class FailOnPartition:
         if ctx.partition == self.partition:
             raise ValueError(f"bad rows in partition {self.partition}")
         return np.zeros(batch.num_rows)
+
+
+PROFILE_INPUT_SCHEMA = pa.schema([("request_id", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
+                                  ("user", pa.string()), ("x", pa.float64())])
+PROFILE_SCHEMA = pa.schema([("user", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
+                            ("value", pa.float64())])
+
+
+def make_profile_log(path: Any, inputs: Iterable[tuple[float, str]], profiles: Iterable[tuple[float, str]], *,
+                     partitions: int = 2, event_lag: float = 0.0) -> Any:
+    """A log with "inputs" (request r{i} of `user` appended at time t, event time t - event_lag)
+    and "profiles" (value i for `user`, appended at time t), both keyed (user / request id)."""
+    import logstore
+
+    log = logstore.open(path)
+    log.create_topic("inputs", PROFILE_INPUT_SCHEMA, partitions=partitions, key_field="request_id",
+                     event_time_field="event_time")
+    log.create_topic("profiles", PROFILE_SCHEMA, partitions=partitions, key_field="user")
+    write_at(log, "inputs", [(at(t), {"request_id": f"r{i}", "event_time": at(t - event_lag), "user": u, "x": 1.0})
+                             for i, (t, u) in enumerate(inputs)])
+    write_at(log, "profiles", [(at(t), {"user": u, "event_time": at(t), "value": float(i)})
+                               for i, (t, u) in enumerate(profiles)])
+    return log
+
+
+class ProfileScore:
+    """Scores each row with its user's latest profile value (-1 when none) plus a tenth of the
+    number of profiles in its history; looks up only rows at or after `after` seconds (so a topic
+    not declared is discovered mid-run). `declare`: list "profiles" in `lookups`."""
+
+    version = "1"
+
+    def __init__(self, declare: bool = False, after: float = 0.0, name: str = "profile") -> None:
+        self.name = name
+        self.after = after
+        self.declare = declare
+        if declare:
+            self.lookups = {"profiles": "user"}
+        self.seen: list[tuple[str, Any, Any]] = []  # (request id, row clock, append time of the answer)
+
+    def params(self) -> Any:
+        return {"after": self.after}  # declared or not, the same model
+
+    def predict(self, batch: pa.RecordBatch, ctx: Any) -> np.ndarray:
+        n = batch.num_rows
+        clocks = ctx.clock.to_pylist()
+        if not n or clocks[-1] < at(self.after):
+            return np.zeros(n)
+        found = ctx.lookup("profiles", batch.column("user"))
+        values = found.column("value").to_pylist()
+        times = found.column("_append_time").to_pylist()
+        users = batch.column("user").to_pylist()
+        hist = [ctx.history("profiles", u, row=i).num_rows for i, u in enumerate(users)]
+        self.seen += list(zip(batch.column("request_id").to_pylist(), clocks, times))
+        return np.array([(-1.0 if v is None else v) + h / 10 for v, h in zip(values, hist)])
+
+
+def make_profile_declared() -> ProfileScore:
+    return ProfileScore(declare=True)
+
+
+def make_profile_on_demand() -> ProfileScore:
+    return ProfileScore(declare=False)
+
+
+def make_slash_named() -> Linear:
+    return Linear(name="team/linear")

@@ -94,3 +94,24 @@ def test_help_has_examples(capsys):
             parser.parse_args([cmd, "--help"])
         out = capsys.readouterr().out
         assert "example:" in out and f"replay {cmd}" in out
+
+
+def test_audit_of_a_failed_or_tampered_run_exits_1(logdir, capsys):
+    """`replay audit` of a run stopped by a time leak, or whose manifest was edited, prints why and exits 1."""
+    import replay.manifest as mf
+
+    code, _, _ = _run(capsys, "run", logdir, "--inputs", "inputs", "--outcomes", "outcomes",
+                      "--model", "tests.replay.builders:make_peeker", "--no-progress")
+    assert code == 2
+    (failed,) = replay.runs(logdir)
+    code, out, _ = _run(capsys, "audit", logdir, failed.id)
+    assert code == 1 and "FAILED, not certified" in out and "TimeLeakError" in out
+    code, out, _ = _run(capsys, "run", logdir, "--inputs", "inputs", "--model", "tests.replay.builders:make_linear",
+                        "--no-progress")
+    run_id = out.split()[1].rstrip(":")
+    log = replay.get(logdir, run_id).log
+    m = mf.read(log, run_id)
+    m["models"][0]["version"] = "9"
+    mf.write(log, m)
+    code, out, _ = _run(capsys, "audit", logdir, run_id)
+    assert code == 1 and "models[0].version" in out and "'9'" in out

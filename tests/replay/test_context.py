@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import logstore
 import replay
 from replay.context import AsOfState, Context
-from replay.errors import ReplayError
+from replay.errors import LookupTopicError
 
 from .builders import T0, at, write_at
 
@@ -93,11 +93,26 @@ def test_history_is_every_record_of_a_key_in_the_window():
     assert ctx.history("profiles", "nobody").num_rows == 0
 
 
-def test_only_declared_lookup_topics_are_reachable():
-    """A lookup on a topic the run did not declare fails with a hint."""
+def test_a_context_given_states_reaches_only_those_topics():
+    """A Context built from a mapping of states refuses other topics, naming the topic and model."""
     ctx = _ctx(_state([]), 1, 1)
-    with pytest.raises(ReplayError, match="not a lookup topic"):
+    with pytest.raises(LookupTopicError, match="no topic 'outcomes'") as err:
         ctx.lookup("outcomes", ["r1"])
+    assert "'m'" in str(err.value) and "'profiles'" in str(err.value)
+
+
+def test_rows_with_different_clocks_each_see_their_own_records():
+    """In one batch, each row sees what was appended by its own clock; its fence is read per row."""
+    s = _state([(1, "a", 1.0), (3, "a", 3.0), (5, "a", 5.0)])
+    base = int((T0 - T0.replace(year=1970, month=1, day=1)).total_seconds()) * US
+    ctx = Context({"profiles": s})
+    clocks = np.array([base + 2 * US, base + 4 * US, base + 6 * US], np.int64)
+    batch = pa.RecordBatch.from_pylist([{"_offset": i} for i in range(3)])
+    ctx._enter(_M(), batch, "inputs", 0, int(clocks[0]), clocks, np.zeros(3, np.int64))
+    assert ctx.lookup("profiles", ["a", "a", "a"]).column("value").to_pylist() == [1.0, 3.0, 5.0]
+    assert ctx.read_fence.tolist() == [base + US, base + 3 * US, base + 5 * US]
+    assert ctx.read_topics == {"profiles": None}
+    assert s.fence_at(base + 4 * US) == {0: 1} and s.fence_at(base + 9 * US) == {0: 2} and s.fence_at(base) == {}
 
 
 def _build(root: Path, inputs, profiles, outcomes):

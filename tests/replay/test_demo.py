@@ -112,7 +112,8 @@ def test_demo_writes_html_report_with_every_section(demo_run):
 def test_demo_reruns_into_its_own_output_but_refuses_a_foreign_log(tmp_path):
     """A second run replaces what the demo wrote; a log the demo did not write is left alone."""
     foreign = tmp_path / "foreign"
-    logstore.open(foreign / "log").close()
+    with logstore.open(foreign / "log") as lg:
+        lg.create_topic("t", schema={"type": "record", "name": "t", "fields": [{"name": "a", "type": "long"}]})
     with pytest.raises(SystemExit, match="not written by the demo"):
         demo.prepare_out(foreign)
     assert (foreign / "log").exists()

@@ -202,12 +202,14 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(tmp_path, learning):
     m = replay.get(log, rid).manifest
     assert m["status"] == "incomplete" and m["error"] == "interrupted"
     assert 0 < m["rows"]["inputs"] < 60 and m["progress"]
-    assert replay.audit(log, rid).ok  # what was written is whole and leak-free
+    cert = replay.audit(log, rid)
+    assert cert.ok and not cert.certified  # what was written is whole and leak-free, the run unfinished
     assert log.verify().ok
     run = replay.resume(log, rid, models=[InterruptAfter(20)] + ([Perceptron()] if learning else []))
     assert run.status == "complete" and run.manifest["resumed"] == 1
     assert run.content_hash == full.content_hash
     assert run.scores().num_rows == full.scores().num_rows
+    assert replay.audit(log, rid).certified  # progress, counts and streams of the resumed run check out
     with pytest.raises(RunStateError, match="already complete"):
         replay.resume(log, rid, models=[InterruptAfter(20)])
 

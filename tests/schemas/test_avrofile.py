@@ -76,3 +76,19 @@ def test_bad_files_and_codecs(tmp_path):
     with pytest.raises(SchemaError, match="unknown Avro codec"):
         avrofile.write(tmp_path / "y.avro", schemas.load("metric"), [], codec="gzip")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.avro"]
+
+
+def test_write_goes_through_os_calls_and_is_durable(tmp_path):
+    """An Avro file is written with os.open/os.write only (no builtin open), to a temp file fsynced
+    before its rename, the directory fsynced after; a file over the buffer size reads back whole."""
+    from tests.schemas.fsrecord import FsRecorder
+
+    s = schemas.load("metric")
+    rows = [{"name": f"m{i}" * 50, "value": float(i), "tags": {}, "event_time": i} for i in range(20_000)]
+    b = schemas.conform(rows, s, schemas.to_arrow(s))
+    with FsRecorder() as fs:
+        avrofile.write(tmp_path / "m.avro", s, [b], codec="null")
+    fs.assert_no_builtin_writes()
+    fs.assert_replaced_durably(tmp_path / "m.avro")
+    assert (tmp_path / "m.avro").stat().st_size > avrofile._FdWriter.LIMIT
+    assert avrofile.read(tmp_path / "m.avro")[1].to_pylist() == b.to_pylist()

@@ -136,3 +136,132 @@ def test_concurrent_register_from_two_processes(tmp_path):
     assert [v.version for v in versions] == list(range(1, 16))
     forms = {schemas.canonical_form(v.schema) for v in versions}
     assert len(forms) == 15
+
+
+# --------------------------------------------------------------------------- reading never writes
+def test_reading_a_registry_creates_nothing(tmp_path):
+    """Registry(), versions(), latest(), get() and reload() on a missing directory create nothing."""
+    from tests.schemas.fsrecord import FsRecorder
+
+    directory = tmp_path / "topic" / "schemas"
+    with FsRecorder() as fs:
+        reg = Registry(directory)
+        assert reg.versions() == [] and reg.latest() is None and reg.reload() == []
+        with pytest.raises(SchemaError, match="no schema registered"):
+            reg.get(1)
+    assert fs.mutations() == []
+    assert not (tmp_path / "topic").exists()
+
+
+def test_reading_leaves_stray_temp_files_to_the_next_register(tmp_path):
+    """A temp file a dead register left is ignored by readers and removed by the next register."""
+    reg = Registry(tmp_path)
+    reg.register(V1)
+    stray = tmp_path / ".v00002.avsc.999.1.tmp"
+    stray.write_text("{")
+    assert len(Registry(tmp_path).versions()) == 1 and stray.exists()
+    reg.register(V2)
+    assert not stray.exists()
+
+
+def test_register_creates_the_directory_and_files_durably_in_order(tmp_path):
+    """The first register creates the directory (fsynced into its parent, as is each new parent),
+    then the version file and its fingerprint record, each temp-fsync-rename-fsync; only os calls."""
+    from tests.schemas.fsrecord import FsRecorder
+
+    directory = tmp_path / "topic" / "schemas"
+    with FsRecorder() as fs:
+        Registry(directory).register(V1)
+    fs.assert_no_builtin_writes()
+    fs.assert_new_dir_durable(tmp_path / "topic")
+    fs.assert_new_dir_durable(directory)
+    fs.assert_replaced_durably(directory / "v00001.avsc")
+    fs.assert_replaced_durably(directory / "v00001.fingerprint")
+    renamed = [op[2] for op in fs.ops if op[0] in ("replace", "rename")]
+    assert renamed == [str(directory / "v00001.avsc"), str(directory / "v00001.fingerprint")]
+    record = json.loads((directory / "v00001.fingerprint").read_text())
+    assert record["version"] == 1 and record["id"] == f"{schemas.fingerprint(V1):#018x}"
+    assert len(record["sha256"]) == 64
+
+
+# --------------------------------------------------------------------------- version files checked
+def test_version_file_swapped_by_hand_is_refused(tmp_path):
+    """A different schema put in v00001.avsc is refused, naming the file and both fingerprints,
+    even when it differs only in a logical type (which the Avro id ignores)."""
+    reg = Registry(tmp_path)
+    reg.register(rec({"name": "id", "type": "string"}, {"name": "t", "type": "long"}))
+    reg.register(rec({"name": "id", "type": "string"}, {"name": "t", "type": "long"},
+                     {"name": "n", "type": ["null", "long"], "default": None}))
+    recorded = json.loads((tmp_path / "v00001.fingerprint").read_text())["sha256"]
+    swapped = rec({"name": "id", "type": "string"},
+                  {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}})
+    assert schemas.fingerprint(swapped) == reg.get(1).id  # same Avro id: the id alone cannot tell
+    (tmp_path / "v00001.avsc").write_text(json.dumps(swapped, indent=2))
+    for load in (Registry(tmp_path).versions, reg.reload):
+        with pytest.raises(SchemaError) as info:
+            load()
+        msg = str(info.value)
+        assert str(tmp_path / "v00001.avsc") in msg and recorded in msg
+        assert schemas.registry._digest(schemas.avro.full_form(swapped)) in msg
+
+
+def test_reformatting_a_version_file_is_not_a_change(tmp_path):
+    """Whitespace and key order do not change a version: the fingerprint is over the full form."""
+    reg = Registry(tmp_path)
+    v1 = reg.register(V1)
+    (tmp_path / "v00001.avsc").write_text(json.dumps(dict(reversed(list(V1.items())))))
+    assert Registry(tmp_path).versions() == [v1]
+
+
+def test_registry_without_fingerprint_records_loads_and_is_recorded_by_the_next_register(tmp_path):
+    """An older registry (only vNNNNN.avsc) loads unchecked, reading writes nothing, and the next
+    register records every version as it is, so later swaps are caught."""
+    (tmp_path / "v00001.avsc").write_text(json.dumps(V1, indent=2) + "\n")
+    (tmp_path / "v00002.avsc").write_text(json.dumps(V2, indent=2) + "\n")
+    reg = Registry(tmp_path)
+    assert [v.schema for v in reg.versions()] == [V1, V2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v00001.avsc", "v00002.avsc"]
+    v3 = rec({"name": "id", "type": "string"}, {"name": "n", "type": ["null", "long"], "default": None},
+             {"name": "m", "type": ["null", "string"], "default": None})
+    assert reg.register(v3).version == 3
+    assert sorted(p.name for p in tmp_path.glob("*.fingerprint")) == [
+        "v00001.fingerprint", "v00002.fingerprint", "v00003.fingerprint"]
+    (tmp_path / "v00001.avsc").write_text(json.dumps(rec({"name": "id", "type": "bytes"})))
+    with pytest.raises(SchemaError, match="v00001.avsc is not the schema registered as version 1"):
+        Registry(tmp_path).versions()
+
+
+@pytest.mark.parametrize("record, what", [
+    ("{", "not JSON"),
+    (json.dumps({"format": 1, "version": 1, "sha256": "abc"}), "'sha256'"),
+    (json.dumps({"format": 1, "version": 2, "sha256": "0" * 64}), "'version'"),
+])
+def test_damaged_fingerprint_record_is_refused(tmp_path, record, what):
+    """A fingerprint record that does not parse or names another version is reported, by name."""
+    Registry(tmp_path).register(V1)
+    (tmp_path / "v00001.fingerprint").write_text(record)
+    with pytest.raises(SchemaError) as info:
+        Registry(tmp_path).versions()
+    assert str(tmp_path / "v00001.fingerprint") in str(info.value) and what in str(info.value)
+
+
+def test_deleted_latest_version_file_is_refused(tmp_path):
+    """A fingerprint record whose version file is gone means a version was deleted: refused."""
+    reg = Registry(tmp_path)
+    reg.register(V1)
+    reg.register(V2)
+    (tmp_path / "v00002.avsc").unlink()
+    with pytest.raises(SchemaError, match="v00002.avsc is missing"):
+        Registry(tmp_path).versions()
+
+
+def test_swapped_version_file_is_refused_by_the_log(tmp_path):
+    """Through the log: a topic whose version file was swapped cannot be read or written."""
+    import logstore
+
+    lg = logstore.open(tmp_path / "log")
+    lg.create_topic("t", schema=V1, event_time_field=None)
+    path = tmp_path / "log" / "topics" / "t" / "schemas" / "v00001.avsc"
+    path.write_text(json.dumps(rec({"name": "id", "type": "bytes"})))
+    with pytest.raises(SchemaError, match="v00001.avsc is not the schema registered"):
+        logstore.open(tmp_path / "log").schema("t")

@@ -1,0 +1,362 @@
+"""The commit protocol of a partition: lock, tail sync, roll, write, sync, index, hint.
+
+One commit puts one or more whole frames at the end of a partition's active segment, under the
+partition's exclusive lock (`Partition.exclusive`), in this order:
+
+1. *Tail sync.* The partition's tail (active segment, committed size, next offset, last append
+   time) is the one this process left if the file still has that size; else the hint another
+   writer left if it is trusted and matches; else it is derived from the segment, recovering a
+   torn tail (`Partition.derive_tail`).
+2. *Roll.* A full (``segment_bytes``) or old (``segment_ms``) active segment is sealed: fdatasynced
+   in every durability mode (so a sealed segment never loses a tail to a power cut), summarized,
+   and a new segment file is created at the next offset, its directory entry fsynced (so the
+   segments of a partition never have a hole after a power cut).
+3. *Stamp.* The append time is ``max(clock, last append time)``; a clock more than the writer's
+   ``max_clock_skew`` ahead of the machine's own clock is refused (`ClockSkewError`), so one bad
+   clock cannot drag every later commit of the partition into the future.
+4. *Write and sync.* Headers (every frame but the commit's last flagged *continued*, see
+   `frame.py`) and bodies are written with ``pwritev``; in "fsync" mode the segment is
+   ``fdatasync``-ed. This is the commit point. A failure before it truncates the segment back to
+   where the commit began and raises `LogIOError`: the commit did not happen, and a retry stores
+   it once. A commit to several partitions (`commit_many`) holds all their locks and passes its
+   commit point only once every partition's frames are written (and synced): all or nothing.
+5. *Index and hint.* Both are derived; a failure writing them after the commit point is logged
+   and swallowed (the commit happened and is reported as such, so a retry does not store it twice);
+   the next reader or writer derives what they would have said.
+
+The tail state lives on the `Partition` object, guarded by its exclusive lock, and is shared by
+every writer of the partition in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import index as index_mod
+from . import summary
+from .errors import ClockSkewError, LogIOError
+from .frame import HEADER_SIZE, MIN_TIME, EncodedBody
+from .partition import Hint, Partition, build_header, write_frames
+
+log = logging.getLogger("logstore")
+Encode = Callable[[int, int], Iterable[EncodedBody]]
+WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
+
+
+@dataclass
+class TailState:
+    """What a process knows of a partition's tail while it holds the lock (see module docstring)."""
+
+    fd: int | None = None
+    hint: Hint | None = None
+    first_append_time: int | None = None
+    index_ok: bool = True  # False after an index append failed: the rest of this segment goes unindexed
+    undo: Hint | None = None  # a failed commit left bytes past this tail that must be truncated first
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd, self.hint, self.first_append_time, self.index_ok, self.undo = None, None, None, True, None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Where a commit landed."""
+
+    base_offset: int
+    end_offset: int
+    append_time: int
+
+
+@dataclass(frozen=True)
+class CommitSettings:
+    """How a writer commits: durability, rolling, and its clock."""
+
+    durable: bool  # "fsync": fdatasync before acknowledging
+    segment_bytes: int
+    segment_ms: int | None
+    clock_us: Callable[[], int]
+    max_skew_us: int | None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def commit(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
+    """Commit frames of `counts` records each to `part` (see the module docstring).
+
+    `encode(first_offset, append_time)` yields the frames' bodies in order; it runs under the
+    lock, since bodies carry their offsets and append time.
+    """
+    return commit_many([(part, counts, encode)], settings)[0]
+
+
+def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: CommitSettings) -> list[Committed]:
+    """Commit to several partitions of one topic at once: all of it, or (raising) none of it.
+
+    The partitions' locks are taken in partition order (every writer takes them in that order,
+    so two multi-partition commits never deadlock), every partition's frames are written (and
+    synced, in "fsync" mode), and only then is any index or hint written. A failure before that
+    point truncates every partition back, so a retry of the whole call stores it once.
+    """
+    jobs = sorted(jobs, key=lambda j: j[0].number)
+    with ExitStack() as stack:
+        for part, _, _ in jobs:
+            stack.enter_context(part.exclusive())
+        now = settings.clock_us()
+        if settings.max_skew_us is not None:
+            machine = now_us()
+            if now > machine + settings.max_skew_us:
+                raise ClockSkewError(
+                    f"commit to {jobs[0][0].dir.parent.name!r}: the writer's clock says {_iso(now)}, "
+                    f"{(now - machine) / 1e6:.1f} s ahead of this machine's clock ({_iso(machine)}); the bound is "
+                    f"{settings.max_skew_us / 1e6:g} s (writer(max_clock_skew=...)); nothing was written"
+                )
+        staged: list[_Staged] = []
+        for part, counts, encode in jobs:
+            tail = _tail_of(part)
+            _sync_tail(part, tail)
+            assert tail.hint is not None and tail.fd is not None
+            hint = tail.hint
+            age_ok = settings.segment_ms is None or tail.first_append_time is None or (
+                now - tail.first_append_time < settings.segment_ms * 1000
+            )
+            if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
+                _roll(part, tail)
+                hint = tail.hint
+                assert hint is not None
+            staged.append(_Staged(part, tail, hint, counts, encode, max(now, hint.last_append_time)))
+        try:
+            for st in staged:
+                _write(st)
+            if settings.durable:
+                for st in staged:
+                    os.fdatasync(st.tail.fd)  # type: ignore[arg-type]
+        except BaseException as e:
+            for st in staged:
+                _undo(st)
+            if isinstance(e, OSError) and not isinstance(e, LogIOError):
+                where = ", ".join(str(st.part.seg_path(st.hint.base)) for st in staged)
+                raise LogIOError(f"cannot append to {where}: {e.strerror or e}; nothing was written") from e
+            raise
+        # the commit point has passed: from here on, failures cost only derived state
+        return [_publish(st, settings.durable) for st in staged]
+
+
+@dataclass
+class _Staged:
+    """One partition's part of a commit, between its roll and its commit point."""
+
+    part: Partition
+    tail: TailState
+    hint: Hint  # the tail before this commit
+    counts: list[int]
+    encode: Encode
+    append_time: int
+    entries: list = field(default_factory=list)
+    end: int = 0  # bytes of the segment after this commit
+    next_offset: int = 0
+
+
+def _tail_of(part: Partition) -> TailState:
+    tail = getattr(part, "_tail", None)
+    if tail is None:
+        tail = part._tail = TailState()  # type: ignore[attr-defined]
+    return tail
+
+
+def close_tail(part: Partition) -> None:
+    """Release the segment descriptor the commit protocol keeps open for `part`."""
+    tail = getattr(part, "_tail", None)
+    if tail is not None and tail.fd is not None:
+        with part.exclusive():
+            if tail.undo is None:
+                tail.close()
+
+
+def _write(st: _Staged) -> None:
+    """Write `st`'s frames after its tail (not yet committed: no index, no hint)."""
+    tail, hint = st.tail, st.hint
+    assert tail.fd is not None
+    chunks: list = []
+    offset, pos = hint.next_offset, hint.size
+    written = pos
+    last = len(st.counts) - 1
+    for k, body in enumerate(st.encode(hint.next_offset, st.append_time)):
+        chunks.append(build_header(body, offset, st.append_time, continued=k < last))
+        chunks.extend(body.parts)
+        st.entries.append(index_mod.entry_from(offset, pos, body.count, body.size, st.append_time,
+                                               body.min_event_time, body.max_event_time))
+        offset += body.count
+        pos += HEADER_SIZE + body.size
+        if pos - written >= WRITE_CHUNK:
+            written += write_frames(tail.fd, written, chunks)
+            chunks = []
+    if chunks:
+        write_frames(tail.fd, written, chunks)
+    st.end, st.next_offset = pos, offset
+
+
+def _undo(st: _Staged) -> None:
+    """(Under the lock.) Take back what `_write` put in the segment: truncate to the old tail.
+
+    If even that fails, the bytes stay until the next commit to the partition truncates them
+    first (`TailState.undo`), and the hint says they are not committed (`Hint.exact`), so no
+    other writer's recovery takes them for a commit either.
+    """
+    tail, hint = st.tail, st.hint
+    if tail.fd is None:
+        return
+    try:
+        if os.fstat(tail.fd).st_size != hint.size:
+            os.ftruncate(tail.fd, hint.size)
+    except OSError as e:
+        log.warning("could not take back a failed commit to %s (%s): the next commit truncates it",
+                    st.part.seg_path(hint.base), e)
+        tail.undo = hint
+        _write_hint_quietly(st.part, replace(hint, exact=True))
+        return
+    tail.close()
+
+
+def _publish(st: _Staged, durable: bool) -> Committed:
+    """(After the commit point.) Index and hint; their failures are logged and swallowed."""
+    part, tail, hint = st.part, st.tail, st.hint
+    if tail.first_append_time is None:
+        tail.first_append_time = st.append_time
+    tail.hint = Hint(hint.base, st.end, st.next_offset, st.append_time, synced=durable)
+    if tail.index_ok:
+        try:
+            # reopened per commit on purpose: recovery may replace the index file (a new inode)
+            index_mod.append(part.idx_path(hint.base), np.concatenate(st.entries))
+        except OSError as e:
+            tail.index_ok = False
+            log.warning("index of %s not updated (%s): frames after it are found by their headers",
+                        part.seg_path(hint.base), e)
+    _write_hint_quietly(part, tail.hint)
+    return Committed(hint.next_offset, st.next_offset, st.append_time)
+
+
+def _sync_tail(part: Partition, tail: TailState) -> None:
+    """(Under the lock.) Make `tail` match the partition, re-deriving it if another writer moved it."""
+    if tail.undo is not None:  # a failed commit whose bytes could not be taken back: do it now
+        assert tail.fd is not None
+        try:
+            os.ftruncate(tail.fd, tail.undo.size)
+        except OSError as e:
+            raise LogIOError(f"cannot take back a failed commit to {part.seg_path(tail.undo.base)}: "
+                             f"{e.strerror or e}; nothing was written") from e
+        tail.hint, tail.undo = tail.undo, None
+        _write_hint_quietly(part, tail.hint)
+        return
+    try:
+        hint = part.read_hint()
+    except OSError:
+        hint = None
+    if tail.fd is not None and tail.hint is not None and hint == tail.hint:
+        try:
+            if os.fstat(tail.fd).st_size == hint.size and os.fstat(tail.fd).st_nlink > 0:
+                return
+        except OSError:
+            pass
+    tail.close()
+    if hint is not None and hint.trusted and not part.seg_path(hint.next_offset).exists() \
+            or (hint is not None and hint.trusted and hint.size == 0 and hint.base == hint.next_offset):
+        try:
+            fd = part.open_segment(hint.base, create=False, durable=False)
+        except (LogIOError, OSError):
+            fd = None
+        if fd is not None:
+            if os.fstat(fd).st_size == hint.size and part.segment_bases()[-1:] == [hint.base]:
+                tail.fd, tail.hint = fd, hint
+                tail.first_append_time = part.first_append_time(hint.base)
+                return
+            os.close(fd)
+    derived = part.derive_tail()
+    if derived is None:  # empty partition: create its first segment
+        tail.fd = part.open_segment(0, create=True, durable=True)
+        tail.hint = Hint(0, 0, 0, MIN_TIME)
+        tail.first_append_time = None
+        _write_hint_quietly(part, tail.hint)
+        return
+    new_hint, _ = derived
+    tail.fd = part.open_segment(new_hint.base, create=False, durable=False)
+    tail.hint = new_hint
+    tail.first_append_time = part.first_append_time(new_hint.base)
+
+
+def _roll(part: Partition, tail: TailState) -> None:
+    """(Under the lock.) Seal the active segment and start a new one at the next offset."""
+    hint = tail.hint
+    assert hint is not None and tail.fd is not None
+    fd = tail.fd
+    try:
+        os.fdatasync(fd)  # in every mode: a sealed segment never loses its tail to a power cut
+    except OSError as e:
+        tail.close()
+        raise LogIOError(f"cannot seal {part.seg_path(hint.base)}: {e.strerror or e}; nothing was written") from e
+    loaded = index_mod.load(part.idx_path(hint.base))
+    if loaded is not None and not loaded[1] and len(loaded[0]):
+        entries = loaded[0]
+        raw = summary.summarize(hint.base, entries)
+        if raw is not None and int(entries["base_offset"][-1] + entries["count"][-1]) == hint.next_offset:
+            try:
+                summary.append(part.dir, raw)
+            except OSError as e:
+                log.warning("segment summary of %s not updated (%s)", part.dir, e)
+    tail.close()
+    try:
+        tail.fd = part.open_segment(hint.next_offset, create=True, durable=True)
+    except LogIOError:
+        tail.close()
+        raise
+    tail.hint = Hint(hint.next_offset, 0, hint.next_offset, hint.last_append_time, synced=hint.synced)
+    tail.first_append_time = None
+    _write_hint_quietly(part, tail.hint)
+
+
+def _write_hint_quietly(part: Partition, hint: Hint) -> None:
+    try:
+        part.write_hint(hint)
+    except OSError as e:
+        log.warning("tail hint of %s not updated (%s): readers derive the tail", part.dir, e)
+
+
+def _iso(us: int) -> str:
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return f"{us} us since the epoch"
+
+
+def sync_tail(part: Partition) -> None:
+    """Make what was committed to `part` without a sync durable (fdatasync) and record the
+    recovery point in the hint's synced slot; for writers of durability "none" and "flush" at
+    close. A failure is logged: it costs only the protection the slot would give after a reboot."""
+    tail = getattr(part, "_tail", None)
+    if tail is None:
+        return
+    with part.exclusive():
+        hint = tail.hint
+        if tail.fd is None or hint is None or hint.synced:
+            return
+        try:
+            if os.fstat(tail.fd).st_size != hint.size:
+                return
+            os.fdatasync(tail.fd)
+            part.write_hint(Hint(hint.base, hint.size, hint.next_offset, hint.last_append_time, synced=True), slot=1)
+        except OSError as e:
+            log.warning("could not sync %s at close (%s)", part.seg_path(hint.base), e)
