@@ -57,8 +57,7 @@ def write_atomic(path: Path, data: bytes, what: str = "write", *, durable: bool 
     LogIOError naming `what` and `path`.
     """
     path = Path(path)
-    tmp = temp_name(path)
-    try:
+    with _temp_for(path, what) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o644)
         try:
             write_all(fd, data)
@@ -69,6 +68,15 @@ def write_atomic(path: Path, data: bytes, what: str = "write", *, durable: bool 
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
+
+
+@contextmanager
+def _temp_for(path: Path, what: str) -> Iterator[Path]:
+    """The temp path beside `path`; on any failure in the block it is removed, and an OSError
+    becomes a LogIOError naming `what` and `path`."""
+    tmp = temp_name(path)
+    try:
+        yield tmp
     except OSError as e:
         _unlink_quietly(tmp)
         raise LogIOError(f"{what} {path}: {e.strerror or e}") from None
@@ -82,8 +90,7 @@ def replacing(path: Path, what: str = "write") -> Iterator[Path]:
     """Yield a temp path for a writer that makes its own file (an export); on success it replaces
     `path` durably, as `write_atomic` does. On failure the temp file is removed."""
     path = Path(path)
-    tmp = temp_name(path)
-    try:
+    with _temp_for(path, what) as tmp:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY | CLOEXEC)
         try:
@@ -92,12 +99,6 @@ def replacing(path: Path, what: str = "write") -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise LogIOError(f"{what} {path}: {e.strerror or e}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
 
 
 def append_bytes(path: Path, data: bytes) -> None:
