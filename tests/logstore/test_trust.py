@@ -288,3 +288,30 @@ def test_retention_racing_readers_and_sql(tmp_path):
         queries += 1
     t.join(timeout=60)
     assert not errors and queries > 0
+
+
+def test_a_crafted_header_claiming_bytes_past_the_end_truncates_nothing(tmp_path):
+    """A header with a valid checksum whose body length runs past the end of the file, in the
+    middle of committed frames: recovery and writers keep every frame after it."""
+    from logstore.frame import HEADER_SIZE, pack_header, parse_header
+
+    lg = logstore.open(tmp_path / "log")
+    lg.create_topic("scores", schema=SCORE_SCHEMA, compression=None)
+    with lg.writer("scores", durability="fsync") as w:
+        for i in range(0, 50, 10):
+            w.append_batch(score_rows(10, start=i))
+    seg = _seg(tmp_path / "log")
+    data = bytearray(seg.read_bytes())
+    size = len(data)
+    h = parse_header(bytes(data[:HEADER_SIZE]))
+    second = h.size  # the second frame starts where the first ends
+    h2 = parse_header(bytes(data[second:second + HEADER_SIZE]))
+    forged = pack_header(**{**h2._asdict(), "body_len": 10**9})
+    data[second:second + HEADER_SIZE] = forged
+    seg.write_bytes(bytes(data))
+    lg = logstore.open(tmp_path / "log")
+    lg.recover()
+    assert seg.stat().st_size == size
+    t = lg.read("scores", on_corrupt="skip")
+    assert t["_offset"].to_pylist() == list(range(10)) + list(range(20, 50))
+    assert not lg.verify().ok
