@@ -48,9 +48,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.sampler import tree_pss
 
@@ -83,7 +84,7 @@ class Case:
     scenario: str  # key of the scenario (see scenarios.SCENARIOS)
     name: str  # row label, unique within the scenario
     kind: str  # "logstore" | "limit" | "peer"
-    build: Callable[["Ctx"], Job]
+    build: Callable[[Ctx], Job]
     durability: str = ""  # what the case does to make data durable, in words
     limit: str | None = None  # name of the raw-limit case it is compared with (same scenario)
     data_key: str | None = None  # shared prepared data directory (read cases)
@@ -135,7 +136,7 @@ class Ctx:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "Ctx":
+    def from_json(cls, d: dict) -> Ctx:
         return cls(
             n=d["n"],
             runs=d["runs"],
@@ -305,10 +306,13 @@ class TreeSampler:
         self.anon = self.file = 0
         self._proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "TreeSampler":
+    def __enter__(self) -> TreeSampler:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.sampler", str(os.getpid()), str(self.interval)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
         )
         assert self._proc.stdout is not None
         if self._proc.stdout.readline().strip() != "ready":
@@ -470,8 +474,11 @@ def merge(results: list[Result]) -> Result:
         out.child_peak = max(out.child_peak, r.child_peak)
         for k, v in r.extra.items():
             keep = out.extra.get(k)
-            out.extra[k] = max(keep, v) if isinstance(v, (int, float)) and isinstance(keep, (int, float)) \
-                and ("peak" in k or "RSS" in k) else v
+            out.extra[k] = (
+                max(keep, v)
+                if isinstance(v, (int, float)) and isinstance(keep, (int, float)) and ("peak" in k or "RSS" in k)
+                else v
+            )
         for k in ("disk_bytes", "touched_bytes", "data_bytes", "fsync_calls"):
             if getattr(r, k) is not None:
                 setattr(out, k, getattr(r, k))
@@ -515,8 +522,13 @@ def child_main(spec_path: str) -> int:
         else:
             res = run_job(case, ctx)
     except ModuleNotFoundError as e:  # an optional peer (the `bench` extra) is not installed
-        res = Result(id=spec["case"], scenario="", name="", kind="",
-                     error=f"not installed: {e.name} (`make bench` installs the bench extra)")
+        res = Result(
+            id=spec["case"],
+            scenario="",
+            name="",
+            kind="",
+            error=f"not installed: {e.name} (`make bench` installs the bench extra)",
+        )
     except BaseException as e:  # report, never crash the run
         msg = f"{type(e).__name__}: {e}".strip()
         res = Result(id=spec["case"], scenario="", name="", kind="", error=msg.splitlines()[0][:300])
@@ -530,8 +542,16 @@ def child_main(spec_path: str) -> int:
 
 
 def _error(case: Case, msg: str) -> Result:
-    return Result(id=case.id, scenario=case.scenario, name=case.name, kind=case.kind,
-                  durability=case.durability, limit=case.limit, note=case.note, error=msg)
+    return Result(
+        id=case.id,
+        scenario=case.scenario,
+        name=case.name,
+        kind=case.kind,
+        durability=case.durability,
+        limit=case.limit,
+        note=case.note,
+        error=msg,
+    )
 
 
 def _child(case: Case, ctx: Ctx, mode: str, *, strace: bool = False, **extra) -> Result:
@@ -545,8 +565,15 @@ def _child(case: Case, ctx: Ctx, mode: str, *, strace: bool = False, **extra) ->
     cmd = [sys.executable, "-m", "benchmarks.harness", str(spec)]
     trace = jobs / f"{slug}.trace"
     if strace:
-        cmd = ["strace", "-f", "-c", "-o", str(trace),
-               "-e", "trace=fsync,fdatasync,msync,sync_file_range,syncfs,sync"] + cmd
+        cmd = [
+            "strace",
+            "-f",
+            "-c",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=fsync,fdatasync,msync,sync_file_range,syncfs,sync",
+        ] + cmd
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -598,6 +625,7 @@ def profile_job(case: Case, ctx: Ctx, out: Path, top: int = 18) -> Result:
     data = ctx.data_dir(case.data_key) if case.data_key else base / "data"
     if job.setup is not None:
         prepare(job, data)
+
     def fresh() -> Path:
         if not job.fresh_dir:
             return data
@@ -641,7 +669,7 @@ def _where(fn: tuple) -> str:
     for marker in ("site-packages/", _ROOT + "/"):
         k = path.find(marker)
         if k >= 0:
-            path = path[k + len(marker):]
+            path = path[k + len(marker) :]
             break
     else:
         path = "<stdlib>/" + os.path.basename(path) if "/lib/python3" in path else path
@@ -660,7 +688,11 @@ def _trim_pstats(text: str) -> str:
             k = ln.find(marker)
             if k >= 0:
                 head = ln[: ln.rfind(" ", 0, k) + 1]
-                ln = head + ln[k + len(marker):] if marker != "lib/python3" else head + "<stdlib>" + ln[ln.find("/", k + 11):]
+                ln = (
+                    head + ln[k + len(marker) :]
+                    if marker != "lib/python3"
+                    else head + "<stdlib>" + ln[ln.find("/", k + 11) :]
+                )
         keep.append(ln.rstrip())
     return "\n".join(keep)
 

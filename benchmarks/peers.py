@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from array import array
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,9 @@ import pyarrow.parquet as pq
 from benchmarks.harness import Case, Ctx, Job, tree_size
 from benchmarks.workload import AVRO_SCHEMA, BATCH_RECORDS, SCHEMA
 
-QUERY = (
-    "SELECT model_id, count(*), avg(score), quantile_cont(latency_ms, 0.99) "
-    "FROM scores GROUP BY 1"
-)
+QUERY = "SELECT model_id, count(*), avg(score), quantile_cont(latency_ms, 0.99) FROM scores GROUP BY 1"
 PER_RECORD_N = 200_000
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
 
 
@@ -253,29 +250,112 @@ def append_cases() -> list[Case]:
     pre = "input pre-converted from Arrow outside the timed region"
     return [
         Case(s, "IPC stream", "limit", _ipc_append(None, False), "write(2) per batch, no fsync", audit_fsync=True),
-        Case(s, "IPC stream zstd", "limit", _ipc_append("zstd", False), "write(2) per batch, no fsync", audit_fsync=True),
+        Case(
+            s, "IPC stream zstd", "limit", _ipc_append("zstd", False), "write(2) per batch, no fsync", audit_fsync=True
+        ),
         Case(s, "IPC stream + fsync/batch", "limit", _ipc_append(None, True), "fsync per batch", audit_fsync=True),
-        Case(s, "IPC stream zstd + fsync/batch", "limit", _ipc_append("zstd", True), "fsync per batch", audit_fsync=True),
-        Case(s, "Parquet zstd (ParquetWriter)", "peer", _parquet_append, "none until close; no fsync",
-             limit="IPC stream zstd", audit_fsync=True, note="a row group per 10k batch"),
-        Case(s, "fastavro null", "peer", _fastavro_append("null"), "flush per batch, no fsync",
-             limit="IPC stream", audit_fsync=True, note=pre),
-        Case(s, "fastavro zstandard", "peer", _fastavro_append("zstandard"), "flush per batch, no fsync",
-             limit="IPC stream zstd", audit_fsync=True, note=pre),
-        Case(s, "SQLite WAL sync=NORMAL", "peer", _sqlite_append("NORMAL"), "commit per batch; fsync at checkpoints only",
-             limit="IPC stream", audit_fsync=True, note=pre + "; executemany per batch"),
-        Case(s, "SQLite WAL sync=FULL", "peer", _sqlite_append("FULL"), "commit per batch; WAL fsync per commit",
-             limit="IPC stream + fsync/batch", audit_fsync=True, note=pre + "; executemany per batch"),
-        Case(s, "DuckDB table", "peer", _duckdb_append, "auto-commit INSERT per batch; WAL fsync per commit",
-             limit="IPC stream + fsync/batch", audit_fsync=True, note="INSERT ... SELECT from the registered Arrow batch"),
-        Case(s, "Lance, write_dataset append per batch", "peer", _lance_append(True), "a version per batch; no fsync",
-             limit="IPC stream", audit_fsync=True),
-        Case(s, "Lance, one write_dataset of a batch stream", "peer", _lance_append(False), "one version at the end; no fsync",
-             limit="IPC stream", audit_fsync=True, note="bulk load: nothing visible until done"),
-        Case(s, "Delta, write_deltalake append per batch", "peer", _delta_append(True), "a commit per batch; no fsync",
-             limit="IPC stream zstd", audit_fsync=True, note="a Parquet file per batch (deltalake default writer properties)"),
-        Case(s, "Delta, one write_deltalake of a batch stream", "peer", _delta_append(False), "one commit at the end; no fsync",
-             limit="IPC stream zstd", audit_fsync=True, note="bulk load: nothing visible until done"),
+        Case(
+            s, "IPC stream zstd + fsync/batch", "limit", _ipc_append("zstd", True), "fsync per batch", audit_fsync=True
+        ),
+        Case(
+            s,
+            "Parquet zstd (ParquetWriter)",
+            "peer",
+            _parquet_append,
+            "none until close; no fsync",
+            limit="IPC stream zstd",
+            audit_fsync=True,
+            note="a row group per 10k batch",
+        ),
+        Case(
+            s,
+            "fastavro null",
+            "peer",
+            _fastavro_append("null"),
+            "flush per batch, no fsync",
+            limit="IPC stream",
+            audit_fsync=True,
+            note=pre,
+        ),
+        Case(
+            s,
+            "fastavro zstandard",
+            "peer",
+            _fastavro_append("zstandard"),
+            "flush per batch, no fsync",
+            limit="IPC stream zstd",
+            audit_fsync=True,
+            note=pre,
+        ),
+        Case(
+            s,
+            "SQLite WAL sync=NORMAL",
+            "peer",
+            _sqlite_append("NORMAL"),
+            "commit per batch; fsync at checkpoints only",
+            limit="IPC stream",
+            audit_fsync=True,
+            note=pre + "; executemany per batch",
+        ),
+        Case(
+            s,
+            "SQLite WAL sync=FULL",
+            "peer",
+            _sqlite_append("FULL"),
+            "commit per batch; WAL fsync per commit",
+            limit="IPC stream + fsync/batch",
+            audit_fsync=True,
+            note=pre + "; executemany per batch",
+        ),
+        Case(
+            s,
+            "DuckDB table",
+            "peer",
+            _duckdb_append,
+            "auto-commit INSERT per batch; WAL fsync per commit",
+            limit="IPC stream + fsync/batch",
+            audit_fsync=True,
+            note="INSERT ... SELECT from the registered Arrow batch",
+        ),
+        Case(
+            s,
+            "Lance, write_dataset append per batch",
+            "peer",
+            _lance_append(True),
+            "a version per batch; no fsync",
+            limit="IPC stream",
+            audit_fsync=True,
+        ),
+        Case(
+            s,
+            "Lance, one write_dataset of a batch stream",
+            "peer",
+            _lance_append(False),
+            "one version at the end; no fsync",
+            limit="IPC stream",
+            audit_fsync=True,
+            note="bulk load: nothing visible until done",
+        ),
+        Case(
+            s,
+            "Delta, write_deltalake append per batch",
+            "peer",
+            _delta_append(True),
+            "a commit per batch; no fsync",
+            limit="IPC stream zstd",
+            audit_fsync=True,
+            note="a Parquet file per batch (deltalake default writer properties)",
+        ),
+        Case(
+            s,
+            "Delta, one write_deltalake of a batch stream",
+            "peer",
+            _delta_append(False),
+            "one commit at the end; no fsync",
+            limit="IPC stream zstd",
+            audit_fsync=True,
+            note="bulk load: nothing visible until done",
+        ),
     ]
 
 
@@ -365,15 +445,42 @@ def _fastavro_per_record(codec: str):
 def per_record_cases() -> list[Case]:
     s = "per_record"
     return [
-        Case(s, "dicts -> from_pylist/10k -> IPC zstd", "limit", _bare_per_record, "write(2) per 10k, no fsync",
-             audit_fsync=True),
-        Case(s, "SQLite WAL sync=NORMAL, execute per record", "peer", _sqlite_per_record,
-             "commit per 10k; fsync at checkpoints only", limit="dicts -> from_pylist/10k -> IPC zstd",
-             audit_fsync=True, note="datetime -> int and features -> BLOB per record, in the loop"),
-        Case(s, "fastavro null, writer.write", "peer", _fastavro_per_record("null"), "no fsync",
-             limit="dicts -> from_pylist/10k -> IPC zstd", audit_fsync=True),
-        Case(s, "fastavro zstandard, writer.write", "peer", _fastavro_per_record("zstandard"), "no fsync",
-             limit="dicts -> from_pylist/10k -> IPC zstd", audit_fsync=True),
+        Case(
+            s,
+            "dicts -> from_pylist/10k -> IPC zstd",
+            "limit",
+            _bare_per_record,
+            "write(2) per 10k, no fsync",
+            audit_fsync=True,
+        ),
+        Case(
+            s,
+            "SQLite WAL sync=NORMAL, execute per record",
+            "peer",
+            _sqlite_per_record,
+            "commit per 10k; fsync at checkpoints only",
+            limit="dicts -> from_pylist/10k -> IPC zstd",
+            audit_fsync=True,
+            note="datetime -> int and features -> BLOB per record, in the loop",
+        ),
+        Case(
+            s,
+            "fastavro null, writer.write",
+            "peer",
+            _fastavro_per_record("null"),
+            "no fsync",
+            limit="dicts -> from_pylist/10k -> IPC zstd",
+            audit_fsync=True,
+        ),
+        Case(
+            s,
+            "fastavro zstandard, writer.write",
+            "peer",
+            _fastavro_per_record("zstandard"),
+            "no fsync",
+            limit="dicts -> from_pylist/10k -> IPC zstd",
+            audit_fsync=True,
+        ),
     ]
 
 
@@ -409,8 +516,9 @@ def parquet_row_group(n: int) -> int:
 
 def _setup_parquet(ctx: Ctx):
     def setup(d: Path):
-        pq.write_table(ctx.table, str(d / "scores.parquet"), compression="zstd",
-                       row_group_size=parquet_row_group(ctx.n))
+        pq.write_table(
+            ctx.table, str(d / "scores.parquet"), compression="zstd", row_group_size=parquet_row_group(ctx.n)
+        )
 
     return setup
 
@@ -465,9 +573,16 @@ def _reader(key: str, read, *, tail: bool):
         start = tail_start(ctx.table) if tail else None
         rows = tail_rows(ctx.table, start) if tail else ctx.n
         nbytes = ctx.table.nbytes * rows // ctx.n
-        return Job(run=lambda d: read(d, start), records=rows, bytes_in=nbytes, setup=setup,
-                   fresh_dir=False, after=_rows_check(rows), touched=True,
-                   disk_bytes=lambda d: tree_size(d) - tree_size(d / ".done"))
+        return Job(
+            run=lambda d: read(d, start),
+            records=rows,
+            bytes_in=nbytes,
+            setup=setup,
+            fresh_dir=False,
+            after=_rows_check(rows),
+            touched=True,
+            disk_bytes=lambda d: tree_size(d) - tree_size(d / ".done"),
+        )
 
     return build
 
@@ -527,23 +642,66 @@ def read_cases() -> list[Case]:
     for s, tail in (("read_full", False), ("read_tail", True)):
         mm = "read all, then filter" if tail else ""
         out += [
-            Case(s, "IPC stream mmap", "limit", _reader("ipc-stream-none", read_ipc_mmap, tail=tail),
-                 data_key="ipc-stream-none", note="zero-copy: data pages are not touched" + (f"; {mm}" if tail else "")),
-            Case(s, "IPC stream, one copy (file read)", "limit", _reader("ipc-stream-none", read_ipc_copy, tail=tail),
-                 data_key="ipc-stream-none", note=mm),
-            Case(s, "IPC stream zstd mmap", "limit", _reader("ipc-stream-zstd", read_ipc_mmap, tail=tail),
-                 data_key="ipc-stream-zstd", note=mm),
-            Case(s, "Parquet zstd", "peer", _reader("parquet-zstd", read_parquet, tail=tail), data_key="parquet-zstd",
-                 limit="IPC stream zstd mmap",
-                 note="row groups of n/20 records" + ("; filter prunes by row-group min/max" if tail else "")),
-            Case(s, "DuckDB table", "peer", _reader("duckdb", read_duckdb, tail=tail), data_key="duckdb",
-                 limit="IPC stream zstd mmap", note="fresh read-only connection per run"
-                 + ("; WHERE prunes by zone maps" if tail else "")),
-            Case(s, "Lance", "peer", _reader("lance", read_lance, tail=tail), data_key="lance",
-                 limit="IPC stream zstd mmap", note="one write_dataset" + ("; filter pushed down" if tail else "")),
-            Case(s, "Delta", "peer", _reader("delta", read_delta, tail=tail), data_key="delta",
-                 limit="IPC stream zstd mmap", note="one write_deltalake; to_pyarrow_dataset"
-                 + ("; filter by Parquet stats" if tail else "")),
+            Case(
+                s,
+                "IPC stream mmap",
+                "limit",
+                _reader("ipc-stream-none", read_ipc_mmap, tail=tail),
+                data_key="ipc-stream-none",
+                note="zero-copy: data pages are not touched" + (f"; {mm}" if tail else ""),
+            ),
+            Case(
+                s,
+                "IPC stream, one copy (file read)",
+                "limit",
+                _reader("ipc-stream-none", read_ipc_copy, tail=tail),
+                data_key="ipc-stream-none",
+                note=mm,
+            ),
+            Case(
+                s,
+                "IPC stream zstd mmap",
+                "limit",
+                _reader("ipc-stream-zstd", read_ipc_mmap, tail=tail),
+                data_key="ipc-stream-zstd",
+                note=mm,
+            ),
+            Case(
+                s,
+                "Parquet zstd",
+                "peer",
+                _reader("parquet-zstd", read_parquet, tail=tail),
+                data_key="parquet-zstd",
+                limit="IPC stream zstd mmap",
+                note="row groups of n/20 records" + ("; filter prunes by row-group min/max" if tail else ""),
+            ),
+            Case(
+                s,
+                "DuckDB table",
+                "peer",
+                _reader("duckdb", read_duckdb, tail=tail),
+                data_key="duckdb",
+                limit="IPC stream zstd mmap",
+                note="fresh read-only connection per run" + ("; WHERE prunes by zone maps" if tail else ""),
+            ),
+            Case(
+                s,
+                "Lance",
+                "peer",
+                _reader("lance", read_lance, tail=tail),
+                data_key="lance",
+                limit="IPC stream zstd mmap",
+                note="one write_dataset" + ("; filter pushed down" if tail else ""),
+            ),
+            Case(
+                s,
+                "Delta",
+                "peer",
+                _reader("delta", read_delta, tail=tail),
+                data_key="delta",
+                limit="IPC stream zstd mmap",
+                note="one write_deltalake; to_pyarrow_dataset" + ("; filter by Parquet stats" if tail else ""),
+            ),
         ]
     return out
 
@@ -565,8 +723,14 @@ def _query(key: str, make_con):
                 con.close()
                 del keep
 
-        return Job(run=run, records=ctx.n, bytes_in=cols.nbytes, setup=setup, fresh_dir=False,
-                   after=lambda _d, out: {"groups": len(out)})
+        return Job(
+            run=run,
+            records=ctx.n,
+            bytes_in=cols.nbytes,
+            setup=setup,
+            fresh_dir=False,
+            after=lambda _d, out: {"groups": len(out)},
+        )
 
     return build
 
@@ -608,16 +772,40 @@ def _con_ipc_stream_read(d: Path):
 def query_cases() -> list[Case]:
     s = "query"
     return [
-        Case(s, "DuckDB table", "peer", _query("duckdb", _con_duckdb_table), data_key="duckdb",
-             limit="DuckDB over read_parquet", note="connect + query per run"),
-        Case(s, "DuckDB over read_parquet", "limit", _query("parquet-zstd", _con_read_parquet),
-             data_key="parquet-zstd", note="the issue's bar: logstore within 1.5x of this"),
-        Case(s, "DuckDB over pyarrow.dataset (IPC file)", "peer", _query("ipc-file-none", _con_ipc_dataset),
-             data_key="ipc-file-none", limit="DuckDB over read_parquet",
-             note="pyarrow.dataset cannot open the IPC stream format, so an IPC file"),
-        Case(s, "DuckDB over a whole IPC zstd stream read first", "peer",
-             _query("ipc-stream-zstd", _con_ipc_stream_read), data_key="ipc-stream-zstd",
-             limit="DuckDB over read_parquet"),
+        Case(
+            s,
+            "DuckDB table",
+            "peer",
+            _query("duckdb", _con_duckdb_table),
+            data_key="duckdb",
+            limit="DuckDB over read_parquet",
+            note="connect + query per run",
+        ),
+        Case(
+            s,
+            "DuckDB over read_parquet",
+            "limit",
+            _query("parquet-zstd", _con_read_parquet),
+            data_key="parquet-zstd",
+            note="the issue's bar: logstore within 1.5x of this",
+        ),
+        Case(
+            s,
+            "DuckDB over pyarrow.dataset (IPC file)",
+            "peer",
+            _query("ipc-file-none", _con_ipc_dataset),
+            data_key="ipc-file-none",
+            limit="DuckDB over read_parquet",
+            note="pyarrow.dataset cannot open the IPC stream format, so an IPC file",
+        ),
+        Case(
+            s,
+            "DuckDB over a whole IPC zstd stream read first",
+            "peer",
+            _query("ipc-stream-zstd", _con_ipc_stream_read),
+            data_key="ipc-stream-zstd",
+            limit="DuckDB over read_parquet",
+        ),
     ]
 
 
@@ -651,8 +839,14 @@ def _replay_ipc(ctx: Ctx) -> Job:
 
 def replay_cases() -> list[Case]:
     return [
-        Case("replay", "IPC zstd stream loop + model", "limit", _replay_ipc, data_key="ipc-stream-zstd",
-             note="iterate record batches of a memory-mapped IPC stream, call the model"),
+        Case(
+            "replay",
+            "IPC zstd stream loop + model",
+            "limit",
+            _replay_ipc,
+            data_key="ipc-stream-zstd",
+            note="iterate record batches of a memory-mapped IPC stream, call the model",
+        ),
     ]
 
 
@@ -680,7 +874,7 @@ def _setup_many(fmt: str):
             per = max(1, len(t) // k)
             for i in range(k):
                 part = t.slice(i * per, per if i < k - 1 else len(t) - i * per)
-                name = d / f"{i * per:020d}.{ 'arrow' if fmt == 'ipc' else 'parquet'}"
+                name = d / f"{i * per:020d}.{'arrow' if fmt == 'ipc' else 'parquet'}"
                 if fmt == "ipc":
                     with pa.OSFile(str(name), "wb") as sink, ipc.new_file(sink, SCHEMA) as w:
                         w.write_table(part)
@@ -729,8 +923,14 @@ def _many_seek(fmt: str):
             ds = pads.dataset(str(d), format="ipc" if fmt == "ipc" else "parquet")
             return ds.to_table(filter=f)
 
-        return Job(run=run, records=1, bytes_in=0, setup=_setup_many(fmt)(ctx), fresh_dir=False,
-                   after=lambda _d, out: {"rows": out.num_rows})
+        return Job(
+            run=run,
+            records=1,
+            bytes_in=0,
+            setup=_setup_many(fmt)(ctx),
+            fresh_dir=False,
+            after=lambda _d, out: {"rows": out.num_rows},
+        )
 
     return build
 
@@ -738,12 +938,30 @@ def _many_seek(fmt: str):
 def open_cases() -> list[Case]:
     s = "open"
     return [
-        Case(s, "pyarrow.dataset over IPC files: open", "peer", _many_open("ipc"), data_key="many-ipc",
-             note="directory listing; no file is opened"),
-        Case(s, "pyarrow.dataset over IPC files: open + seek 10 ms", "peer", _many_seek("ipc"),
-             data_key="many-ipc", note="no statistics: every file is read"),
-        Case(s, "pyarrow.dataset over Parquet files: open + seek 10 ms", "peer", _many_seek("parquet"),
-             data_key="many-parquet", note="footer statistics prune row groups, but every footer is read"),
+        Case(
+            s,
+            "pyarrow.dataset over IPC files: open",
+            "peer",
+            _many_open("ipc"),
+            data_key="many-ipc",
+            note="directory listing; no file is opened",
+        ),
+        Case(
+            s,
+            "pyarrow.dataset over IPC files: open + seek 10 ms",
+            "peer",
+            _many_seek("ipc"),
+            data_key="many-ipc",
+            note="no statistics: every file is read",
+        ),
+        Case(
+            s,
+            "pyarrow.dataset over Parquet files: open + seek 10 ms",
+            "peer",
+            _many_seek("parquet"),
+            data_key="many-parquet",
+            note="footer statistics prune row groups, but every footer is read",
+        ),
     ]
 
 

@@ -7,10 +7,12 @@ matters because every byte appended and every byte read is checksummed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from crc32c import crc32c as _crc32c
 
 
-def crc(data, value: int = 0) -> int:
+def crc(data: Any, value: int = 0) -> int:
     """CRC-32C of a bytes-like object (bytes, memoryview, pyarrow.Buffer).
 
     `value` continues a running checksum: ``crc(b, crc(a)) == crc(a + b)``.

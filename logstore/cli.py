@@ -12,8 +12,14 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import ArgumentError
+
+if TYPE_CHECKING:
+    from .log import Log
 
 PROG = "logstore"
 
@@ -24,14 +30,22 @@ def parse_bound(text: str | None) -> Any:
         return None
     if text.isdigit():
         return int(text)
-    if ":" in text and all(part.split(":")[0].isdigit() and part.split(":")[1].isdigit()
-                           for part in text.split(",") if part.count(":") == 1) and "T" not in text and "-" not in text:
+    if (
+        ":" in text
+        and all(
+            part.split(":")[0].isdigit() and part.split(":")[1].isdigit()
+            for part in text.split(",")
+            if part.count(":") == 1
+        )
+        and "T" not in text
+        and "-" not in text
+    ):
         return {int(p): int(o) for p, o in (part.split(":") for part in text.split(","))}
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is not an offset, 'partition:offset,...' or an ISO-8601 time") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        raise ArgumentError(f"{text!r} is not an offset, 'partition:offset,...' or an ISO-8601 time") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -42,7 +56,7 @@ def _cols(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _open(args: argparse.Namespace, readonly: bool = False):
+def _open(args: argparse.Namespace, readonly: bool = False) -> Log:
     import logstore
 
     return logstore.open(args.log, readonly=readonly)
@@ -53,16 +67,24 @@ def cmd_create(args: argparse.Namespace) -> int:
     schema: Any = args.schema
     if schema.lstrip().startswith("{"):
         schema = json.loads(schema)
-    kw: dict[str, Any] = dict(partitions=args.partitions, key_field=args.key, compatibility=args.compatibility,
-                              compression=None if args.compression == "none" else args.compression,
-                              segment_bytes=args.segment_bytes, segment_ms=args.segment_ms,
-                              retention_ms=args.retention_ms, retention_bytes=args.retention_bytes,
-                              exist_ok=args.exist_ok)
+    kw: dict[str, Any] = dict(
+        partitions=args.partitions,
+        key_field=args.key,
+        compatibility=args.compatibility,
+        compression=None if args.compression == "none" else args.compression,
+        segment_bytes=args.segment_bytes,
+        segment_ms=args.segment_ms,
+        retention_ms=args.retention_ms,
+        retention_bytes=args.retention_bytes,
+        exist_ok=args.exist_ok,
+    )
     if args.event_time is not None:
         kw["event_time_field"] = None if args.event_time == "none" else args.event_time
     cfg = log.create_topic(args.topic, schema, **kw)
-    print(f"created topic {cfg.name!r}: {cfg.partitions} partition(s), key {cfg.key_field}, "
-          f"event time {cfg.event_time_field}, compression {cfg.compression}")
+    print(
+        f"created topic {cfg.name!r}: {cfg.partitions} partition(s), key {cfg.key_field}, "
+        f"event time {cfg.event_time_field}, compression {cfg.compression}"
+    )
     return 0
 
 
@@ -80,18 +102,24 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     for d in [info] if args.topic else info.values():
-        print(f"topic {d['topic']}: {d['records']} records, {d['bytes']} bytes, {d['partitions']} partition(s), "
-              f"key {d['key_field']}, event time {d['event_time_field']}, compression {d['compression']}, "
-              f"schema versions {d['schema_versions']}")
+        print(
+            f"topic {d['topic']}: {d['records']} records, {d['bytes']} bytes, {d['partitions']} partition(s), "
+            f"key {d['key_field']}, event time {d['event_time_field']}, compression {d['compression']}, "
+            f"schema versions {d['schema_versions']}"
+        )
         for p in d["partition_details"]:
-            print(f"  partition {p['partition']}: offsets [{p['start_offset']}, {p['end_offset']}), "
-                  f"{p['bytes']} bytes in {len(p['segments'])} segment(s); append time "
-                  f"{p['first_append_time']} .. {p['last_append_time']}; event time "
-                  f"{p['min_event_time']} .. {p['max_event_time']}")
+            print(
+                f"  partition {p['partition']}: offsets [{p['start_offset']}, {p['end_offset']}), "
+                f"{p['bytes']} bytes in {len(p['segments'])} segment(s); append time "
+                f"{p['first_append_time']} .. {p['last_append_time']}; event time "
+                f"{p['min_event_time']} .. {p['max_event_time']}"
+            )
             if args.segments:
                 for s in p["segments"]:
-                    print(f"    {s['base_offset']:020d}.seg  {s['bytes']:>12} bytes  {s['frames']:>6} frames"
-                          f"{'  (active)' if s['active'] else ''}")
+                    print(
+                        f"    {s['base_offset']:020d}.seg  {s['bytes']:>12} bytes  {s['frames']:>6} frames"
+                        f"{'  (active)' if s['active'] else ''}"
+                    )
     return 0
 
 
@@ -143,15 +171,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"verified {report.topics} topic(s), {report.partitions} partition(s), {report.segments} segment(s), "
-          f"{report.frames} frames, {report.bytes} bytes: {status}")
+    print(
+        f"verified {report.topics} topic(s), {report.partitions} partition(s), {report.segments} segment(s), "
+        f"{report.frames} frames, {report.bytes} bytes: {status}"
+    )
     return 0 if report.ok else 1
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
     log = _open(args)
     report = log.enforce_retention(args.topic)
-    for topic, p, path, size in report.deleted:
+    for _topic, _p, path, size in report.deleted:
         print(f"deleted {path} ({size} bytes)")
     print(f"retention: {len(report.deleted)} segment(s) deleted, {report.bytes_freed} bytes freed")
     return 0
@@ -161,8 +191,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
     log = _open(args)
     done = log.recover()
     for rec in done:
-        print(f"recovered {rec.path}: {rec.bytes_truncated} bytes of torn tail truncated, "
-              f"{len(rec.problems)} damaged place(s) kept{', index rewritten' if rec.index_rebuilt else ''}")
+        print(
+            f"recovered {rec.path}: {rec.bytes_truncated} bytes of torn tail truncated, "
+            f"{len(rec.problems)} damaged place(s) kept{', index rewritten' if rec.index_rebuilt else ''}"
+        )
     print(f"recovery: {len(done)} partition(s) repaired")
     return 0
 
@@ -195,9 +227,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command(sub: Any, name: str, func: Callable, help: str, example: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _command(sub: Any, name: str, func: Callable[..., Any], help: str, example: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    assert isinstance(p, argparse.ArgumentParser)
     p.add_argument("log", help="path of the log directory")
     p.set_defaults(func=func)
     return p
@@ -210,14 +248,21 @@ def _range_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="An embedded, append-only, partitioned segment log.",
+        prog=PROG,
+        description="An embedded, append-only, partitioned segment log.",
         epilog="example:\n  logstore create ./log scores --schema model_score --partitions 4 --key request_id\n"
-               "  logstore append ./log scores scores.jsonl\n  logstore cat ./log scores --format table --limit 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  logstore append ./log scores scores.jsonl\n  logstore cat ./log scores --format table --limit 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _command(sub, "create", cmd_create, "create a topic",
-                 "logstore create ./log scores --schema model_score --partitions 4 --key request_id")
+    p = _command(
+        sub,
+        "create",
+        cmd_create,
+        "create a topic",
+        "logstore create ./log scores --schema model_score --partitions 4 --key request_id",
+    )
     p.add_argument("topic")
     p.add_argument("--schema", required=True, help="shipped record type name, .avsc path or Avro JSON")
     p.add_argument("--partitions", type=int, default=1)
@@ -233,21 +278,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(sub, "topics", cmd_topics, "list the topics", "logstore topics ./log")
 
-    p = _command(sub, "describe", cmd_describe, "show partitions, segments, offset and time ranges, bytes",
-                 "logstore describe ./log scores --segments")
+    p = _command(
+        sub,
+        "describe",
+        cmd_describe,
+        "show partitions, segments, offset and time ranges, bytes",
+        "logstore describe ./log scores --segments",
+    )
     p.add_argument("topic", nargs="?")
     p.add_argument("--json", action="store_true")
     p.add_argument("--segments", action="store_true", help="list every segment")
 
-    p = _command(sub, "append", cmd_append, "append records from JSON lines, CSV, Parquet or Avro",
-                 "logstore append ./log scores scores.jsonl --durability fsync")
+    p = _command(
+        sub,
+        "append",
+        cmd_append,
+        "append records from JSON lines, CSV, Parquet or Avro",
+        "logstore append ./log scores scores.jsonl --durability fsync",
+    )
     p.add_argument("topic")
     p.add_argument("file", nargs="?", default="-", help="input file, '-' for stdin (default)")
     p.add_argument("--format", choices=["jsonl", "csv", "parquet", "avro"], help="default: from the file name")
     p.add_argument("--durability", default="fsync", choices=["none", "flush", "fsync"])
 
-    p = _command(sub, "cat", cmd_cat, "print records as JSON lines, a table, CSV or JSON",
-                 "logstore cat ./log scores --start 2026-11-20T00:00Z --format table --limit 20")
+    p = _command(
+        sub,
+        "cat",
+        cmd_cat,
+        "print records as JSON lines, a table, CSV or JSON",
+        "logstore cat ./log scores --start 2026-11-20T00:00Z --format table --limit 20",
+    )
     p.add_argument("topic")
     _range_options(p)
     p.add_argument("--by", default="append_time", choices=["append_time", "event_time"])
@@ -256,41 +316,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jsonl", choices=["jsonl", "table", "csv", "json"])
     p.add_argument("--limit", type=int)
 
-    p = _command(sub, "tail", cmd_tail, "print the last records; -f keeps printing new ones",
-                 "logstore tail ./log scores -n 5 -f")
+    p = _command(
+        sub,
+        "tail",
+        cmd_tail,
+        "print the last records; -f keeps printing new ones",
+        "logstore tail ./log scores -n 5 -f",
+    )
     p.add_argument("topic")
     p.add_argument("-n", type=int, default=10, help="records per partition to start with")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--columns")
 
-    p = _command(sub, "verify", cmd_verify, "check every frame's checksums; exit 1 if anything is damaged",
-                 "logstore verify ./log")
+    p = _command(
+        sub,
+        "verify",
+        cmd_verify,
+        "check every frame's checksums; exit 1 if anything is damaged",
+        "logstore verify ./log",
+    )
     p.add_argument("topic", nargs="?")
 
-    p = _command(sub, "retention", cmd_retention, "delete sealed segments past retention",
-                 "logstore retention ./log scores")
+    p = _command(
+        sub, "retention", cmd_retention, "delete sealed segments past retention", "logstore retention ./log scores"
+    )
     p.add_argument("topic", nargs="?")
 
-    p = _command(sub, "recover", cmd_recover, "truncate torn tails and rewrite derived indexes of partitions "
-                 "no writer holds (writers do this themselves before their first commit)",
-                 "logstore recover ./log")
+    p = _command(
+        sub,
+        "recover",
+        cmd_recover,
+        "truncate torn tails and rewrite derived indexes of partitions "
+        "no writer holds (writers do this themselves before their first commit)",
+        "logstore recover ./log",
+    )
 
-    p = _command(sub, "sql", cmd_sql, "run SQL (DuckDB) over the topics; each topic is a view",
-                 "logstore sql ./log 'SELECT model_id, count(*) FROM scores GROUP BY 1' --format table")
+    p = _command(
+        sub,
+        "sql",
+        cmd_sql,
+        "run SQL (DuckDB) over the topics; each topic is a view",
+        "logstore sql ./log 'SELECT model_id, count(*) FROM scores GROUP BY 1' --format table",
+    )
     p.add_argument("query")
     _range_options(p)
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "jsonl"])
     p.add_argument("--limit", type=int)
 
-    p = _command(sub, "export", cmd_export, "export a topic to Avro (zstandard), Parquet or JSON lines",
-                 "logstore export ./log scores scores.avro --format avro")
+    p = _command(
+        sub,
+        "export",
+        cmd_export,
+        "export a topic to Avro (zstandard), Parquet or JSON lines",
+        "logstore export ./log scores scores.avro --format avro",
+    )
     p.add_argument("topic")
     p.add_argument("out")
     p.add_argument("--format", default="avro", choices=["avro", "parquet", "jsonl"])
     _range_options(p)
 
-    p = _command(sub, "import", cmd_import, "import an Avro object container file into a topic",
-                 "logstore import ./log scores scores.avro")
+    p = _command(
+        sub,
+        "import",
+        cmd_import,
+        "import an Avro object container file into a topic",
+        "logstore import ./log scores scores.avro",
+    )
     p.add_argument("topic")
     p.add_argument("file")
     return parser
@@ -316,8 +407,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a fault of the tool, not of its user
 
 
-def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-        hint: Callable[[BaseException], str], user_errors: tuple[type[BaseException], ...] = ()) -> int:
+def run(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    hint: Callable[[BaseException], str],
+    user_errors: tuple[type[BaseException], ...] = (),
+) -> int:
     """Parse `argv` and run the chosen command: user mistakes (LogstoreError, `USER_ERRORS`, then
     `user_errors`) print one line and return 2; Ctrl-C returns 130 (printing what the interrupt
     says, if anything, e.g. how to resume a run); a closed pipe returns 0. Set LOGSTORE_DEBUG=1
@@ -325,15 +421,16 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     from .errors import LogstoreError
 
     args = parser.parse_args(argv)
+    caught: tuple[type[BaseException], ...] = (LogstoreError, *USER_ERRORS, *user_errors)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except KeyboardInterrupt as err:
         if str(err):
             print(f"{prog}: {err}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except (LogstoreError, *USER_ERRORS, *user_errors) as err:
+    except caught as err:
         if os.environ.get("LOGSTORE_DEBUG"):
             raise
         return print_error(prog, err, hint(err))

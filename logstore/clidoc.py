@@ -1,6 +1,6 @@
 """Generate the CLI reference (docs/cli.md) from the commands' own --help texts.
 
-    python -m logstore.clidoc > docs/cli.md
+python -m logstore.clidoc > docs/cli.md
 """
 
 from __future__ import annotations

@@ -30,24 +30,32 @@ every writer of the partition in this process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import index as index_mod
 from . import summary
 from .errors import ClockSkewError, LogIOError
-from .frame import HEADER_SIZE, MIN_TIME, EncodedBody
-from .partition import Hint, Partition, build_header, write_frames
+from .frame import HEADER_SIZE, EncodedBody, build_header
+from .hint import Hint
+from .timeutil import MIN_TIME, iso, now_us
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from .partition import Partition
 
 log = logging.getLogger("logstore")
 Encode = Callable[[int, int], Iterable[EncodedBody]]
 WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
+_IOV_MAX = 512  # iovecs per pwritev (Linux IOV_MAX is 1024)
 
 
 @dataclass
@@ -89,10 +97,6 @@ class CommitSettings:
     max_skew_us: int | None
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def commit(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
     """Commit frames of `counts` records each to `part` (see the module docstring).
 
@@ -119,8 +123,8 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
             machine = now_us()
             if now > machine + settings.max_skew_us:
                 raise ClockSkewError(
-                    f"commit to {jobs[0][0].dir.parent.name!r}: the writer's clock says {_iso(now)}, "
-                    f"{(now - machine) / 1e6:.1f} s ahead of this machine's clock ({_iso(machine)}); the bound is "
+                    f"commit to {jobs[0][0].dir.parent.name!r}: the writer's clock says {iso(now)}, "
+                    f"{(now - machine) / 1e6:.1f} s ahead of this machine's clock ({iso(machine)}); the bound is "
                     f"{settings.max_skew_us / 1e6:g} s (writer(max_clock_skew=...)); nothing was written"
                 )
         staged: list[_Staged] = []
@@ -129,8 +133,10 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
             _sync_tail(part, tail)
             assert tail.hint is not None and tail.fd is not None
             hint = tail.hint
-            age_ok = settings.segment_ms is None or tail.first_append_time is None or (
-                now - tail.first_append_time < settings.segment_ms * 1000
+            age_ok = (
+                settings.segment_ms is None
+                or tail.first_append_time is None
+                or (now - tail.first_append_time < settings.segment_ms * 1000)
             )
             if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
                 _roll(part, tail)
@@ -164,21 +170,18 @@ class _Staged:
     counts: list[int]
     encode: Encode
     append_time: int
-    entries: list = field(default_factory=list)
+    entries: list[Any] = field(default_factory=list[Any])
     end: int = 0  # bytes of the segment after this commit
     next_offset: int = 0
 
 
 def _tail_of(part: Partition) -> TailState:
-    tail = getattr(part, "_tail", None)
-    if tail is None:
-        tail = part._tail = TailState()  # type: ignore[attr-defined]
-    return tail
+    return part.tail
 
 
 def close_tail(part: Partition) -> None:
     """Release the segment descriptor the commit protocol keeps open for `part`."""
-    tail = getattr(part, "_tail", None)
+    tail = part.tail
     if tail is not None and tail.fd is not None:
         with part.exclusive():
             if tail.undo is None:
@@ -189,15 +192,18 @@ def _write(st: _Staged) -> None:
     """Write `st`'s frames after its tail (not yet committed: no index, no hint)."""
     tail, hint = st.tail, st.hint
     assert tail.fd is not None
-    chunks: list = []
+    chunks: list[Any] = []
     offset, pos = hint.next_offset, hint.size
     written = pos
     last = len(st.counts) - 1
     for k, body in enumerate(st.encode(hint.next_offset, st.append_time)):
         chunks.append(build_header(body, offset, st.append_time, continued=k < last))
         chunks.extend(body.parts)
-        st.entries.append(index_mod.entry_from(offset, pos, body.count, body.size, st.append_time,
-                                               body.min_event_time, body.max_event_time))
+        st.entries.append(
+            index_mod.entry_from(
+                offset, pos, body.count, body.size, st.append_time, body.min_event_time, body.max_event_time
+            )
+        )
         offset += body.count
         pos += HEADER_SIZE + body.size
         if pos - written >= WRITE_CHUNK:
@@ -222,8 +228,11 @@ def _undo(st: _Staged) -> None:
         if os.fstat(tail.fd).st_size != hint.size:
             os.ftruncate(tail.fd, hint.size)
     except OSError as e:
-        log.warning("could not take back a failed commit to %s (%s): the next commit truncates it",
-                    st.part.seg_path(hint.base), e)
+        log.warning(
+            "could not take back a failed commit to %s (%s): the next commit truncates it",
+            st.part.seg_path(hint.base),
+            e,
+        )
         tail.undo = hint
         _write_hint_quietly(st.part, replace(hint, exact=True))
         return
@@ -242,8 +251,9 @@ def _publish(st: _Staged, durable: bool) -> Committed:
             index_mod.append(part.idx_path(hint.base), np.concatenate(st.entries))
         except OSError as e:
             tail.index_ok = False
-            log.warning("index of %s not updated (%s): frames after it are found by their headers",
-                        part.seg_path(hint.base), e)
+            log.warning(
+                "index of %s not updated (%s): frames after it are found by their headers", part.seg_path(hint.base), e
+            )
     _write_hint_quietly(part, tail.hint)
     return Committed(hint.next_offset, st.next_offset, st.append_time)
 
@@ -255,8 +265,10 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
         try:
             os.ftruncate(tail.fd, tail.undo.size)
         except OSError as e:
-            raise LogIOError(f"cannot take back a failed commit to {part.seg_path(tail.undo.base)}: "
-                             f"{e.strerror or e}; nothing was written") from e
+            raise LogIOError(
+                f"cannot take back a failed commit to {part.seg_path(tail.undo.base)}: "
+                f"{e.strerror or e}; nothing was written"
+            ) from e
         tail.hint, tail.undo = tail.undo, None
         _write_hint_quietly(part, tail.hint)
         return
@@ -271,8 +283,12 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
         except OSError:
             pass
     tail.close()
-    if hint is not None and hint.trusted and not part.seg_path(hint.next_offset).exists() \
-            or (hint is not None and hint.trusted and hint.size == 0 and hint.base == hint.next_offset):
+    if (
+        hint is not None
+        and hint.trusted
+        and not part.seg_path(hint.next_offset).exists()
+        or (hint is not None and hint.trusted and hint.size == 0 and hint.base == hint.next_offset)
+    ):
         try:
             fd = part.open_segment(hint.base, create=False, durable=False)
         except (LogIOError, OSError):
@@ -333,22 +349,11 @@ def _write_hint_quietly(part: Partition, hint: Hint) -> None:
         log.warning("tail hint of %s not updated (%s): readers derive the tail", part.dir, e)
 
 
-def _iso(us: int) -> str:
-    from datetime import datetime, timezone
-
-    try:
-        return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
-    except (OverflowError, ValueError, OSError):
-        return f"{us} us since the epoch"
-
-
 def sync_tail(part: Partition) -> None:
     """Make what was committed to `part` without a sync durable (fdatasync) and record the
     recovery point in the hint's synced slot; for writers of durability "none" and "flush" at
     close. A failure is logged: it costs only the protection the slot would give after a reboot."""
-    tail = getattr(part, "_tail", None)
-    if tail is None:
-        return
+    tail = part.tail
     with part.exclusive():
         hint = tail.hint
         if tail.fd is None or hint is None or hint.synced:
@@ -360,3 +365,27 @@ def sync_tail(part: Partition) -> None:
             part.write_hint(Hint(hint.base, hint.size, hint.next_offset, hint.last_append_time, synced=True), slot=1)
         except OSError as e:
             log.warning("could not sync %s at close (%s)", part.seg_path(hint.base), e)
+
+
+def write_frames(fd: int, position: int, chunks: Sequence[Buffer]) -> int:
+    """Write `chunks` contiguously at `position`; returns bytes written. Raises LogIOError."""
+    total = 0
+    pos = position
+    i = 0
+    chunks = list(chunks)
+    while i < len(chunks):
+        group = chunks[i : i + _IOV_MAX]
+        want = sum(memoryview(c).nbytes for c in group)
+        done = os.pwritev(fd, group, pos)
+        if done < want:  # short write: finish this group piece by piece
+            flat = b"".join(bytes(memoryview(c)) for c in group)[done:]
+            while flat:
+                n = os.pwrite(fd, flat, pos + done)
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                done += n
+                flat = flat[n:]
+        pos += done
+        total += done
+        i += _IOV_MAX
+    return total

@@ -33,15 +33,20 @@ import json
 import numbers
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .errors import ConsumerError, LogIOError, OffsetOutOfRangeError
+from .errors import ArgumentError, ConsumerError, LogIOError, OffsetOutOfRangeError
 from .files import CLOEXEC, NOFOLLOW, make_dir, read_small, write_atomic
 from .names import GROUPS_DIR, validate_name
 from .reader import FrameReader
+
+if TYPE_CHECKING:
+    from .log import Log
+    from .topic import Topic
 
 CURSOR_FORMAT = 1
 
@@ -56,11 +61,19 @@ def _as_offset(value: Any) -> int | None:
 class Consumer:
     """Reads a topic from a group's committed position: `poll()` then `commit()`."""
 
-    def __init__(self, log: Any, topic: Any, group: str, *, partitions: Sequence[int] | None = None,
-                 reset: str = "earliest", columns: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        log: Log,
+        topic: Topic,
+        group: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        reset: str = "earliest",
+        columns: Sequence[str] | None = None,
+    ) -> None:
         validate_name(group, "group")
         if reset not in ("earliest", "latest"):
-            raise ValueError(f"reset must be 'earliest' or 'latest', found {reset!r}")
+            raise ArgumentError(f"reset must be 'earliest' or 'latest', found {reset!r}")
         self.log = log
         self.topic = topic
         self.group = group
@@ -74,7 +87,7 @@ class Consumer:
             for p in partitions:
                 number = _as_offset(p)
                 if number is None or not 0 <= number < n:
-                    raise ValueError(f"topic {topic.name!r} has partitions 0..{n - 1}, asked for {p!r}")
+                    raise ArgumentError(f"topic {topic.name!r} has partitions 0..{n - 1}, asked for {p!r}")
                 if number not in self.partitions:
                     self.partitions.append(number)
         self._frames = FrameReader(topic, columns, "raise")
@@ -112,8 +125,9 @@ class Consumer:
         except ValueError as e:
             raise ConsumerError(f"consumer cursor {self.path} is damaged: not JSON ({e})") from None
         if not isinstance(data, dict):
-            raise ConsumerError(f"consumer cursor {self.path} is damaged: expected a JSON object, "
-                                f"found {type(data).__name__}")
+            raise ConsumerError(
+                f"consumer cursor {self.path} is damaged: expected a JSON object, found {type(data).__name__}"
+            )
         if data.get("format") != CURSOR_FORMAT:
             raise self._damaged("format", f"must be {CURSOR_FORMAT}, found {data.get('format')!r}")
         for field, expected in (("topic", self.topic.name), ("group", self.group)):
@@ -127,14 +141,16 @@ class Consumer:
         for key, value in offsets.items():
             field = f"offsets.{key}"
             if not (isinstance(key, str) and key.isascii() and key.isdigit()) or int(key) >= n:
-                raise self._damaged(field, f"names partition {key!r}, but topic {self.topic.name!r} has "
-                                           f"partitions 0..{n - 1}")
+                raise self._damaged(
+                    field, f"names partition {key!r}, but topic {self.topic.name!r} has partitions 0..{n - 1}"
+                )
             p = int(key)
             offset = _as_offset(value)
             end = self.topic.partition(p).snapshot().end_offset  # read after the file: ends only grow
             if offset is None or not 0 <= offset <= end:
-                raise self._damaged(field, f"must be an int offset in [0, {end}] (the end of partition {p} "
-                                           f"now), found {value!r:.80}")
+                raise self._damaged(
+                    field, f"must be an int offset in [0, {end}] (the end of partition {p} now), found {value!r:.80}"
+                )
             out[p] = offset
         return out
 
@@ -169,13 +185,15 @@ class Consumer:
         if p is None or p not in self.positions:
             raise OffsetOutOfRangeError(
                 f"consumer of topic {self.topic.name!r} (group {self.group!r}) reads partitions "
-                f"{self.partitions}, not {partition!r}")
+                f"{self.partitions}, not {partition!r}"
+            )
         end = self.topic.partition(p).snapshot().end_offset
         value = _as_offset(offset)
         if value is None or not 0 <= value <= end:
             raise OffsetOutOfRangeError(
                 f"partition {p} of topic {self.topic.name!r}: offset {offset!r:.80} is not valid; an offset is "
-                f"an int in [0, {end}] (0 to the end offset of the partition now)")
+                f"an int in [0, {end}] (0 to the end offset of the partition now)"
+            )
         return p, value
 
     def seek(self, partition: int, offset: int) -> None:
@@ -213,8 +231,12 @@ class Consumer:
             fcntl.flock(fd, fcntl.LOCK_EX)
             current = self.committed()
             current.update(mine)
-            doc = {"format": CURSOR_FORMAT, "topic": self.topic.name, "group": self.group,
-                   "offsets": {str(k): v for k, v in sorted(current.items())}}
+            doc = {
+                "format": CURSOR_FORMAT,
+                "topic": self.topic.name,
+                "group": self.group,
+                "offsets": {str(k): v for k, v in sorted(current.items())},
+            }
             write_atomic(self.path, (json.dumps(doc, indent=2) + "\n").encode(), "commit consumer cursor")
         finally:
             os.close(fd)  # releases the flock

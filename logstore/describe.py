@@ -3,27 +3,68 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from . import index as index_mod
 from . import summary
-from .frame import MAX_TIME, MIN_TIME
 from .errors import LogIOError
 from .files import fsync_dir
 from .segment import SegmentView, scan
+from .timeutil import MAX_TIME, MIN_TIME, clock_us, iso
+
+if TYPE_CHECKING:
+    from .topic import Topic
 
 
 def _iso(us: int | None) -> str | None:
-    if us is None or us in (MIN_TIME, MAX_TIME):
-        return None
-    try:
-        return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
-    except (OverflowError, ValueError, OSError):  # beyond datetime's years 1..9999
-        return f"{us} us since the epoch"
+    return None if us is None or us in (MIN_TIME, MAX_TIME) else iso(us)
 
 
-def describe_topic(topic: Any) -> dict:
+@dataclass
+class VerifyProblem:
+    """A damaged frame or index found by `Log.verify`."""
+
+    topic: str
+    partition: int
+    path: str
+    position: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} @ byte {self.position}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    """What `Log.verify` checked and found; `ok` is False when anything is damaged."""
+
+    topics: int = 0
+    partitions: int = 0
+    segments: int = 0
+    frames: int = 0
+    bytes: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # derived state out of date, torn tails: no damage
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RetentionReport:
+    """Segments deleted by `Log.enforce_retention`: (topic, partition, path, bytes)."""
+
+    deleted: list[tuple[str, int, str, int]] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(d[3] for d in self.deleted)
+
+
+def describe_topic(topic: Topic) -> dict[str, Any]:
     """A JSON-ready description: settings, schema versions, per partition segments and ranges."""
     cfg = topic.config
     out: dict[str, Any] = {
@@ -50,8 +91,12 @@ def describe_topic(topic: Any) -> dict:
         for base in snap.bases:
             entries = part.entries(snap, base)
             size = part.segment_size(snap, base)
-            seg: dict[str, Any] = {"base_offset": base, "bytes": size, "frames": int(len(entries)),
-                                   "active": base == snap.bases[-1]}
+            seg: dict[str, Any] = {
+                "base_offset": base,
+                "bytes": size,
+                "frames": int(len(entries)),
+                "active": base == snap.bases[-1],
+            }
             if len(entries):
                 seg["end_offset"] = int(entries["base_offset"][-1] + entries["count"][-1])
                 seg["first_append_time"] = _iso(int(entries["append_time"][0]))
@@ -64,27 +109,27 @@ def describe_topic(topic: Any) -> dict:
                     max_event = hi if max_event is None else max(max_event, hi)
             segs.append(seg)
         total = sum(s["bytes"] for s in segs)
-        out["partition_details"].append({
-            "partition": p,
-            "start_offset": snap.start_offset,
-            "end_offset": snap.end_offset,
-            "records": snap.end_offset - snap.start_offset,
-            "bytes": total,
-            "segments": segs,
-            "first_append_time": _iso(first_append),
-            "last_append_time": _iso(last_append),
-            "min_event_time": _iso(min_event),
-            "max_event_time": _iso(max_event),
-        })
+        out["partition_details"].append(
+            {
+                "partition": p,
+                "start_offset": snap.start_offset,
+                "end_offset": snap.end_offset,
+                "records": snap.end_offset - snap.start_offset,
+                "bytes": total,
+                "segments": segs,
+                "first_append_time": _iso(first_append),
+                "last_append_time": _iso(last_append),
+                "min_event_time": _iso(min_event),
+                "max_event_time": _iso(max_event),
+            }
+        )
         out["records"] += snap.end_offset - snap.start_offset
         out["bytes"] += total
     return out
 
 
-def verify_topic(topic: Any, report: Any) -> None:
+def verify_topic(topic: Topic, report: VerifyReport) -> None:
     """Check every frame of every segment of `topic`: checksums, offsets, append-time order, index."""
-    from .log import VerifyProblem
-
     report.topics += 1
     for p in range(topic.config.partitions):
         part = topic.partition(p)
@@ -104,8 +149,10 @@ def verify_topic(topic: Any, report: Any) -> None:
             if base == snap.bases[-1]:
                 torn = os.lstat(path).st_size - size
                 if torn > 0:
-                    report.notes.append(f"{path}: {torn} bytes past the committed end (a torn tail of a commit "
-                                        "never acknowledged; a writer's recovery removes it)")
+                    report.notes.append(
+                        f"{path}: {torn} bytes past the committed end (a torn tail of a commit "
+                        "never acknowledged; a writer's recovery removes it)"
+                    )
             result = scan(view, 0)
             report.bytes += size
             problems = list(result.problems)
@@ -114,16 +161,37 @@ def verify_topic(topic: Any, report: Any) -> None:
             if expected is None:
                 expected = base
             if result.frames and result.frames[0][1].base_offset != base:
-                report.problems.append(VerifyProblem(topic.name, p, str(path), 0,
-                    f"segment named for offset {base} starts at offset {result.frames[0][1].base_offset}"))
+                report.problems.append(
+                    VerifyProblem(
+                        topic.name,
+                        p,
+                        str(path),
+                        0,
+                        f"segment named for offset {base} starts at offset {result.frames[0][1].base_offset}",
+                    )
+                )
             for pos, header in result.frames:
                 report.frames += 1
                 if header.base_offset != expected and not problems:
-                    report.problems.append(VerifyProblem(topic.name, p, str(path), pos,
-                        f"offsets not dense: expected base offset {expected}, found {header.base_offset}"))
+                    report.problems.append(
+                        VerifyProblem(
+                            topic.name,
+                            p,
+                            str(path),
+                            pos,
+                            f"offsets not dense: expected base offset {expected}, found {header.base_offset}",
+                        )
+                    )
                 if header.append_time < last_time:
-                    report.problems.append(VerifyProblem(topic.name, p, str(path), pos,
-                        f"append time goes backward: {header.append_time} after {last_time}"))
+                    report.problems.append(
+                        VerifyProblem(
+                            topic.name,
+                            p,
+                            str(path),
+                            pos,
+                            f"append time goes backward: {header.append_time} after {last_time}",
+                        )
+                    )
                 expected = header.next_offset
                 last_time = header.append_time
             loaded = index_mod.load(part.idx_path(base))
@@ -139,20 +207,21 @@ def verify_topic(topic: Any, report: Any) -> None:
                     want = {(h.base_offset, pos) for pos, h in result.frames}
                     if not have <= want and not problems:
                         idx_problem = "index entries do not match the frames (rebuilt on next use)"
+            idx_problem = idx_problem and idx_problem.replace(
+                "rebuilt on next use", "derived from the frames until a writer rewrites it"
+            )
             if idx_problem is not None and (result.frames or loaded is not None):
                 # an index is derived state: reads derive what it should say, a writer rewrites it
-                report.notes.append(f"{part.idx_path(base)}: {idx_problem.replace('rebuilt on next use', 'derived from the frames until a writer rewrites it')}")
+                report.notes.append(f"{part.idx_path(base)}: {idx_problem}")
             if idx_problem is not None:
                 part.forget_index(base)
 
 
-def retention_topic(topic: Any, report: Any, now: datetime | None) -> None:
+def retention_topic(topic: Topic, report: RetentionReport, now: datetime | None) -> None:
     """Delete whole sealed segments of `topic` older than retention_ms or beyond retention_bytes."""
     cfg = topic.config
     if cfg.retention_ms is None and cfg.retention_bytes is None:
         return
-    from .writer import clock_us
-
     now_us = clock_us((lambda: now) if now is not None else None)
     for p in range(cfg.partitions):
         part = topic.partition(p)

@@ -1,6 +1,8 @@
 """The one exception tree of logstore (and of the `schemas` and `replay` packages).
 
     LogstoreError                      base: catch this to catch everything we raise
+    ├── ArgumentError                  an argument out of its domain (also a ValueError)
+    ├── ArgumentTypeError              an argument of the wrong type (also a TypeError)
     ├── InvalidNameError               a topic/group/run name that is empty, too long or unsafe
     ├── TopicError
     │   ├── TopicNotFoundError
@@ -93,6 +95,14 @@ class RecordValidationError(LogstoreError, ValueError):
 
 class RecordTooLargeError(RecordValidationError):
     """A record over the topic's `max_record_bytes`."""
+
+
+class ArgumentError(LogstoreError, ValueError):
+    """An argument a public call cannot take: out of range, an unknown option, malformed text."""
+
+
+class ArgumentTypeError(LogstoreError, TypeError):
+    """An argument of a type a public call does not take."""
 
 
 class CorruptFrameError(LogstoreError):

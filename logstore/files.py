@@ -21,9 +21,9 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import LogIOError
 
@@ -36,7 +36,7 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
-def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int | None = None) -> None:
     """Write all of `data` to `fd` (at `offset`, or at the file position), looping on short writes."""
     view = memoryview(data)
     done = 0

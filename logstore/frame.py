@@ -47,7 +47,7 @@ The body's record batch holds the records' fields followed by two system columns
 (int64, base offset + row) and ``_append_time`` (timestamp[us, UTC], the header's append time on
 every row; a constant column costs next to nothing compressed). The writer encodes a body under the
 partition lock, once it knows both, so a frame's body is a complete Arrow batch that any Arrow
-reader can scan as is: the SQL views hand frame bytes to DuckDB unchanged.
+reader can scan as is.
 
 Commits: one commit (the frames a writer puts in one partition at once, under its lock) is the
 unit of acknowledgement. Every frame but a commit's last has the *continued* flag, so recovery can
@@ -65,21 +65,33 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .checksum import crc
+from .encodings import (  # noqa: F401 - re-exported: the frame codec's column encodings
+    DICTIONARY,
+    ENCODING_KEY,
+    RUNS,
+    decode_runs,
+    decode_stored,
+    is_stored_dictionary,
+    is_stored_runs,
+    mark_runs,
+    run_end_decode,
+    whole_runs,
+)
+from .errors import ArgumentError
 from .rawbuffers import Pieces, nbytes, store_raw
+from .timeutil import MAX_TIME, MIN_TIME  # noqa: F401 - re-exported: "no time" in headers
 
 MAGIC = b"LSF1"
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<4sIIIqIIqqqH6x")
 assert _HEADER.size == HEADER_SIZE
-MIN_TIME = -(2**63)
-MAX_TIME = 2**63 - 1
 FLAG_COMPRESSED = 1
 FLAG_CONTINUED = 2
 MAX_BODY = 2**31 - 1
@@ -91,7 +103,7 @@ class FrameHeader(NamedTuple):
     body_len: int
     body_crc: int
     base_offset: int
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, which frames never use
     schema_version: int
     append_time: int
     min_event_time: int
@@ -128,8 +140,17 @@ def pack_header(
 ) -> bytes:
     """Build the 64 header bytes, including their own checksum."""
     tail = _HEADER.pack(
-        MAGIC, 0, body_len, body_crc, base_offset, count, schema_version,
-        append_time, min_event_time, max_event_time, flags,
+        MAGIC,
+        0,
+        body_len,
+        body_crc,
+        base_offset,
+        count,
+        schema_version,
+        append_time,
+        min_event_time,
+        max_event_time,
+        flags,
     )[8:]
     return MAGIC + struct.pack("<I", crc(tail)) + tail
 
@@ -162,7 +183,7 @@ class EncodedBody:
     batch's (or the codec's) buffers, to be gathered by one vectored write.
     """
 
-    parts: list
+    parts: list[Any]
     size: int
     crc: int
     count: int
@@ -182,13 +203,13 @@ class _GatherSink:
     __slots__ = ("parts", "size", "crc", "closed", "checksum")
 
     def __init__(self, checksum: bool = True) -> None:
-        self.parts: list = []
+        self.parts: list[Any] = []
         self.size = 0
         self.crc = 0
         self.closed = False
         self.checksum = checksum
 
-    def write(self, data) -> int:
+    def write(self, data: Any) -> int:
         n = data.size if isinstance(data, pa.Buffer) else len(data)
         if n:
             self.parts.append(data)
@@ -235,7 +256,7 @@ def encode_body(
             body_crc = crc(part, body_crc)
         size = sum(map(nbytes, parts))
     if size > MAX_BODY:
-        raise ValueError(f"a frame body of {size} bytes is over the {MAX_BODY}-byte limit")
+        raise ArgumentError(f"a frame body of {size} bytes is over the {MAX_BODY}-byte limit")
     return EncodedBody(
         parts=parts,
         size=size,
@@ -255,6 +276,7 @@ _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 @functools.lru_cache(maxsize=256)
 def _top_level_dictionaries(schema: pa.Schema) -> tuple[int, ...]:
     """Positions of the dictionary columns, if every dictionary of `schema` is a top-level column."""
+
     def nested(t: pa.DataType) -> bool:
         if pa.types.is_dictionary(t):
             return True
@@ -266,7 +288,7 @@ def _top_level_dictionaries(schema: pa.Schema) -> tuple[int, ...]:
     return found
 
 
-def _compressed_stream(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> list:
+def _compressed_stream(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> list[Any]:
     """The pieces of `batch`'s stream with a codec: the schema message and the dictionary messages
     uncompressed, the record batch compressed with `options` (barely shrunk buffers raw), the end.
 
@@ -275,11 +297,12 @@ def _compressed_stream(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -
     stream of the batch with its dictionary columns as their codes holds (a record batch message
     stores a dictionary column as its codes, typeless). A nested dictionary (it takes an id too)
     leaves its messages to Arrow, compressed."""
-    head: list = [batch.schema.serialize()]  # what Arrow's stream writer writes first
+    head: list[Any] = [batch.schema.serialize()]  # what Arrow's stream writer writes first
     where = _top_level_dictionaries(batch.schema)
     if where:
-        only = pa.RecordBatch.from_arrays([batch.column(i) for i in where],
-                                          schema=pa.schema([batch.schema.field(i) for i in where]))
+        only = pa.RecordBatch.from_arrays(
+            [batch.column(i) for i in where], schema=pa.schema([batch.schema.field(i) for i in where])
+        )
         out = pa.BufferOutputStream()
         with pa.ipc.new_stream(out, only.schema, options=_UNCOMPRESSED) as w:
             w.write_batch(only.slice(0, 0))
@@ -319,8 +342,9 @@ def with_system_columns(batch: pa.RecordBatch, base_offset: int, append_time: in
 _READ_OPTIONS = {True: pa.ipc.IpcReadOptions(), False: pa.ipc.IpcReadOptions(use_threads=False)}
 
 
-def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
-                use_threads: bool = True) -> pa.RecordBatch:
+def decode_body(
+    body: pa.Buffer, included_fields: list[int] | None = None, *, use_threads: bool = True
+) -> pa.RecordBatch:
     """Decode a verified frame body into its record batch (zero-copy when uncompressed), string
     columns stored dictionary-encoded handed out as plain strings, stored runs decoded.
     `use_threads=False` keeps the decompression on the calling thread (not Arrow's CPU pool)."""
@@ -335,17 +359,9 @@ def decode_body(body: pa.Buffer, included_fields: list[int] | None = None, *,
 # --------------------------------------------------------------------------------------------------
 # dictionary-encoded strings
 
-ENCODING_KEY = b"logstore.encoding"
-DICTIONARY = b"dictionary"
-RUNS = b"runs"
 DICTIONARY_TYPE = pa.dictionary(pa.int32(), pa.string())
 SAMPLE = 32  # values probed per column before paying for a dictionary
 SAMPLE_DISTINCT = 8  # ... a column is encoded when its sample holds at most this many distinct values
-
-
-def is_stored_dictionary(field: pa.Field) -> bool:
-    """Whether `field` is a string column stored dictionary-encoded (not a logical enum)."""
-    return pa.types.is_dictionary(field.type) and (field.metadata or {}).get(ENCODING_KEY) == DICTIONARY
 
 
 @functools.lru_cache(maxsize=64)
@@ -385,8 +401,12 @@ def recode(codes: pa.Array, t: pa.DataType) -> pa.Array:
     if codes.offset or not pa.types.is_integer(codes.type):
         return codes.cast(t)
     values = np.frombuffer(codes.buffers()[1], codes.type.to_pandas_dtype(), len(codes))
-    return pa.Array.from_buffers(t, len(codes), [codes.buffers()[0], pa.py_buffer(values.astype(t.to_pandas_dtype()))],
-                                 null_count=codes.null_count)
+    return pa.Array.from_buffers(
+        t,
+        len(codes),
+        [codes.buffers()[0], pa.py_buffer(values.astype(t.to_pandas_dtype()))],
+        null_count=codes.null_count,
+    )
 
 
 class Dictionaries:
@@ -451,66 +471,17 @@ class Dictionaries:
         return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, batch.schema.metadata))
 
 
-def is_stored_runs(field: pa.Field) -> bool:
-    """Whether `field` is a column stored run-end encoded."""
-    return pa.types.is_run_end_encoded(field.type) and (field.metadata or {}).get(ENCODING_KEY) == RUNS
-
-
-def whole_runs(col: pa.Array) -> bool:
-    """Whether run-end encoded `col` is stored as it is: unsliced, its runs covering exactly its rows."""
-    ends = col.run_ends
-    return col.offset == 0 and len(ends) == len(col.values) and (
-        ends[-1].as_py() == len(col) if len(ends) else len(col) == 0)
-
-
-def run_end_decode(col: pa.Array) -> pa.Array:
-    """A run-end encoded array as an array of its values' type (Arrow's kernel takes no dictionary
-    values: those are taken run by run)."""
-    if not pa.types.is_dictionary(col.type.value_type):
-        return pc.run_end_decode(col)
-    lo, n = col.find_physical_offset(), col.find_physical_length()
-    ends = np.minimum(col.run_ends.slice(lo, n).to_numpy(zero_copy_only=False).astype(np.int64) - col.offset, len(col))
-    lengths = np.diff(ends, prepend=0)
-    return col.values.slice(lo, n).take(pa.array(np.repeat(np.arange(n), lengths)))
-
-
-def mark_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """`batch` with its run-end encoded columns marked for storage as such (``logstore.encoding: runs``)."""
-    fields = list(batch.schema)
-    marked = False
-    for i, f in enumerate(fields):
-        if pa.types.is_run_end_encoded(f.type) and not is_stored_runs(f):
-            fields[i] = pa.field(f.name, f.type, f.nullable, {**(f.metadata or {}), ENCODING_KEY: RUNS})
-            marked = True
-    if not marked:
-        return batch
-    return pa.RecordBatch.from_arrays(batch.columns, schema=pa.schema(fields, batch.schema.metadata))
-
-
-def decode_runs(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """`batch` with every run-end encoded column decoded to its values' type (a writer's input
-    given so, before partitioning by key or a per-value pass)."""
-    return _decoded(batch, lambda f: pa.types.is_run_end_encoded(f.type))
-
-
-def decode_stored(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """`batch` with its stored-dictionary string columns decoded to plain strings and its stored
-    run-end encoded columns to their own type."""
-    return _decoded(batch, lambda f: is_stored_dictionary(f) or is_stored_runs(f))
-
-
-def _decoded(batch: pa.RecordBatch, picked: Callable[[pa.Field], bool]) -> pa.RecordBatch:
-    """`batch` with the dictionary or run-end encoded columns whose field is `picked` decoded (the
-    encoding mark dropped from the field's metadata)."""
-    schema = batch.schema
-    marked = [i for i, f in enumerate(schema) if picked(f)]
-    if not marked:
-        return batch
-    columns, fields = list(batch.columns), list(schema)
-    for i in marked:
-        f = fields[i]
-        col = columns[i]
-        columns[i] = col.dictionary_decode() if pa.types.is_dictionary(f.type) else run_end_decode(col)
-        meta = {k: v for k, v in (f.metadata or {}).items() if k != ENCODING_KEY}
-        fields[i] = pa.field(f.name, f.type.value_type, f.nullable, meta or None)
-    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))
+def build_header(body: EncodedBody, base_offset: int, append_time: int, *, continued: bool = False) -> bytes:
+    """The header of `body` placed at `base_offset` with `append_time`; `continued` if more
+    frames of its commit follow."""
+    return pack_header(
+        body_len=body.size,
+        body_crc=body.crc,
+        base_offset=base_offset,
+        count=body.count,
+        schema_version=body.schema_version,
+        append_time=append_time,
+        min_event_time=body.min_event_time,
+        max_event_time=body.max_event_time,
+        flags=body.flags | (FLAG_CONTINUED if continued else 0),
+    )

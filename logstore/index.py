@@ -31,7 +31,7 @@ import numpy as np
 
 from . import files
 from .checksum import crc
-from .frame import HEADER_SIZE
+from .frame import HEADER_SIZE, FrameHeader
 
 ENTRY_DTYPE = np.dtype(
     [
@@ -56,17 +56,27 @@ def empty() -> np.ndarray:
     return np.zeros(0, dtype=ENTRY_DTYPE)
 
 
-def entry(header, position: int) -> np.ndarray:
+def entry(header: FrameHeader, position: int) -> np.ndarray:
     """One index entry for the frame `header` found at byte `position`."""
     return entry_from(
-        header.base_offset, position, header.count, header.body_len,
-        header.append_time, header.min_event_time, header.max_event_time,
+        header.base_offset,
+        position,
+        header.count,
+        header.body_len,
+        header.append_time,
+        header.min_event_time,
+        header.max_event_time,
     )
 
 
 def entry_from(
-    base_offset: int, position: int, count: int, body_len: int,
-    append_time: int, min_event_time: int, max_event_time: int,
+    base_offset: int,
+    position: int,
+    count: int,
+    body_len: int,
+    append_time: int,
+    min_event_time: int,
+    max_event_time: int,
 ) -> np.ndarray:
     """One index entry from its fields (the checksum is computed here)."""
     raw = _FIELDS.pack(base_offset, position, count, body_len, append_time, min_event_time, max_event_time)

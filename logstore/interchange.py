@@ -23,25 +23,40 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from schemas import avrofile, resolve
+from schemas.avro import expand, full_form
+from schemas.avrofile import value_converter
+from schemas.compat import reader_writer_issues
+
+from .errors import LogstoreError
+from .files import replacing
+from .names import SYSTEM_COLUMNS
+from .textio import json_default
+
+if TYPE_CHECKING:
+    from .log import Log
 
 FORMATS = ("avro", "parquet", "jsonl")
-SYSTEM_COLUMNS = ("_partition", "_offset", "_append_time")
 
 
-def export_topic(log: Any, topic: str, path: str | os.PathLike, format: str = "avro",  # noqa: A002
-                 start: Any = None, end: Any = None) -> int:
+def export_topic(
+    log: Log,
+    topic: str,
+    path: str | os.PathLike[str],
+    format: str = "avro",  # noqa: A002
+    start: Any = None,
+    end: Any = None,
+) -> int:
     """Write records [start, end) of `topic` to `path` as `format`; returns the number of records."""
-    from logstore.errors import LogstoreError
-    from logstore.files import replacing
-
     if format not in FORMATS:
         raise LogstoreError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
     table = log.read(topic, start, end)
     path = pathlib.Path(path)
     if format == "avro":
-        from schemas import avrofile
-
         schema = log.schema(topic)
         user = table.drop_columns([c for c in SYSTEM_COLUMNS if c in table.column_names])
         return avrofile.write(path, schema, user.to_batches(), codec="zstandard")
@@ -52,16 +67,11 @@ def export_topic(log: Any, topic: str, path: str | os.PathLike, format: str = "a
             pq.write_table(table, tmp, compression="zstd")
         else:
             _write_jsonl(table, log.schema(topic), tmp)
-    return table.num_rows
+    return int(table.num_rows)
 
 
-def _write_jsonl(table: Any, schema: dict, path: pathlib.Path) -> None:
-    from schemas.avro import expand
-    from schemas.avrofile import _fixer
-
-    from .textio import json_default
-
-    fix = _fixer(expand(schema), on_write=True)  # maps become objects
+def _write_jsonl(table: pa.Table, schema: dict[str, Any], path: pathlib.Path) -> None:
+    fix = value_converter(expand(schema), on_write=True)  # maps become objects
     with open(path, "w", encoding="utf-8") as out:
         for batch in table.to_batches():
             for row in batch.to_pylist():
@@ -71,21 +81,18 @@ def _write_jsonl(table: Any, schema: dict, path: pathlib.Path) -> None:
                 out.write("\n")
 
 
-def import_avro(log: Any, topic: str, path: str | os.PathLike) -> int:
+def import_avro(log: Log, topic: str, path: str | os.PathLike[str]) -> int:
     """Append the records of an Avro container file to `topic`; returns the number of records."""
-    from schemas import avrofile, resolve
-    from schemas.avro import expand, full_form
-    from schemas.compat import reader_writer_issues
-
     file_schema = avrofile.read_schema(path)
     if topic not in log.topics():
         log.create_topic(topic, schema=file_schema)
     form = full_form(file_schema)
     latest = log.schema(topic)
-    resolve_to = None
-    pin = file_schema
-    if not any(full_form(v.schema) == form for v in log.schemas(topic)) and \
-            not reader_writer_issues(expand(latest), expand(file_schema)):
+    resolve_to: dict[str, Any] | None = None
+    pin: dict[str, Any] | None = file_schema
+    if not any(full_form(v.schema) == form for v in log.schemas(topic)) and not reader_writer_issues(
+        expand(latest), expand(file_schema)
+    ):
         resolve_to, pin = latest, None
     count = 0
     with log.writer(topic, schema=pin) as w:

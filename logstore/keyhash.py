@@ -17,8 +17,12 @@ same thing vectorized over an Arrow column with numpy.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
+
+from .errors import ArgumentTypeError
 
 _SEED = 0x9E3779B97F4A7C15
 _LEN_MUL = 0xC2B2AE3D27D4EB4F
@@ -43,7 +47,7 @@ def key_bytes(key: object) -> bytes:
         return bytes(key)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return int(key).to_bytes(8, "little", signed=True)
-    raise TypeError(f"keys must be str, bytes or int, found {type(key).__name__}")
+    raise ArgumentTypeError(f"keys must be str, bytes or int, found {type(key).__name__}")
 
 
 def key_hash(key: object) -> int:
@@ -93,12 +97,15 @@ def _hash_words(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _binary_hashes(arr: pa.Array) -> np.ndarray:
+    off_dtype: type[np.signedinteger[Any]]
     if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
         off_dtype = np.int64
     else:
         off_dtype = np.int32
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_dtype, count=len(arr) + 1, offset=arr.offset * np.dtype(off_dtype).itemsize)
+    offsets: np.ndarray[Any, np.dtype[np.signedinteger[Any]]] = np.frombuffer(
+        bufs[1], dtype=off_dtype, count=len(arr) + 1, offset=arr.offset * np.dtype(off_dtype).itemsize
+    )
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     starts = offsets[:-1].astype(np.int64)
     lengths = (offsets[1:] - offsets[:-1]).astype(np.int64)
@@ -137,7 +144,7 @@ def hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         vals = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
         out = _hash_words(vals.reshape(-1, 1), np.full(len(vals), 8, np.int64))
     else:
-        raise TypeError(f"a key column must hold strings, binaries or integers, found {t}")
+        raise ArgumentTypeError(f"a key column must hold strings, binaries or integers, found {t}")
     if column.null_count:
         out = out.copy()
         out[np.asarray(column.is_null())] = 0  # replaced by partition 0 below

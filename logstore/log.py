@@ -15,172 +15,46 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
+import schemas
+from schemas.registry import Registry, SchemaVersion
+
+from .consumer import Consumer
+from .describe import RetentionReport, VerifyProblem, VerifyReport, describe_topic, retention_topic, verify_topic
 from .errors import (
+    ClockError,
     LogIOError,
     LogNotFoundError,
     LogstoreError,
     SchemaError,
     TopicError,
     TopicExistsError,
-    TopicNotFoundError,
 )
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir, write_all, write_atomic
-from .names import LOG_FILE, SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
-from .partition import Partition
-from .reader import SYSTEM_COLUMNS, Bound, Reader, read_table
+from .names import LOG_FILE, SCHEMAS_DIR, SYSTEM_COLUMNS, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
+from .partition import Snapshot
+from .reader import Bound, Reader, output_schema, read_table
 from .segment import Recovery
-from .topic import TopicConfig, load_config
+from .timeutil import to_us
+from .topic import Topic, TopicConfig
+from .writer import Writer
 
 log = logging.getLogger("logstore")
 _DEFAULT = object()
 
 
-@dataclass(frozen=True)
-class Version:
-    """One schema version of a topic, with its Arrow form."""
-
-    version: int
-    id: int
-    schema: dict
-    arrow: pa.Schema
-
-
-class Topic:
-    """A topic's settings, partitions and schema versions (internal; users go through `Log`)."""
-
-    def __init__(self, log: "Log", name: str) -> None:
-        self.log = log
-        self.name = name
-        self.dir = log.path / TOPICS_DIR / name
-        self._config: TopicConfig | None = None
-        self._partitions: dict[int, Partition] = {}
-        self._versions: dict[int, Version] = {}
-        self._registry = None
-
-    def exists(self) -> bool:
-        return (self.dir / TOPIC_FILE).exists()
-
-    @property
-    def config(self) -> TopicConfig:
-        if self._config is None:
-            try:
-                self._config = load_config(self.dir / TOPIC_FILE, self.name)
-            except FileNotFoundError:
-                raise TopicNotFoundError(f"topic {self.name!r} does not exist in {self.log.path}") from None
-        return self._config
-
-    @property
-    def registry(self):
-        if self._registry is None:
-            from schemas.registry import Registry
-
-            self._registry = Registry(self.dir / SCHEMAS_DIR)
-        return self._registry
-
-    @property
-    def write_options(self) -> pa.ipc.IpcWriteOptions:
-        return pa.ipc.IpcWriteOptions(compression=self.config.compression)
-
-    def partition(self, number: int) -> Partition:
-        part = self._partitions.get(number)
-        if part is None:
-            if not 0 <= number < self.config.partitions:
-                raise ValueError(f"topic {self.name!r} has partitions 0..{self.config.partitions - 1}, not {number}")
-            part = Partition(self.dir / partition_dirname(number), number, readonly=self.log.readonly)
-            self._partitions[number] = part
-        return part
-
-    def version(self, number: int | None = None) -> Version:
-        """Schema version `number` (default: the latest), with its Arrow schema."""
-        import schemas
-
-        if number is None:
-            self.registry.reload()
-            latest = self.registry.latest()
-            if latest is None:
-                raise SchemaError(f"topic {self.name!r} has no schema")
-            number = latest.version
-        v = self._versions.get(number)
-        if v is None:
-            sv = self.registry.get(number)
-            v = Version(sv.version, sv.id, sv.schema, schemas.to_arrow(sv.schema))
-            self._versions[number] = v
-        return v
-
-    def create_from_data(self, data: Any) -> None:
-        """Create this topic on first use, with the schema of the first data written to it."""
-        if isinstance(data, (pa.Table, pa.RecordBatch)):
-            schema = data.schema
-        else:
-            schema = pa.Table.from_pylist(list(data)).schema
-        has_time = "event_time" in schema.names and pa.types.is_timestamp(schema.field("event_time").type)
-        self.log.create_topic(self.name, schema=schema, event_time_field="event_time" if has_time else None,
-                              exist_ok=True)
-        self._config = None
-
-    def close(self) -> None:
-        from .commit import close_tail
-
-        for part in self._partitions.values():
-            if not part.readonly:
-                close_tail(part)
-            part.close()
-
-
-@dataclass
-class VerifyProblem:
-    """A damaged frame or index found by `Log.verify`."""
-
-    topic: str
-    partition: int
-    path: str
-    position: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path} @ byte {self.position}: {self.reason}"
-
-
-@dataclass
-class VerifyReport:
-    """What `Log.verify` checked and found; `ok` is False when anything is damaged."""
-
-    topics: int = 0
-    partitions: int = 0
-    segments: int = 0
-    frames: int = 0
-    bytes: int = 0
-    problems: list[VerifyProblem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # derived state out of date, torn tails: no damage
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class RetentionReport:
-    """Segments deleted by `Log.enforce_retention`: (topic, partition, path, bytes)."""
-
-    deleted: list[tuple[str, int, str, int]] = field(default_factory=list)
-
-    @property
-    def bytes_freed(self) -> int:
-        return sum(d[3] for d in self.deleted)
-
-
 class Log:
     """An opened log directory. Create with `logstore.open(path)`."""
 
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, recover: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, recover: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._topics: dict[str, Topic] = {}
@@ -194,9 +68,7 @@ class Log:
         except OSError as e:
             raise LogIOError(f"cannot open log {self.path}: {e.strerror or e}") from e
         if st is not None:
-            import stat as stat_mod
-
-            if not stat_mod.S_ISDIR(st.st_mode):
+            if not stat.S_ISDIR(st.st_mode):
                 raise LogIOError(f"cannot open log {self.path}: not a directory")
             if readonly and not self._is_log():
                 raise LogNotFoundError(f"no log at {self.path} (no {TOPICS_DIR}/ directory)")
@@ -233,10 +105,10 @@ class Log:
     def __repr__(self) -> str:
         return f"logstore.Log({str(self.path)!r})"
 
-    def __enter__(self) -> "Log":
+    def __enter__(self) -> Log:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -264,7 +136,7 @@ class Log:
 
     def _existing(self, name: str) -> Topic:
         t = self.topic(name)
-        t.config  # raises TopicNotFoundError
+        _ = t.config  # raises TopicNotFoundError
         return t
 
     def create_topic(
@@ -289,8 +161,6 @@ class Log:
         The event-time field defaults to ``event_time`` when the schema has one; it must be a
         timestamp. `key_field` (a string, bytes or integer field) picks the partition of each record.
         """
-        import schemas
-
         validate_name(name, "topic")
         if self.readonly:
             raise TopicError(f"log {self.path} is open read-only")
@@ -308,7 +178,9 @@ class Log:
             event_time_field = "event_time" if "event_time" in arrow.names else None
         if event_time_field is not None:
             if event_time_field not in arrow.names:
-                raise SchemaError(f"topic {name!r}: event-time field {event_time_field!r} is not in the schema {arrow.names}")
+                raise SchemaError(
+                    f"topic {name!r}: event-time field {event_time_field!r} is not in the schema {arrow.names}"
+                )
             f = arrow.field(event_time_field)
             if not pa.types.is_timestamp(f.type):
                 raise SchemaError(
@@ -319,15 +191,31 @@ class Log:
             if key_field not in arrow.names:
                 raise SchemaError(f"topic {name!r}: key field {key_field!r} is not in the schema {arrow.names}")
             kt = arrow.field(key_field).type
-            if not (pa.types.is_string(kt) or pa.types.is_binary(kt) or pa.types.is_integer(kt)
-                    or pa.types.is_large_string(kt)):
-                raise SchemaError(f"topic {name!r}: key field {key_field!r} must be a string, bytes or integer, found {kt}")
-        kwargs = {k: v for k, v in dict(segment_bytes=segment_bytes, max_record_bytes=max_record_bytes).items()
-                  if v is not None}
+            if not (
+                pa.types.is_string(kt)
+                or pa.types.is_binary(kt)
+                or pa.types.is_integer(kt)
+                or pa.types.is_large_string(kt)
+            ):
+                raise SchemaError(
+                    f"topic {name!r}: key field {key_field!r} must be a string, bytes or integer, found {kt}"
+                )
+        kwargs = {
+            k: v
+            for k, v in dict(segment_bytes=segment_bytes, max_record_bytes=max_record_bytes).items()
+            if v is not None
+        }
         config = TopicConfig(
-            name=name, partitions=partitions, key_field=key_field, event_time_field=event_time_field,
-            compatibility=compatibility, compression=compression, segment_ms=segment_ms,
-            retention_ms=retention_ms, retention_bytes=retention_bytes, **kwargs,
+            name=name,
+            partitions=partitions,
+            key_field=key_field,
+            event_time_field=event_time_field,
+            compatibility=compatibility,
+            compression=compression,
+            segment_ms=segment_ms,
+            retention_ms=retention_ms,
+            retention_bytes=retention_bytes,
+            **kwargs,
         )
         self._ensure_created()
         root = self.path / TOPICS_DIR
@@ -342,8 +230,6 @@ class Log:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            from schemas.registry import Registry
-
             Registry(tmp / SCHEMAS_DIR).register(avro, compatibility)
             for p in range(partitions):
                 os.mkdir(tmp / partition_dirname(p), 0o755)
@@ -369,14 +255,12 @@ class Log:
         """The settings of `topic`."""
         return self._existing(topic).config
 
-    def schema(self, topic: str) -> dict:
+    def schema(self, topic: str) -> dict[str, Any]:
         """The latest Avro schema of `topic`."""
         return self._existing(topic).version().schema
 
     def arrow_schema(self, topic: str, *, system_columns: bool = False) -> pa.Schema:
         """The Arrow schema records of `topic` are read as (optionally with the system columns)."""
-        from .reader import output_schema
-
         arrow = self._existing(topic).version().arrow
         return output_schema(arrow, None) if system_columns else arrow
 
@@ -389,17 +273,26 @@ class Log:
         sv = t.registry.register(schema, t.config.compatibility)
         return sv.version
 
-    def schemas(self, topic: str) -> list:
+    def schemas(self, topic: str) -> list[SchemaVersion]:
         """Every schema version of `topic`, oldest first (version, id, schema)."""
         t = self._existing(topic)
         t.registry.reload()
         return t.registry.versions()
 
     # --- writing and reading -----------------------------------------------------------------
-    def writer(self, topic: str, *, durability: str = "flush", clock: Callable[[], datetime] | None = None,
-               batch_records: int = 10_000, batch_bytes: int = 8 * 1024 * 1024,
-               linger_ms: float | None = 200.0, schema: Any = None, validate: bool = True,
-               max_clock_skew: float | None = 60.0):
+    def writer(
+        self,
+        topic: str,
+        *,
+        durability: str = "flush",
+        clock: Callable[[], datetime] | None = None,
+        batch_records: int = 10_000,
+        batch_bytes: int = 8 * 1024 * 1024,
+        linger_ms: float | None = 200.0,
+        schema: Any = None,
+        validate: bool = True,
+        max_clock_skew: float | None = 60.0,
+    ) -> Writer:
         """A `Writer` appending to `topic` (created on first use from the data if missing).
 
         ``validate=False`` trusts Arrow input that has exactly the topic's schema (no per-value
@@ -413,8 +306,6 @@ class Log:
         writes nothing. Refused, not clamped: a clamped time would be a made-up one, and the
         append time is what replay's fences rest on.
         """
-        from .writer import Writer
-
         if self.readonly:
             raise TopicError(f"log {self.path} is open read-only")
         t = self.topic(topic)
@@ -423,12 +314,29 @@ class Log:
             if not t.exists():
                 self.create_topic(topic, schema)
             version = t.registry.register(schema, t.config.compatibility).version
-        return Writer(t, durability=durability, clock=clock, batch_records=batch_records,
-                      batch_bytes=batch_bytes, linger_ms=linger_ms, schema_version=version, validate=validate,
-                      max_clock_skew=max_clock_skew)
+        return Writer(
+            t,
+            durability=durability,
+            clock=clock,
+            batch_records=batch_records,
+            batch_bytes=batch_bytes,
+            linger_ms=linger_ms,
+            schema_version=version,
+            validate=validate,
+            max_clock_skew=max_clock_skew,
+        )
 
-    def read(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
-             columns: Sequence[str] | None = None, by: str = "append_time", on_corrupt: str = "raise") -> pa.Table:
+    def read(
+        self,
+        topic: str,
+        start: Bound = None,
+        end: Bound = None,
+        *,
+        partitions: Sequence[int] | None = None,
+        columns: Sequence[str] | None = None,
+        by: str = "append_time",
+        on_corrupt: str = "raise",
+    ) -> pa.Table:
         """Read records [start, end) of `topic` into one Arrow table.
 
         Bounds are offsets (an int for every partition, or a {partition: offset} mapping) or aware
@@ -440,9 +348,20 @@ class Log:
         table, _ = read_table(self._existing(topic), start, end, partitions, columns, by, on_corrupt)
         return table
 
-    def reader(self, topic: str, start: Bound = None, end: Bound = None, *, partitions: Sequence[int] | None = None,
-               columns: Sequence[str] | None = None, by: str = "append_time", follow: bool = False,
-               poll_interval: float = 0.05, on_corrupt: str = "raise", read_ahead: int = 0) -> Reader:
+    def reader(
+        self,
+        topic: str,
+        start: Bound = None,
+        end: Bound = None,
+        *,
+        partitions: Sequence[int] | None = None,
+        columns: Sequence[str] | None = None,
+        by: str = "append_time",
+        follow: bool = False,
+        poll_interval: float = 0.05,
+        on_corrupt: str = "raise",
+        read_ahead: int = 0,
+    ) -> Reader:
         """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data.
 
         ``read_ahead=n`` verifies and decodes up to n frames ahead on a thread of the reader's
@@ -451,16 +370,54 @@ class Log:
         raises at its place; with ``on_corrupt="skip"`` its gap may be listed a little early). By
         default a frame is read when it is asked for.
         """
-        return Reader(self._existing(topic), start=start, end=end, partitions=partitions, columns=columns,
-                      by=by, follow=follow, poll_interval=poll_interval, on_corrupt=on_corrupt,
-                      read_ahead=read_ahead)
+        return Reader(
+            self._existing(topic),
+            start=start,
+            end=end,
+            partitions=partitions,
+            columns=columns,
+            by=by,
+            follow=follow,
+            poll_interval=poll_interval,
+            on_corrupt=on_corrupt,
+            read_ahead=read_ahead,
+        )
 
-    def consumer(self, topic: str, group: str, *, partitions: Sequence[int] | None = None,
-                 reset: str = "earliest", columns: Sequence[str] | None = None):
+    def consumer(
+        self,
+        topic: str,
+        group: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        reset: str = "earliest",
+        columns: Sequence[str] | None = None,
+    ) -> Consumer:
         """A `Consumer` with a durable cursor for `group`: `poll()`, then `commit()`."""
-        from .consumer import Consumer
-
         return Consumer(self, self._existing(topic), group, partitions=partitions, reset=reset, columns=columns)
+
+    def snapshot(self, topic: str) -> dict[int, Snapshot]:
+        """Per partition, the committed state of `topic` now: a `Snapshot` with `start_offset` and
+        `end_offset`. Reads bounded by it (`read`/`reader` with its offsets, `offset_for_time` with
+        it) see exactly what was committed at this instant, however much is appended later."""
+        t = self._existing(topic)
+        return {p: t.partition(p).snapshot() for p in range(t.config.partitions)}
+
+    def offset_for_time(
+        self, topic: str, partition: int, when: datetime | int, snapshot: Snapshot | None = None
+    ) -> int:
+        """The first offset of `partition` whose append time is at or after `when` (an aware
+        datetime, or microseconds since the epoch), within `snapshot` (default: now); the
+        snapshot's end offset if there is none (Kafka's offsetsForTimes)."""
+        t = self._existing(topic)
+        part = t.partition(partition)
+        snap = part.snapshot() if snapshot is None else snapshot
+        if isinstance(when, datetime):
+            us = to_us(when, "when")
+        elif isinstance(when, int) and not isinstance(when, bool):
+            us = when
+        else:
+            raise ClockError(f"when must be an aware datetime or int microseconds, found {when!r}")
+        return part.offset_for_append_time(snap, us)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset just past the last committed record (a snapshot)."""
@@ -472,8 +429,15 @@ class Log:
         t = self._existing(topic)
         return {p: t.partition(p).snapshot().start_offset for p in range(t.config.partitions)}
 
-    def duckdb(self, con: Any = None, *, topics: Sequence[str] | None = None, start: Bound = None,
-               end: Bound = None, by: str = "append_time"):
+    def duckdb(
+        self,
+        con: Any = None,
+        *,
+        topics: Sequence[str] | None = None,
+        start: Bound = None,
+        end: Bound = None,
+        by: str = "append_time",
+    ) -> Any:
         """A DuckDB connection with one view per topic, named as the topic (see `logstore.sql`).
 
         The views hold a consistent snapshot; `start`/`end` restrict (and prune) what is read.
@@ -506,12 +470,10 @@ class Log:
                     done.append(rec)
         return done
 
-    def describe(self, topic: str | None = None) -> dict:
+    def describe(self, topic: str | None = None) -> dict[str, Any]:
         """Partitions, segments, offset and time ranges, bytes of one topic (or of all, by name)."""
-        from .describe import describe_topic
-
         if topic is None:
-            out: dict = {}
+            out: dict[str, Any] = {}
             for name in self.topics():
                 try:
                     out[name] = describe_topic(self._existing(name))
@@ -522,8 +484,6 @@ class Log:
 
     def verify(self, topic: str | None = None) -> VerifyReport:
         """Check every frame's checksums, offsets and the indexes; `report.ok` is False on damage."""
-        from .describe import verify_topic
-
         report = VerifyReport()
         if topic is not None:
             verify_topic(self._existing(topic), report)
@@ -533,22 +493,22 @@ class Log:
                 t = self._existing(name)
             except LogstoreError as e:  # one damaged topic costs only itself
                 report.topics += 1
-                report.problems.append(VerifyProblem(name, -1, str(self.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e)))
+                report.problems.append(
+                    VerifyProblem(name, -1, str(self.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e))
+                )
                 continue
             verify_topic(t, report)
         return report
 
     def enforce_retention(self, topic: str | None = None, *, now: datetime | None = None) -> RetentionReport:
         """Delete whole sealed segments past the topics' retention time or size."""
-        from .describe import retention_topic
-
         report = RetentionReport()
         for name in [topic] if topic is not None else self.topics():
             retention_topic(self._existing(name), report, now)
         return report
 
 
-def open(path: str | os.PathLike, *, readonly: bool = False, recover: bool = False) -> Log:  # noqa: A001
+def open(path: str | os.PathLike[str], *, readonly: bool = False, recover: bool = False) -> Log:  # noqa: A001
     """Open the log at `path`. Writes nothing: a missing log is created by its first topic.
 
     ``readonly=True`` refuses every write and raises `LogNotFoundError` when there is no log at

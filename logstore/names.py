@@ -28,6 +28,7 @@ inside the log directory and makes it safe in a file name on every platform; SQL
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .errors import InvalidNameError
 
@@ -40,6 +41,8 @@ TOPICS_DIR = "topics"
 GROUPS_DIR = "groups"
 RUNS_DIR = "runs"
 SCHEMAS_DIR = "schemas"
+
+SYSTEM_COLUMNS = ("_partition", "_offset", "_append_time")  # the columns the log adds to every row read
 
 MAX_NAME = 200
 MAX_OFFSET = 2**63 - 1  # offsets are int64 in frame headers and indexes
@@ -92,3 +95,18 @@ def parse_segment_name(filename: str) -> int | None:
         if stem.isascii() and stem.isdigit() and int(stem) <= MAX_OFFSET:
             return int(stem)
     return None
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a DuckDB quoted identifier: the only way a table or column name enters SQL.
+
+    Embedded double quotes are doubled, so the name cannot end the identifier early. Control
+    characters (NUL, newline, DEL, C1, ...) are refused: a newline could end a ``--`` comment
+    around a placeholder, and no legitimate topic or column name needs one.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidNameError(f"an SQL identifier must be a non-empty string, found {name!r}")
+    bad = [c for c in name if unicodedata.category(c) == "Cc"]
+    if bad:
+        raise InvalidNameError(f"identifier {name!r} contains control character {bad[0]!r}; refused")
+    return '"' + name.replace('"', '""') + '"'

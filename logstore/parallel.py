@@ -12,8 +12,9 @@ import os
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,7 +61,7 @@ def imap_ordered(fn: Callable[[T], R], items: Iterable[T], ahead: int | None = N
         yield from map(fn, items)
         return
     pool = executor()
-    queue: deque[Future] = deque()
+    queue: deque[Future[Any]] = deque()
     it = iter(items)
     try:
         for x in it:
@@ -73,7 +74,7 @@ def imap_ordered(fn: Callable[[T], R], items: Iterable[T], ahead: int | None = N
         abandon(queue)
 
 
-def abandon(futures: Iterable[Future]) -> None:
+def abandon(futures: Iterable[Future[Any]]) -> None:
     """Cancel the calls not started yet and wait for the running ones (their results and errors are
     dropped), so none still uses what the caller is about to release."""
     futures = list(futures)
@@ -99,7 +100,7 @@ def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
     raised to the consumer at its place. Closing the generator stops the thread and closes
     `items`.
     """
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    q: queue.Queue[Any] = queue.Queue[Any](maxsize=depth)
     stop = threading.Event()
 
     def put(item: Any) -> bool:

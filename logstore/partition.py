@@ -2,25 +2,17 @@
 
 ``<topic>/<partition, 5 digits>/`` holds the segments (``<base>.seg``), their indexes (``<base>.idx``),
 the segment summary (``segments.sum``) and ``.lock``. Writers commit under an exclusive lock on
-``.lock`` (see `Partition`), one commit (one or more whole frames) at a time, so several threads
-and processes can append to one partition: offsets stay dense and frames never interleave.
-Readers take the lock shared for an instant to snapshot the committed end.
+``.lock`` (`Partition.exclusive`), one commit (one or more whole frames) at a time, so several
+threads and processes can append to one partition: offsets stay dense and frames never
+interleave. The partition owns its commit protocol (`Partition.commit`, in `commit.py`: tail
+sync, roll, write, sync, index, hint) and the tail state it keeps between commits. Readers take
+the lock shared for an instant to snapshot the committed end.
 
-``.lock`` also holds two 60-byte *tail hints* (slots at bytes 0 and 64), little-endian: slot 0 is
-rewritten after every commit, slot 1 when a writer syncs a segment it committed to unsynced (at
-close, in "flush" mode), so it names a recovery point that survives later unsynced commits::
-
-    0 4 magic b"LSH2" | 4 8 active segment base | 12 8 committed size of the active segment |
-    20 8 next offset | 28 8 last append time (us) | 36 16 boot id of the writer's machine |
-    52 4 flags (bit 0: the commit was fdatasynced before the hint was written; bit 1: *exact*, the
-    bytes past the size are a failed commit's, not committed) | 56 4 CRC-32C of 0..55
-
-The hint is derived state (docs/architecture.md, invariant 5) and never synced. It is *trusted*
-when its commit was synced, or when it was written in this boot (no power cut can have dropped
-what it names). A trusted hint that matches the active segment's size gives a snapshot without
-reading the segment, and tells recovery what was committed (a frame it covers that fails its
-checksum is damage, never a torn tail); anything else is re-derived from the segment. Append time
-never goes backward within a partition: a commit is stamped ``max(clock(), last append time)``.
+``.lock`` also holds the *tail hints* (`hint.py`). A trusted hint that matches the active
+segment's size gives a snapshot without reading the segment, and tells recovery what was
+committed (a frame it covers that fails its checksum is damage, never a torn tail); anything else
+is re-derived from the segment. Append time never goes backward within a partition: a commit is
+stamped ``max(clock(), last append time)``.
 """
 
 from __future__ import annotations
@@ -30,46 +22,31 @@ import errno
 import fcntl
 import logging
 import os
-import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import commit as commit_mod
 from . import index as index_mod
 from . import summary
-from .checksum import crc
+from .commit import TailState
 from .errors import LogIOError, TopicError
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir
-from .frame import FLAG_CONTINUED, HEADER_SIZE, MIN_TIME, EncodedBody, FrameHeader, pack_header
+from .frame import HEADER_SIZE, FrameHeader
+from .hint import HINT_SLOT, Hint, _hints, pack_hint, parse_hint, recovery_point
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
 from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
+from .timeutil import MIN_TIME
+
+if TYPE_CHECKING:
+    from .commit import CommitSettings, Committed, Encode
 
 log = logging.getLogger("logstore")
-
-_HINT = struct.Struct("<4sqqqq16sI")
-_HINT_MAGIC = b"LSH2"
-HINT_SYNCED = 1
-HINT_EXACT = 2
-HINT_SLOT = 64
-_IOV_MAX = 512
-
-
-def _read_boot_id() -> bytes:
-    """This boot's id (Linux), or zeros where the system has none: a hint from another boot of an
-    unsynced commit may describe bytes a power cut lost, so it is trusted only when synced."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            raw = f.read().strip().replace(b"-", b"")
-        return bytes.fromhex(raw.decode())[:16].ljust(16, b"\0")
-    except (OSError, ValueError):
-        return bytes(16)
-
-
-BOOT_ID = _read_boot_id()
 
 
 @contextmanager
@@ -80,62 +57,6 @@ def flocked(fd: int, mode: int) -> Iterator[None]:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True)
-class Hint:
-    """The tail a writer left: active segment, its committed size, next offset, last append time.
-
-    `synced`: the commit it describes was fdatasynced before the hint was written. `boot`: the
-    boot the writer ran in.
-    """
-
-    base: int
-    size: int
-    next_offset: int
-    last_append_time: int
-    synced: bool = False
-    boot: bytes = BOOT_ID
-    exact: bool = False  # nothing past `size` is committed (a failed commit left bytes it could not take back)
-
-    @property
-    def trusted(self) -> bool:
-        """True if the bytes it names are on disk: synced, or written in this boot (no power cut since)."""
-        return self.synced or (self.boot == BOOT_ID and BOOT_ID != bytes(16))
-
-
-def pack_hint(h: Hint) -> bytes:
-    raw = _HINT.pack(_HINT_MAGIC, h.base, h.size, h.next_offset, h.last_append_time, h.boot,
-                     (HINT_SYNCED if h.synced else 0) | (HINT_EXACT if h.exact else 0))
-    return raw + struct.pack("<I", crc(raw))
-
-
-def parse_hint(data: bytes) -> Hint | None:
-    """The hint in `data`, or None if there is none that passes its checksum and sanity checks."""
-    if len(data) < _HINT.size + 4:
-        return None
-    raw = data[: _HINT.size]
-    if raw[:4] != _HINT_MAGIC or struct.unpack_from("<I", data, _HINT.size)[0] != crc(raw):
-        return None
-    _, base, size, nxt, last, boot, flags = _HINT.unpack(raw)
-    if base < 0 or size < 0 or nxt < base:
-        return None
-    return Hint(base, size, nxt, last, bool(flags & HINT_SYNCED), boot, bool(flags & HINT_EXACT))
-
-
-def _hints(raw: bytes) -> list[Hint]:
-    return [h for h in (parse_hint(raw[:HINT_SLOT]), parse_hint(raw[HINT_SLOT:2 * HINT_SLOT])) if h is not None]
-
-
-def recovery_point(hints: list[Hint], base: int) -> tuple[int, int, bool] | None:
-    """(committed size, next offset, exact) of the furthest trusted hint on segment `base`, or None.
-
-    `exact`: the latest hint says nothing past its size is committed (see `Hint.exact`)."""
-    best = None
-    for h in hints:
-        if h.trusted and h.base == base and (best is None or h.size > best[0]):
-            best = (h.size, h.next_offset, h.exact)
-    return best
 
 
 @dataclass(frozen=True)
@@ -173,8 +94,9 @@ class Partition:
         self._reader_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
-        self._summary: tuple[int, dict] | None = None
-        self._derived: tuple[tuple, Tail] | None = None
+        self._summary: tuple[int, dict[int, tuple[int, int, int, int, int]]] | None = None
+        self.tail = TailState()  # the commit protocol's view of the tail, guarded by `exclusive()`
+        self._derived: tuple[tuple[Any, ...], Tail] | None = None
 
     # --- files -------------------------------------------------------------------------------
     def seg_path(self, base: int) -> Path:
@@ -287,12 +209,16 @@ class Partition:
         if not bases:
             return None
         base = bases[-1]
-        rec, tail = recover_active(self.seg_path(base), self.idx_path(base), base,
-                                   recovery_point(self.read_hints(), base))
+        rec, tail = recover_active(
+            self.seg_path(base), self.idx_path(base), base, recovery_point(self.read_hints(), base)
+        )
         if rec.bytes_truncated or rec.problems:
             log.warning(
                 "recovered %s: truncated %d bytes (%d frames) of torn tail; %d damaged places kept in place",
-                rec.path, rec.bytes_truncated, rec.frames_dropped, len(rec.problems),
+                rec.path,
+                rec.bytes_truncated,
+                rec.frames_dropped,
+                len(rec.problems),
             )
         last = tail.last_append_time
         if last is None:
@@ -407,8 +333,13 @@ class Partition:
         loaded = index_mod.load(self.idx_path(base))
         if loaded is not None:
             entries, damaged = loaded
-            if not damaged and index_mod.is_consistent(entries) and len(entries) and _frames_end(entries) == size \
-                    and int(entries["base_offset"][0]) == base:
+            if (
+                not damaged
+                and index_mod.is_consistent(entries)
+                and len(entries)
+                and _frames_end(entries) == size
+                and int(entries["base_offset"][0]) == base
+            ):
                 return entries, True
         return index_mod.empty(), False
 
@@ -519,6 +450,20 @@ class Partition:
         except OSError as e:
             raise LogIOError(f"cannot sync {path}: {e.strerror or e}") from e
 
+    # --- committing ------------------------------------------------------------------------
+    def commit(self, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
+        """Commit frames of `counts` records each (bodies from `encode(first offset, append time)`)
+        under the exclusive lock: the commit protocol of `commit.py`."""
+        return commit_mod.commit(self, counts, encode, settings)
+
+    def sync_tail(self) -> None:
+        """Make what this process committed unsynced durable, and record the recovery point."""
+        commit_mod.sync_tail(self)
+
+    def close_tail(self) -> None:
+        """Release the active segment's descriptor the commit protocol keeps open."""
+        commit_mod.close_tail(self)
+
     # --- writing (caller holds the exclusive lock) -------------------------------------------
     def open_segment(self, base: int, *, create: bool, durable: bool) -> int:
         """Open segment `base` for writing (created if asked; a new file's directory entry is
@@ -546,50 +491,9 @@ def _size(path: Path) -> int:
     return os.lstat(path).st_size
 
 
-def write_frames(fd: int, position: int, chunks: Sequence[bytes | object]) -> int:
-    """Write `chunks` contiguously at `position`; returns bytes written. Raises LogIOError."""
-    total = 0
-    pos = position
-    i = 0
-    chunks = list(chunks)
-    while i < len(chunks):
-        group = chunks[i : i + _IOV_MAX]
-        want = sum(len(memoryview(c)) for c in group)
-        done = os.pwritev(fd, group, pos)
-        if done < want:  # short write: finish this group piece by piece
-            flat = b"".join(bytes(memoryview(c)) for c in group)[done:]
-            while flat:
-                n = os.pwrite(fd, flat, pos + done)
-                if n <= 0:
-                    raise OSError(errno.EIO, "short write")
-                done += n
-                flat = flat[n:]
-        pos += done
-        total += done
-        i += _IOV_MAX
-    return total
-
-
 def _frames_end_each(entries: np.ndarray) -> np.ndarray:
     return entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)
 
 
 def _frames_end(entries: np.ndarray) -> int:
     return int(_frames_end_each(entries)[-1]) if len(entries) else 0
-
-
-def build_header(body: EncodedBody, base_offset: int, append_time: int, *, continued: bool = False) -> bytes:
-    """The header of `body` placed at `base_offset` with `append_time`; `continued` if more
-    frames of its commit follow."""
-    return pack_header(
-        body_len=body.size,
-        body_crc=body.crc,
-        base_offset=base_offset,
-        count=body.count,
-        schema_version=body.schema_version,
-        append_time=append_time,
-        min_event_time=body.min_event_time,
-        max_event_time=body.max_event_time,
-        flags=body.flags | (FLAG_CONTINUED if continued else 0),
-    )
-

@@ -75,8 +75,9 @@ def _slots(batch: pa.RecordBatch) -> list[pa.Buffer | None] | None:
             out += [None, values(col)]
         elif pa.types.is_boolean(t):
             out += [None, None]
-        elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
-                or pa.types.is_large_binary(t):
+        elif (
+            pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+        ):
             out += [None, None, None]
         else:
             return None
@@ -84,8 +85,14 @@ def _slots(batch: pa.RecordBatch) -> list[pa.Buffer | None] | None:
 
 
 def _fixed_width(t: pa.DataType) -> bool:
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)
-            or pa.types.is_time(t) or pa.types.is_duration(t))
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+        or pa.types.is_time(t)
+        or pa.types.is_duration(t)
+    )
 
 
 def nbytes(part: Any) -> int:
@@ -98,11 +105,11 @@ class Pieces:
 
     __slots__ = ("parts", "starts")
 
-    def __init__(self, parts: list) -> None:
+    def __init__(self, parts: list[Any]) -> None:
         self.parts = parts
         self.starts = list(itertools.accumulate((nbytes(p) for p in parts), initial=0))
 
-    def take(self, start: int, end: int) -> list:
+    def take(self, start: int, end: int) -> list[Any]:
         """The pieces covering bytes [start, end), the first and last sliced."""
         out = []
         k = bisect.bisect_right(self.starts, start) - 1
@@ -118,7 +125,7 @@ class Pieces:
         return b"".join(bytes(p) for p in self.take(start, end))
 
 
-def store_raw(parts: list, batch: pa.RecordBatch) -> list:
+def store_raw(parts: list[Any], batch: pa.RecordBatch) -> list[Any]:
     """The message in `parts` with `batch`'s poorly compressed fixed-width buffers stored raw
     (see the module docstring); `parts` itself if nothing is worth changing or recognised."""
     slots = _slots(batch)
@@ -158,7 +165,7 @@ def store_raw(parts: list, batch: pa.RecordBatch) -> list:
                 raw_at[i] = raw
         if not raw_at:
             return parts
-        body: list = []
+        body: list[Any] = []
         pos = 0
         for i, (offset, length) in enumerate(entries):
             if i in raw_at:

@@ -15,29 +15,39 @@ decreases within a partition); event times select frames by the index's per-fram
 from __future__ import annotations
 
 import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import schemas
+
+from .encodings import run_end_decode
 from .errors import CorruptFrameError, LogstoreError
-from .frame import BODY_SYSTEM_FIELDS, FrameHeader, decode_body
+from .frame import BODY_SYSTEM_FIELDS, HEADER_SIZE, FrameHeader, decode_body, recode
+from .names import SYSTEM_COLUMNS
 from .parallel import imap_ordered, prefetch
 from .partition import Partition, Snapshot
-from .writer import clock_us
+from .segment import SegmentView
+from .timeutil import to_us
 
-SYSTEM_COLUMNS = ("_partition", "_offset", "_append_time")
+if TYPE_CHECKING:
+    from .topic import Topic, Version
+
 APPEND_TIME_TYPE = pa.timestamp("us", tz="UTC")
-SYSTEM_FIELDS = [
+SYSTEM_FIELDS = [  # every row read carries these, after the topic's own columns, in this order
     pa.field("_partition", pa.int32(), nullable=False),
     pa.field("_offset", pa.int64(), nullable=False),
     pa.field("_append_time", APPEND_TIME_TYPE, nullable=False),
 ]
+assert tuple(f.name for f in SYSTEM_FIELDS) == SYSTEM_COLUMNS
 
 Bound = int | datetime | Mapping[int, int] | None
+EventRange = tuple[int | None, int | None]  # event times [lo, hi) in microseconds, either end open
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,10 @@ class Plan:
 
     ranges: dict[int, tuple[int, int]]
     snapshots: dict[int, Snapshot]
-    event_range: tuple[int | None, int | None] | None = None
+    event_range: EventRange | None = None
 
 
-def to_us(t: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime (naive ones are refused)."""
-    if t.tzinfo is None:
-        raise ValueError(f"datetime {t.isoformat()} has no time zone: pass an aware datetime (e.g. UTC)")
-    return clock_us(lambda: t)
-
-
-def plan(topic: Any, start: Bound, end: Bound, partitions: Sequence[int] | None, by: str) -> Plan:
+def plan(topic: Topic, start: Bound, end: Bound, partitions: Sequence[int] | None, by: str) -> Plan:
     """Resolve start/end bounds into exact offset ranges on a snapshot of each partition."""
     if by not in ("append_time", "event_time"):
         raise ValueError(f"by must be 'append_time' or 'event_time', found {by!r}")
@@ -113,7 +116,9 @@ def _bound(part: Partition, snap: Snapshot, value: Bound, by: str, *, default: i
         if by == "event_time":
             return default  # event time filters frames and rows, not offsets
         return part.offset_for_append_time(snap, to_us(value))
-    raise TypeError(f"{which} must be an offset, a mapping of partition to offset, or a datetime, found {type(value).__name__}")
+    raise TypeError(
+        f"{which} must be an offset, a mapping of partition to offset, or a datetime, found {type(value).__name__}"
+    )
 
 
 def output_schema(arrow: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
@@ -127,66 +132,112 @@ def output_schema(arrow: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
 
 
 @dataclass(frozen=True, slots=True)
-class _FrameJob:
-    """One frame to verify and decode, and the rows of it wanted."""
+class FrameJob:
+    """One frame to verify and decode, as the index places it, and the rows of it wanted."""
 
     partition: int
-    view: Any
+    view: SegmentView
     position: int
-    header: FrameHeader
+    base_offset: int
+    count: int
+    size: int  # header and body bytes, by the index
     start_row: int
     stop_row: int
-    event: tuple[int | None, int | None] | None
+    event: EventRange | None
+
+
+Loaded = tuple[pa.RecordBatch, int] | Gap  # a frame's rows wanted and its size on disk, or the gap it makes
 
 
 class FrameReader:
-    """Decodes the frames of one topic into output batches (with version resolution)."""
+    """Decodes the frames of one topic into output batches: the one frame decoder of every read.
 
-    def __init__(self, topic: Any, columns: Sequence[str] | None, on_corrupt: str, *, use_threads: bool = True) -> None:
-        """`use_threads`: decompress a frame's buffers on Arrow's CPU pool (else on the calling thread)."""
+    `load` verifies a frame (header against its index entry, then the body checksum), decodes only
+    the fields needed (``IpcReadOptions(included_fields=...)``), resolves a frame of an older
+    schema version to `latest`, and hands every column out as the output type: strings stored as
+    dictionaries and columns stored as runs decoded, unless `types` asks for a dictionary (the SQL
+    views keep ``dictionary<int32, string>`` for DuckDB: a frame storing such a column plain is
+    encoded). `load` is thread-safe (it only reads); `deliver` takes its results in order.
+    """
+
+    def __init__(
+        self,
+        topic: Topic,
+        columns: Sequence[str] | None,
+        on_corrupt: str,
+        *,
+        use_threads: bool = True,
+        types: pa.Schema | None = None,
+        latest: Version | None = None,
+    ) -> None:
+        """`use_threads`: decompress a frame's buffers on Arrow's CPU pool (else on the calling thread).
+        `types`: fields replacing the output columns of the same name (their types, as the SQL views
+        see them). `latest`: the version every frame is resolved to (default: the topic's latest)."""
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', found {on_corrupt!r}")
         self.topic = topic
-        self.latest = topic.version()
-        self.schema = output_schema(self.latest.arrow, columns)
+        self.latest = latest if latest is not None else topic.version()
+        schema = output_schema(self.latest.arrow, columns)
+        if types is not None:
+            schema = pa.schema([types.field(f.name) if f.name in types.names else f for f in schema])
+        self.schema = schema
         self.columns = list(columns) if columns is not None else None
         self.on_corrupt = on_corrupt
         self.gaps: list[Gap] = []
-        names = self.latest.arrow.names
-        needed = [c for c in (columns if columns is not None else names) if c not in SYSTEM_COLUMNS]
-        event_field = topic.config.event_time_field
-        if event_field is not None and event_field not in needed:
-            needed.append(event_field)  # event-time filters read it even when not asked for
-        wanted = set(needed)
-        self._needed = [c for c in names if c in wanted]  # body order
-        # decode only the needed fields, plus _offset and _append_time (the body's last two)
-        system = [len(names), len(names) + 1]
-        self._included = [i for i, c in enumerate(names) if c in wanted] + system if columns is not None else None
         self.use_threads = use_threads
         self.bytes_read = 0
+        self._partition_column = "_partition" in schema.names
+        # per event filtering or not: the user fields to hand on (body order) and the read options
+        self._fields = {False: self._plan(columns, None), True: self._plan(columns, topic.config.event_time_field)}
 
-    def partition_batches(self, part: Partition, snap: Snapshot, lo: int, hi: int,
-                          event: tuple[int | None, int | None] | None = None,
-                          parallel: bool = False) -> Iterator[pa.RecordBatch]:
+    def _plan(self, columns: Sequence[str] | None, event_field: str | None) -> tuple[list[str], pa.ipc.IpcReadOptions]:
+        """The user fields to decode (body order) and the options decoding only them, plus the
+        system fields asked for (at least `_offset`, which gives a frame's rows)."""
+        names = self.latest.arrow.names
+        if columns is None:
+            return names, pa.ipc.IpcReadOptions(use_threads=self.use_threads)
+        wanted = set(columns)
+        if event_field is not None:
+            wanted.add(event_field)  # event-time filters read it even when not asked for
+        body = names + [f.name for f in SYSTEM_FIELDS[1:]]  # a body ends with _offset, _append_time
+        included = [i for i, c in enumerate(body) if c in wanted] or [len(names)]
+        needed = [c for c in names if c in wanted]
+        return needed, pa.ipc.IpcReadOptions(included_fields=included, use_threads=self.use_threads)
+
+    def partition_batches(
+        self,
+        part: Partition,
+        snap: Snapshot,
+        lo: int,
+        hi: int,
+        event: EventRange | None = None,
+        parallel: bool = False,
+    ) -> Iterator[pa.RecordBatch]:
         """Batches of records [lo, hi) of one partition, one per frame (empty frames skipped).
 
         With `parallel`, frames are verified and decoded on the frame thread pool a few ahead of
         the consumer (results keep their order; gaps and errors surface at their frame).
         """
         jobs = self._frame_jobs(part, snap, lo, hi, event)
-        results = imap_ordered(self._load, jobs) if parallel else map(self._load, jobs)
-        for out in results:
-            if isinstance(out, Gap):
-                self._gap(out.partition, out.start_offset, out.end_offset, out.path, out.position, out.reason)
-                continue
-            batch, nbytes = out
-            self.bytes_read += nbytes
-            if batch.num_rows:
+        for out in imap_ordered(self.load, jobs) if parallel else map(self.load, jobs):
+            batch = self.deliver(out)
+            if batch is not None:
                 yield batch
 
-    def _frame_jobs(self, part: Partition, snap: Snapshot, lo: int, hi: int,
-                    event: tuple[int | None, int | None] | None) -> Iterator[_FrameJob | Gap]:
-        """The frames to load for records [lo, hi), in order, from the index and the headers."""
+    def deliver(self, out: Loaded) -> pa.RecordBatch | None:
+        """The batch `load` gave, its bytes counted; None for an empty one or a gap (which raises,
+        or with ``on_corrupt="skip"`` is recorded in `gaps`)."""
+        if isinstance(out, Gap):
+            self._gap(out.partition, out.start_offset, out.end_offset, out.path, out.position, out.reason)
+            return None
+        batch, nbytes = out
+        self.bytes_read += nbytes
+        return batch if batch.num_rows else None
+
+    def _frame_jobs(
+        self, part: Partition, snap: Snapshot, lo: int, hi: int, event: EventRange | None
+    ) -> Iterator[FrameJob | Gap]:
+        """The frames to load for records [lo, hi), in order, from the index."""
         if lo >= hi or not snap.bases:
             return
         expected = lo
@@ -199,7 +250,7 @@ class FrameReader:
                 break
             following = bases[j + 1] if j + 1 < len(bases) else snap.end_offset
             s = sums.get(base)
-            if s is not None and base != bases[-1] and not _overlaps(s[3], s[4], event):
+            if event is not None and s is not None and base != bases[-1] and not _overlaps(s[3], s[4], event):
                 expected = max(expected, s[0])  # no record of this sealed segment is in the event range
                 continue
             try:
@@ -212,75 +263,112 @@ class FrameReader:
                 # design, not damaged; reading goes on at the next segment
                 expected = max(expected, following)
                 continue
-            ends = entries["base_offset"] + entries["count"]
-            k0 = int(np.searchsorted(ends, expected, side="right"))
-            for k in range(k0, len(entries)):
-                e = entries[k]
-                fbase, count = int(e["base_offset"]), int(e["count"])
-                if fbase >= hi:
-                    return
-                pos = int(e["position"])
-                if fbase > expected:
-                    yield Gap(part.number, expected, fbase, str(view.path), pos,
-                              "records missing from the segment (a damaged frame was excluded from the index)")
-                if event is not None and not _overlaps(int(e["min_event_time"]), int(e["max_event_time"]), event):
-                    expected = fbase + count  # skipped by the (checksummed) index: no header read
-                    continue
-                expected = fbase + count
-                header = view.header_at(pos)
-                if not isinstance(header, FrameHeader) or header.base_offset != fbase or header.count != count:
-                    reason = header if isinstance(header, str) else "index entry does not match the frame header"
-                    yield Gap(part.number, fbase, fbase + count, str(view.path), pos, reason)
-                    continue
-                yield _FrameJob(part.number, view, pos, header, max(lo - fbase, 0), min(hi - fbase, count), event)
+            expected = yield from self._entry_jobs(part.number, view, entries, lo, hi, expected, event)
 
-    def _load(self, job: _FrameJob | Gap) -> tuple[pa.RecordBatch, int] | Gap:
-        """Verify and decode one frame (thread-safe: it only reads): its rows wanted and its size
-        on disk, or the gap it makes; a gap job passes through."""
+    def segment_jobs(
+        self, part: Partition, snap: Snapshot, base: int, entries: np.ndarray, lo: int, hi: int
+    ) -> Iterator[FrameJob | Gap]:
+        """The frames of `entries` (consecutive index entries of segment `base` as `snap` sees it)
+        holding records [lo, hi), in order; none if retention deleted the segment since `snap`."""
+        try:
+            view = part.snapshot_view(snap, base)
+        except FileNotFoundError:  # its records are gone by design, not damaged
+            return
+        yield from self._entry_jobs(part.number, view, entries, lo, hi, lo, None)
+
+    def _entry_jobs(
+        self,
+        partition: int,
+        view: SegmentView,
+        entries: np.ndarray,
+        lo: int,
+        hi: int,
+        expected: int,
+        event: EventRange | None,
+    ) -> Generator[FrameJob | Gap, None, int]:
+        """The frames of one segment's `entries` from record `expected` on, below `hi` (a gap where
+        records are missing); returns the next record expected."""
+        ends = entries["base_offset"] + entries["count"]
+        for k in range(int(np.searchsorted(ends, expected, side="right")), len(entries)):
+            e = entries[k]
+            fbase, count = int(e["base_offset"]), int(e["count"])
+            if fbase >= hi:
+                break
+            pos = int(e["position"])
+            if fbase > expected:
+                yield Gap(
+                    partition,
+                    expected,
+                    fbase,
+                    str(view.path),
+                    pos,
+                    "records missing from the segment (a damaged frame was excluded from the index)",
+                )
+            expected = fbase + count
+            if event is not None and not _overlaps(int(e["min_event_time"]), int(e["max_event_time"]), event):
+                continue  # skipped by the (checksummed) index: no header read
+            size = HEADER_SIZE + int(e["body_len"])
+            yield FrameJob(partition, view, pos, fbase, count, size, max(lo - fbase, 0), min(hi - fbase, count), event)
+        return expected
+
+    def load(self, job: FrameJob | Gap) -> Loaded:
+        """Verify and decode one frame: its header must be the one its index entry describes and its
+        body must pass its checksum. Returns its rows wanted and its size on disk, or the gap it
+        makes; a gap job passes through. Thread-safe (it only reads)."""
         if isinstance(job, Gap):
             return job
-        h = job.header
+        view, pos = job.view, job.position
+        h = view.header_at(pos)
+        if not isinstance(h, FrameHeader) or h.base_offset != job.base_offset or h.count != job.count:
+            reason = h if isinstance(h, str) else "index entry does not match the frame header"
+            return Gap(job.partition, job.base_offset, job.base_offset + job.count, str(view.path), pos, reason)
         try:
-            body = job.view.body(job.position, h)
+            body = view.body(pos, h)
         except CorruptFrameError as err:
             return Gap(job.partition, h.base_offset, h.next_offset, err.path, err.position, err.reason)
-        batch = self._decode(body, h, str(job.view.path), job.position)
-        return self._finish(batch, job.partition, h, job.start_row, job.stop_row, job.event), h.size
+        batch = self._decode(body, h, str(view.path), pos, job.event is not None)
+        return self._finish(batch, job.partition, job.start_row, job.stop_row, job.event), h.size
 
     def _gap(self, partition: int, start: int, end: int, path: str, position: int, reason: str) -> None:
         if self.on_corrupt == "raise":
             raise CorruptFrameError(path, position, f"{reason} (partition {partition}, offsets {start}..{end - 1})")
         self.gaps.append(Gap(partition, start, end, path, position, reason))
 
-    def _decode(self, body: pa.Buffer, header: FrameHeader, path: str, pos: int) -> pa.RecordBatch:
-        """The body's batch: the user columns needed (resolved to the latest schema), `_offset`, `_append_time`."""
+    def _decode(self, body: pa.Buffer, header: FrameHeader, path: str, pos: int, event: bool) -> pa.RecordBatch:
+        """The body's batch as stored: the user columns needed (resolved to the latest schema), then
+        the system columns decoded."""
+        needed, options = self._fields[event]
         try:
             if header.schema_version == self.latest.version:
-                return decode_body(body, self._included, use_threads=self.use_threads)
-            import schemas
-
+                return pa.ipc.open_stream(body, options=options).read_next_batch()
             old = self.topic.version(header.schema_version)
             full = decode_body(body, use_threads=self.use_threads)
             k = full.num_columns - BODY_SYSTEM_FIELDS
-            user = schemas.resolve(full.select(range(k)), old.schema, self.latest.schema).select(self._needed)
+            user = schemas.resolve(full.select(range(k)), old.schema, self.latest.schema).select(needed)
             system = full.select(range(k, full.num_columns))
-            return pa.RecordBatch.from_arrays(list(user.columns) + list(system.columns),
-                                              schema=pa.schema(list(user.schema) + list(system.schema)))
+            return pa.RecordBatch.from_arrays(
+                list(user.columns) + list(system.columns), schema=pa.schema(list(user.schema) + list(system.schema))
+            )
         except LogstoreError:
             raise
         except (pa.ArrowException, ValueError) as e:
             raise CorruptFrameError(path, pos, f"body passed its checksum but does not decode: {e}") from e
 
-    def _finish(self, batch: pa.RecordBatch, partition: int, header: FrameHeader,
-                start_row: int, stop_row: int, event: tuple[int | None, int | None] | None) -> pa.RecordBatch:
+    def _finish(
+        self, batch: pa.RecordBatch, partition: int, start_row: int, stop_row: int, event: EventRange | None
+    ) -> pa.RecordBatch:
+        """The rows wanted of a decoded body as a batch of `schema` (its columns as the output types)."""
         if start_row or stop_row < batch.num_rows:
             batch = batch.slice(start_row, stop_row - start_row)
-        n = batch.num_rows
         arrays = dict(zip(batch.schema.names, batch.columns))  # user columns, _offset, _append_time
-        arrays["_partition"] = _from_numpy(np.full(n, partition, np.int32), pa.int32())
-        out = pa.RecordBatch.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)
+        if self._partition_column:
+            arrays["_partition"] = _from_numpy(np.full(batch.num_rows, partition, np.int32), pa.int32())
+        if self.schema.names:
+            out = pa.RecordBatch.from_arrays([as_type(arrays[f.name], f.type) for f in self.schema], schema=self.schema)
+        else:
+            out = batch.select([])  # no columns, the rows still counted
         if event is not None:
-            et = arrays[self.topic.config.event_time_field].cast(pa.int64())
+            et = as_type(arrays[self.topic.config.event_time_field], pa.int64())
             mask = None
             if event[0] is not None:
                 mask = pc.greater_equal(et, event[0])
@@ -292,12 +380,28 @@ class FrameReader:
         return out
 
 
+def as_type(col: pa.Array, t: pa.DataType) -> pa.Array:
+    """A decoded column as output type `t`: stored runs decoded, a stored dictionary decoded or
+    recoded to `t`'s codes, a plain string column dictionary-encoded when `t` is a dictionary."""
+    if col.type == t:
+        return col
+    if pa.types.is_run_end_encoded(col.type):
+        return as_type(run_end_decode(col), t)
+    if pa.types.is_dictionary(col.type):
+        if pa.types.is_dictionary(t) and col.type.value_type == t.value_type:  # stored with narrower codes
+            return pa.DictionaryArray.from_arrays(recode(col.indices, t.index_type), col.dictionary, safe=False)
+        return as_type(col.dictionary_decode(), t)
+    if pa.types.is_dictionary(t) and col.type == t.value_type:
+        return as_type(pc.dictionary_encode(col), t)
+    return col.cast(t)
+
+
 def _from_numpy(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     """A non-null Arrow array over a numpy buffer (zero-copy; pa.array would import pandas to check)."""
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
-def _overlaps(min_event: int, max_event: int, event: tuple[int | None, int | None]) -> bool:
+def _overlaps(min_event: int, max_event: int, event: EventRange) -> bool:
     """True if records with event times in [min_event, max_event] may fall in the range `event`."""
     lo, hi = event
     if lo is not None and max_event < lo:
@@ -307,16 +411,21 @@ def _overlaps(min_event: int, max_event: int, event: tuple[int | None, int | Non
     return True
 
 
-def read_table(topic: Any, start: Bound = None, end: Bound = None, partitions: Sequence[int] | None = None,
-               columns: Sequence[str] | None = None, by: str = "append_time",
-               on_corrupt: str = "raise") -> tuple[pa.Table, FrameReader]:
+def read_table(
+    topic: Topic,
+    start: Bound = None,
+    end: Bound = None,
+    partitions: Sequence[int] | None = None,
+    columns: Sequence[str] | None = None,
+    by: str = "append_time",
+    on_corrupt: str = "raise",
+) -> tuple[pa.Table, FrameReader]:
     """Read a range of a topic into one table (see `Log.read`)."""
     fr = FrameReader(topic, columns, on_corrupt)
     pl = plan(topic, start, end, partitions, by)
     batches: list[pa.RecordBatch] = []
     for p, (lo, hi) in pl.ranges.items():
-        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range,
-                                            parallel=True))
+        batches.extend(fr.partition_batches(topic.partition(p), pl.snapshots[p], lo, hi, pl.event_range, parallel=True))
     return pa.Table.from_batches(batches, schema=fr.schema), fr
 
 
@@ -328,10 +437,20 @@ class Reader:
     and never stops on its own (break out of the loop, or pass an offset `end`).
     """
 
-    def __init__(self, topic: Any, *, start: Bound = None, end: Bound = None,
-                 partitions: Sequence[int] | None = None, columns: Sequence[str] | None = None,
-                 by: str = "append_time", follow: bool = False, poll_interval: float = 0.05,
-                 on_corrupt: str = "raise", read_ahead: int = 0) -> None:
+    def __init__(
+        self,
+        topic: Topic,
+        *,
+        start: Bound = None,
+        end: Bound = None,
+        partitions: Sequence[int] | None = None,
+        columns: Sequence[str] | None = None,
+        by: str = "append_time",
+        follow: bool = False,
+        poll_interval: float = 0.05,
+        on_corrupt: str = "raise",
+        read_ahead: int = 0,
+    ) -> None:
         self.topic = topic
         self.start, self.end, self.by = start, end, by
         self.partitions = partitions
@@ -368,7 +487,8 @@ class Reader:
             progressed = False
             for p in sorted(self.positions):
                 lo = self.positions[p]
-                limit = snaps[p].end_offset if stop[p] is None else min(stop[p], snaps[p].end_offset)
+                until = stop[p]
+                limit = snaps[p].end_offset if until is None else min(until, snaps[p].end_offset)
                 batches = self._frames.partition_batches(self.topic.partition(p), snaps[p], lo, limit, pl.event_range)
                 if self.read_ahead > 0:
                     batches = prefetch(batches, self.read_ahead)
@@ -379,7 +499,7 @@ class Reader:
                     if last is not None:
                         self.positions[p] = last + 1
                 self.positions[p] = max(self.positions[p], limit)
-            if not self.follow or all(stop[p] is not None and self.positions[p] >= stop[p] for p in stop):
+            if not self.follow or all(s is not None and self.positions[p] >= s for p, s in stop.items()):
                 return
             if not progressed:
                 time.sleep(self.poll_interval)

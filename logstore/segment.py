@@ -136,8 +136,14 @@ class Item:
         return self.problem is None
 
 
-def walk(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_bodies: bool = True,
-         expected: int | None = None) -> list[Item]:
+def walk(
+    view: SegmentView,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    verify_bodies: bool = True,
+    expected: int | None = None,
+) -> list[Item]:
     """The frames and bad regions of `view` from byte `start` to `stop` (default: its end).
 
     Linear in the bytes walked: after a bad frame the walk goes on at the end its (checksummed)
@@ -170,12 +176,12 @@ def walk(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_b
                 expected = None
                 pos = end
                 continue
+            bad_header: FrameHeader | None = header
         else:
-            problem = header
-            header = None
+            problem, bad_header = header, None
         nxt = view.resync(pos + 1)
         end = stop if nxt is None or nxt > stop else nxt
-        items.append(Item(pos, end, header, problem))
+        items.append(Item(pos, end, bad_header, problem))
         expected = None
         pos = end
     return items
@@ -189,8 +195,14 @@ class ScanResult:
     problems: list[FrameProblem] = field(default_factory=list)
 
 
-def scan(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_bodies: bool = True,
-         expected: int | None = None) -> ScanResult:
+def scan(
+    view: SegmentView,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    verify_bodies: bool = True,
+    expected: int | None = None,
+) -> ScanResult:
     """The valid frames of `view` in [start, stop) and a problem for each bad region."""
     result = ScanResult()
     for it in walk(view, start, stop, verify_bodies=verify_bodies, expected=expected):
@@ -198,8 +210,15 @@ def scan(view: SegmentView, start: int = 0, stop: int | None = None, *, verify_b
             result.frames.append((it.position, it.header))  # type: ignore[arg-type]
         else:
             h = it.header
-            result.problems.append(FrameProblem(str(view.path), it.position, it.problem or "",
-                                                h.base_offset if h else None, h.next_offset if h else None))
+            result.problems.append(
+                FrameProblem(
+                    str(view.path),
+                    it.position,
+                    it.problem or "",
+                    h.base_offset if h else None,
+                    h.next_offset if h else None,
+                )
+            )
     return result
 
 
@@ -229,8 +248,12 @@ def index_prefix(view: SegmentView, idx_path: Path) -> tuple[np.ndarray, bool]:
         e = entries[keep - 1]
         pos = int(e["position"])
         header = view.header_at(pos)
-        if (isinstance(header, FrameHeader) and header.base_offset == int(e["base_offset"])
-                and header.count == int(e["count"]) and view.check_frame(pos, header) is None):
+        if (
+            isinstance(header, FrameHeader)
+            and header.base_offset == int(e["base_offset"])
+            and header.count == int(e["count"])
+            and view.check_frame(pos, header) is None
+        ):
             break
         keep -= 1
         rewrite = True
@@ -282,13 +305,23 @@ def analyze(view: SegmentView, base: int, idx_path: Path, point: tuple[int, int,
     lost: list[FrameProblem] = []
     if shortened:
         cut = trusted[-1] if trusted and not trusted[-1].valid and trusted[-1].end == r else None
-        if cut is not None and (cut.header is None and r - cut.position < HEADER_SIZE
-                                or cut.header is not None and cut.position + cut.header.size > r):
+        if cut is not None and (
+            cut.header is None
+            and r - cut.position < HEADER_SIZE
+            or cut.header is not None
+            and cut.position + cut.header.size > r
+        ):
             trusted.pop()
             r = cut.position
-        lost.append(FrameProblem(str(view.path), r, f"segment is shorter than its committed size "
-                                 f"({point[0]} bytes, next offset {point[1]}): the records after byte {r} "  # type: ignore[index]
-                                 "are lost"))
+        lost.append(
+            FrameProblem(
+                str(view.path),
+                r,
+                f"segment is shorter than its committed size "
+                f"({point[0]} bytes, next offset {point[1]}): the records after byte {r} "  # type: ignore[index]
+                "are lost",
+            )
+        )
     verified = [] if exact else walk(view, r, expected=r_next if r > 0 else base)
     accepted: list[Item] = []
     commit: list[Item] = []
@@ -301,11 +334,24 @@ def analyze(view: SegmentView, base: int, idx_path: Path, point: tuple[int, int,
             commit = []
     committed = accepted[-1].end if accepted else r
     good = [it for it in trusted if it.valid] + accepted
-    more = np.concatenate([index_mod.entry(it.header, it.position) for it in good]) if good else index_mod.empty()
+    more = (
+        np.concatenate([index_mod.entry(it.header, it.position) for it in good if it.header is not None])
+        if good
+        else index_mod.empty()
+    )
     entries = np.concatenate([prefix, more]) if len(prefix) and len(more) else (more if len(more) else prefix)
     path = str(view.path)
-    problems = [FrameProblem(path, it.position, it.problem or "", it.header.base_offset if it.header else None,
-                             it.header.next_offset if it.header else None) for it in trusted if not it.valid]
+    problems = [
+        FrameProblem(
+            path,
+            it.position,
+            it.problem or "",
+            it.header.base_offset if it.header else None,
+            it.header.next_offset if it.header else None,
+        )
+        for it in trusted
+        if not it.valid
+    ]
     problems += lost
     if accepted:
         end_offset = accepted[-1].header.next_offset  # type: ignore[union-attr]
@@ -339,8 +385,9 @@ class Recovery:
     problems: list[FrameProblem] = field(default_factory=list)
 
 
-def recover_active(seg_path: Path, idx_path: Path, base: int, point: tuple[int, int, bool] | None = None
-                   ) -> tuple[Recovery, Tail]:
+def recover_active(
+    seg_path: Path, idx_path: Path, base: int, point: tuple[int, int, bool] | None = None
+) -> tuple[Recovery, Tail]:
     """Recover the active segment: truncate its torn tail, repair its index.
 
     Only for a writer holding the partition's lock. Idempotent; never truncates below the

@@ -36,9 +36,14 @@ def summarize(base: int, entries: np.ndarray) -> bytes | None:
     """The summary entry of a segment from its index entries (None for an empty segment)."""
     if not len(entries):
         return None
-    return entry(base, int(entries["base_offset"][-1] + entries["count"][-1]), int(entries["append_time"][0]),
-                 int(entries["append_time"][-1]), int(entries["min_event_time"].min()),
-                 int(entries["max_event_time"].max()))
+    return entry(
+        base,
+        int(entries["base_offset"][-1] + entries["count"][-1]),
+        int(entries["append_time"][0]),
+        int(entries["append_time"][-1]),
+        int(entries["min_event_time"].min()),
+        int(entries["max_event_time"].max()),
+    )
 
 
 def append(directory: Path, raw: bytes) -> None:

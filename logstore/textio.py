@@ -13,9 +13,14 @@ import io
 import json
 import sys
 import uuid
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 import pyarrow as pa
+
+import schemas.avrofile
+
+from .errors import ArgumentError, ArgumentTypeError
 
 
 def json_default(value: Any) -> Any:
@@ -30,7 +35,7 @@ def json_default(value: Any) -> Any:
         return str(value)
     if hasattr(value, "tolist"):
         return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    raise ArgumentTypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def write_jsonl(batches: Iterable[pa.RecordBatch], out: IO[str], limit: int | None = None) -> int:
@@ -82,11 +87,14 @@ def write_csv(table: pa.Table, out: IO[str]) -> None:
     w = csv.writer(out)
     w.writerow(table.column_names)
     for row in table.to_pylist():
-        w.writerow([
-            json.dumps(v, default=json_default) if isinstance(v, (dict, list))
-            else (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
-            for v in row.values()
-        ])
+        w.writerow(
+            [
+                json.dumps(v, default=json_default)
+                if isinstance(v, (dict, list))
+                else (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
+                for v in row.values()
+            ]
+        )
 
 
 def write_table(table: pa.Table, fmt: str, out: IO[str] | None = None, limit: int | None = None) -> None:
@@ -102,10 +110,10 @@ def write_table(table: pa.Table, fmt: str, out: IO[str] | None = None, limit: in
         rows = (table if limit is None else table.slice(0, limit)).to_pylist()
         out.write(json.dumps(rows, default=json_default, ensure_ascii=False, indent=1) + "\n")
     else:
-        raise ValueError(f"unknown format {fmt!r}: use table, csv, json or jsonl")
+        raise ArgumentError(f"unknown format {fmt!r}: use table, csv, json or jsonl")
 
 
-def parse_json_records(text_lines: Iterable[str], schema: pa.Schema) -> list[dict]:
+def parse_json_records(text_lines: Iterable[str], schema: pa.Schema) -> list[dict[str, Any]]:
     """Parse JSON lines into dicts, turning ISO strings into datetimes for timestamp fields."""
     stamp = {f.name for f in schema if pa.types.is_timestamp(f.type)}
     dates = {f.name for f in schema if pa.types.is_date(f.type)}
@@ -117,17 +125,17 @@ def parse_json_records(text_lines: Iterable[str], schema: pa.Schema) -> list[dic
         try:
             rec = json.loads(line)
         except ValueError as e:
-            raise ValueError(f"line {i + 1}: not valid JSON ({e})") from e
+            raise ArgumentError(f"line {i + 1}: not valid JSON ({e})") from e
         if not isinstance(rec, dict):
-            raise ValueError(f"line {i + 1}: expected a JSON object, found {type(rec).__name__}")
+            raise ArgumentError(f"line {i + 1}: expected a JSON object, found {type(rec).__name__}")
         for k in stamp & rec.keys():
             v = rec[k]
             if isinstance(v, str):
                 try:
                     t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
                 except ValueError as e:
-                    raise ValueError(f"line {i + 1}: field {k!r}: {v!r} is not an ISO-8601 time") from e
-                rec[k] = t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+                    raise ArgumentError(f"line {i + 1}: field {k!r}: {v!r} is not an ISO-8601 time") from e
+                rec[k] = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
         for k in dates & rec.keys():
             if isinstance(rec[k], str):
                 rec[k] = dt.date.fromisoformat(rec[k])
@@ -135,13 +143,25 @@ def parse_json_records(text_lines: Iterable[str], schema: pa.Schema) -> list[dic
     return out
 
 
-def read_input(path: str, fmt: str | None, schema: pa.Schema) -> pa.Table | list[dict]:
+def read_input(path: str, fmt: str | None, schema: pa.Schema) -> pa.Table | list[dict[str, Any]]:
     """Read records from a file (or '-' for stdin) in jsonl, csv, parquet or avro."""
     if fmt is None:
         lower = path.lower()
-        fmt = next((f for ext, f in ((".parquet", "parquet"), (".avro", "avro"), (".csv", "csv"),
-                                     (".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl")) if lower.endswith(ext)),
-                   "jsonl")
+        fmt = next(
+            (
+                f
+                for ext, f in (
+                    (".parquet", "parquet"),
+                    (".avro", "avro"),
+                    (".csv", "csv"),
+                    (".jsonl", "jsonl"),
+                    (".json", "jsonl"),
+                    (".ndjson", "jsonl"),
+                )
+                if lower.endswith(ext)
+            ),
+            "jsonl",
+        )
     if fmt == "jsonl":
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
         try:
@@ -153,18 +173,16 @@ def read_input(path: str, fmt: str | None, schema: pa.Schema) -> pa.Table | list
         import pyarrow.csv as pcsv
 
         types = {f.name: f.type for f in schema if not pa.types.is_nested(f.type)}
-        src = sys.stdin.buffer if path == "-" else path
-        data = src.read() if path == "-" else None
-        return pcsv.read_csv(io.BytesIO(data) if data is not None else src,
-                             convert_options=pcsv.ConvertOptions(column_types=types))
+        data = sys.stdin.buffer.read() if path == "-" else None
+        return pcsv.read_csv(
+            io.BytesIO(data) if data is not None else path, convert_options=pcsv.ConvertOptions(column_types=types)
+        )
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(sys.stdin.buffer if path == "-" else path)
     if fmt == "avro":
-        import schemas.avrofile
-
         if path == "-":
-            raise ValueError("read Avro from a file, not stdin")
+            raise ArgumentError("read Avro from a file, not stdin")
         return schemas.avrofile.read(path)[1]
-    raise ValueError(f"unknown input format {fmt!r}: use jsonl, csv, parquet or avro")
+    raise ArgumentError(f"unknown input format {fmt!r}: use jsonl, csv, parquet or avro")

@@ -1,4 +1,4 @@
-"""Topic settings: ``<log>/topics/<topic>/topic.json``.
+"""Topics: their settings (``<log>/topics/<topic>/topic.json``), partitions and schema versions.
 
 A JSON object with the fields of `TopicConfig`, written once at creation (inside the topic's
 temporary directory, which is renamed into place whole). The topic's schemas live beside it in
@@ -10,16 +10,32 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import LogIOError, TopicError
+import pyarrow as pa
+
+import schemas
+from schemas.registry import Registry
+
+from .errors import ArgumentError, LogIOError, SchemaError, TopicError, TopicNotFoundError
 from .files import read_small
+from .names import SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname
+from .partition import Partition
+
+if TYPE_CHECKING:
+    from .log import Log
 
 COMPRESSIONS = (None, "zstd", "lz4")
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 COMPATIBILITY_MODES = (
-    "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
 )
 
 
@@ -41,9 +57,13 @@ class TopicConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.partitions, int) or not 1 <= self.partitions <= 10_000:
-            raise TopicError(f"topic {self.name!r}: partitions must be an int from 1 to 10000, found {self.partitions!r}")
+            raise TopicError(
+                f"topic {self.name!r}: partitions must be an int from 1 to 10000, found {self.partitions!r}"
+            )
         if self.compression not in COMPRESSIONS:
-            raise TopicError(f"topic {self.name!r}: compression must be one of {COMPRESSIONS}, found {self.compression!r}")
+            raise TopicError(
+                f"topic {self.name!r}: compression must be one of {COMPRESSIONS}, found {self.compression!r}"
+            )
         if self.compatibility not in COMPATIBILITY_MODES:
             raise TopicError(
                 f"topic {self.name!r}: compatibility must be one of {', '.join(COMPATIBILITY_MODES)}, "
@@ -62,7 +82,7 @@ class TopicConfig:
         return json.dumps({"format": 1, **asdict(self)}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, path: Path, name: str | None = None) -> "TopicConfig":
+    def from_json(cls, text: str, path: Path, name: str | None = None) -> TopicConfig:
         """Parse a topic.json; anything but a whole, valid one raises TopicError naming `path`."""
         try:
             data: dict[str, Any] = json.loads(text)
@@ -92,3 +112,90 @@ def load_config(path: Path, name: str | None = None) -> TopicConfig:
     except UnicodeDecodeError as e:
         raise TopicError(f"{path}: not UTF-8 text ({e})") from e
     return TopicConfig.from_json(text, path, name)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One schema version of a topic, with its Arrow form."""
+
+    version: int
+    id: int
+    schema: dict[str, Any]
+    arrow: pa.Schema
+
+
+class Topic:
+    """A topic's settings, partitions and schema versions (internal; users go through `Log`)."""
+
+    def __init__(self, log: Log, name: str) -> None:
+        self.log = log
+        self.name = name
+        self.dir = log.path / TOPICS_DIR / name
+        self._config: TopicConfig | None = None
+        self._partitions: dict[int, Partition] = {}
+        self._versions: dict[int, Version] = {}
+        self._registry: Registry | None = None
+
+    def exists(self) -> bool:
+        return (self.dir / TOPIC_FILE).exists()
+
+    @property
+    def config(self) -> TopicConfig:
+        if self._config is None:
+            try:
+                self._config = load_config(self.dir / TOPIC_FILE, self.name)
+            except FileNotFoundError:
+                raise TopicNotFoundError(f"topic {self.name!r} does not exist in {self.log.path}") from None
+        return self._config
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.dir / SCHEMAS_DIR)
+        return self._registry
+
+    @property
+    def write_options(self) -> pa.ipc.IpcWriteOptions:
+        return pa.ipc.IpcWriteOptions(compression=self.config.compression)
+
+    def partition(self, number: int) -> Partition:
+        part = self._partitions.get(number)
+        if part is None:
+            if not 0 <= number < self.config.partitions:
+                raise ArgumentError(f"topic {self.name!r} has partitions 0..{self.config.partitions - 1}, not {number}")
+            part = Partition(self.dir / partition_dirname(number), number, readonly=self.log.readonly)
+            self._partitions[number] = part
+        return part
+
+    def version(self, number: int | None = None) -> Version:
+        """Schema version `number` (default: the latest), with its Arrow schema."""
+        if number is None:
+            self.registry.reload()
+            latest = self.registry.latest()
+            if latest is None:
+                raise SchemaError(f"topic {self.name!r} has no schema")
+            number = latest.version
+        v = self._versions.get(number)
+        if v is None:
+            sv = self.registry.get(number)
+            v = Version(sv.version, sv.id, sv.schema, schemas.to_arrow(sv.schema))
+            self._versions[number] = v
+        return v
+
+    def create_from_data(self, data: Any) -> None:
+        """Create this topic on first use, with the schema of the first data written to it."""
+        if isinstance(data, (pa.Table, pa.RecordBatch)):
+            schema = data.schema
+        else:
+            schema = pa.Table.from_pylist(list(data)).schema
+        has_time = "event_time" in schema.names and pa.types.is_timestamp(schema.field("event_time").type)
+        self.log.create_topic(
+            self.name, schema=schema, event_time_field="event_time" if has_time else None, exist_ok=True
+        )
+        self._config = None
+
+    def close(self) -> None:
+        for part in self._partitions.values():
+            if not part.readonly:
+                part.close_tail()
+            part.close()

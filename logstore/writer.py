@@ -38,53 +38,34 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .commit import CommitSettings, commit_many, sync_tail
-from .errors import ClockError, RecordTooLargeError, RecordValidationError, WriterClosedError
-from .frame import (
-    HEADER_SIZE,
-    MAX_TIME,
-    MIN_TIME,
-    Dictionaries,
-    EncodedBody,
-    decode_runs,
-    encode_body,
-    mark_runs,
-    with_system_columns,
-)
+import schemas
+
+from .commit import CommitSettings, Encode, commit_many
+from .encodings import decode_runs, mark_runs
+from .errors import ArgumentError, RecordTooLargeError, RecordValidationError, WriterClosedError
+from .frame import Dictionaries, EncodedBody, encode_body, with_system_columns
 from .keyhash import partitions_for
 from .parallel import imap_ordered
 from .partition import Partition
+from .timeutil import MAX_TIME, MIN_TIME, Clock, clock_us
+from .topic import Topic, Version
 
 DURABILITY = ("none", "flush", "fsync")
 COMPRESS_MIN_BYTES = 64 * 1024
 _PLAIN = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
-Clock = Callable[[], datetime]
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def clock_us(clock: Clock | None) -> int:
-    """Microseconds since the epoch from `clock` (an aware datetime), or from the system clock."""
-    if clock is None:
-        return _now_us()
-    t = clock()
-    if not isinstance(t, datetime) or t.tzinfo is None:
-        raise ClockError(f"the writer's clock must return an aware datetime (e.g. in UTC), found {t!r}")
-    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _is_var_binary(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+    return bool(
+        pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+    )
 
 
 def _widest(col: pa.Array) -> int:
@@ -92,8 +73,9 @@ def _widest(col: pa.Array) -> int:
     if len(col) == 0:
         return 0
     width = 8 if pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type) else 4
-    offsets = np.frombuffer(col.buffers()[1], np.int32 if width == 4 else np.int64, count=len(col) + 1,
-                            offset=col.offset * width)
+    offsets = np.frombuffer(
+        col.buffers()[1], np.int32 if width == 4 else np.int64, count=len(col) + 1, offset=col.offset * width
+    )
     return int(np.diff(offsets).max())
 
 
@@ -102,7 +84,7 @@ class Writer:
 
     def __init__(
         self,
-        topic: Any,
+        topic: Topic,
         *,
         durability: str = "flush",
         clock: Clock | None = None,
@@ -114,9 +96,9 @@ class Writer:
         max_clock_skew: float | None = 60.0,
     ) -> None:
         if durability not in DURABILITY:
-            raise ValueError(f"durability must be one of {DURABILITY}, found {durability!r}")
+            raise ArgumentError(f"durability must be one of {DURABILITY}, found {durability!r}")
         if batch_records < 1 or batch_bytes < 1:
-            raise ValueError("batch_records and batch_bytes must be positive")
+            raise ArgumentError("batch_records and batch_bytes must be positive")
         self.topic = topic
         self.durability = durability
         self.clock = clock
@@ -127,7 +109,7 @@ class Writer:
         self._lock = threading.Lock()
         # one list for the writer's life: append() adds at its end without the lock; only a cut,
         # under the lock, removes from its front (both are single, atomic list operations)
-        self._rows: list[dict] = []
+        self._rows: list[dict[str, Any]] = []
         self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
         self._rows_since = 0.0
         self._row_limit = batch_records
@@ -135,16 +117,19 @@ class Writer:
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._committed: set[int] = set()  # partitions this writer committed to
-        if max_clock_skew is not None and (isinstance(max_clock_skew, bool)
-                                           or not isinstance(max_clock_skew, (int, float)) or max_clock_skew < 0):
-            raise ValueError(f"max_clock_skew must be a non-negative number of seconds or None, found {max_clock_skew!r}")
+        if max_clock_skew is not None and (
+            isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, (int, float)) or max_clock_skew < 0
+        ):
+            raise ArgumentError(
+                f"max_clock_skew must be a non-negative number of seconds or None, found {max_clock_skew!r}"
+            )
         self._max_skew_us = None if max_clock_skew is None else int(max_clock_skew * 1e6)
         self._settings_cache: CommitSettings | None = None  # the topic may not exist before the first data
         self._sticky = 0
         self._closed = False
         self._deferred: BaseException | None = None
         self._blocked = False  # closed, or a deferred error waits: append() must take the slow path
-        self._version = None
+        self._version: Version | None = None
         if schema_version is not None:
             self._bind_version(schema_version)
         self._stop = threading.Event()
@@ -154,7 +139,7 @@ class Writer:
             self._thread.start()
 
     # --- public API ------------------------------------------------------------------------
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         """Buffer one record (a dict of the topic's fields); it is written when its frame is cut.
 
         The common case takes no lock (a list append is atomic); filling the buffer, or a writer
@@ -170,7 +155,7 @@ class Writer:
         if len(rows) >= self._row_limit or self._blocked:
             self._append_locked(record)
 
-    def _append_locked(self, record: dict) -> None:
+    def _append_locked(self, record: dict[str, Any]) -> None:
         with self._lock:
             if self._closed:
                 # closed after the check above: the record is still buffered unless close() took it
@@ -183,7 +168,9 @@ class Writer:
                 self._cut_rows()
                 self._maybe_commit()
 
-    def append_batch(self, data: pa.Table | pa.RecordBatch | Sequence[dict], *, partition: int | None = None) -> None:
+    def append_batch(
+        self, data: pa.Table | pa.RecordBatch | Sequence[dict[str, Any]], *, partition: int | None = None
+    ) -> None:
         """Validate and write a batch (Arrow table/batch or list of dicts) as whole frames.
 
         Nothing is written if any record is invalid. In "flush" and "fsync" modes the frames are
@@ -212,12 +199,16 @@ class Writer:
             return
         cfg = self.topic.config
         if cfg.key_field is not None:
-            raise ValueError(f"topic {self.topic.name!r} places records by its key field "
-                             f"{cfg.key_field!r}: append_batch(partition=) is for unkeyed topics")
-        if isinstance(partition, bool) or not isinstance(partition, (int, np.integer)) \
-                or not 0 <= partition < cfg.partitions:
-            raise ValueError(f"topic {self.topic.name!r} has partitions 0..{cfg.partitions - 1}, "
-                             f"not {partition!r}")
+            raise ArgumentError(
+                f"topic {self.topic.name!r} places records by its key field "
+                f"{cfg.key_field!r}: append_batch(partition=) is for unkeyed topics"
+            )
+        if (
+            isinstance(partition, bool)
+            or not isinstance(partition, (int, np.integer))
+            or not 0 <= partition < cfg.partitions
+        ):
+            raise ArgumentError(f"topic {self.topic.name!r} has partitions 0..{cfg.partitions - 1}, not {partition!r}")
 
     def flush(self) -> None:
         """Cut buffered records into frames and commit everything; returns once durable per mode."""
@@ -242,10 +233,10 @@ class Writer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc_type is None:
             self.close()
         else:  # do not mask the original error with a flush failure
@@ -284,18 +275,24 @@ class Writer:
         self._commit_all()
 
     def _conform(self, data: Any, offset_index: int) -> pa.RecordBatch:
-        import schemas
-
         if self._version is None:
             if not self.topic.exists():
                 self.topic.create_from_data(data)
             self._bind_version()
         v = self._version
+        assert v is not None
         if not self.validate and isinstance(data, (pa.Table, pa.RecordBatch)) and data.schema.equals(v.arrow):
             # trusted Arrow input of exactly the topic's schema: no per-value checks
             return data.combine_chunks().to_batches()[0] if isinstance(data, pa.Table) else data
-        batch = schemas.conform(data, v.schema, v.arrow, topic=self.topic.name, offset_index=offset_index,
-                                keep_dictionaries=bool(self._dictionaries.strings), keep_runs=True)
+        batch = schemas.conform(
+            data,
+            v.schema,
+            v.arrow,
+            topic=self.topic.name,
+            offset_index=offset_index,
+            keep_dictionaries=bool(self._dictionaries.strings),
+            keep_runs=True,
+        )
         self._check_sizes(batch, offset_index)
         return batch
 
@@ -337,7 +334,8 @@ class Writer:
         if len(big):
             i = int(big[0])
             raise RecordTooLargeError(
-                i + offset_index, None,
+                i + offset_index,
+                None,
                 f"record is about {int(sizes[i])} bytes, over the topic's max_record_bytes of {limit}",
                 topic=self.topic.name,
             )
@@ -438,12 +436,17 @@ class Writer:
         if self._settings_cache is None:
             cfg = self.topic.config
             self._settings_cache = CommitSettings(
-                durable=self.durability == "fsync", segment_bytes=cfg.segment_bytes, segment_ms=cfg.segment_ms,
-                clock_us=lambda: clock_us(self.clock), max_skew_us=self._max_skew_us,
+                durable=self.durability == "fsync",
+                segment_bytes=cfg.segment_bytes,
+                segment_ms=cfg.segment_ms,
+                clock_us=lambda: clock_us(self.clock),
+                max_skew_us=self._max_skew_us,
             )
         return self._settings_cache
 
-    def _job(self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]):
+    def _job(
+        self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]
+    ) -> tuple[Partition, list[int], Encode]:
         """Partition `p`'s part of a commit: (partition, frame counts, encode) for `commit_many`.
 
         Bodies are encoded under the partition's lock because they carry their records' offsets
@@ -472,8 +475,12 @@ class Writer:
                 # hashing every value costs about what the codec then saves, and would sit on
                 # the critical path of a frame committed alone (flush, fsync)
                 batch = dictionaries.apply(batch, auto=parallel and opts.compression is not None)
-            return encode_body(with_system_columns(mark_runs(batch), first, append_time), schema_version=version,
-                               options=opts, event_range=event_range)
+            return encode_body(
+                with_system_columns(mark_runs(batch), first, append_time),
+                schema_version=version,
+                options=opts,
+                event_range=event_range,
+            )
 
         def encode_all(first: int, append_time: int) -> Iterable[EncodedBody]:
             jobs = []
@@ -490,7 +497,7 @@ class Writer:
         if self.durability == "fsync":
             return
         for p in sorted(self._committed):
-            sync_tail(self.topic.partition(p))
+            self.topic.partition(p).sync_tail()
         self._committed.clear()
 
     def _linger_loop(self) -> None:

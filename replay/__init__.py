@@ -9,23 +9,25 @@
     replay.resume(log, run_id)                             # finish an interrupted run
 
 Models follow `replay.Model` (``name``, ``version``, ``predict(batch, ctx)``, optional
-``learn(batch, ctx)``); adapters: `FunctionModel`, `SklearnModel`, `RiverModel`. Nothing appended
-after a row's clock is reachable through ``ctx`` (``ctx.lookup(topic, keys, as_of=None)`` on any
-topic of the log); asking raises `TimeLeakError`.
-Evaluation (`evaluate`, `summary`, `write_html`) is re-exported lazily from `replay.evaluate`
+``learn(batch, ctx)``; `check_model` checks one); adapters: `FunctionModel`, `SklearnModel`,
+`RiverModel`. Nothing appended after a row's clock is reachable through ``ctx``
+(``ctx.lookup(topic, keys, as_of=None)`` on any topic of the log); asking raises `TimeLeakError`.
+Evaluation (`evaluate`, `summary`, `write_html`) is re-exported lazily from `replay.evaluation`
 and `replay.report`.
+
+Layers (docs/architecture.md, "Parts"): `replay.engine` replays models along the clock;
+`replay.runner` records runs (manifest, output, content hash, workers, audit);
+`replay.evaluation` evaluates scores in DuckDB SQL; `replay.datasets` simulates traffic to replay.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 from logstore.errors import TimeLeakError
 
-from .audit import Certificate, audit
-from .context import Context
+from .checks import check_model
+from .engine.context import Context
 from .errors import (
     LookupTopicError,
     ModelError,
@@ -33,13 +35,17 @@ from .errors import (
     RangeError,
     ReplayError,
     ReplayNameError,
+    ReplayTypeError,
+    ReplayValueError,
     RunInterrupted,
     RunNotFoundError,
     RunStateError,
 )
 from .models import FunctionModel, Model, RiverModel, SklearnModel
 from .models import load as load_model
-from .runner import Run, get, rerun, resume, run, runs
+from .runner.audit import Certificate, audit
+from .runner.handle import Run, get, runs
+from .runner.start import rerun, resume, run
 
 __all__ = [
     "run",
@@ -56,8 +62,11 @@ __all__ = [
     "SklearnModel",
     "RiverModel",
     "load_model",
+    "check_model",
     "TimeLeakError",
     "ReplayError",
+    "ReplayValueError",
+    "ReplayTypeError",
     "RangeError",
     "ModelError",
     "ModelNameError",
@@ -71,8 +80,11 @@ __all__ = [
     "write_html",
 ]
 
-_LAZY = {"evaluate": ("replay.evaluate", "evaluate"), "summary": ("replay.report", "summary"),
-         "write_html": ("replay.report", "write_html")}
+_LAZY = {
+    "evaluate": ("replay.evaluation", "evaluate"),
+    "summary": ("replay.report", "summary"),
+    "write_html": ("replay.report", "write_html"),
+}
 
 
 def _lazy(name: str) -> Any:
@@ -88,19 +100,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return _lazy(name)
     raise AttributeError(f"module 'replay' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """`replay.evaluate` is the function even after ``import replay.evaluate`` (which would
-    otherwise rebind the package attribute to the submodule); the submodule stays importable."""
-
-    @property
-    def evaluate(self) -> Any:
-        return _lazy("evaluate")
-
-    @evaluate.setter
-    def evaluate(self, value: Any) -> None:  # the import system binding the submodule: ignore
-        pass
-
-
-sys.modules[__name__].__class__ = _Package

@@ -12,7 +12,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import ReplayValueError
 
 PROG = "replay"
 
@@ -30,7 +33,7 @@ def _duration(text: str | None) -> Any:
     try:
         return timedelta(seconds=float(text))
     except ValueError:
-        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 2h, 1d)") from None
+        raise ReplayValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 2h, 1d)") from None
 
 
 def _lookups(values: list[str] | None) -> dict[str, str | None] | None:
@@ -45,17 +48,20 @@ def _lookups(values: list[str] | None) -> dict[str, str | None] | None:
 
 def _open(path: str):
     import logstore
+    from logstore.errors import LogNotFoundError
 
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no log at {path}")
+        raise LogNotFoundError(f"no log at {path}")
     return logstore.open(path)
 
 
 def _print_run(run: Any) -> None:
     m = run.manifest
     rows = m.get("rows", {})
-    print(f"run {run.id}: {run.status}, {rows.get('inputs', 0):,} inputs, {rows.get('outputs', 0):,} scores "
-          f"-> topic {m['output']['topic']!r}")
+    print(
+        f"run {run.id}: {run.status}, {rows.get('inputs', 0):,} inputs, {rows.get('outputs', 0):,} scores "
+        f"-> topic {m['output']['topic']!r}"
+    )
     if m.get("content_hash"):
         print(f"content hash {m['content_hash']}")
 
@@ -65,11 +71,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from logstore.cli import parse_bound
 
     log = _open(args.log)
-    run = replay.run(log, inputs=args.inputs, outcomes=args.outcomes, models=args.model, output=args.output,
-                     start=parse_bound(args.start), end=parse_bound(args.end), workers=args.workers,
-                     seed=args.seed, key=args.key, label=args.label, lookups=_lookups(args.lookup),
-                     order=args.order, lateness=_duration(args.lateness), horizon=_duration(args.horizon),
-                     run_id=args.run_id, progress=None if not args.no_progress else False)
+    run = replay.run(
+        log,
+        inputs=args.inputs,
+        outcomes=args.outcomes,
+        models=args.model,
+        output=args.output,
+        start=parse_bound(args.start),
+        end=parse_bound(args.end),
+        workers=args.workers,
+        seed=args.seed,
+        key=args.key,
+        label=args.label,
+        lookups=_lookups(args.lookup),
+        order=args.order,
+        lateness=_duration(args.lateness),
+        horizon=_duration(args.horizon),
+        run_id=args.run_id,
+        progress=None if not args.no_progress else False,
+    )
     _print_run(run)
     return 0
 
@@ -77,8 +97,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import replay
 
-    run = replay.resume(_open(args.log), args.run, workers=args.workers, force=args.force,
-                        progress=None if not args.no_progress else False)
+    run = replay.resume(
+        _open(args.log),
+        args.run,
+        workers=args.workers,
+        force=args.force,
+        progress=None if not args.no_progress else False,
+    )
     _print_run(run)
     return 0
 
@@ -89,9 +114,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = []
     for r in replay.runs(_open(args.log)):
         m = r.manifest
-        rows.append({"run": r.id, "status": r.status, "inputs": m["inputs"]["topic"],
-                     "models": ",".join(x["name"] for x in m["models"]), "rows": m.get("rows", {}).get("outputs", 0),
-                     "output": m["output"]["topic"], "hash": (m.get("content_hash") or "-")[:19]})
+        rows.append(
+            {
+                "run": r.id,
+                "status": r.status,
+                "inputs": m["inputs"]["topic"],
+                "models": ",".join(x["name"] for x in m["models"]),
+                "rows": m.get("rows", {}).get("outputs", 0),
+                "output": m["output"]["topic"],
+                "hash": (m.get("content_hash") or "-")[:19],
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -101,8 +134,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in cols))
     return 0
 
 
@@ -124,7 +157,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 EXAMPLES = {
     "run": "replay run ./log --inputs inputs --outcomes outcomes --model mypkg.models:make_candidate "
-           "--output replay.scores --start 2026-11-01T00:00Z --end 2026-11-08T00:00Z --workers 2",
+    "--output replay.scores --start 2026-11-01T00:00Z --end 2026-11-08T00:00Z --workers 2",
     "runs": "replay runs ./log",
     "show": "replay show ./log 20261108T120000Z-3fa9c1",
     "audit": "replay audit ./log 20261108T120000Z-3fa9c1",
@@ -133,8 +166,13 @@ EXAMPLES = {
 
 
 def _command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=func)
     p.add_argument("log", help="path of the log directory")
     return p
@@ -142,16 +180,23 @@ def _command(sub: Any, name: str, func: Callable, help_: str) -> argparse.Argume
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Replay recorded model inputs and outcomes into candidate models, with no time leaks.",
-        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "run", cmd_run, "replay a range of inputs (and outcomes) through models into a score topic")
     p.add_argument("--inputs", required=True, help="topic of the inputs to decide")
     p.add_argument("--outcomes", help="topic of outcomes (delayed labels) joined on --key")
-    p.add_argument("--model", action="append", required=True, metavar="PKG.MOD:FACTORY",
-                   help="a model factory to import and call; repeat for several models")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="PKG.MOD:FACTORY",
+        help="a model factory to import and call; repeat for several models",
+    )
     p.add_argument("--output", default="replay.scores", help="topic the scores are written to (default %(default)s)")
     p.add_argument("--start", help="first input: offset, 'partition:offset,...' or ISO time (append time)")
     p.add_argument("--end", help="end of inputs (exclusive): offset, 'partition:offset,...' or ISO time")
@@ -172,8 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "show", cmd_show, "print a run's manifest (ranges, models, progress, content hash)")
     p.add_argument("run")
 
-    p = _command(sub, "audit", cmd_audit,
-                 "check every score of a run against the log; print a certificate or the violations (exit 1)")
+    p = _command(
+        sub,
+        "audit",
+        cmd_audit,
+        "check every score of a run against the log; print a certificate or the violations (exit 1)",
+    )
     p.add_argument("run")
 
     p = _command(sub, "resume", cmd_resume, "finish an interrupted or failed run")
@@ -183,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     from .report_cli import add_report_parser
+
     add_report_parser(sub)
     return parser
 

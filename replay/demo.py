@@ -2,8 +2,8 @@
 
     python -m replay.demo --out demo-output [--days 7] [--rate 6] [--seed 0] [--workers 2]
 
-1. `replay.simulate` records a week of production traffic (inputs as the decoy archives them,
-   champion and canary scores, rendezvous decisions, delayed outcomes, metrics) into
+1. `replay.datasets.fraud` records a week of production traffic (inputs as the decoy archives
+   them, champion and canary scores, rendezvous decisions, delayed outcomes, metrics) into
    ``OUT/log`` through the real writers, on a simulated clock.
 2. `replay.run` replays the recorded inputs and outcomes into two candidates: `Challenger`, which
    uses a feature the champion ignores, and `Peeker`, which asks for its own request's outcome
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import simulate as sim
+from .datasets import fraud as sim
 
 MARKER = ".logstore-demo"  # written into --out, so a re-run may replace what an earlier run made
 PRODUCTION = "scores"
@@ -40,8 +40,15 @@ PEEKED = "replay.peeker"
 # fitted offline on an earlier month that already had the device signal: close to, not equal to,
 # the process that generates the traffic
 CHALLENGER_WEIGHTS = {
-    "bias": -6.6, "log_amount": 0.43, "merchant_risk": 3.0, "log_card_age": -0.32, "txn_24h": 0.16,
-    "log_distance": 0.2, "foreign": 0.85, "new_device": 1.75, "night": 0.55,
+    "bias": -6.6,
+    "log_amount": 0.43,
+    "merchant_risk": 3.0,
+    "log_card_age": -0.32,
+    "txn_24h": 0.16,
+    "log_distance": 0.2,
+    "foreign": 0.85,
+    "new_device": 1.75,
+    "night": 0.55,
 }
 
 
@@ -107,8 +114,7 @@ class Printer:
         widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
 
         def line(values: Sequence[str]) -> str:
-            return "  ".join(v.rjust(w) if num else v.ljust(w)
-                             for v, w, num in zip(values, widths, numeric)).rstrip()
+            return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
         self(line(list(header)), indent)
         self(line(["-" * w for w in widths]), indent)
@@ -128,7 +134,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
-        if abs(v) >= 1000:
+        if abs(float(v)) >= 1000:
             return f"{float(v):,.0f}"
         text = f"{float(v):.3f}".rstrip("0")
         return text + "0" if text.endswith(".") else text
@@ -154,8 +160,7 @@ def prepare_out(out: Path) -> Path:
     log_dir, marker = out / "log", out / MARKER
     if log_dir.exists():
         if not marker.exists():
-            raise SystemExit(f"replay.demo: {log_dir} exists and was not written by the demo; "
-                             f"choose another --out")
+            raise SystemExit(f"replay.demo: {log_dir} exists and was not written by the demo; choose another --out")
         shutil.rmtree(log_dir)
         (out / "report.html").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,14 +168,18 @@ def prepare_out(out: Path) -> Path:
     return log_dir
 
 
-def record(p: Printer, log: Any, days: float, rate: float, seed: int, tick: timedelta,
-           compression: str | None) -> sim.Traffic:
+def record(
+    p: Printer, log: Any, days: float, rate: float, seed: int, tick: timedelta, compression: str | None
+) -> sim.Traffic:
     p.section(1, "Recording a week of production traffic")
-    p("A card-payment fraud-scoring service, simulated. Every request goes through the rendezvous:\n"
-      "the decoy archives the input, the champion and a frozen canary score it, the rendezvous\n"
-      "picks an answer within the deadline; outcomes arrive later (settlement, chargebacks).\n"
-      "All of it through logstore writers on the simulated clock, committing every "
-      f"{tick / timedelta(minutes=1):g} minutes.", 2)
+    p(
+        "A card-payment fraud-scoring service, simulated. Every request goes through the rendezvous:\n"
+        "the decoy archives the input, the champion and a frozen canary score it, the rendezvous\n"
+        "picks an answer within the deadline; outcomes arrive later (settlement, chargebacks).\n"
+        "All of it through logstore writers on the simulated clock, committing every "
+        f"{tick / timedelta(minutes=1):g} minutes.",
+        2,
+    )
     tr = sim.simulate(log, days=days, rate=rate, seed=seed, tick=tick, compression=compression)
     p()
     rows = []
@@ -181,17 +190,19 @@ def record(p: Printer, log: Any, days: float, rate: float, seed: int, tick: time
     p()
     reasons = tr.decision_reasons
     total = max(1, sum(reasons.values()))
-    shares = "  ".join(f"{r} {100 * n / total:.1f}%" for r, n in
-                       sorted(reasons.items(), key=lambda kv: -kv[1]))
-    p(f"requests     {tr.requests:,} from {_fmt_time(tr.start)} to {_fmt_time(tr.end)}\n"
-      f"fraud rate   {100 * tr.fraud_rate:.2f}%; {tr.outcomes_pending:,} outcomes not yet known at the end\n"
-      f"decisions    {shares}\n"
-      f"input drift  from {_fmt_time(tr.drift_start)}: amounts up to +60%, twice the foreign cards\n"
-      f"             ({tr.commits:,} commits in {tr.seconds:.1f} s)", 2)
+    shares = "  ".join(f"{r} {100 * n / total:.1f}%" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    p(
+        f"requests     {tr.requests:,} from {_fmt_time(tr.start)} to {_fmt_time(tr.end)}\n"
+        f"fraud rate   {100 * tr.fraud_rate:.2f}%; {tr.outcomes_pending:,} outcomes not yet known at the end\n"
+        f"decisions    {shares}\n"
+        f"input drift  from {_fmt_time(tr.drift_start)}: amounts up to +60%, twice the foreign cards\n"
+        f"             ({tr.commits:,} commits in {tr.seconds:.1f} s)",
+        2,
+    )
     return tr
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -204,21 +215,27 @@ def replay_candidates(p: Printer, log: Any, workers: int) -> tuple[Any, str]:
     from logstore.errors import TimeLeakError
 
     p.section(2, "Replaying two candidates over the recorded week")
-    p("Inputs and outcomes are merged by append time; each model sees only what was known at\n"
-      "each request's clock.", 2)
+    p("Inputs and outcomes are merged by append time; each model sees only what was known at\neach request's clock.", 2)
     p()
     p(f"challenger {Challenger.version}: uses new_device, which the champion ignores", 2)
-    run, secs = _timed(lambda: replay.run(log, inputs="inputs", outcomes="outcomes",
-                                          models=[Challenger()], output=REPLAYED, workers=workers))
+    run, secs = _timed(
+        lambda: replay.run(
+            log, inputs="inputs", outcomes="outcomes", models=[Challenger()], output=REPLAYED, workers=workers
+        )
+    )
     rows = run.manifest["rows"]
-    p(f"run {run.id}  {run.status}  {rows['outputs']:,} scores -> topic {run.output!r}  "
-      f"({secs:.1f} s, {workers} worker(s))\n"
-      f"content hash {run.content_hash}", 4)
+    p(
+        f"run {run.id}  {run.status}  {rows['outputs']:,} scores -> topic {run.output!r}  "
+        f"({secs:.1f} s, {workers} worker(s))\n"
+        f"content hash {run.content_hash}",
+        4,
+    )
     p()
     p(f"peeker {Peeker.version}: looks up its own request's outcome as of clock + 3 days", 2)
     try:
-        replay.run(log, inputs="inputs", outcomes="outcomes", models=[Peeker()], output=PEEKED,
-                   workers=1, progress=False)
+        replay.run(
+            log, inputs="inputs", outcomes="outcomes", models=[Peeker()], output=PEEKED, workers=1, progress=False
+        )
         leak = "NOT STOPPED (this is a bug: the engine should have refused)"
     except TimeLeakError as err:
         said = textwrap.fill(str(err), width=92, initial_indent="  ", subsequent_indent="  ")
@@ -227,8 +244,11 @@ def replay_candidates(p: Printer, log: Any, workers: int) -> tuple[Any, str]:
     p(leak, 4)
     if failed:
         r = failed[-1]
-        p(f"run {r.id} is marked {r.status}; its scores topic {PEEKED!r} holds "
-          f"{r.manifest['rows'].get('outputs', 0):,} rows", 4)
+        p(
+            f"run {r.id} is marked {r.status}; its scores topic {PEEKED!r} holds "
+            f"{r.manifest['rows'].get('outputs', 0):,} rows",
+            4,
+        )
 
     p.section(3, "Audit of the challenger's run")
     cert, secs = _timed(lambda: replay.audit(log, run.id))
@@ -242,9 +262,18 @@ def evaluate(p: Printer, log: Any, traffic: sim.Traffic, out: Path) -> tuple[Any
     import replay.report
 
     p.section(4, "Evaluation: champion, canary and challenger, in DuckDB SQL")
-    ev, secs = _timed(lambda: replay.evaluate(
-        log, scores=[PRODUCTION, REPLAYED], outcomes="outcomes", inputs="inputs",
-        champion=sim.CHAMPION[0], canary=sim.CANARY[0], window="1 day", cutoff=traffic.end))
+    ev, secs = _timed(
+        lambda: replay.evaluate(
+            log,
+            scores=[PRODUCTION, REPLAYED],
+            outcomes="outcomes",
+            inputs="inputs",
+            champion=sim.CHAMPION[0],
+            canary=sim.CANARY[0],
+            window="1 day",
+            cutoff=traffic.end,
+        )
+    )
     p(replay.report.summary(ev), 2)
     path = replay.report.write_html(ev, out / "report.html")
     p()
@@ -253,21 +282,33 @@ def evaluate(p: Printer, log: Any, traffic: sim.Traffic, out: Path) -> tuple[Any
 
 
 QUESTIONS = [
-    ("How were answers chosen?",
-     ("SELECT reason, count(*) AS requests,\n"
-     "       round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct,\n"
-     "       round(avg(propensity), 3) AS avg_propensity\n"
-     "FROM decisions GROUP BY reason ORDER BY requests DESC")),
-    ("How late do outcomes arrive?",
-     ("SELECT o.source, count(*) AS outcomes,\n"
-     "       round(median(epoch(o._append_time - i.event_time)) / 3600, 1) AS median_hours,\n"
-     "       round(quantile_cont(epoch(o._append_time - i.event_time), 0.9) / 3600, 1) AS p90_hours\n"
-     "FROM outcomes o JOIN inputs i USING (request_id) GROUP BY o.source ORDER BY median_hours")),
-    ("Did the inputs drift? (mean amount and foreign share per day)",
-     ("SELECT date_trunc('day', event_time) AS day, count(*) AS requests,\n"
-     "       round(avg(features['amount']), 1) AS mean_amount,\n"
-     "       round(100 * avg(features['foreign']), 1) AS foreign_pct\n"
-     "FROM inputs GROUP BY day ORDER BY day")),
+    (
+        "How were answers chosen?",
+        (
+            "SELECT reason, count(*) AS requests,\n"
+            "       round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct,\n"
+            "       round(avg(propensity), 3) AS avg_propensity\n"
+            "FROM decisions GROUP BY reason ORDER BY requests DESC"
+        ),
+    ),
+    (
+        "How late do outcomes arrive?",
+        (
+            "SELECT o.source, count(*) AS outcomes,\n"
+            "       round(median(epoch(o._append_time - i.event_time)) / 3600, 1) AS median_hours,\n"
+            "       round(quantile_cont(epoch(o._append_time - i.event_time), 0.9) / 3600, 1) AS p90_hours\n"
+            "FROM outcomes o JOIN inputs i USING (request_id) GROUP BY o.source ORDER BY median_hours"
+        ),
+    ),
+    (
+        "Did the inputs drift? (mean amount and foreign share per day)",
+        (
+            "SELECT date_trunc('day', event_time) AS day, count(*) AS requests,\n"
+            "       round(avg(features['amount']), 1) AS mean_amount,\n"
+            "       round(100 * avg(features['foreign']), 1) AS foreign_pct\n"
+            "FROM inputs GROUP BY day ORDER BY day"
+        ),
+    ),
 ]
 
 
@@ -286,18 +327,29 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m replay.demo",
         description="Record a simulated week of fraud scoring, replay two candidates (one honest, "
-                    "one that tries to see the future), audit and evaluate.",
+        "one that tries to see the future), audit and evaluate.",
         epilog="example:\n  python -m replay.demo --out demo-output --days 7 --rate 6",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="demo-output", help="output directory (default %(default)s)")
     parser.add_argument("--days", type=float, default=7.0, help="simulated days (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=6.0,
-                        help="mean requests per minute (default %(default)s: ~60,000 a week)")
+    parser.add_argument(
+        "--rate", type=float, default=6.0, help="mean requests per minute (default %(default)s: ~60,000 a week)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tick", type=float, default=5.0, metavar="MINUTES",
-                        help="simulated minutes per commit of the writers (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="replay worker processes for the stateless candidate (default %(default)s)")
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=5.0,
+        metavar="MINUTES",
+        help="simulated minutes per commit of the writers (default %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="replay worker processes for the stateless candidate (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.days <= 0 or args.rate <= 0 or args.tick <= 0 or args.workers < 1:
         parser.error("--days, --rate and --tick must be positive, --workers at least 1")
@@ -313,21 +365,22 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     with logstore.open(log_dir) as log:
         # frames here hold a few dozen records (one commit per few simulated minutes), too small
         # for zstd to pay for itself; the log's default (zstd) is for bigger batches
-        traffic = record(p, log, args.days, args.rate, args.seed, timedelta(minutes=args.tick),
-                         compression=None)
+        traffic = record(p, log, args.days, args.rate, args.seed, timedelta(minutes=args.tick), compression=None)
         replay_candidates(p, log, args.workers)
         _, report = evaluate(p, log, traffic, outdir)
         ask(p, log)
     total = time.perf_counter() - began
-    p(f"Done in {total:.0f} s.\n"
-      f"  log     {log_dir}\n"
-      f"  report  {report}\n"
-      "Next:\n"
-      f"  logstore describe {log_dir}\n"
-      f"  replay runs {log_dir}\n"
-      f"  replay report {log_dir} --scores {PRODUCTION} --scores {REPLAYED} --outcomes outcomes "
-      f"--champion {sim.CHAMPION[0]} --canary {sim.CANARY[0]}\n"
-      f"  jupyter lab examples/analysis.ipynb    # LOGSTORE_DEMO_LOG={log_dir}")
+    p(
+        f"Done in {total:.0f} s.\n"
+        f"  log     {log_dir}\n"
+        f"  report  {report}\n"
+        "Next:\n"
+        f"  logstore describe {log_dir}\n"
+        f"  replay runs {log_dir}\n"
+        f"  replay report {log_dir} --scores {PRODUCTION} --scores {REPLAYED} --outcomes outcomes "
+        f"--champion {sim.CHAMPION[0]} --canary {sim.CANARY[0]}\n"
+        f"  jupyter lab examples/analysis.ipynb    # LOGSTORE_DEMO_LOG={log_dir}"
+    )
     return 0
 
 

@@ -3,8 +3,11 @@
     LogstoreError
     ├── TimeLeakError          a model asked `ctx` for data from after its row's clock
     └── ReplayError            base of the rest: a run that cannot start, continue or be found
-        ├── RangeError         a start/end that does not name an exact range of the log
-        ├── ModelError         a model that cannot be loaded, or answered with the wrong shape
+        ├── ReplayValueError   an argument whose value a call does not accept (also a ValueError)
+        │   └── RangeError     a start/end that does not name an exact range of the log
+        ├── ReplayTypeError    an argument of a type a call does not accept (also a TypeError)
+        ├── ModelError         a model that cannot be loaded, breaks the protocol (`check_model`),
+        │                      or answered with the wrong shape
         │   └── ModelNameError a model name or version replay cannot record (also a ReplayNameError)
         ├── ReplayNameError    a run id or output topic that is not a valid name (also a
         │                      `logstore.InvalidNameError`)
@@ -16,6 +19,7 @@
     RunInterrupted (KeyboardInterrupt)   Ctrl-C during a run: the log is consistent, the run is
                                          marked incomplete, `.run_id` names it for `replay.resume`.
 
+Evaluation raises `logstore.EvaluationError` (a ValueError) for what it cannot evaluate as asked.
 Every message says which run/model/topic/partition, what was expected and what was found.
 """
 
@@ -26,6 +30,8 @@ from logstore.errors import InvalidNameError, LogstoreError, TimeLeakError, Topi
 __all__ = [
     "TimeLeakError",
     "ReplayError",
+    "ReplayValueError",
+    "ReplayTypeError",
     "RangeError",
     "ModelError",
     "ReplayNameError",
@@ -41,7 +47,15 @@ class ReplayError(LogstoreError):
     """Base class of replay's own errors."""
 
 
-class RangeError(ReplayError, ValueError):
+class ReplayValueError(ReplayError, ValueError):
+    """An argument whose value the call does not accept (`except ValueError` catches it too)."""
+
+
+class ReplayTypeError(ReplayError, TypeError):
+    """An argument of a type the call does not accept (`except TypeError` catches it too)."""
+
+
+class RangeError(ReplayValueError):
     """A start/end bound that does not name an exact range (past the end, deleted, reversed...)."""
 
 

@@ -24,7 +24,8 @@ Adapters: `FunctionModel` (a per-record function, or a vectorized one), `Sklearn
 estimator on named feature columns: ``predict_proba[:, 1]`` when available, else ``predict``;
 learns with ``partial_fit``), `RiverModel` (``predict_proba_one``/``predict_one`` then
 ``learn_one``: with delayed outcomes, the same sequence as ``river.evaluate.progressive_val_score``
-with the same delay). `load` turns ``"package.module:factory"`` into a model.
+with the same delay). `load` turns ``"package.module:factory"`` into a model;
+`replay.check_model(model, sample)` checks one against this protocol on a few rows.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import hashlib
 import importlib
 import inspect
 import json
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -130,8 +132,11 @@ def _canon(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, np.generic):
         return _canon(obj.item(), depth)
     if isinstance(obj, np.ndarray):
-        return {"ndarray": str(obj.dtype), "shape": list(obj.shape),
-                "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
+        return {
+            "ndarray": str(obj.dtype),
+            "shape": list(obj.shape),
+            "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(),
+        }
     if isinstance(obj, Mapping):
         return {str(k): _canon(v, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
@@ -140,12 +145,17 @@ def _canon(obj: Any, depth: int = 0) -> Any:
         return sorted(repr(_canon(v, depth + 1)) for v in obj)
     if callable(obj) and hasattr(obj, "__code__"):
         code = obj.__code__
-        return {"function": f"{obj.__module__}.{obj.__qualname__}",
-                "code": hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()}
+        return {
+            "function": f"{obj.__module__}.{obj.__qualname__}",
+            "code": hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest(),
+        }
     if hasattr(obj, "get_params"):
         try:
-            return {"class": _qualname(obj), "params": _canon(obj.get_params(deep=True), depth + 1),
-                    "fitted": _canon(_fitted_state(obj), depth + 1)}
+            return {
+                "class": _qualname(obj),
+                "params": _canon(obj.get_params(deep=True), depth + 1),
+                "fitted": _canon(_fitted_state(obj), depth + 1),
+            }
         except TypeError:
             pass
     r = repr(obj)
@@ -200,8 +210,10 @@ def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
     j = batch.schema.get_field_index(col)
     if sub and j >= 0 and pa.types.is_map(batch.schema.field(j).type):
         return pc.map_lookup(batch.column(j), pa.scalar(sub, batch.schema.field(j).type.key_type), "first")
-    raise ModelError(f"feature {name!r} is not a column of the batch ({batch.schema.names}); "
-                     f"use 'column.key' for a key of a map column")
+    raise ModelError(
+        f"feature {name!r} is not a column of the batch ({batch.schema.names}); "
+        f"use 'column.key' for a key of a map column"
+    )
 
 
 def feature_matrix(batch: pa.RecordBatch, features: Sequence[str]) -> np.ndarray:
@@ -280,8 +292,15 @@ class FunctionModel:
 
     learns = False
 
-    def __init__(self, fn: Callable, name: str | None = None, version: str = "1", *, vectorized: bool = False,
-                 lookups: Any = None) -> None:
+    def __init__(
+        self,
+        fn: Callable,
+        name: str | None = None,
+        version: str = "1",
+        *,
+        vectorized: bool = False,
+        lookups: Any = None,
+    ) -> None:
         if not callable(fn):
             raise ModelError(f"FunctionModel needs a callable, found {fn!r}")
         self.fn = fn
@@ -303,7 +322,9 @@ class FunctionModel:
             return self.fn(batch, ctx) if self._takes_ctx else self.fn(batch)
         fn = self.fn
         if self._takes_ctx:
-            return np.fromiter((fn(r, ctx) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows)
+            return np.fromiter(
+                (fn(r, ctx) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows
+            )
         return np.fromiter((fn(r) for r in batch.to_pylist(maps_as_pydicts="lossy")), np.float64, batch.num_rows)
 
     def __repr__(self) -> str:
@@ -320,9 +341,17 @@ class SklearnModel:
     ``"col.key"`` reads a key of a map column (e.g. ``"features.amount"`` of `model_input`).
     """
 
-    def __init__(self, estimator: Any, features: Sequence[str], name: str | None = None,
-                 version: str | None = None, *, classes: Sequence[Any] | None = None,
-                 unfitted: float | None = None, learn: bool | None = None) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        features: Sequence[str],
+        name: str | None = None,
+        version: str | None = None,
+        *,
+        classes: Sequence[Any] | None = None,
+        unfitted: float | None = None,
+        learn: bool | None = None,
+    ) -> None:
         if not features:
             raise ModelError("SklearnModel needs features=[column names]")
         self.estimator = estimator
@@ -354,8 +383,10 @@ class SklearnModel:
         n = batch.num_rows
         if not self._is_fitted():
             if self.unfitted is None:
-                raise ModelError(f"model {self.name!r}: the estimator is not fitted; fit it first, or pass "
-                                 f"unfitted=<score> to score rows before its first partial_fit")
+                raise ModelError(
+                    f"model {self.name!r}: the estimator is not fitted; fit it first, or pass "
+                    f"unfitted=<score> to score rows before its first partial_fit"
+                )
             return np.full(n, float(self.unfitted))
         X = feature_matrix(batch, self.features)
         est = self.estimator
@@ -397,9 +428,16 @@ class RiverModel:
 
     learns = True
 
-    def __init__(self, model: Any, features: Sequence[str] | None = None, name: str | None = None,
-                 version: str | None = None, *, target: Callable[[Any], Any] | None = None,
-                 positive: Any = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        features: Sequence[str] | None = None,
+        name: str | None = None,
+        version: str | None = None,
+        *,
+        target: Callable[[Any], Any] | None = None,
+        positive: Any = True,
+    ) -> None:
         self.model = model
         self.features = list(features) if features is not None else None
         self.name = name or type(model).__name__
@@ -410,8 +448,11 @@ class RiverModel:
 
     def params(self) -> Any:
         getter = getattr(self.model, "_get_params", None)
-        return {"model": _qualname(self.model), "params": getter() if getter else repr(self.model),
-                "features": self.features}
+        return {
+            "model": _qualname(self.model),
+            "params": getter() if getter else repr(self.model),
+            "features": self.features,
+        }
 
     def predict(self, batch: pa.RecordBatch, ctx: Any = None) -> np.ndarray:
         xs = feature_dicts(batch, self.features)

@@ -44,8 +44,10 @@ def model_name(name: Any, label: str | None = None) -> str:
     except InvalidNameError as e:
         shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
         where = f"model {label} (name {shown})" if label else f"model {shown}"
-        raise ModelNameError(f"{where}: {e}; a model's name is its model_id in the output and the manifest: "
-                             f"1-200 letters, digits, '.', '_' or '-'") from None
+        raise ModelNameError(
+            f"{where}: {e}; a model's name is its model_id in the output and the manifest: "
+            f"1-200 letters, digits, '.', '_' or '-'"
+        ) from None
 
 
 def model_version(version: Any, name: str) -> str:

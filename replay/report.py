@@ -17,12 +17,13 @@ import datetime as dt
 import html
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from logstore.errors import LogIOError
 
-from .evaluate import PSI_ALERT, PSI_SHIFT, Evaluation, format_window
+from .evaluation import PSI_ALERT, PSI_SHIFT, Evaluation, format_window
 
 __all__ = ["summary", "write_html", "SECTIONS", "PLOTS"]
 
@@ -72,16 +73,20 @@ def _col(header: str, key: str, fmt: Callable[[Any], str] = _fmt) -> Column:
 def _quality_columns(task: str) -> list[Column]:
     if task == "classification":
         return [
-            _col("labeled", "n_labeled"), _col("AUC", "auc"), _col("log loss", "log_loss"),
-            _col("Brier", "brier"), _col("accuracy", "accuracy"), _col("precision", "precision"),
+            _col("labeled", "n_labeled"),
+            _col("AUC", "auc"),
+            _col("log loss", "log_loss"),
+            _col("Brier", "brier"),
+            _col("accuracy", "accuracy"),
+            _col("precision", "precision"),
             _col("recall", "recall"),
         ]
-    return [_col("labeled", "n_labeled"), _col("MAE", "mae"), _col("RMSE", "rmse"),
-            _col("bias", "bias")]
+    return [_col("labeled", "n_labeled"), _col("MAE", "mae"), _col("RMSE", "rmse"), _col("bias", "bias")]
 
 
 _LATENCY = [
-    _col("latency n", "latency_n"), _col("p50 ms", "latency_p50", lambda v: _fmt(v, 1)),
+    _col("latency n", "latency_n"),
+    _col("p50 ms", "latency_p50", lambda v: _fmt(v, 1)),
     _col("p95 ms", "latency_p95", lambda v: _fmt(v, 1)),
     _col("p99 ms", "latency_p99", lambda v: _fmt(v, 1)),
 ]
@@ -89,24 +94,29 @@ _LATENCY = [
 
 def _overview_columns(task: str) -> list[Column]:
     return [
-        _col("model", "model"), _col("source", "sources"), _col("n", "n"),
-        _col("coverage", "coverage", _pct), *_LATENCY[1:3],
+        _col("model", "model"),
+        _col("source", "sources"),
+        _col("n", "n"),
+        _col("coverage", "coverage", _pct),
+        *_LATENCY[1:3],
         *[c for c in _quality_columns(task) if c[0] in ("labeled", "AUC", "log loss", "RMSE")],
     ]
 
 
 def _paired_columns(task: str) -> list[Column]:
     quality = (
-        [("AUC delta", "auc_delta"), ("log loss delta", "log_loss_delta"),
-         ("Brier delta", "brier_delta")]
-        if task == "classification" else [("MAE delta", "mae_delta"), ("RMSE delta", "rmse_delta")]
+        [("AUC delta", "auc_delta"), ("log loss delta", "log_loss_delta"), ("Brier delta", "brier_delta")]
+        if task == "classification"
+        else [("MAE delta", "mae_delta"), ("RMSE delta", "rmse_delta")]
     )
     return [
-        _col("model", "model"), _col("vs", "reference_role"), _col("paired", "n_paired"),
+        _col("model", "model"),
+        _col("vs", "reference_role"),
+        _col("paired", "n_paired"),
         ("mean delta", lambda r: _with_ci(r, "mean_delta")),
         ("disagreement", lambda r: _with_ci(r, "disagreement")),
         ("Spearman", lambda r: _with_ci(r, "spearman")),
-        *[(header, (lambda key: lambda r: _with_ci(r, key))(key)) for header, key in quality],
+        *[(header, lambda r, key=key: _with_ci(r, key)) for header, key in quality],
     ]
 
 
@@ -116,8 +126,7 @@ def _drift_rows(ev: Evaluation) -> list[dict[str, Any]]:
     for r in ev.drift.to_pylist():
         out = rows.setdefault(r["model"], {"model": r["model"]})
         if r["kind"] == "vs_champion" and r["window_start"] is None:
-            out.update(psi_champion=r["psi"], flag_champion=r["psi_flag"], ks=r["ks"],
-                       wasserstein=r["wasserstein"])
+            out.update(psi_champion=r["psi"], flag_champion=r["psi_flag"], ks=r["ks"], wasserstein=r["wasserstein"])
         elif r["kind"] in ("vs_first_window", "gap_vs_first_window") and r["psi"] is not None:
             key = "time" if r["kind"] == "vs_first_window" else "gap"
             if r["psi"] > (out.get(f"psi_{key}") or -1.0):
@@ -127,10 +136,15 @@ def _drift_rows(ev: Evaluation) -> list[dict[str, Any]]:
 
 
 _DRIFT = [
-    _col("model", "model"), _col("PSI vs champion", "psi_champion"),
-    _col("flag", "flag_champion"), _col("KS", "ks"), _col("Wasserstein", "wasserstein"),
-    _col("max PSI vs 1st window", "psi_time"), _col("in window", "window_time"),
-    _col("max gap PSI vs canary", "psi_gap"), _col("in window", "window_gap"),
+    _col("model", "model"),
+    _col("PSI vs champion", "psi_champion"),
+    _col("flag", "flag_champion"),
+    _col("KS", "ks"),
+    _col("Wasserstein", "wasserstein"),
+    _col("max PSI vs 1st window", "psi_time"),
+    _col("in window", "window_time"),
+    _col("max gap PSI vs canary", "psi_gap"),
+    _col("in window", "window_gap"),
 ]
 
 
@@ -158,8 +172,7 @@ def _header_lines(ev: Evaluation) -> list[str]:
     cutoff = p.get("cutoff")
     cutoff_s = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC") if cutoff else "-"
     return [
-        f"task {ev.task}, {len(ev.models)} models, champion {ev.champion or '-'}, "
-        f"canary {ev.canary or '-'}",
+        f"task {ev.task}, {len(ev.models)} models, champion {ev.champion or '-'}, canary {ev.canary or '-'}",
         f"scores {', '.join(p.get('scores', []))}; outcomes {p.get('outcomes') or '-'} "
         f"(known by {cutoff_s}); inputs {p.get('inputs') or '-'}",
         f"window {p.get('window')}, threshold {p.get('threshold')}, "
@@ -172,15 +185,26 @@ def summary(evaluation: Evaluation) -> str:
     ev = evaluation
     overall = ev.overall.to_pylist()
     parts = [
-        "Evaluation", *_header_lines(ev), "",
-        "Models", _text_table(_overview_columns(ev.task), overall), "",
-        "Quality", _text_table([_col("model", "model"), *_quality_columns(ev.task)], overall), "",
-        "Latency", _text_table([_col("model", "model"), *_LATENCY], overall), "",
+        "Evaluation",
+        *_header_lines(ev),
+        "",
+        "Models",
+        _text_table(_overview_columns(ev.task), overall),
+        "",
+        "Quality",
+        _text_table([_col("model", "model"), *_quality_columns(ev.task)], overall),
+        "",
+        "Latency",
+        _text_table([_col("model", "model"), *_LATENCY], overall),
+        "",
         "Paired (model - reference, 95% block-bootstrap interval)",
-        _text_table(_paired_columns(ev.task), ev.paired.to_pylist()), "",
+        _text_table(_paired_columns(ev.task), ev.paired.to_pylist()),
+        "",
         f"Drift (PSI: shift >= {PSI_SHIFT}, alert >= {PSI_ALERT})",
-        _text_table(_DRIFT, _drift_rows(ev)), "",
-        "Verdicts", *(f"- {v}" for v in ev.verdicts or ["(none)"]),
+        _text_table(_DRIFT, _drift_rows(ev)),
+        "",
+        "Verdicts",
+        *(f"- {v}" for v in ev.verdicts or ["(none)"]),
     ]
     return "\n".join(parts) + "\n"
 
@@ -193,9 +217,7 @@ def _figure():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the HTML report draws its plots with matplotlib: pip install 'logstore[report]'"
-        ) from exc
+        raise ImportError("the HTML report draws its plots with matplotlib: pip install 'logstore[report]'") from exc
     fig = Figure(figsize=(7.5, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots()
@@ -245,8 +267,9 @@ def _calibration_plot(ev: Evaluation) -> str:
         ax.plot([lo, hi], [lo, hi], color="#999", linestyle="--", linewidth=1, label="ideal")
         for model in sorted({r["model"] for r in rows}):
             mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["bin"])
-            ax.plot([r["mean_score"] for r in mine], [r["mean_label"] for r in mine],
-                    marker="o", markersize=3, label=model)
+            ax.plot(
+                [r["mean_score"] for r in mine], [r["mean_label"] for r in mine], marker="o", markersize=3, label=model
+            )
         ax.legend(fontsize="small")
     what = "observed rate" if ev.task == "classification" else "mean label"
     ax.set(title="Calibration (reliability diagram)", xlabel="mean score in bin", ylabel=what)
@@ -263,8 +286,14 @@ def _psi_plot(ev: Evaluation) -> str:
             mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["window_start"])
             is_canary = model == ev.canary
             label = f"{model} (canary)" if is_canary and model != "canary" else model
-            ax.plot([r["window_start"] for r in mine], [r["psi"] for r in mine], marker="o",
-                    markersize=3, label=label, linewidth=2.5 if is_canary else 1.2)
+            ax.plot(
+                [r["window_start"] for r in mine],
+                [r["psi"] for r in mine],
+                marker="o",
+                markersize=3,
+                label=label,
+                linewidth=2.5 if is_canary else 1.2,
+            )
         ax.axhline(PSI_SHIFT, color="#d9a400", linestyle=":", linewidth=1, label="shift")
         ax.axhline(PSI_ALERT, color="#c0392b", linestyle=":", linewidth=1, label="alert")
         ax.legend(fontsize="small")
@@ -291,10 +320,7 @@ def _html_table(columns: list[Column], rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p class='meta'>(none)</p>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fn(r))}</td>" for _, fn in columns) + "</tr>"
-        for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fn(r))}</td>" for _, fn in columns) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -310,48 +336,52 @@ def render_html(evaluation: Evaluation) -> str:
     """The report as one HTML string (what `write_html` writes)."""
     ev = evaluation
     overall = ev.overall.to_pylist()
-    quality_by_window = [
-        _col("model", "model"), _col("window", "window_start"), *_quality_columns(ev.task)
-    ]
+    quality_by_window = [_col("model", "model"), _col("window", "window_start"), *_quality_columns(ev.task)]
     verdicts = "".join(f"<li>{html.escape(v)}</li>" for v in ev.verdicts) or "<li>(none)</li>"
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
     sections = [
         _section(
-            "overview", "Overview",
+            "overview",
+            "Overview",
             "".join(f"<p class='meta'>{html.escape(line)}</p>" for line in _header_lines(ev)),
             f"<h3>Verdicts</h3><ul class='verdicts'>{verdicts}</ul>",
             _html_table(_overview_columns(ev.task), overall),
         ),
         _section(
-            "quality", "Quality against outcomes",
+            "quality",
+            "Quality against outcomes",
             _html_table([_col("model", "model"), *_quality_columns(ev.task)], overall),
             _img("plot-calibration", _calibration_plot(ev), "calibration curve per model"),
             "<h3>Per window</h3>",
             _html_table(quality_by_window, ev.by_window.to_pylist()),
         ),
         _section(
-            "paired", "Paired comparisons (model - reference, same requests)",
-            "<p class='meta'>95% intervals from a block bootstrap that resamples whole windows."
-            "</p>",
+            "paired",
+            "Paired comparisons (model - reference, same requests)",
+            "<p class='meta'>95% intervals from a block bootstrap that resamples whole windows.</p>",
             _html_table(_paired_columns(ev.task), ev.paired.to_pylist()),
         ),
         _section(
-            "drift", "Score distributions and drift",
+            "drift",
+            "Score distributions and drift",
             f"<p class='meta'>PSI flags: shift at {PSI_SHIFT}, alert at {PSI_ALERT}. The canary is "
             "frozen, so its movement over time is input drift; a model's gap to the canary moving "
             "is a model change.</p>",
             _html_table(_DRIFT, _drift_rows(ev)),
-            _img("plot-scores", _histogram_plot(ev, "score", "score", "Score distribution"),
-                 "score histogram per model"),
+            _img(
+                "plot-scores", _histogram_plot(ev, "score", "score", "Score distribution"), "score histogram per model"
+            ),
             _img("plot-psi", _psi_plot(ev), "PSI over time per model"),
         ),
         _section(
-            "latency", "Latency",
+            "latency",
+            "Latency",
             _html_table([_col("model", "model"), *_LATENCY], overall),
-            _img("plot-latency",
-                 _histogram_plot(ev, "latency_ms", "latency (ms)",
-                                 "Latency distribution (top 1% in the last bin)"),
-                 "latency histogram per model"),
+            _img(
+                "plot-latency",
+                _histogram_plot(ev, "latency_ms", "latency (ms)", "Latency distribution (top 1% in the last bin)"),
+                "latency histogram per model",
+            ),
         ),
     ]
     return (

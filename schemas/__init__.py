@@ -5,16 +5,18 @@
     schemas.to_arrow(s)                         # its Arrow schema (mapping table in schemas.arrow)
     schemas.check_compatibility(new, [s], "BACKWARD")   # [] or the reasons it breaks
 
-Submodules: `avro` (parsing, canonical form, fingerprint), `arrow` (type mapping), `compat`
-(compatibility), `resolve` (reading old data with a new schema), `conform` (validating appended
-data), `registry` (versions on disk), `wire` (Confluent wire format), `avrofile` (Avro files).
+Submodules: `avro` (normal form, canonical form, fingerprint), `parse` (a schema from anything),
+`arrow` (type mapping), `compat` (compatibility), `resolve` (reading old data with a new schema),
+`conform` (validating appended data; `validate` names the bad record), `registry` (versions on
+disk), `wire` (Confluent wire format), `avrofile` (Avro files).
 """
 
 from schemas import avrofile, wire
 from schemas.arrow import from_arrow, to_arrow
-from schemas.avro import canonical_form, fingerprint, load, names, parse
+from schemas.avro import canonical_form, fingerprint, names
 from schemas.compat import MODES, check_compatibility
 from schemas.conform import conform
+from schemas.parse import load, parse
 from schemas.registry import Registry, SchemaVersion
 from schemas.resolve import resolve
 

@@ -71,8 +71,18 @@ import pyarrow as pa
 
 from logstore.errors import SchemaError
 from schemas.avro import (
-    _LEVELS, _NAME_RE, MAX_NESTING, NAMED, PRIMITIVES, check_nesting, expand, full_form, nesting_error, non_null,
-    short_name, type_name,
+    _LEVELS,
+    _NAME_RE,
+    MAX_NESTING,
+    NAMED,
+    PRIMITIVES,
+    check_nesting,
+    expand,
+    full_form,
+    nesting_error,
+    non_null,
+    short_name,
+    type_name,
 )
 
 _PRIM = {
@@ -98,7 +108,7 @@ _META_TYPE = b"avro.type"
 
 
 # --------------------------------------------------------------------------- Avro -> Arrow
-def to_arrow(schema: dict) -> pa.Schema:
+def to_arrow(schema: dict[str, Any]) -> pa.Schema:
     """The Arrow schema of an Avro record schema (see the table above)."""
     check_nesting(schema)  # before expanding: absurd depths must not hit Python's recursion limit
     return tree_to_arrow(expand(schema))
@@ -113,13 +123,14 @@ def tree_to_arrow(tree: Any) -> pa.Schema:
     return pa.schema(fields, metadata={_META_TYPE: json.dumps({"type": "record", **attrs})})
 
 
-def _field(name: str, t: Any, fdef: dict | None, path: str, depth: int) -> pa.Field:
+def _field(name: str, t: Any, fdef: dict[str, Any] | None, path: str, depth: int) -> pa.Field:
     """The Arrow field of Avro type `t`; `depth`: the Arrow levels the enclosing types take."""
     inner, nullable = non_null(t)
     if isinstance(inner, list):
         raise SchemaError(
-            f"field {path!r}: union {type_name(inner)} cannot be stored in Arrow; only [\"null\", T] unions "
-            "are supported (model the alternatives as a record with one nullable field per branch)")
+            f'field {path!r}: union {type_name(inner)} cannot be stored in Arrow; only ["null", T] unions '
+            "are supported (model the alternatives as a record with one nullable field per branch)"
+        )
     meta: dict[bytes, bytes] = {}
     if inner == "null":
         arrow_type, type_meta, nullable = pa.null(), None, True
@@ -142,7 +153,7 @@ def _field(name: str, t: Any, fdef: dict | None, path: str, depth: int) -> pa.Fi
     return pa.field(name, arrow_type, nullable=nullable, metadata=meta or None)
 
 
-def _type(t: Any, path: str, depth: int) -> tuple[pa.DataType, dict | None]:
+def _type(t: Any, path: str, depth: int) -> tuple[pa.DataType, dict[str, Any] | None]:
     if isinstance(t, str):
         return _PRIM[t], None
     kind = t["type"]
@@ -175,12 +186,12 @@ def _type(t: Any, path: str, depth: int) -> tuple[pa.DataType, dict | None]:
     raise SchemaError(f"field {path!r}: unknown Avro type {kind!r}")  # pragma: no cover (fastavro refuses first)
 
 
-def _annotations(t: dict, child: str) -> dict | None:
+def _annotations(t: dict[str, Any], child: str) -> dict[str, Any] | None:
     extra = {k: v for k, v in t.items() if k not in ("type", child)}
     return {"type": t["type"], **extra} if extra else None
 
 
-def _decimal(t: dict, path: str) -> pa.DataType:
+def _decimal(t: dict[str, Any], path: str) -> pa.DataType:
     precision, scale = int(t.get("precision", 0)), int(t.get("scale", 0))
     if precision < 1:
         raise SchemaError(f"field {path!r}: decimal needs a precision >= 1, found {precision}")
@@ -192,7 +203,7 @@ def _decimal(t: dict, path: str) -> pa.DataType:
 
 
 # --------------------------------------------------------------------------- Arrow -> Avro
-def from_arrow(schema: pa.Schema, name: str = "record") -> dict:
+def from_arrow(schema: pa.Schema, name: str = "record") -> dict[str, Any]:
     """An Avro record schema for an Arrow schema; the inverse of `to_arrow` on its output."""
     meta = _meta_json(schema.metadata, _META_TYPE)
     trusted = meta is not None
@@ -206,7 +217,7 @@ def from_arrow(schema: pa.Schema, name: str = "record") -> dict:
     return top
 
 
-def _meta_json(metadata: dict | None, key: bytes) -> Any:
+def _meta_json(metadata: dict[bytes, bytes] | None, key: bytes) -> Any:
     if not metadata or key not in metadata:
         return None
     try:
@@ -220,7 +231,7 @@ class _FromArrow:
         self.trusted = trusted
         self.defined: dict[str, Any] = {}  # full name -> what identifies its definition
 
-    def field(self, f: pa.Field, path: str, record_name: str) -> dict:
+    def field(self, f: pa.Field, path: str, record_name: str) -> dict[str, Any]:
         if not _NAME_RE.match(f.name):
             raise SchemaError(f"column {path!r}: {f.name!r} is not a valid Avro field name ([A-Za-z_][A-Za-z0-9_]*)")
         md = f.metadata or {}
@@ -244,7 +255,7 @@ class _FromArrow:
             out.update({k: v for k, v in props.items() if k not in out})
         return out
 
-    def named(self, definition: dict, key: Any = None) -> Any:
+    def named(self, definition: dict[str, Any], key: Any = None) -> Any:
         """The definition the first time a name is seen, a reference to it afterwards.
 
         `key` identifies the definition (the Arrow struct type for records, else the JSON).
@@ -253,8 +264,11 @@ class _FromArrow:
         key = full_form(definition) if key is None else key
         if name in self.defined:
             seen = self.defined[name]
-            same = seen.equals(key, check_metadata=True) if isinstance(seen, pa.DataType) and \
-                isinstance(key, pa.DataType) else seen == key
+            same = (
+                seen.equals(key, check_metadata=True)
+                if isinstance(seen, pa.DataType) and isinstance(key, pa.DataType)
+                else seen == key
+            )
             if not same:
                 raise SchemaError(f"two different Arrow types carry the Avro name {name!r}")
             return name
@@ -275,14 +289,21 @@ class _FromArrow:
                 return self.named(dict(meta))
             return self.type(pa.field(f.name, at.value_type, metadata=f.metadata), path, derived)
         if pa.types.is_struct(at):
-            rec = {k: v for k, v in meta.items()} if isinstance(meta, dict) and meta.get("type") == "record" else \
-                {"type": "record", "name": self.unique(derived)}
+            rec = (
+                {k: v for k, v in meta.items()}
+                if isinstance(meta, dict) and meta.get("type") == "record"
+                else {"type": "record", "name": self.unique(derived)}
+            )
             if rec["name"] in self.defined:
                 return self.named(rec, at)  # a second use of the same record type: a reference
             rec["fields"] = [self.field(c, f"{path}.{c.name}", short_name(rec["name"])) for c in at]
             return self.named(rec, at)
-        if pa.types.is_list(at) or pa.types.is_large_list(at) or pa.types.is_fixed_size_list(at) or \
-                getattr(pa.types, "is_list_view", lambda _: False)(at):
+        if (
+            pa.types.is_list(at)
+            or pa.types.is_large_list(at)
+            or pa.types.is_fixed_size_list(at)
+            or getattr(pa.types, "is_list_view", lambda _: False)(at)
+        ):
             out = {"type": "array", "items": self._child(at.value_field, path + "[]", derived + "_item")}
             return {**meta, **out} if isinstance(meta, dict) and meta.get("type") == "array" else out
         if pa.types.is_map(at):

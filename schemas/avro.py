@@ -9,59 +9,33 @@ enum, fixed) is a dict whose ``name`` is its full name, references to a named ty
 by the definition itself, and ``aliases`` are full names. Recursive types are refused there:
 Arrow cannot store them.
 
-The fingerprint is CRC-64-AVRO (Rabin) over the Parsing Canonical Form, exactly as in the Avro
-specification ("Schema Fingerprints"); it agrees with fastavro's and Java's
-``SchemaNormalization.parsingFingerprint64``. Note that the canonical form strips ``doc``,
+The canonical form and the fingerprint (CRC-64-AVRO, the Rabin fingerprint of the Avro
+specification's "Schema Fingerprints", as Java's ``SchemaNormalization.parsingFingerprint64``)
+are fastavro's; the spec's vectors are checked in the tests. Note that the canonical form strips ``doc``,
 ``default``, ``aliases`` and logical types, so two schemas that differ only there share a
 fingerprint: the registry compares `full_form` to decide whether a schema is new.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import pathlib
 import re
 from typing import Any
+
+import fastavro.schema
 
 from logstore.errors import SchemaError
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 NAMED = frozenset({"record", "error", "enum", "fixed"})
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SHIPPED_DIR = pathlib.Path(__file__).resolve().parent
-_SHIPPED_CACHE: dict[str, dict] = {}
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent
 
 # Nesting (see schemas.arrow): Arrow levels inside one top-level field, one per record and array,
 # two per map (a list of key/value structs). Arrow IPC reads back up to 63; we allow half.
 MAX_NESTING = 32
 _LEVELS = {"record": 1, "error": 1, "array": 1, "map": 2}
-
-# --------------------------------------------------------------------------- CRC-64-AVRO
-_EMPTY64 = 0xC15D213AA4D7A795
-
-
-def _make_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_EMPTY64 & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_FP_TABLE = _make_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The 64-bit Rabin fingerprint of the Avro spec, as an unsigned int."""
-    fp = _EMPTY64
-    table = _FP_TABLE
-    for byte in data:
-        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
-    return fp
 
 
 # --------------------------------------------------------------------------- names
@@ -91,7 +65,8 @@ def nesting_error(path: str, levels: int) -> SchemaError:
     """The SchemaError for field `path` nested `levels` Arrow levels deep (over `MAX_NESTING`)."""
     return SchemaError(
         f"field {path!r}: nested {levels} levels deep, over the limit of {MAX_NESTING} (one level per "
-        f"record and array, two per map; Arrow IPC cannot read back data nested 64 levels deep)")
+        f"record and array, two per map; Arrow IPC cannot read back data nested 64 levels deep)"
+    )
 
 
 def check_nesting(schema: Any) -> None:
@@ -159,8 +134,9 @@ class _Expander:
         if not isinstance(s, dict) or "type" not in s:
             raise SchemaError(f"{where}: expected a type name, a list (union) or an object with 'type', found {s!r}")
         t = s["type"]
-        if isinstance(t, (dict, list)) or (isinstance(t, str) and t not in PRIMITIVES and t not in NAMED
-                                           and t not in ("array", "map")):
+        if isinstance(t, (dict, list)) or (
+            isinstance(t, str) and t not in PRIMITIVES and t not in NAMED and t not in ("array", "map")
+        ):
             # {"type": {...}} or {"type": "SomeNamedType"}: a wrapped type
             return self.run(t, ns, where)
         if t in PRIMITIVES:
@@ -244,7 +220,8 @@ def _check_defaults(tree: Any, where: str = "") -> None:
                     raise SchemaError(
                         f"field {path!r}: a union's default must match its first branch "
                         f"({type_name(first)}), found default {f['default']!r}; "
-                        + ("put \"null\" first" if f["default"] is None else "reorder the branches"))
+                        + ('put "null" first' if f["default"] is None else "reorder the branches")
+                    )
             if id(f["type"]) != id(tree):
                 _check_defaults(f["type"], path)
     elif tree["type"] == "array":
@@ -253,134 +230,36 @@ def _check_defaults(tree: Any, where: str = "") -> None:
         _check_defaults(tree["values"], where + "{}")
 
 
-def parse(schema: Any, name: str | None = None) -> dict:
-    """A normalized Avro record schema from a dict, JSON text, a .avsc path, a shipped name or a pyarrow.Schema.
-
-    `name` is the record name used when converting a pyarrow.Schema (default ``"record"``).
-    Raises SchemaError for anything invalid or that cannot be stored in Arrow.
-    """
-    try:
-        import pyarrow as pa
-    except ImportError:  # pragma: no cover
-        pa = None
-    if pa is not None and isinstance(schema, pa.Schema):
-        from schemas.arrow import from_arrow
-
-        return parse(from_arrow(schema, name or "record"))
-    if isinstance(schema, pathlib.Path):
-        schema = _read_json_file(schema)
-    elif isinstance(schema, str):
-        text = schema.strip()
-        if text in names():
-            return load(text)
-        if text[:1] in ("{", "[", '"'):
-            try:
-                schema = json.loads(text)
-            except ValueError as e:
-                raise SchemaError(f"schema JSON does not parse: {e}") from None
-        elif text.endswith(".avsc") or os.path.sep in text or os.path.exists(text):
-            schema = _read_json_file(pathlib.Path(text))
-        else:
-            raise SchemaError(
-                f"{text!r} is neither a shipped schema ({', '.join(names())}), a .avsc path nor Avro JSON")
-    if not isinstance(schema, dict):
-        raise SchemaError(f"expected an Avro record schema (a JSON object), found {type(schema).__name__} {schema!r:.80}")
-    if schema.get("type") not in ("record", "error"):
-        raise SchemaError(f"a topic schema must be an Avro record, found type {schema.get('type')!r}")
-    check_nesting(schema)  # before fastavro and expand, which recurse per level
-    import fastavro
-
-    try:
-        fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False)
-    except Exception as e:  # fastavro raises SchemaParseException, UnknownType, KeyError, TypeError...
-        raise SchemaError(f"invalid Avro schema: {type(e).__name__}: {e}") from None
-    normalized = _strip(copy.deepcopy(schema))
-    tree = expand(normalized)
-    _check_defaults(tree)
-    from schemas.arrow import tree_to_arrow
-
-    tree_to_arrow(tree)  # refuses what Arrow cannot hold, at parse time
-    return normalized
-
-
-def _read_json_file(path: pathlib.Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SchemaError(f"cannot read schema file {path}: {e.strerror or e}") from None
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise SchemaError(f"schema file {path} is not valid JSON: {e}") from None
-
-
 # --------------------------------------------------------------------------- shipped schemas
 def names() -> list[str]:
     """Names of the record types shipped with logstore (the .avsc files next to this module)."""
-    return sorted(p.stem for p in _SHIPPED_DIR.glob("*.avsc"))
-
-
-def load(name: str) -> dict:
-    """One of the shipped record types, parsed (a fresh copy each call)."""
-    if name not in _SHIPPED_CACHE:
-        path = _SHIPPED_DIR / f"{name}.avsc"
-        if name not in names():
-            raise SchemaError(f"no shipped schema named {name!r}; expected one of {', '.join(names())}")
-        _SHIPPED_CACHE[name] = parse(_read_json_file(path))
-    return copy.deepcopy(_SHIPPED_CACHE[name])
-
-
-# --------------------------------------------------------------------------- canonical forms
-_PCF_KEYS = ("name", "type", "fields", "symbols", "items", "values", "size")
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.avsc"))
 
 
 def canonical_form(schema: Any) -> str:
-    """Avro Parsing Canonical Form (specification, "Parsing Canonical Form for Schemas")."""
-    return _pcf(schema, None, set())
+    """Avro Parsing Canonical Form (specification, "Parsing Canonical Form for Schemas"), by fastavro
+    (after the spec's [INTEGERS] rule, which fastavro leaves to the schema: a fixed's size as an int)."""
+    return str(fastavro.schema.to_parsing_canonical_form(_int_sizes(schema)))
 
 
-def _pcf(s: Any, ns: str | None, seen: set[str]) -> str:
-    if isinstance(s, str):
-        if s in PRIMITIVES:
-            return json.dumps(s)
-        cand = _fullname(s, ns)
-        return json.dumps(s if cand not in seen and s in seen else cand, ensure_ascii=False)
+def _int_sizes(s: Any) -> Any:
     if isinstance(s, list):
-        return "[" + ",".join(_pcf(b, ns, seen) for b in s) + "]"
-    t = s["type"]
-    if isinstance(t, (dict, list)) or (t not in PRIMITIVES and t not in NAMED and t not in ("array", "map")):
-        return _pcf(t, ns, seen)
-    if t in PRIMITIVES:
-        return json.dumps(t)
-    parts = []
-    if t in NAMED:
-        full = _fullname(s["name"], s.get("namespace", ns))
-        if full in seen:
-            return json.dumps(full, ensure_ascii=False)
-        seen.add(full)
-        ns = _namespace_of(full)
-        parts.append('"name":' + json.dumps(full, ensure_ascii=False))
-        t = "record" if t == "error" else t
-    parts.append('"type":' + json.dumps(t))
-    if t == "record":
-        fields = []
-        for f in s["fields"]:
-            fields.append('{"name":' + json.dumps(f["name"], ensure_ascii=False) + ',"type":' + _pcf(f["type"], ns, seen) + "}")
-        parts.append('"fields":[' + ",".join(fields) + "]")
-    elif t == "enum":
-        parts.append('"symbols":[' + ",".join(json.dumps(x, ensure_ascii=False) for x in s["symbols"]) + "]")
-    elif t == "array":
-        parts.append('"items":' + _pcf(s["items"], ns, seen))
-    elif t == "map":
-        parts.append('"values":' + _pcf(s["values"], ns, seen))
-    elif t == "fixed":
-        parts.append('"size":' + str(int(s["size"])))
-    return "{" + ",".join(parts) + "}"
+        return [_int_sizes(b) for b in s]
+    if not isinstance(s, dict):
+        return s
+    out = {k: _int_sizes(v) if k in ("type", "items", "values") else v for k, v in s.items()}
+    if "fields" in s:
+        out["fields"] = [{**f, "type": _int_sizes(f.get("type"))} if isinstance(f, dict) else f for f in s["fields"]]
+    if s.get("type") == "fixed" and isinstance(s.get("size"), str) and s["size"].strip().isdigit():
+        out["size"] = int(s["size"])
+    return out
 
 
 def fingerprint(schema: Any) -> int:
-    """CRC-64-AVRO of the Parsing Canonical Form, as an unsigned 64-bit int."""
-    return crc64_avro(canonical_form(schema).encode("utf-8"))
+    """CRC-64-AVRO (the spec's Rabin fingerprint) of the Parsing Canonical Form, as an unsigned
+    64-bit int. fastavro gives its 8 bytes little-endian (as Avro single-object encoding stores them)."""
+    digest = fastavro.schema.fingerprint(canonical_form(schema), "CRC-64-AVRO")
+    return int.from_bytes(bytes.fromhex(digest), "little")
 
 
 def full_form(schema: Any) -> str:
@@ -389,6 +268,7 @@ def full_form(schema: Any) -> str:
     Names are full, keys sorted, no whitespace: two schemas with the same full form are the same
     schema for every purpose (registry idempotence, round-trip tests).
     """
+
     def norm(s: Any, ns: str | None) -> Any:
         if isinstance(s, str):
             return s if s in PRIMITIVES else _fullname(s, ns)
@@ -438,7 +318,7 @@ def type_name(t: Any) -> str:
         return f"map<{type_name(t['values'])}>"
     if "logicalType" in t:
         return f"{kind} ({t['logicalType']})"
-    return kind
+    return str(kind)
 
 
 def base_type(t: Any) -> str:
@@ -447,7 +327,7 @@ def base_type(t: Any) -> str:
         return t
     if isinstance(t, list):
         return "union"
-    return t["type"]
+    return str(t["type"])
 
 
 def non_null(t: Any) -> tuple[Any, bool]:

@@ -16,7 +16,8 @@ import json
 import os
 import pathlib
 import uuid
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, cast
 
 import fastavro
 import pyarrow as pa
@@ -24,13 +25,14 @@ import pyarrow as pa
 from logstore.errors import LogIOError, SchemaError
 from logstore.files import CLOEXEC, NOFOLLOW, replacing, write_all
 from schemas.arrow import to_arrow
-from schemas.avro import base_type, expand, non_null, parse
+from schemas.avro import base_type, expand, non_null
 from schemas.conform import conform
+from schemas.parse import parse
 
 CODECS = ("null", "deflate", "snappy", "zstandard", "bzip2", "xz", "lz4")
 
 
-def _fixer(t: Any, on_write: bool) -> Callable[[Any], Any] | None:
+def value_converter(t: Any, on_write: bool) -> Callable[[Any], Any] | None:
     """A function converting one value between Arrow's and fastavro's Python forms, or None."""
     inner, _ = non_null(t)
     kind = base_type(inner)
@@ -38,17 +40,21 @@ def _fixer(t: Any, on_write: bool) -> Callable[[Any], Any] | None:
     if kind == "string" and logical == "uuid" and not on_write:
         return lambda v: str(v) if isinstance(v, uuid.UUID) else v
     if kind == "map":
-        sub = _fixer(inner["values"], on_write)
+        sub = value_converter(inner["values"], on_write)
         if on_write:
             if sub is None:
                 return lambda v: None if v is None else dict(v)
-            return lambda v: None if v is None else {k: sub(x) for k, x in v}
-        return None if sub is None else (lambda v: None if v is None else {k: sub(x) for k, x in v.items()})
+            conv = sub
+            return lambda v: None if v is None else {k: conv(x) for k, x in v}
+        if sub is None:
+            return None
+        conv_r = sub
+        return lambda v: None if v is None else {k: conv_r(x) for k, x in v.items()}
     if kind == "array":
-        sub = _fixer(inner["items"], on_write)
+        sub = value_converter(inner["items"], on_write)
         return None if sub is None else (lambda v: None if v is None else [sub(x) for x in v])
     if kind == "record":
-        subs = [(f["name"], s) for f in inner["fields"] if (s := _fixer(f["type"], on_write)) is not None]
+        subs = [(f["name"], s) for f in inner["fields"] if (s := value_converter(f["type"], on_write)) is not None]
         if not subs:
             return None
 
@@ -65,17 +71,18 @@ def _fixer(t: Any, on_write: bool) -> Callable[[Any], Any] | None:
     return None
 
 
-def write(path: str | os.PathLike, schema: Any, batches: Iterable[pa.RecordBatch | pa.Table],
-          codec: str = "zstandard") -> int:
+def write(
+    path: str | os.PathLike[str], schema: Any, batches: Iterable[pa.RecordBatch | pa.Table], codec: str = "zstandard"
+) -> int:
     """Write `batches` (Arrow data of `schema`) as an Avro container file; returns rows written."""
     schema = parse(schema)
     if codec not in CODECS:
         raise SchemaError(f"unknown Avro codec {codec!r}; expected one of {', '.join(CODECS)}")
     tree = expand(schema)
-    fix = _fixer(tree, on_write=True)
+    fix = value_converter(tree, on_write=True)
     count = [0]
 
-    def records() -> Iterator[dict]:
+    def records() -> Iterator[dict[str, Any]]:
         for b in batches:
             rows = b.to_pylist()
             count[0] += len(rows)
@@ -86,7 +93,9 @@ def write(path: str | os.PathLike, schema: Any, batches: Iterable[pa.RecordBatch
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, 0o644)
         try:
             out = _FdWriter(fd)
-            fastavro.writer(out, fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec)
+            fastavro.writer(
+                cast(IO[Any], out), fastavro.parse_schema(schema, _write_hint=False), records(), codec=codec
+            )
             out.flush()
         finally:
             os.close(fd)
@@ -117,7 +126,7 @@ class _FdWriter:
             self.buffer.clear()
 
 
-def read_schema(path: str | os.PathLike) -> dict:
+def read_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The writer schema of an Avro container file, normalized."""
     try:
         with open(path, "rb") as fh:
@@ -129,7 +138,9 @@ def read_schema(path: str | os.PathLike) -> dict:
         raise SchemaError(f"{path} is not a readable Avro container file: {e}") from None
 
 
-def iter_batches(path: str | os.PathLike, batch_size: int = 65536) -> Iterator[tuple[dict, pa.RecordBatch]]:
+def iter_batches(
+    path: str | os.PathLike[str], batch_size: int = 65536
+) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
     """(writer schema, batch) for each run of up to `batch_size` records in the file."""
     try:
         fh = open(path, "rb")
@@ -142,8 +153,8 @@ def iter_batches(path: str | os.PathLike, batch_size: int = 65536) -> Iterator[t
         except (ValueError, KeyError) as e:
             raise SchemaError(f"{path} is not a readable Avro container file: {e}") from None
         arrow_schema = to_arrow(schema)
-        fix = _fixer(expand(schema), on_write=False)
-        chunk: list = []
+        fix = value_converter(expand(schema), on_write=False)
+        chunk: list[Any] = []
         index = 0
         for rec in reader:
             chunk.append(fix(rec) if fix else rec)
@@ -155,11 +166,11 @@ def iter_batches(path: str | os.PathLike, batch_size: int = 65536) -> Iterator[t
             yield schema, conform(chunk, schema, arrow_schema, offset_index=index)
 
 
-def read(path: str | os.PathLike) -> tuple[dict, pa.Table]:
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], pa.Table]:
     """(writer schema, all records as a Table of `to_arrow(schema)`)."""
     schema = None
     batches = []
-    for schema, batch in iter_batches(path):
+    for schema, batch in iter_batches(path):  # noqa: B007 - the last schema is the file's
         batches.append(batch)
     assert schema is not None
     return schema, pa.Table.from_batches(batches, schema=to_arrow(schema))

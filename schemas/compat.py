@@ -27,7 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from logstore.errors import SchemaError
-from schemas.avro import PRIMITIVES, base_type, expand, parse, short_name, type_name
+from schemas.avro import PRIMITIVES, base_type, expand, short_name, type_name
+from schemas.parse import parse
 
 MODES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE")
 
@@ -47,7 +48,7 @@ _LOGICAL_WIDENING = {
 }
 
 
-def check_compatibility(new: Any, previous: list, mode: str = "BACKWARD") -> list[str]:
+def check_compatibility(new: Any, previous: list[Any], mode: str = "BACKWARD") -> list[str]:
     """Every reason `new` is incompatible with `previous` (oldest first) under `mode`; [] if compatible."""
     mode = str(mode).upper()
     if mode not in MODES:
@@ -57,7 +58,7 @@ def check_compatibility(new: Any, previous: list, mode: str = "BACKWARD") -> lis
     return check_expanded(expand(parse(new)), [expand(parse(p)) for p in previous], mode)
 
 
-def check_expanded(new_tree: Any, olds: list, mode: str) -> list[str]:
+def check_expanded(new_tree: Any, olds: list[Any], mode: str) -> list[str]:
     """`check_compatibility` on already parsed and expanded trees (`schemas.avro.expand`)."""
     mode = str(mode).upper()
     if mode not in MODES:
@@ -100,7 +101,7 @@ def _logical(t: Any) -> str | None:
         return None
     if t["logicalType"] == "decimal":
         return f"decimal({t.get('precision')}, {t.get('scale', 0)})"
-    return t["logicalType"]
+    return str(t["logicalType"])
 
 
 class _Checker:
@@ -139,14 +140,16 @@ class _Checker:
                         self.out.append(
                             f"{self._where(path)}: type changed from {type_name(old)} to {type_name(new)}; "
                             f"{side} {type_name(branch)} values have no matching branch in {type_name(reader)} "
-                            f"({self.d})")
+                            f"({self.d})"
+                        )
                 else:
                     if branch == "null" and reader != "null":
                         old, new = self._old_new(reader, writer)
                         side = "old records" if self.d == "BACKWARD" else "new records"
                         self.out.append(
                             f"{self._where(path)}: type changed from {type_name(old)} to {type_name(new)}; "
-                            f"{side} may hold null, which {type_name(reader)} cannot ({self.d})")
+                            f"{side} may hold null, which {type_name(reader)} cannot ({self.d})"
+                        )
                     else:
                         self.check(reader, branch, path)
             return
@@ -164,7 +167,8 @@ class _Checker:
                     old, new = self._old_new(lr, lw)
                     self.out.append(
                         f"{self._where(path)}: logical type changed from {old or 'none'} to {new or 'none'}; "
-                        f"stored values would change meaning ({self.d})")
+                        f"stored values would change meaning ({self.d})"
+                    )
             else:
                 self._changed(reader, writer, path)
             return
@@ -191,11 +195,14 @@ class _Checker:
                     self.check(rf["type"], wf["type"], fpath)
                 elif "default" not in rf:
                     if self.d == "BACKWARD":
-                        self.out.append(f"field '{fpath}' added without a default "
-                                        f"(BACKWARD: old records have no value for it)")
+                        self.out.append(
+                            f"field '{fpath}' added without a default (BACKWARD: old records have no value for it)"
+                        )
                     else:
-                        self.out.append(f"field '{fpath}' removed, and the previous schema has no default for it "
-                                        f"(FORWARD: the previous schema cannot read new records)")
+                        self.out.append(
+                            f"field '{fpath}' removed, and the previous schema has no default for it "
+                            f"(FORWARD: the previous schema cannot read new records)"
+                        )
             self.active.discard(key)
         elif rk == "enum":
             if "default" in reader:
@@ -204,21 +211,29 @@ class _Checker:
             missing = [s for s in writer["symbols"] if s not in known]
             for sym in missing:
                 if self.d == "BACKWARD":
-                    self.out.append(f"{self._where(path)}: enum symbol '{sym}' removed and the enum has no default "
-                                    f"(BACKWARD: old records holding '{sym}' cannot be read)")
+                    self.out.append(
+                        f"{self._where(path)}: enum symbol '{sym}' removed and the enum has no default "
+                        f"(BACKWARD: old records holding '{sym}' cannot be read)"
+                    )
                 else:
-                    self.out.append(f"{self._where(path)}: enum symbol '{sym}' added and the previous enum has no "
-                                    f"default (FORWARD: the previous schema cannot read new records holding '{sym}')")
+                    self.out.append(
+                        f"{self._where(path)}: enum symbol '{sym}' added and the previous enum has no "
+                        f"default (FORWARD: the previous schema cannot read new records holding '{sym}')"
+                    )
         elif rk == "fixed":
             if int(reader["size"]) != int(writer["size"]):
                 old, new = self._old_new(reader, writer)
-                self.out.append(f"{self._where(path)}: fixed size changed from {old['size']} to {new['size']} "
-                                f"({self.d})")
-            elif _logical(reader) != _logical(writer) and not self._logical_ok(reader, writer, _logical(writer),
-                                                                              _logical(reader)):
+                self.out.append(
+                    f"{self._where(path)}: fixed size changed from {old['size']} to {new['size']} ({self.d})"
+                )
+            elif _logical(reader) != _logical(writer) and not self._logical_ok(
+                reader, writer, _logical(writer), _logical(reader)
+            ):
                 old, new = self._old_new(_logical(reader), _logical(writer))
-                self.out.append(f"{self._where(path)}: logical type changed from {old or 'none'} to "
-                                f"{new or 'none'}; stored values would change meaning ({self.d})")
+                self.out.append(
+                    f"{self._where(path)}: logical type changed from {old or 'none'} to "
+                    f"{new or 'none'}; stored values would change meaning ({self.d})"
+                )
         elif rk == "array":
             self.check(reader["items"], writer["items"], path + "[]" if path else "[]")
         elif rk == "map":
@@ -232,7 +247,7 @@ class _Checker:
             return ws == rs and int(reader["precision"]) >= int(writer["precision"])
         return False
 
-    def _names_match(self, reader: dict, writer: dict, path: str) -> bool:
+    def _names_match(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> bool:
         if short_name(reader["name"]) == short_name(writer["name"]):
             return True
         aliases = reader.get("aliases", ())
@@ -240,9 +255,12 @@ class _Checker:
             return True
         old, new = self._old_new(reader, writer)
         what = reader["type"]
-        hint = (f"add '{old['name']}' to the new {what}'s aliases" if self.d == "BACKWARD"
-                else "renaming breaks readers of the previous schema")
-        self.out.append(f"{self._where(path)}: {what} name changed from {old['name']} to {new['name']}; {hint} "
-                        f"({self.d})")
+        hint = (
+            f"add '{old['name']}' to the new {what}'s aliases"
+            if self.d == "BACKWARD"
+            else "renaming breaks readers of the previous schema"
+        )
+        self.out.append(
+            f"{self._where(path)}: {what} name changed from {old['name']} to {new['name']}; {hint} ({self.d})"
+        )
         return False
-

@@ -26,19 +26,16 @@ for a date.
 
 from __future__ import annotations
 
-import datetime as _dt
-import decimal
-import difflib
-import numbers
 from itertools import chain, repeat
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from logstore.encodings import decode_runs, run_end_decode, whole_runs
 from logstore.errors import RecordValidationError
-from logstore.frame import decode_runs, run_end_decode, whole_runs
-from schemas.avro import base_type, expand, non_null, type_name
+from schemas.avro import expand
+from schemas.validate import first_error, show_value, suggest
 
 _NoneType = type(None)
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -47,13 +44,12 @@ _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 class _Plan:
     """Everything derived once per (schema, arrow_schema) pair."""
 
-    def __init__(self, schema: dict, arrow_schema: pa.Schema) -> None:
+    def __init__(self, schema: dict[str, Any], arrow_schema: pa.Schema) -> None:
         self.schema = schema
         self.arrow_schema = arrow_schema
         self.names = arrow_schema.names
         self.fieldnames = frozenset(self.names)
-        self.int_cols = [f.name for f in arrow_schema
-                         if pa.types.is_int32(f.type) or pa.types.is_int64(f.type)]
+        self.int_cols = [f.name for f in arrow_schema if pa.types.is_int32(f.type) or pa.types.is_int64(f.type)]
         self.checks = [(i, node) for i, f in enumerate(arrow_schema) if (node := _node(f)) is not None]
         self.key_checks = [kc for f in arrow_schema for kc in _key_checks(f.type, [("get", f.name)])]
         self._tree = None
@@ -65,10 +61,10 @@ class _Plan:
         return self._tree
 
 
-_PLANS: dict[tuple[int, int], tuple[dict, pa.Schema, _Plan]] = {}
+_PLANS: dict[tuple[int, int], tuple[dict[str, Any], pa.Schema, _Plan]] = {}
 
 
-def _plan(schema: dict, arrow_schema: pa.Schema) -> _Plan:
+def _plan(schema: dict[str, Any], arrow_schema: pa.Schema) -> _Plan:
     key = (id(schema), id(arrow_schema))
     hit = _PLANS.get(key)
     if hit is not None and hit[0] is schema and hit[1] is arrow_schema:
@@ -81,10 +77,10 @@ def _plan(schema: dict, arrow_schema: pa.Schema) -> _Plan:
 
 
 # --------------------------------------------------------------------------- column checks
-def _node(f: pa.Field) -> tuple | None:
+def _node(f: pa.Field) -> tuple[Any, ...] | None:
     """A check tree for one Arrow field, or None when nothing needs checking."""
     t = f.type
-    children: list = []
+    children: list[Any] = []
     symbols = None
     if pa.types.is_struct(t):
         children = [(i, n) for i, c in enumerate(t) if (n := _node(c)) is not None]
@@ -111,7 +107,7 @@ def _node(f: pa.Field) -> tuple | None:
     return (f.nullable, kind, children, symbols)
 
 
-def _ok(arr: pa.Array, node: tuple, parent_nulls: int) -> bool:
+def _ok(arr: pa.Array, node: tuple[Any, ...], parent_nulls: int) -> bool:
     nullable, kind, children, symbols = node
     if not nullable and arr.null_count != parent_nulls:
         return False
@@ -129,7 +125,7 @@ def _ok(arr: pa.Array, node: tuple, parent_nulls: int) -> bool:
     return True
 
 
-def _key_checks(t: pa.DataType, steps: list) -> list:
+def _key_checks(t: pa.DataType, steps: list[Any]) -> list[Any]:
     """(steps, allowed keys) for every record nested in `t`; steps walk rows down to its dicts."""
     out = []
     if pa.types.is_struct(t):
@@ -143,7 +139,7 @@ def _key_checks(t: pa.DataType, steps: list) -> list:
     return out
 
 
-def _nested_keys_ok(rows: list, key_checks: list) -> bool:
+def _nested_keys_ok(rows: list[Any], key_checks: list[Any]) -> bool:
     for steps, allowed in key_checks:
         it: Any = rows
         for kind, name in steps:
@@ -159,8 +155,16 @@ def _nested_keys_ok(rows: list, key_checks: list) -> bool:
 
 
 # --------------------------------------------------------------------------- entry point
-def conform(data: Any, schema: dict, arrow_schema: pa.Schema, *, topic: str | None = None,
-            offset_index: int = 0, keep_dictionaries: bool = False, keep_runs: bool = False) -> pa.RecordBatch:
+def conform(
+    data: Any,
+    schema: dict[str, Any],
+    arrow_schema: pa.Schema,
+    *,
+    topic: str | None = None,
+    offset_index: int = 0,
+    keep_dictionaries: bool = False,
+    keep_runs: bool = False,
+) -> pa.RecordBatch:
     """`data` (list of dicts, Table or RecordBatch) as ONE RecordBatch with exactly `arrow_schema`.
 
     With `keep_dictionaries`, an Arrow column given as a dictionary of strings for a top-level
@@ -183,7 +187,7 @@ class _Slow(Exception):
     pass
 
 
-def _conform_rows(rows: list, plan: _Plan, topic: str | None, offset: int) -> pa.RecordBatch:
+def _conform_rows(rows: list[Any], plan: _Plan, topic: str | None, offset: int) -> pa.RecordBatch:
     batch = None
     error: Exception | None = None
     try:
@@ -209,7 +213,7 @@ def _conform_rows(rows: list, plan: _Plan, topic: str | None, offset: int) -> pa
     return _localize(rows, plan, topic, offset, error)
 
 
-def _localize(rows: list, plan: _Plan, topic: str | None, offset: int, error: Exception | None) -> pa.RecordBatch:
+def _localize(rows: list[Any], plan: _Plan, topic: str | None, offset: int, error: Exception | None) -> pa.RecordBatch:
     """The slow path found nothing but pyarrow refused: find the first row pyarrow refuses alone."""
     for i, row in enumerate(rows):
         try:
@@ -219,8 +223,9 @@ def _localize(rows: list, plan: _Plan, topic: str | None, offset: int, error: Ex
     try:
         return pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
     except Exception as e:  # noqa: BLE001
-        raise RecordValidationError(None, None, f"the batch cannot be converted to Arrow: {error or e}",
-                                    topic=topic) from None
+        raise RecordValidationError(
+            None, None, f"the batch cannot be converted to Arrow: {error or e}", topic=topic
+        ) from None
 
 
 def _columns_ok(batch: pa.RecordBatch, plan: _Plan) -> bool:
@@ -244,8 +249,9 @@ def _one_batch(data: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]  # pragma: no cover
 
 
-def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
-                   keep_dictionaries: bool = False, keep_runs: bool = False) -> pa.RecordBatch:
+def _conform_arrow(
+    data: Any, plan: _Plan, topic: str | None, offset: int, keep_dictionaries: bool = False, keep_runs: bool = False
+) -> pa.RecordBatch:
     src = _one_batch(data)
     target = plan.arrow_schema
     kept: dict[int, pa.Array] = {}
@@ -266,21 +272,30 @@ def _conform_arrow(data: Any, plan: _Plan, topic: str | None, offset: int,
         names = set(src.schema.names)
         for name in src.schema.names:
             if name not in plan.fieldnames:
-                raise RecordValidationError(None, name, f"unknown column {name!r} not in schema{_suggest(name, plan.names)}"
-                                            f" (expected columns: {', '.join(plan.names)})", topic=topic)
+                raise RecordValidationError(
+                    None,
+                    name,
+                    f"unknown column {name!r} not in schema{suggest(name, plan.names)}"
+                    f" (expected columns: {', '.join(plan.names)})",
+                    topic=topic,
+                )
         cols = []
         for i, f in enumerate(target):
             if f.name not in names:
                 if not f.nullable:
-                    raise RecordValidationError(None, f.name, f"missing required column (expected {f.type})", topic=topic)
+                    raise RecordValidationError(
+                        None, f.name, f"missing required column (expected {f.type})", topic=topic
+                    )
                 cols.append(pa.nulls(src.num_rows, f.type))
             elif i in kept:
                 cols.append(kept[i])
             else:
                 cols.append(_coerce(src.column(f.name), f, f.name, topic, offset))
     if kept:
-        target = pa.schema([pa.field(f.name, kept[i].type, f.nullable, f.metadata) if i in kept else f
-                            for i, f in enumerate(target)], target.metadata)
+        target = pa.schema(
+            [pa.field(f.name, kept[i].type, f.nullable, f.metadata) if i in kept else f for i, f in enumerate(target)],
+            target.metadata,
+        )
     batch = pa.RecordBatch.from_arrays(cols, schema=target)
     if _columns_ok(batch, plan):
         return batch
@@ -342,8 +357,12 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
         dst_set = set(dst_names)
         for name in (c.name for c in arr.type):
             if name not in dst_set:
-                raise RecordValidationError(None, f"{path}.{name}", f"unknown field {name!r} not in schema "
-                                            f"(expected fields: {', '.join(dst_names)})", topic=topic)
+                raise RecordValidationError(
+                    None,
+                    f"{path}.{name}",
+                    f"unknown field {name!r} not in schema (expected fields: {', '.join(dst_names)})",
+                    topic=topic,
+                )
         children = []
         for c in dst:
             if c.name in src_names:
@@ -351,18 +370,28 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
             elif c.nullable:
                 children.append(pa.nulls(len(arr), c.type))
             else:
-                raise RecordValidationError(None, f"{path}.{c.name}", f"missing required field (expected {c.type})",
-                                            topic=topic)
+                raise RecordValidationError(
+                    None, f"{path}.{c.name}", f"missing required field (expected {c.type})", topic=topic
+                )
         return pa.StructArray.from_arrays(children, fields=list(dst), mask=arr.is_null() if arr.null_count else None)
     if not castable(arr.type, dst):
-        raise RecordValidationError(None, path, f"expected Arrow {dst}, found a column of Arrow type {arr.type} "
-                                    "(no lossless conversion under Avro's rules)", topic=topic)
+        raise RecordValidationError(
+            None,
+            path,
+            f"expected Arrow {dst}, found a column of Arrow type {arr.type} "
+            "(no lossless conversion under Avro's rules)",
+            topic=topic,
+        )
     try:
         return pc.cast(arr, dst, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         row = _first_failing_row(arr, dst)
-        raise RecordValidationError(row + offset, path, f"expected {dst}, found {_show(arr[row].as_py())} that does "
-                                    f"not convert exactly ({e})", topic=topic) from None
+        raise RecordValidationError(
+            row + offset,
+            path,
+            f"expected {dst}, found {show_value(arr[row].as_py())} that does not convert exactly ({e})",
+            topic=topic,
+        ) from None
 
 
 def _first_failing_row(arr: pa.Array, dst: pa.DataType) -> int:
@@ -386,219 +415,41 @@ def castable(src: pa.DataType, dst: pa.DataType) -> bool:
         return castable(src.value_type, dst)
     if t.is_dictionary(dst):
         inner = src.value_type if t.is_dictionary(src) else src
-        return t.is_string(inner) or t.is_large_string(inner)
+        return bool(t.is_string(inner) or t.is_large_string(inner))
     if t.is_integer(dst):
-        return t.is_integer(src)  # overflow is caught by the safe cast
+        return bool(t.is_integer(src))  # overflow is caught by the safe cast
     if t.is_floating(dst):
-        return t.is_integer(src) or (t.is_floating(src) and src.bit_width <= dst.bit_width)
+        return bool(t.is_integer(src) or (t.is_floating(src) and src.bit_width <= dst.bit_width))
     if t.is_string(dst) or t.is_large_string(dst):
-        return t.is_string(src) or t.is_large_string(src) or t.is_binary(src) or t.is_large_binary(src) or \
-            getattr(t, "is_string_view", lambda _: False)(src)
+        return bool(
+            t.is_string(src)
+            or t.is_large_string(src)
+            or t.is_binary(src)
+            or t.is_large_binary(src)
+            or getattr(t, "is_string_view", lambda _: False)(src)
+        )
     if t.is_binary(dst) or t.is_large_binary(dst):
-        return t.is_binary(src) or t.is_large_binary(src) or t.is_string(src) or t.is_large_string(src)
+        return bool(t.is_binary(src) or t.is_large_binary(src) or t.is_string(src) or t.is_large_string(src))
     if t.is_fixed_size_binary(dst):
-        return t.is_fixed_size_binary(src) and src.byte_width == dst.byte_width
+        return bool(t.is_fixed_size_binary(src) and src.byte_width == dst.byte_width)
     if t.is_timestamp(dst):
-        return t.is_timestamp(src)
+        return bool(t.is_timestamp(src))
     if t.is_date(dst):
-        return t.is_date(src)
+        return bool(t.is_date(src))
     if t.is_time(dst):
-        return t.is_time(src)
+        return bool(t.is_time(src))
     if t.is_decimal(dst):
-        return t.is_decimal(src) or t.is_integer(src)
+        return bool(t.is_decimal(src) or t.is_integer(src))
     if t.is_list(dst) or t.is_large_list(dst):
-        return (t.is_list(src) or t.is_large_list(src) or t.is_fixed_size_list(src)) and \
-            castable(src.value_type, dst.value_type)
+        return (t.is_list(src) or t.is_large_list(src) or t.is_fixed_size_list(src)) and castable(
+            src.value_type, dst.value_type
+        )
     if t.is_map(dst):
-        return t.is_map(src) and castable(src.key_type, dst.key_type) and castable(src.item_type, dst.item_type)
+        return bool(t.is_map(src) and castable(src.key_type, dst.key_type) and castable(src.item_type, dst.item_type))
     if t.is_struct(dst):
-        return t.is_struct(src) and [c.name for c in src] == [c.name for c in dst] and \
-            all(castable(a.type, b.type) for a, b in zip(src, dst))
+        return (
+            t.is_struct(src)
+            and [c.name for c in src] == [c.name for c in dst]
+            and all(castable(a.type, b.type) for a, b in zip(src, dst))
+        )
     return False
-
-
-# --------------------------------------------------------------------------- slow path
-def first_error(rows: list, tree: dict) -> tuple[int, str | None, str] | None:
-    """(index, field path, reason) of the first row that does not match `tree`, or None."""
-    for i, row in enumerate(rows):
-        found = _check_record(row, tree, "")
-        if found is not None:
-            return (i, *found)
-    return None
-
-
-def _show(v: Any) -> str:
-    text = repr(v)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(v).__name__} {text}"
-
-
-def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_record(row: Any, t: dict, path: str) -> tuple[str | None, str] | None:
-    if not isinstance(row, dict):
-        return (path or None, f"expected a record (dict) of {t['name']}, found {_show(row)}")
-    names = _lookup(t, "fields")
-    for key in row:
-        if key not in names:
-            where = f"{path}.{key}" if path else str(key)
-            return (where, f"unknown field {key!r} not in schema{_suggest(str(key), list(names))}")
-    for f in t["fields"]:
-        where = f"{path}.{f['name']}" if path else f["name"]
-        if f["name"] not in row:
-            _, nullable = non_null(f["type"])
-            if nullable or f["type"] == "null":
-                continue
-            return (where, f"missing required field (expected {_expected(f['type'])})")
-        found = _check(row[f["name"]], f["type"], where)
-        if found is not None:
-            return found
-    return None
-
-
-_NAMES: dict[tuple[int, str], tuple[dict, dict]] = {}
-
-
-def _lookup(t: dict, key: str) -> dict:
-    """The field names (`key` "fields") or symbols ("symbols") of named type `t`, as a dict (ordered,
-    hashed for lookups: a wide record must not cost a list scan per key), cached by identity."""
-    hit = _NAMES.get((id(t), key))
-    if hit is not None and hit[0] is t:
-        return hit[1]
-    names = dict.fromkeys(f["name"] for f in t["fields"]) if key == "fields" else dict.fromkeys(t["symbols"])
-    if len(_NAMES) > 4096:
-        _NAMES.clear()
-    _NAMES[(id(t), key)] = (t, names)
-    return names
-
-
-def _expected(t: Any) -> str:
-    inner, nullable = non_null(t)
-    kind = base_type(inner)
-    logical = inner.get("logicalType") if isinstance(inner, dict) else None
-    text = {
-        "timestamp-micros": "a timestamp (datetime or int microseconds)",
-        "timestamp-millis": "a timestamp (datetime or int milliseconds)",
-        "local-timestamp-micros": "a local timestamp (datetime or int microseconds)",
-        "local-timestamp-millis": "a local timestamp (datetime or int milliseconds)",
-        "date": "a date (datetime.date or int days)",
-        "time-millis": "a time (datetime.time or int milliseconds)",
-        "time-micros": "a time (datetime.time or int microseconds)",
-        "uuid": "a uuid string",
-    }.get(logical or "")
-    if text is None and logical == "decimal":
-        text = f"a decimal.Decimal with precision {inner.get('precision')} and scale {inner.get('scale', 0)}"
-    if text is None:
-        text = {
-            "null": "null", "boolean": "a boolean", "int": "an int (32-bit integer)",
-            "long": "a long (64-bit integer)", "float": "a float (number)", "double": "a double (number)",
-            "bytes": "bytes", "string": "a string", "array": "a list",
-            "map": "a map (dict with string keys)", "record": "a record (dict)",
-        }.get(kind)
-    if text is None and kind == "enum":
-        text = f"one of the enum symbols {inner['symbols']}"
-    if text is None and kind == "fixed":
-        text = f"{inner['size']} bytes (fixed {inner['name']})"
-    text = text or type_name(inner)
-    return text + " or null" if nullable else text
-
-
-_BAD = ("", "")  # _check_value's answer for "not of the type": _check words it (only then)
-
-
-def _check(v: Any, t: Any, path: str) -> tuple[str | None, str] | None:
-    inner, nullable = non_null(t)
-    if v is None:
-        if nullable or inner == "null":
-            return None
-        return (path, f"null is not allowed (expected {_expected(t)})")
-    found = _check_value(v, t, inner, path)
-    if found is _BAD:
-        return (path, f"expected {_expected(t)}, found {_show(v)}")
-    return found
-
-
-def _check_value(v: Any, t: Any, inner: Any, path: str) -> tuple[str | None, str] | None:
-    """None if non-null `v` is of type `t` (`inner` without its null branch), else _BAD or the reason."""
-    bad = _BAD
-    kind = base_type(inner)
-    logical = inner.get("logicalType") if isinstance(inner, dict) else None
-    if logical in ("timestamp-micros", "timestamp-millis", "local-timestamp-micros", "local-timestamp-millis"):
-        ok = isinstance(v, _dt.datetime) or (isinstance(v, numbers.Integral) and not isinstance(v, bool)) or \
-            type(v).__name__ == "datetime64"
-        return None if ok else bad
-    if logical == "date":
-        ok = isinstance(v, _dt.date) or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
-        return None if ok else bad
-    if logical in ("time-millis", "time-micros"):
-        ok = isinstance(v, _dt.time) or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
-        return None if ok else bad
-    if logical == "decimal":
-        if isinstance(v, bool) or not isinstance(v, (decimal.Decimal, numbers.Integral)):
-            return bad
-        d = decimal.Decimal(v)
-        scale, precision = int(inner.get("scale", 0)), int(inner["precision"])
-        try:
-            q = d.quantize(decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=100))
-        except decimal.InvalidOperation:
-            return bad
-        if q != d:
-            return (path, f"expected {_expected(t)}, found {_show(v)} with more than {scale} decimal places")
-        if len(q.as_tuple().digits) > precision and q != 0:
-            return (path, f"expected {_expected(t)}, found {_show(v)} with more than {precision} digits")
-        return None
-    if kind == "boolean":
-        return None if isinstance(v, bool) else bad
-    if kind in ("int", "long"):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            return bad
-        lo, hi = _INT_RANGE[kind]
-        return None if lo <= v <= hi else (path, f"expected {_expected(t)}, found {v} out of range [{lo}, {hi}]")
-    if kind in ("float", "double"):
-        return None if isinstance(v, numbers.Real) and not isinstance(v, bool) else bad
-    if kind == "string":
-        if isinstance(v, str):
-            return None
-        if isinstance(v, bytes):
-            try:
-                v.decode("utf-8")
-                return None
-            except UnicodeDecodeError:
-                return (path, f"expected {_expected(t)}, found bytes that are not valid UTF-8: {_show(v)}")
-        return bad
-    if kind == "bytes":
-        return None if isinstance(v, (bytes, bytearray, memoryview, str)) else bad
-    if kind == "fixed":
-        if not isinstance(v, (bytes, bytearray)):
-            return bad
-        return None if len(v) == int(inner["size"]) else (path, f"expected {_expected(t)}, found {len(v)} bytes")
-    if kind == "enum":
-        return None if isinstance(v, str) and v in _lookup(inner, "symbols") else bad
-    if kind == "array":
-        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
-            return bad
-        for i, item in enumerate(v):
-            found = _check(item, inner["items"], f"{path}[{i}]")
-            if found is not None:
-                return found
-        return None
-    if kind == "map":
-        items = v.items() if isinstance(v, dict) else v
-        if not isinstance(v, (dict, list, tuple)):
-            return bad
-        for pair in items:
-            if not (isinstance(pair, tuple) and len(pair) == 2) or not isinstance(pair[0], str):
-                return (path, f"expected {_expected(t)}, found key or entry {_show(pair)}")
-            found = _check(pair[1], inner["values"], f"{path}[{pair[0]!r}]")
-            if found is not None:
-                return found
-        return None
-    if kind == "record":
-        return _check_record(v, inner, path)
-    if kind == "null":
-        return bad
-    return None

@@ -49,8 +49,9 @@ from typing import Any, NamedTuple
 
 from logstore.errors import LogIOError, SchemaError, SchemaIncompatibleError
 from logstore.files import CLOEXEC, NOFOLLOW, make_dir, read_small, write_atomic
-from schemas.avro import expand, fingerprint, full_form, parse
+from schemas.avro import expand, fingerprint, full_form
 from schemas.compat import MODES, check_expanded
+from schemas.parse import parse
 
 LOCK_NAME = ".lock"
 SUFFIX = ".avsc"
@@ -73,7 +74,7 @@ def record_file_name(version: int) -> str:
 class SchemaVersion(NamedTuple):
     version: int
     id: int
-    schema: dict
+    schema: dict[str, Any]
 
 
 class Registry:
@@ -119,8 +120,10 @@ class Registry:
         files: dict[str, tuple[bytes, bytes | None, SchemaVersion, str]] = {}
         for expected, (number, name) in enumerate(found, start=1):
             if number != expected:
-                raise SchemaError(f"schema registry {self.directory}: expected version {expected}, found {name} "
-                                  "(versions must be dense)")
+                raise SchemaError(
+                    f"schema registry {self.directory}: expected version {expected}, found {name} "
+                    "(versions must be dense)"
+                )
             version, form = self._load_version(number, name, records.get(number), files)
             versions.append(version)
             forms.append(form)
@@ -129,15 +132,21 @@ class Registry:
             n = orphans[0]
             raise SchemaError(
                 f"schema registry {self.directory}: {records[n]} records version {n}, but its version file "
-                f"{version_file_name(n)} is missing (versions are never deleted: restore it)")
+                f"{version_file_name(n)} is missing (versions are never deleted: restore it)"
+            )
         self._versions = versions
         self._forms = forms
         self._recorded = {n for n in records if n <= len(found)}
         self._files = files
         return list(versions)
 
-    def _load_version(self, number: int, name: str, record: str | None,
-                      files: dict[str, tuple[bytes, bytes | None, SchemaVersion, str]]) -> tuple[SchemaVersion, str]:
+    def _load_version(
+        self,
+        number: int,
+        name: str,
+        record: str | None,
+        files: dict[str, tuple[bytes, bytes | None, SchemaVersion, str]],
+    ) -> tuple[SchemaVersion, str]:
         """Version `number` from file `name`, checked against its fingerprint `record` if any.
 
         A version file and record whose bytes are those of the last load are not parsed again.
@@ -167,7 +176,7 @@ class Registry:
         except (KeyError, TypeError, AttributeError) as e:
             raise SchemaError(f"schema version file {path} does not hold a valid schema: {e!r}") from None
         schema_id = None
-        if rpath is not None:
+        if rpath is not None and rraw is not None:
             recorded, schema_id = _parse_record(rpath, rraw, number)
             found = _digest(form)
             if recorded != found:
@@ -175,7 +184,8 @@ class Registry:
                     f"schema version file {path} is not the schema registered as version {number}: its "
                     f"fingerprint (SHA-256 of the full form) was recorded as {recorded} in {rpath}, found "
                     f"{found}; version files must never change (frames written under version {number} would be "
-                    "read with another type): restore the original file")
+                    "read with another type): restore the original file"
+                )
         # the id recorded with a matching digest is that of this very schema (CRC-64 is slow in Python)
         version = SchemaVersion(number, fingerprint(schema) if schema_id is None else schema_id, schema)
         files[name] = (raw, rraw, version, form)
@@ -199,17 +209,19 @@ class Registry:
         if not 1 <= version <= len(versions):
             versions = self.reload()
         if not 1 <= version <= len(versions):
-            raise SchemaError(f"schema registry {self.directory}: no version {version} "
-                              f"(versions 1..{len(versions)})" if versions else
-                              f"schema registry {self.directory}: no version {version} (no schema registered)")
+            raise SchemaError(
+                f"schema registry {self.directory}: no version {version} (versions 1..{len(versions)})"
+                if versions
+                else f"schema registry {self.directory}: no version {version} (no schema registered)"
+            )
         return versions[version - 1]
 
     def by_id(self, schema_id: int) -> SchemaVersion:
         """The latest version whose id (fingerprint) is `schema_id`."""
-        for attempt in (self.versions, self.reload):
-            for v in reversed(attempt()):
-                if v.id == schema_id:
-                    return v
+        for versions in (self.versions(), self.reload()):
+            found = [v for v in versions if v.id == schema_id]
+            if found:
+                return found[-1]
         raise SchemaError(f"schema registry {self.directory}: no version with id {schema_id:#018x}")
 
     # ------------------------------------------------------------------ writing
@@ -244,7 +256,9 @@ class Registry:
             if reasons:
                 raise SchemaIncompatibleError(
                     f"schema refused by {self.directory} under {mode} compatibility "
-                    f"(latest is version {len(versions)})", reasons)
+                    f"(latest is version {len(versions)})",
+                    reasons,
+                )
             number = len(versions) + 1
             new = SchemaVersion(number, fingerprint(parsed), parsed)
             self._write(number, parsed)
@@ -258,7 +272,7 @@ class Registry:
         for stray in self.directory.glob(".v*.tmp"):
             stray.unlink(missing_ok=True)
 
-    def _write(self, number: int, schema: dict) -> None:
+    def _write(self, number: int, schema: dict[str, Any]) -> None:
         final = self.directory / version_file_name(number)
         data = (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         if final.exists():  # pragma: no cover - the file lock makes this impossible
@@ -267,10 +281,18 @@ class Registry:
 
     def _write_record(self, number: int, form: str, schema_id: int) -> None:
         """(Under the file lock, after version `number`'s file is durable.) Record its fingerprint."""
-        doc = {"format": 1, "version": number, "file": version_file_name(number),
-               "sha256": _digest(form), "id": f"{schema_id:#018x}"}
-        write_atomic(self.directory / record_file_name(number), (json.dumps(doc, indent=2) + "\n").encode(),
-                     "write schema fingerprint")
+        doc = {
+            "format": 1,
+            "version": number,
+            "file": version_file_name(number),
+            "sha256": _digest(form),
+            "id": f"{schema_id:#018x}",
+        }
+        write_atomic(
+            self.directory / record_file_name(number),
+            (json.dumps(doc, indent=2) + "\n").encode(),
+            "write schema fingerprint",
+        )
         self._recorded.add(number)
 
 
@@ -287,11 +309,14 @@ def _parse_record(path: pathlib.Path, raw: bytes, number: int) -> tuple[str, int
         raise SchemaError(f"schema fingerprint record {path} is damaged: not JSON ({e})") from None
     digest = doc.get("sha256") if isinstance(doc, dict) else None
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise SchemaError(f"schema fingerprint record {path} is damaged: field 'sha256' must be 64 hex digits, "
-                          f"found {digest!r}")
+        raise SchemaError(
+            f"schema fingerprint record {path} is damaged: field 'sha256' must be 64 hex digits, found {digest!r}"
+        )
     if doc.get("version") != number:
-        raise SchemaError(f"schema fingerprint record {path} is damaged: field 'version' must be {number}, "
-                          f"found {doc.get('version')!r}")
+        raise SchemaError(
+            f"schema fingerprint record {path} is damaged: field 'version' must be {number}, "
+            f"found {doc.get('version')!r}"
+        )
     schema_id = doc.get("id")
     if isinstance(schema_id, str) and re.fullmatch(r"0x[0-9a-f]{16}", schema_id):
         return digest, int(schema_id, 16)
@@ -303,7 +328,7 @@ class _FileLock:
         self.path = path
         self.fd = -1
 
-    def __enter__(self) -> "_FileLock":
+    def __enter__(self) -> _FileLock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
             fcntl.flock(self.fd, fcntl.LOCK_EX)

@@ -25,10 +25,10 @@ from logstore.errors import SchemaError
 from schemas.arrow import tree_to_arrow
 from schemas.avro import base_type, expand, full_form, non_null, type_name
 
-_CACHE: dict[tuple[int, int], tuple[dict, dict, Any, Any, pa.Schema, bool]] = {}
+_CACHE: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any], Any, Any, pa.Schema, bool]] = {}
 
 
-def _plan(writer: dict, reader: dict) -> tuple[Any, Any, pa.Schema, bool]:
+def _plan(writer: dict[str, Any], reader: dict[str, Any]) -> tuple[Any, Any, pa.Schema, bool]:
     key = (id(writer), id(reader))
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is writer and hit[1] is reader:
@@ -42,7 +42,9 @@ def _plan(writer: dict, reader: dict) -> tuple[Any, Any, pa.Schema, bool]:
     return plan
 
 
-def resolve(data: pa.RecordBatch | pa.Table, writer: dict, reader: dict) -> pa.RecordBatch | pa.Table:
+def resolve(
+    data: pa.RecordBatch | pa.Table, writer: dict[str, Any], reader: dict[str, Any]
+) -> pa.RecordBatch | pa.Table:
     """`data` (written under `writer`) as the `reader` schema sees it: same kind, schema to_arrow(reader)."""
     wt, rt, target, same = _plan(writer, reader)
     if same and data.schema.equals(target, check_metadata=False):
@@ -55,8 +57,10 @@ def resolve(data: pa.RecordBatch | pa.Table, writer: dict, reader: dict) -> pa.R
         wf = _match(rf, wfields)
         if wf is None:
             if "default" not in rf:
-                raise SchemaError(f"field '{rf['name']}': not in the writer schema and has no default in the reader "
-                                  f"schema; cannot resolve old records")
+                raise SchemaError(
+                    f"field '{rf['name']}': not in the writer schema and has no default in the reader "
+                    f"schema; cannot resolve old records"
+                )
             cols.append(_default_array(rf["default"], rf["type"], af.type, n, rf["name"]))
             continue
         col = data.column(wf["name"])
@@ -68,7 +72,7 @@ def resolve(data: pa.RecordBatch | pa.Table, writer: dict, reader: dict) -> pa.R
     return _assemble(data, cols, target)
 
 
-def _assemble(data: Any, cols: list, target: pa.Schema) -> Any:
+def _assemble(data: Any, cols: list[Any], target: pa.Schema) -> Any:
     if isinstance(data, pa.Table):
         return pa.Table.from_arrays(cols, schema=target)
     return pa.RecordBatch.from_arrays(cols, schema=target)
@@ -85,7 +89,7 @@ def _view(col: Any, t: pa.DataType) -> Any:
         return col.cast(t)
 
 
-def _match(rf: dict, wfields: dict) -> dict | None:
+def _match(rf: dict[str, Any], wfields: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     if rf["name"] in wfields:
         return wfields[rf["name"]]
     for alias in rf.get("aliases", ()):
@@ -116,14 +120,18 @@ def _resolve(arr: pa.Array, rtype: Any, wtype: Any, target: pa.DataType, path: s
     try:
         return pc.cast(arr, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise SchemaError(f"field '{path}': cannot resolve {type_name(wtype)} data as {type_name(rtype)}: {e}") from None
+        raise SchemaError(
+            f"field '{path}': cannot resolve {type_name(wtype)} data as {type_name(rtype)}: {e}"
+        ) from None
 
 
 def _mask(arr: pa.Array) -> pa.Array | None:
     return arr.is_null() if arr.null_count else None
 
 
-def _resolve_struct(arr: pa.StructArray, rt: dict, wt: dict, target: pa.DataType, path: str) -> pa.Array:
+def _resolve_struct(
+    arr: pa.StructArray, rt: dict[str, Any], wt: dict[str, Any], target: pa.DataType, path: str
+) -> pa.Array:
     wfields = {f["name"]: (i, f) for i, f in enumerate(wt["fields"])}
     out = []
     for i, rf in enumerate(rt["fields"]):
@@ -140,7 +148,7 @@ def _resolve_struct(arr: pa.StructArray, rt: dict, wt: dict, target: pa.DataType
     return pa.StructArray.from_arrays(out, fields=list(target), mask=_mask(arr))
 
 
-def _resolve_enum(arr: pa.Array, rt: dict, target: pa.DataType, path: str) -> pa.Array:
+def _resolve_enum(arr: pa.Array, rt: dict[str, Any], target: pa.DataType, path: str) -> pa.Array:
     if not pa.types.is_dictionary(arr.type):
         arr = pc.dictionary_encode(arr.cast(pa.string()))
     symbols = pa.array(rt["symbols"], pa.string())
@@ -152,8 +160,10 @@ def _resolve_enum(arr: pa.Array, rt: dict, target: pa.DataType, path: str) -> pa
     if indices.null_count > arr.null_count:
         bad = pc.and_(indices.is_null(), arr.is_valid())
         row = bad.to_pylist().index(True)
-        raise SchemaError(f"field '{path}': row {row} holds enum symbol {arr[row].as_py()!r}, unknown to the reader "
-                          f"enum {rt['name']} (symbols {rt['symbols']}) which has no default")
+        raise SchemaError(
+            f"field '{path}': row {row} holds enum symbol {arr[row].as_py()!r}, unknown to the reader "
+            f"enum {rt['name']} (symbols {rt['symbols']}) which has no default"
+        )
     return pa.DictionaryArray.from_arrays(indices.cast(target.index_type), symbols)
 
 
@@ -173,8 +183,10 @@ def default_value(value: Any, t: Any) -> Any:
             return decimal.Decimal(unscaled).scaleb(-int(t.get("scale", 0)))
         return raw
     if kind == "record":
-        return {f["name"]: default_value(value[f["name"]] if f["name"] in value else f.get("default"), f["type"])
-                for f in t["fields"]}
+        return {
+            f["name"]: default_value(value[f["name"]] if f["name"] in value else f.get("default"), f["type"])
+            for f in t["fields"]
+        }
     if kind == "array":
         return [default_value(v, t["items"]) for v in value]
     if kind == "map":

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import fastavro
 
@@ -21,10 +22,10 @@ from logstore.errors import SchemaError
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
-_PARSED: dict[int, tuple[dict, Any]] = {}
+_PARSED: dict[int, tuple[dict[str, Any], Any]] = {}
 
 
-def _parsed(schema: dict) -> Any:
+def _parsed(schema: dict[str, Any]) -> Any:
     hit = _PARSED.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
@@ -38,7 +39,7 @@ def _parsed(schema: dict) -> Any:
     return parsed
 
 
-def encode(record: dict, schema: dict, schema_id: int) -> bytes:
+def encode(record: dict[str, Any], schema: dict[str, Any], schema_id: int) -> bytes:
     """One record as a Confluent-framed Avro message."""
     if not 0 <= schema_id <= 0xFFFFFFFF:
         raise SchemaError(f"schema id must fit 4 unsigned bytes (0..4294967295), found {schema_id}")
@@ -51,11 +52,13 @@ def encode(record: dict, schema: dict, schema_id: int) -> bytes:
     return out.getvalue()
 
 
-def decode(data: bytes, lookup: Callable[[int], dict]) -> tuple[int, dict]:
+def decode(data: bytes, lookup: Callable[[int], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     """(schema id, record) of a Confluent-framed message; `lookup(id)` gives the writer schema."""
     if len(data) < HEADER.size:
-        raise SchemaError(f"wire message too short: expected at least {HEADER.size} bytes "
-                          f"(magic byte and 4-byte schema id), found {len(data)}")
+        raise SchemaError(
+            f"wire message too short: expected at least {HEADER.size} bytes "
+            f"(magic byte and 4-byte schema id), found {len(data)}"
+        )
     if data[0] != MAGIC:
         raise SchemaError(f"wire message: expected magic byte 0, found {data[0]}; not Confluent-framed Avro")
     _, schema_id = HEADER.unpack_from(data)
@@ -65,13 +68,18 @@ def decode(data: bytes, lookup: Callable[[int], dict]) -> tuple[int, dict]:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the lookup raises, name the id
         raise SchemaError(f"wire message: unknown schema id {schema_id}: {e}") from None
-    body = io.BytesIO(memoryview(data)[HEADER.size:])
+    body = io.BytesIO(memoryview(data)[HEADER.size :])
     try:
         record = fastavro.schemaless_reader(body, _parsed(schema), None)
     except (EOFError, ValueError, IndexError, TypeError, KeyError, struct.error) as e:
-        raise SchemaError(f"wire message: Avro body does not decode with schema id {schema_id}: "
-                          f"{type(e).__name__}: {e}") from None
+        raise SchemaError(
+            f"wire message: Avro body does not decode with schema id {schema_id}: {type(e).__name__}: {e}"
+        ) from None
     if body.tell() != len(data) - HEADER.size:
-        raise SchemaError(f"wire message: {len(data) - HEADER.size - body.tell()} trailing bytes after the "
-                          f"record (schema id {schema_id}); wrong schema?")
+        raise SchemaError(
+            f"wire message: {len(data) - HEADER.size - body.tell()} trailing bytes after the "
+            f"record (schema id {schema_id}); wrong schema?"
+        )
+    if not isinstance(record, dict):
+        raise SchemaError(f"wire message: schema id {schema_id} is not a record schema")
     return schema_id, record

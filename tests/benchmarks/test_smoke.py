@@ -19,9 +19,30 @@ def test_smoke_run_writes_every_scenario_table(tmp_path):
 
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--n", "2000", "--runs", "1", "--rounds", "2", "--segments", "200",
-         "--no-strace", "--jobs", "2", "--out", str(out), "--scratch", str(tmp_path / "scratch")],
-        cwd=ROOT, capture_output=True, text=True, timeout=360,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--n",
+            "2000",
+            "--runs",
+            "1",
+            "--rounds",
+            "2",
+            "--segments",
+            "200",
+            "--no-strace",
+            "--jobs",
+            "2",
+            "--out",
+            str(out),
+            "--scratch",
+            str(tmp_path / "scratch"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
@@ -62,10 +83,29 @@ def test_rounds_merge_every_timed_run_and_keep_the_first_error():
     one = round_ctx(ctx, 3)
     assert one.runs == 1 and one.options == {"segments": 5, "short_runs_n": -(-SHORT_RUNS // 3)}
     assert round_ctx(ctx, 1) is ctx
-    a = Result("c", "s", "n", "logstore", times=[1.0, 3.0], peaks=[5], child_peak=7, disk_bytes=100,
-               extra={"tree_file_peak": 10, "groups": 6})
-    b = Result("c", "s", "n", "logstore", times=[2.0], peaks=[9], child_peak=4, disk_bytes=120,
-               extra={"tree_file_peak": 4, "groups": 6}, error="child died (run): boom")
+    a = Result(
+        "c",
+        "s",
+        "n",
+        "logstore",
+        times=[1.0, 3.0],
+        peaks=[5],
+        child_peak=7,
+        disk_bytes=100,
+        extra={"tree_file_peak": 10, "groups": 6},
+    )
+    b = Result(
+        "c",
+        "s",
+        "n",
+        "logstore",
+        times=[2.0],
+        peaks=[9],
+        child_peak=4,
+        disk_bytes=120,
+        extra={"tree_file_peak": 4, "groups": 6},
+        error="child died (run): boom",
+    )
     m = merge([a, b])
     assert m.times == [1.0, 3.0, 2.0] and m.median == 2.0 and m.peak == 9 and m.child_peak == 7
     assert m.disk_bytes == 120 and m.extra == {"tree_file_peak": 10, "groups": 6}

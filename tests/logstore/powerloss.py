@@ -100,10 +100,11 @@ import sys
 import threading
 import traceback
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 # ================================================================================================
 # the logical file system
@@ -122,7 +123,7 @@ class FS:
         self.files: dict[int, bytearray] = {}
         self.next_id = 1
 
-    def copy(self) -> "FS":
+    def copy(self) -> FS:
         fs = FS.__new__(FS)
         fs.dirs = {d: dict(e) for d, e in self.dirs.items()}
         fs.files = {i: bytearray(c) for i, c in self.files.items()}
@@ -135,7 +136,7 @@ class FS:
         return i
 
     @classmethod
-    def snapshot(cls, root: Path) -> "FS":
+    def snapshot(cls, root: Path) -> FS:
         """The tree under `root` (which must exist) as it is on disk."""
         fs = cls()
 
@@ -171,8 +172,9 @@ class FS:
                 return None
         return node
 
-    def tree(self, dirs: dict[int, dict[str, int]] | None = None,
-             files: dict[int, bytes | bytearray] | None = None) -> dict[str, bytes | None]:
+    def tree(
+        self, dirs: dict[int, dict[str, int]] | None = None, files: dict[int, bytes | bytearray] | None = None
+    ) -> dict[str, bytes | None]:
         """path -> content (None for a directory) of everything reachable from the root."""
         dirs = self.dirs if dirs is None else dirs
         files = self.files if files is None else files
@@ -220,7 +222,7 @@ def materialize(tree: dict[str, bytes | None], dest: Path) -> None:
             try:
                 view = memoryview(c)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
 
@@ -309,10 +311,10 @@ def apply_data(content: bytearray, op: Op) -> None:
         end = op.offset + len(op.data)
         if len(content) < op.offset:
             content.extend(bytes(op.offset - len(content)))
-        content[op.offset:end] = op.data
+        content[op.offset : end] = op.data
     elif op.kind == "truncate":
         if op.size <= len(content):
-            del content[op.size:]
+            del content[op.size :]
         else:
             content.extend(bytes(op.size - len(content)))
 
@@ -338,13 +340,47 @@ def replay(initial: FS, ops: Iterable[Op]) -> FS:
 # the recorder (the shim over os)
 # ================================================================================================
 
-FAULT_KINDS = ("write", "pwrite", "pwritev", "fdatasync", "fsync", "ftruncate", "rename", "replace",
-               "open_creat", "mkdir")
-_PATCHED = ("open", "write", "pwrite", "pwritev", "ftruncate", "fsync", "fdatasync", "close", "replace",
-            "rename", "unlink", "remove", "mkdir", "rmdir")
+FAULT_KINDS = (
+    "write",
+    "pwrite",
+    "pwritev",
+    "fdatasync",
+    "fsync",
+    "ftruncate",
+    "rename",
+    "replace",
+    "open_creat",
+    "mkdir",
+)
+_PATCHED = (
+    "open",
+    "write",
+    "pwrite",
+    "pwritev",
+    "ftruncate",
+    "fsync",
+    "fdatasync",
+    "close",
+    "replace",
+    "rename",
+    "unlink",
+    "remove",
+    "mkdir",
+    "rmdir",
+)
 # mutating os functions outside the contract: a call on a path under the root is a violation
-_FORBIDDEN = ("truncate", "writev", "link", "symlink", "posix_fallocate", "sendfile", "copy_file_range",
-              "splice", "mkfifo", "mknod")
+_FORBIDDEN = (
+    "truncate",
+    "writev",
+    "link",
+    "symlink",
+    "posix_fallocate",
+    "sendfile",
+    "copy_file_range",
+    "splice",
+    "mkfifo",
+    "mknod",
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -384,7 +420,7 @@ def _caller() -> str:
 class _EscapedFile:
     """A file object opened for writing outside the contract; closing it records what it wrote."""
 
-    def __init__(self, rec: "Recorder", f: Any, rel: str) -> None:
+    def __init__(self, rec: Recorder, f: Any, rel: str) -> None:
         self._f, self._rec, self._rel = f, rec, rel
 
     def __getattr__(self, name: str) -> Any:
@@ -393,7 +429,7 @@ class _EscapedFile:
     def __iter__(self):
         return iter(self._f)
 
-    def __enter__(self) -> "_EscapedFile":
+    def __enter__(self) -> _EscapedFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -413,7 +449,9 @@ class Recorder:
     reports only). With `fault`, see `Fault`.
     """
 
-    def __init__(self, root: str | os.PathLike, *, fault: Fault | list[Fault] | None = None, sync: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike, *, fault: Fault | list[Fault] | None = None, sync: bool = False
+    ) -> None:
         self.root = os.path.realpath(root)
         self.fault = fault
         self.faults = [] if fault is None else [fault] if isinstance(fault, Fault) else list(fault)
@@ -429,7 +467,7 @@ class Recorder:
         self._active = False
 
     # --- public -----------------------------------------------------------------------------
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         os.makedirs(self.root, exist_ok=True)
         self.initial = FS.snapshot(Path(self.root))
         self.live = self.initial.copy()
@@ -463,7 +501,9 @@ class Recorder:
     def self_check(self) -> list[str]:
         """Differences between the replayed trace and the real tree, plus contract violations."""
         problems = [f"contract violation: {v}" for v in self.violations]
-        problems += [f"trace does not replay to the real tree: {d}" for d in diff_trees(self.replayed_tree(), self.real_tree())]
+        problems += [
+            f"trace does not replay to the real tree: {d}" for d in diff_trees(self.replayed_tree(), self.real_tree())
+        ]
         return problems
 
     # --- paths ------------------------------------------------------------------------------
@@ -482,7 +522,7 @@ class Recorder:
         if p == self.root:
             return ""
         if p.startswith(self.root + os.sep):
-            return p[len(self.root) + 1:]
+            return p[len(self.root) + 1 :]
         return None
 
     def _split(self, rel: str) -> tuple[int | None, str]:
@@ -589,6 +629,7 @@ class Recorder:
             if wheres:
                 self.violations.append(f"os.{name} on {', '.join(wheres)} ({_caller()})")
             return fn(*args, **kwargs)
+
         return wrapper
 
     def _io_open(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
@@ -624,8 +665,12 @@ class Recorder:
                     ino = self.live.lookup(rel)
                     if ino is None:
                         return fd
-            elif flags & os.O_TRUNC and flags & _WRITE_FLAGS and before not in self.live.dirs \
-                    and len(self.live.files.get(before, b"")):
+            elif (
+                flags & os.O_TRUNC
+                and flags & _WRITE_FLAGS
+                and before not in self.live.dirs
+                and len(self.live.files.get(before, b""))
+            ):
                 self._record(Op("truncate", rel, before, size=0, via="os.open(O_TRUNC)"))
             self._fds[fd] = _Fd(ino, ino in self.live.dirs, bool(flags & os.O_APPEND), rel)
             return fd
@@ -654,15 +699,18 @@ class Recorder:
         return self._write_common("write", fd, memoryview(data).cast("B"), None, lambda: self._real["write"](fd, data))
 
     def _os_pwrite(self, fd: int, data: Any, offset: int) -> int:
-        return self._write_common("pwrite", fd, memoryview(data).cast("B"), offset,
-                                  lambda: self._real["pwrite"](fd, data, offset))
+        return self._write_common(
+            "pwrite", fd, memoryview(data).cast("B"), offset, lambda: self._real["pwrite"](fd, data, offset)
+        )
 
     def _os_pwritev(self, fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
         buffers = list(buffers)
         if self._fd(fd) is None:
             return self._real["pwritev"](fd, buffers, offset, flags)
         joined = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
-        return self._write_common("pwritev", fd, joined, offset, lambda: self._real["pwritev"](fd, buffers, offset, flags))
+        return self._write_common(
+            "pwritev", fd, joined, offset, lambda: self._real["pwritev"](fd, buffers, offset, flags)
+        )
 
     def _os_ftruncate(self, fd: int, length: int) -> None:
         info = self._fd(fd)
@@ -716,8 +764,20 @@ class Recorder:
             replaced = self.live.dirs[dp].get(dn)
             if replaced == ino:
                 return None  # rename onto itself: a no-op
-            self._record(Op("rename", rs, ino, sp, sn, dst_path=rd, dst_parent=dp, dst_name=dn,
-                            replaced=replaced, via=f"os.{kind}"))
+            self._record(
+                Op(
+                    "rename",
+                    rs,
+                    ino,
+                    sp,
+                    sn,
+                    dst_path=rd,
+                    dst_parent=dp,
+                    dst_name=dn,
+                    replaced=replaced,
+                    via=f"os.{kind}",
+                )
+            )
 
     def _os_rename(self, src: Any, dst: Any, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
         return self._rename_common("rename", src, dst, src_dir_fd, dst_dir_fd)
@@ -783,7 +843,7 @@ def crash_points(ops: list[Op], *, share: float = 1.0, seed: int = 0) -> list[in
     keep = {0, n}
     fs_kind = [op.kind if op.kind != "step" else None for op in ops]
     prev = None
-    for i, op in enumerate(ops):
+    for i, _op in enumerate(ops):
         k = fs_kind[i]
         if k is None:
             continue
@@ -875,8 +935,15 @@ def _pending_content(base: bytes, pending: list[Op], plan: str, model: str, rng:
     return bytes(content), desc
 
 
-def crash_states(initial: FS, ops: list[Op], points: Iterable[int], models: Iterable[str] = ("ext4", "posix"),
-                 *, randoms: int = 3, seed: int = 0) -> Iterator[CrashState]:
+def crash_states(
+    initial: FS,
+    ops: list[Op],
+    points: Iterable[int],
+    models: Iterable[str] = ("ext4", "posix"),
+    *,
+    randoms: int = 3,
+    seed: int = 0,
+) -> Iterator[CrashState]:
     """Every (crash point, model) state: ``lost``, ``kept`` and `randoms` random mixes (seeded)."""
     models = tuple(models)
     points = sorted(set(points))
@@ -958,8 +1025,6 @@ def _reachable_files(dirs: dict[int, dict[str, int]]) -> list[int]:
 # ================================================================================================
 
 
-
-
 @contextmanager
 def scratch(fallback: Path) -> Iterator[Path]:
     """A directory for crash states: in RAM (/dev/shm) where there is one (materializing thousands
@@ -990,8 +1055,10 @@ class Failure:
 
     def __str__(self) -> str:
         first = "; ".join(f"[{c}] {d}" for c, d in self.problems[:3])
-        return (f"{self.name}/{self.model} k={self.k} after {self.op} (step {self.step!r}, last ack "
-                f"{self.acked!r}), state {self.variant}: {first}")
+        return (
+            f"{self.name}/{self.model} k={self.k} after {self.op} (step {self.step!r}, last ack "
+            f"{self.acked!r}), state {self.variant}: {first}"
+        )
 
 
 @dataclass
@@ -1005,8 +1072,11 @@ class SweepResult:
     categories: Counter = field(default_factory=Counter)  # (model, category) -> failing states
 
     def lines(self) -> list[str]:
-        return [f"powerloss {self.name}/{m}: {self.states[m]} states ({self.distinct[m]} distinct, "
-                f"{self.points} crash points), {self.failed[m]} failures" for m in sorted(self.states)]
+        return [
+            f"powerloss {self.name}/{m}: {self.states[m]} states ({self.distinct[m]} distinct, "
+            f"{self.points} crash points), {self.failed[m]} failures"
+            for m in sorted(self.states)
+        ]
 
     def report(self, examples: int = 1) -> str:
         out = self.lines()
@@ -1021,9 +1091,18 @@ class SweepResult:
         return "\n".join(out)
 
 
-def sweep(rec: Recorder, check: Callable[[Path, Any, CrashState], list[tuple[str, str]]], tmp: Path, *,
-          name: str, models: Iterable[str] = ("ext4", "posix"), share: float = 1.0, randoms: int = 3,
-          seed: int = 0, keep_failures: int = 200) -> SweepResult:
+def sweep(
+    rec: Recorder,
+    check: Callable[[Path, Any, CrashState], list[tuple[str, str]]],
+    tmp: Path,
+    *,
+    name: str,
+    models: Iterable[str] = ("ext4", "posix"),
+    share: float = 1.0,
+    randoms: int = 3,
+    seed: int = 0,
+    keep_failures: int = 200,
+) -> SweepResult:
     """Check every crash state of `rec`'s trace with `check(state_dir, acked, state)`.
 
     `acked` is the payload of the last mark before the crash point (None before the first).
@@ -1069,9 +1148,18 @@ def sweep(rec: Recorder, check: Callable[[Path, Any, CrashState], list[tuple[str
                 j = st.k - 1
                 while j >= 0 and ops[j].kind not in FS_KINDS:
                     j -= 1
-                result.failures.append(Failure(
-                    name, st.model, st.k, st.variant, str(ops[j]) if j >= 0 else "(nothing)", step_at[st.k],
-                    marks[lv - 1].label if lv else "(none)", problems))
+                result.failures.append(
+                    Failure(
+                        name,
+                        st.model,
+                        st.k,
+                        st.variant,
+                        str(ops[j]) if j >= 0 else "(nothing)",
+                        step_at[st.k],
+                        marks[lv - 1].label if lv else "(none)",
+                        problems,
+                    )
+                )
     return result
 
 
@@ -1100,7 +1188,9 @@ def _reboot_targets() -> list:
     if _REBOOT_TARGETS is None:
         old = None
         for name, mod in list(sys.modules.items()):
-            if (name == "logstore" or name.startswith("logstore.")) and isinstance(getattr(mod, "BOOT_ID", None), bytes):
+            if (name == "logstore" or name.startswith("logstore.")) and isinstance(
+                getattr(mod, "BOOT_ID", None), bytes
+            ):
                 old = mod.BOOT_ID
                 break
         targets: list = []
@@ -1201,8 +1291,15 @@ class Written:
     commits: dict[str, list[list[int]]] = field(default_factory=lambda: defaultdict(list))
 
 
-def check_records(log: Any, topic: str, written: Written, acked: Acked | None, *,
-                  require: bool = True, exactly: set[int] | None = None) -> tuple[list[tuple[str, str]], Any]:
+def check_records(
+    log: Any,
+    topic: str,
+    written: Written,
+    acked: Acked | None,
+    *,
+    require: bool = True,
+    exactly: set[int] | None = None,
+) -> tuple[list[tuple[str, str]], Any]:
     """Read `topic` and check it against what was written (and promised): returns (problems, rows).
 
     Every record read must be one written, with its values, where the real run placed it, once;
@@ -1233,8 +1330,13 @@ def check_records(log: Any, topic: str, written: Written, acked: Acked | None, *
             continue
         bad = [k for k, v in w.items() if v != r.get(k)]
         if bad:
-            problems.append(("changed record", f"{topic} seq {seq} at {(p, off)}: fields {bad} differ: "
-                                               f"wrote {[w[k] for k in bad]!r:.160}, read {[r.get(k) for k in bad]!r:.160}"))
+            problems.append(
+                (
+                    "changed record",
+                    f"{topic} seq {seq} at {(p, off)}: fields {bad} differ: "
+                    f"wrote {[w[k] for k in bad]!r:.160}, read {[r.get(k) for k in bad]!r:.160}",
+                )
+            )
         where = placed.get(seq)
         if where is not None and where != (p, off):
             problems.append(("moved record", f"{topic} seq {seq} read at {(p, off)}, written at {where}"))
@@ -1246,28 +1348,47 @@ def check_records(log: Any, topic: str, written: Written, acked: Acked | None, *
     for p, offs in by_part.items():
         if offs != list(range(offs[0], offs[0] + len(offs))):
             holes = sorted(set(range(offs[0], offs[-1] + 1)) - set(offs))[:5]
-            problems.append(("offsets not dense", f"{topic} partition {p}: offsets {offs[0]}..{offs[-1]}, missing {holes}"))
+            problems.append(
+                ("offsets not dense", f"{topic} partition {p}: offsets {offs[0]}..{offs[-1]}, missing {holes}")
+            )
     for p in set(starts) | set(by_part):
         offs = by_part.get(p, [])
         lo, hi = (offs[0], offs[-1] + 1) if offs else (None, None)
         s, e = starts.get(p), ends.get(p)
         if offs and (lo != s or hi != e):
-            problems.append(("offsets not dense", f"{topic} partition {p}: read {lo}..{hi}, but start/end offsets say {s}..{e}"))
+            problems.append(
+                ("offsets not dense", f"{topic} partition {p}: read {lo}..{hi}, but start/end offsets say {s}..{e}")
+            )
         elif not offs and s is not None and s != e:
-            problems.append(("offsets not dense", f"{topic} partition {p}: nothing read, start/end offsets say {s}..{e}"))
+            problems.append(
+                ("offsets not dense", f"{topic} partition {p}: nothing read, start/end offsets say {s}..{e}")
+            )
     if require and acked is not None:
         for p, kept in acked.retained.get(topic, {}).items():
             if starts.get(p, kept) < kept:
-                problems.append(("retention undone", f"{topic} partition {p} starts at offset {starts.get(p)}, but "
-                                                     f"enforce_retention() returned having deleted up to {kept}"))
+                problems.append(
+                    (
+                        "retention undone",
+                        f"{topic} partition {p} starts at offset {starts.get(p)}, but "
+                        f"enforce_retention() returned having deleted up to {kept}",
+                    )
+                )
         floors = acked.floors.get(topic, {})
-        lost = [(seq, pl) for seq, pl in acked.records.get(topic, {}).items()
-                if seen.get(seq) != pl and pl[1] >= floors.get(pl[0], 0)]
+        lost = [
+            (seq, pl)
+            for seq, pl in acked.records.get(topic, {}).items()
+            if seen.get(seq) != pl and pl[1] >= floors.get(pl[0], 0)
+        ]
         if lost:
             seq, pl = lost[0]
-            problems.append(("acknowledged record lost", f"{topic}: {len(lost)} of {len(acked.records[topic])} "
-                                                         f"promised records missing or moved, e.g. seq {seq} at {pl} "
-                                                         f"(read: {seen.get(seq)})"))
+            problems.append(
+                (
+                    "acknowledged record lost",
+                    f"{topic}: {len(lost)} of {len(acked.records[topic])} "
+                    f"promised records missing or moved, e.g. seq {seq} at {pl} "
+                    f"(read: {seen.get(seq)})",
+                )
+            )
     for group in written.commits.get(topic, ()):
         parts: dict[int, list[int]] = defaultdict(list)
         for seq in group:
@@ -1276,8 +1397,12 @@ def check_records(log: Any, topic: str, written: Written, acked: Acked | None, *
         for p, seqs in parts.items():
             there = [s for s in seqs if s in seen]
             if there and len(there) < len(seqs):
-                problems.append(("commit half-visible", f"{topic} partition {p}: of the records {seqs} committed "
-                                                        f"together, only {there} are read"))
+                problems.append(
+                    (
+                        "commit half-visible",
+                        f"{topic} partition {p}: of the records {seqs} committed together, only {there} are read",
+                    )
+                )
     if exactly is not None and set(seen) != exactly:
         missing, extra = sorted(exactly - set(seen))[:5], sorted(set(seen) - exactly)[:5]
         problems.append(("not exactly once", f"{topic}: missing {missing}, unexpected {extra}"))
@@ -1306,7 +1431,7 @@ def check_log_state(path: Path, acked: Acked | None, written: Written, *, probe:
             for t in topics:
                 if t not in written.topics:
                     problems.append(("garbage topic", f"topic {t!r} was never created"))
-            for t, spec in (acked.topics.items() if acked else ()):
+            for t, spec in acked.topics.items() if acked else ():
                 if t not in topics:
                     problems.append(("acknowledged topic lost", f"topic {t!r} is missing (topics: {topics})"))
                     continue
@@ -1320,8 +1445,12 @@ def check_log_state(path: Path, acked: Acked | None, written: Written, *, probe:
                     continue
                 want = spec["schemas"]
                 if versions[: len(want)] != want:
-                    problems.append(("schema version lost", f"{t}: {len(want)} versions acknowledged, "
-                                                            f"{len(versions)} found (or changed)"))
+                    problems.append(
+                        (
+                            "schema version lost",
+                            f"{t}: {len(want)} versions acknowledged, {len(versions)} found (or changed)",
+                        )
+                    )
             unreadable: set[str] = set()
             for t in topics:
                 if t not in written.topics:
@@ -1336,7 +1465,7 @@ def check_log_state(path: Path, acked: Acked | None, written: Written, *, probe:
                     problems.append(("verify reports damage", "; ".join(str(p) for p in report.problems[:3])))
             except Exception as e:
                 problems.append(("verify raised", f"{type(e).__name__}: {e}"))
-            for (group, t), i in (acked.cursors.items() if acked else ()):
+            for (group, t), i in acked.cursors.items() if acked else ():
                 allowed = written.cursors[(group, t)][i:]
                 try:
                     got = log.consumer(t, group).committed()
@@ -1344,8 +1473,12 @@ def check_log_state(path: Path, acked: Acked | None, written: Written, *, probe:
                     problems.append(("consumer raised", f"consumer({t!r}, {group!r}): {type(e).__name__}: {e}"))
                     continue
                 if not any(all(got.get(p) == o for p, o in c.items()) for c in allowed):
-                    problems.append(("acknowledged cursor lost", f"group {group} on {t}: {got}, acknowledged "
-                                                                 f"{allowed[0]} (or a later commit)"))
+                    problems.append(
+                        (
+                            "acknowledged cursor lost",
+                            f"group {group} on {t}: {got}, acknowledged {allowed[0]} (or a later commit)",
+                        )
+                    )
             if probe:
                 problems += _probe(log, topics, written, acked, unreadable)
         finally:
@@ -1357,8 +1490,9 @@ def check_log_state(path: Path, acked: Acked | None, written: Written, *, probe:
     return problems
 
 
-def _probe(log: Any, topics: list[str], written: Written, acked: Acked | None,
-           unreadable: set[str]) -> list[tuple[str, str]]:
+def _probe(
+    log: Any, topics: list[str], written: Written, acked: Acked | None, unreadable: set[str]
+) -> list[tuple[str, str]]:
     """Append one record to each topic of the recovered log; reads must then still work.
 
     The read after the append starts at the end offsets before it (the whole topic was just read
@@ -1379,8 +1513,12 @@ def _probe(log: Any, topics: list[str], written: Written, acked: Acked | None,
             problems.append(("append after recovery failed", f"{t}: {type(e).__name__}: {e}"))
             continue
         if t in unreadable:
-            extended = Written(records=defaultdict(dict, {t: {**written.records[t], rec["seq"]: rec}}),
-                               placed=written.placed, topics=written.topics, commits=written.commits)
+            extended = Written(
+                records=defaultdict(dict, {t: {**written.records[t], rec["seq"]: rec}}),
+                placed=written.placed,
+                topics=written.topics,
+                commits=written.commits,
+            )
             got, rows = check_records(log, t, extended, acked)
             problems += [(f"after probe append: {c}", d) for c, d in got]
             continue
@@ -1391,13 +1529,22 @@ def _probe(log: Any, topics: list[str], written: Written, acked: Acked | None,
             problems.append(("read after append raised", f"{t}: {type(e).__name__}: {e}"))
             continue
         if [r.get("seq") for r in rows] != [rec["seq"]]:
-            problems.append(("append after recovery failed", f"{t}: read {[r.get('seq') for r in rows]} after "
-                                                             f"the end offsets {ends}, appended {rec['seq']}"))
+            problems.append(
+                (
+                    "append after recovery failed",
+                    f"{t}: read {[r.get('seq') for r in rows]} after the end offsets {ends}, appended {rec['seq']}",
+                )
+            )
             continue
         p = rows[0]["_partition"]
         if rows[0]["_offset"] != ends.get(p) or after != {**ends, p: ends[p] + 1}:
-            problems.append(("append after recovery failed", f"{t}: the probe landed at offset {rows[0]['_offset']} of "
-                                                             f"partition {p}; end offsets {ends} before, {after} after"))
+            problems.append(
+                (
+                    "append after recovery failed",
+                    f"{t}: the probe landed at offset {rows[0]['_offset']} of "
+                    f"partition {p}; end offsets {ends} before, {after} after",
+                )
+            )
     return problems
 
 
@@ -1448,6 +1595,7 @@ class LogWorkload:
         def go() -> None:
             self.log = logstore.open(self.root)
             self.mark("open")
+
         self.run("open", go)
 
     def create_topic(self, name: str, schema: Any, probe: Callable[[int], dict], **kw: Any) -> None:
@@ -1456,10 +1604,14 @@ class LogWorkload:
 
         def go() -> None:
             cfg = self.log.create_topic(name, schema=schema, **kw)
-            self.acked.topics[name] = {"partitions": cfg.partitions, "key_field": cfg.key_field,
-                                       "schemas": [v.schema for v in self.log.schemas(name)]}
+            self.acked.topics[name] = {
+                "partitions": cfg.partitions,
+                "key_field": cfg.key_field,
+                "schemas": [v.schema for v in self.log.schemas(name)],
+            }
             self.acked.records.setdefault(name, {})
             self.mark(f"create_topic {name}")
+
         self.run(f"create_topic {name}", go)
 
     def register_schema(self, name: str, schema: Any) -> None:
@@ -1467,6 +1619,7 @@ class LogWorkload:
             self.log.register_schema(name, schema)
             self.acked.topics[name]["schemas"] = [v.schema for v in self.log.schemas(name)]
             self.mark(f"register_schema {name} v{len(self.acked.topics[name]['schemas'])}")
+
         self.run(f"register_schema {name}", go)
 
     def writer(self, topic: str, **kw: Any) -> Any:
@@ -1497,6 +1650,7 @@ class LogWorkload:
         def go() -> None:
             w.append_batch(rows)
             self._committed(w, label, seqs)
+
         self.run(label, go)
 
     def append_each(self, w: Any, rows: list[dict], singles: int | None = None, label: str = "") -> None:
@@ -1505,8 +1659,11 @@ class LogWorkload:
         topic = self._writers[id(w)][1]
         seqs = self._remember(topic, rows)
         n = len(rows) if singles is None else singles
-        label = label or (f"append+flush {topic} seq {seqs[0]}..{seqs[-1]}" if singles is None
-                          else f"append x{n} + append_batch {topic} seq {seqs[0]}..{seqs[-1]}")
+        label = label or (
+            f"append+flush {topic} seq {seqs[0]}..{seqs[-1]}"
+            if singles is None
+            else f"append x{n} + append_batch {topic} seq {seqs[0]}..{seqs[-1]}"
+        )
 
         def go() -> None:
             for r in rows[:n]:
@@ -1516,6 +1673,7 @@ class LogWorkload:
             else:
                 w.flush()
             self._committed(w, label, seqs)
+
         self.run(label, go)
 
     def close_writer(self, w: Any) -> None:
@@ -1526,6 +1684,7 @@ class LogWorkload:
             where = self.placement(topic)
             self.acked.records[topic].update({s: where[s] for s in mine if s in where})
             self.mark(f"close writer {topic}")
+
         self.run(f"close writer {topic}", go)
 
     def commit_cursor(self, topic: str, group: str, max_records: int) -> None:
@@ -1537,6 +1696,7 @@ class LogWorkload:
             history.append(dict(c.committed()))
             self.acked.cursors[(group, topic)] = len(history) - 1
             self.mark(f"commit {group}/{topic} {history[-1]}")
+
         self.run(f"commit {group}/{topic}", go)
 
     def retention(self, topics: list[str]) -> None:
@@ -1550,6 +1710,7 @@ class LogWorkload:
             before.floors = copy.deepcopy(self.acked.floors)
             self.acked.retained = copy.deepcopy(self.acked.floors)
             self.mark("enforce_retention")
+
         before = copy.deepcopy(self.acked)
         self.run("enforce_retention", go)
         start.payload = before

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-SCHEMA = pa.schema([
-    pa.field("writer", pa.string(), nullable=False),
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("payload", pa.string(), nullable=False),
-])
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SCHEMA = pa.schema(
+    [
+        pa.field("writer", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+    ]
+)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def payload(writer: str, seq: int) -> str:
@@ -24,8 +26,10 @@ def payload(writer: str, seq: int) -> str:
 
 
 def rows(writer: str, start: int, n: int) -> list[dict]:
-    return [{"writer": writer, "seq": s, "event_time": T0 + timedelta(milliseconds=s), "payload": payload(writer, s)}
-            for s in range(start, start + n)]
+    return [
+        {"writer": writer, "seq": s, "event_time": T0 + timedelta(milliseconds=s), "payload": payload(writer, s)}
+        for s in range(start, start + n)
+    ]
 
 
 def crash_writer(path: str, mode: str, seed: int) -> None:

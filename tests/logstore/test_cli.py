@@ -34,8 +34,21 @@ def logdir(tmp_path):
 
 def _jsonl(tmp_path, n=20) -> Path:
     p = tmp_path / "in.jsonl"
-    p.write_text("".join(json.dumps({"request_id": f"r{i}", "event_time": f"2026-11-20T00:00:{i:02d}Z",
-                                     "model_id": "m", "model_version": "1", "score": i / 20}) + "\n" for i in range(n)))
+    p.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "request_id": f"r{i}",
+                    "event_time": f"2026-11-20T00:00:{i:02d}Z",
+                    "model_id": "m",
+                    "model_version": "1",
+                    "score": i / 20,
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return p
 
 
@@ -64,8 +77,15 @@ def test_append_csv_parquet_and_avro_round_trip(logdir, tmp_path):
     csv = tmp_path / "in.csv"
     csv.write_text("request_id,event_time,model_id,model_version,score\nc1,2026-11-20T00:00:00Z,m,1,0.5\n")
     assert run("append", logdir, "scores", str(csv))[0] == 0
-    t = pa.table({"request_id": ["p1"], "event_time": pa.array([0], pa.timestamp("us", tz="UTC")),
-                  "model_id": ["m"], "model_version": ["1"], "score": [0.25]})
+    t = pa.table(
+        {
+            "request_id": ["p1"],
+            "event_time": pa.array([0], pa.timestamp("us", tz="UTC")),
+            "model_id": ["m"],
+            "model_version": ["1"],
+            "score": [0.25],
+        }
+    )
     pq.write_table(t, tmp_path / "in.parquet")
     assert run("append", logdir, "scores", str(tmp_path / "in.parquet"))[0] == 0
     assert run("export", logdir, "scores", str(tmp_path / "out.avro"), "--format", "avro")[0] == 0
@@ -87,9 +107,20 @@ def test_sql_formats_and_quoted_names(logdir, tmp_path):
 def test_retention_command(tmp_path):
     """retention deletes sealed segments past the topic's limit."""
     d = str(tmp_path / "log")
-    run("create", d, "t", "--schema", "model_score", "--segment-bytes", "600", "--retention-bytes", "1500",
-        "--compression", "none")
-    for i in range(6):
+    run(
+        "create",
+        d,
+        "t",
+        "--schema",
+        "model_score",
+        "--segment-bytes",
+        "600",
+        "--retention-bytes",
+        "1500",
+        "--compression",
+        "none",
+    )
+    for _ in range(6):
         assert run("append", d, "t", str(_jsonl(tmp_path, 5)))[0] == 0
     code, out, _ = run("retention", d)
     assert code == 0 and "deleted" in out
@@ -107,12 +138,15 @@ def test_verify_exit_code_on_damage(logdir, tmp_path):
     assert code == 1 and "DAMAGED" in out and str(seg) in out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["cat", "{d}", "nope"], "does not exist"),
-    (["create", "{d}", "a/b", "--schema", "model_score"], "path separator"),
-    (["create", "{d}", "x", "--schema", "no_such_schema"], "no_such_schema"),
-    (["cat", "{d}", "scores", "--start", "yesterday"], "not an offset"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["cat", "{d}", "nope"], "does not exist"),
+        (["create", "{d}", "a/b", "--schema", "model_score"], "path separator"),
+        (["create", "{d}", "x", "--schema", "no_such_schema"], "no_such_schema"),
+        (["cat", "{d}", "scores", "--start", "yesterday"], "not an offset"),
+    ],
+)
 def test_user_mistakes_are_one_line(logdir, argv, needle):
     """A user mistake prints one line to stderr (no traceback) and exits non-zero."""
     code, out, err = run(*[a.format(d=logdir) for a in argv])
@@ -124,8 +158,19 @@ def test_user_mistakes_are_one_line(logdir, argv, needle):
 def test_bad_record_names_line_field(logdir, tmp_path):
     """A bad record in appended JSON names the record and field; nothing is written."""
     p = tmp_path / "bad.jsonl"
-    p.write_text(_jsonl(tmp_path, 3).read_text() + json.dumps({"request_id": "z", "event_time": "2026-01-01T00:00:00Z",
-                                                              "model_id": "m", "model_version": "1", "score": "x"}) + "\n")
+    p.write_text(
+        _jsonl(tmp_path, 3).read_text()
+        + json.dumps(
+            {
+                "request_id": "z",
+                "event_time": "2026-01-01T00:00:00Z",
+                "model_id": "m",
+                "model_version": "1",
+                "score": "x",
+            }
+        )
+        + "\n"
+    )
     code, _, err = run("append", logdir, "scores", str(p))
     assert code == 2 and "record 3" in err and "score" in err
     assert json.loads(run("describe", logdir, "scores", "--json")[1])["records"] == 0
@@ -133,8 +178,12 @@ def test_bad_record_names_line_field(logdir, tmp_path):
 
 def test_console_script_no_traceback(tmp_path):
     """The installed entry point prints a one-line error for a missing topic."""
-    proc = subprocess.run([sys.executable, "-m", "logstore.cli", "cat", str(tmp_path / "log"), "nope"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "logstore.cli", "cat", str(tmp_path / "log"), "nope"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.count("\n") <= 2
 
 
@@ -142,8 +191,19 @@ def test_every_command_help_has_an_example():
     """Each subcommand's --help ends with an example."""
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) >= {"create", "topics", "describe", "append", "cat", "tail", "verify", "retention",
-                                "sql", "export", "import"}
+    assert set(sub.choices) >= {
+        "create",
+        "topics",
+        "describe",
+        "append",
+        "cat",
+        "tail",
+        "verify",
+        "retention",
+        "sql",
+        "export",
+        "import",
+    }
     for name, p in sub.choices.items():
         assert "example:" in p.format_help() and f"logstore {name}" in p.format_help()
 
@@ -155,12 +215,15 @@ def test_cli_reference_is_current():
     assert (ROOT / "docs" / "cli.md").read_text() == render()
 
 
-@pytest.mark.parametrize("raised, code, said", [
-    (ValueError("bad bound\nbecause of this"), 2, "prog: error: bad bound (hint)\nprog:   because of this\n"),
-    (KeyboardInterrupt(), 130, ""),
-    (KeyboardInterrupt("interrupted: `prog resume` ends it"), 130, "prog: interrupted: `prog resume` ends it\n"),
-    (BrokenPipeError(), 0, ""),
-])
+@pytest.mark.parametrize(
+    "raised, code, said",
+    [
+        (ValueError("bad bound\nbecause of this"), 2, "prog: error: bad bound (hint)\nprog:   because of this\n"),
+        (KeyboardInterrupt(), 130, ""),
+        (KeyboardInterrupt("interrupted: `prog resume` ends it"), 130, "prog: interrupted: `prog resume` ends it\n"),
+        (BrokenPipeError(), 0, ""),
+    ],
+)
 def test_cli_runner_exit_codes_and_messages(monkeypatch, raised, code, said):
     """Every command runs through logstore.cli.run: a user mistake is one line (plus its reasons)
     and exit 2, Ctrl-C 130 (with what the interrupt says), a closed pipe 0; LOGSTORE_DEBUG=1

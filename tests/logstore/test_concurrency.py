@@ -22,10 +22,20 @@ def test_four_writers_two_tailing_readers(tmp_path):
     log.create_topic("t", schema=SCHEMA, segment_bytes=32 * 1024)
     per_writer, writers = 1500, 4
     total = per_writer * writers
-    readers = [subprocess.Popen([sys.executable, str(PROCS), "tail", str(path), str(total), str(tmp_path / f"r{i}.json")],
-                                cwd=ROOT, env=_env()) for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(PROCS), "writer", str(path), f"w{k}", str(per_writer)],
-                              cwd=ROOT, env=_env()) for k in range(writers)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, str(PROCS), "tail", str(path), str(total), str(tmp_path / f"r{i}.json")],
+            cwd=ROOT,
+            env=_env(),
+        )
+        for i in range(2)
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(PROCS), "writer", str(path), f"w{k}", str(per_writer)], cwd=ROOT, env=_env()
+        )
+        for k in range(writers)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     for r in readers:

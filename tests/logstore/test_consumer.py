@@ -59,6 +59,7 @@ def files_under(root) -> dict[str, tuple[int, int]]:
 
 # --- concurrent commits of one group ---------------------------------------------------------------
 
+
 def test_threads_of_one_group_keep_each_others_commits(filled):
     """4 threads, one consumer each on its own partition of one group, commit 120 times each:
     every partition's last acknowledged commit is in the cursor afterwards."""
@@ -107,9 +108,18 @@ def test_processes_of_one_group_keep_each_others_commits(filled):
     """4 processes, each committing its own partition of one group 120 times: every partition's
     last acknowledged commit is in the cursor afterwards."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(filled.path), str(p), str(ROWS), str(COMMITS)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=env, cwd=REPO, text=True) for p in range(PARTS)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(filled.path), str(p), str(ROWS), str(COMMITS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+            text=True,
+        )
+        for p in range(PARTS)
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
@@ -196,18 +206,22 @@ def test_partitions_the_consumer_does_not_read_are_refused(filled):
         filled.consumer("t", group="g", partitions=[4])
 
 
-@pytest.mark.parametrize("offsets, field", [
-    ({"0": 10**30}, "offsets.0"),
-    ({"0": -1}, "offsets.0"),
-    ({"1": ROWS + 1}, "offsets.1"),
-    ({"0": "5"}, "offsets.0"),
-    ({"0": True}, "offsets.0"),
-    ({"0": 2.0}, "offsets.0"),
-    ({"0": None}, "offsets.0"),
-    ({"9": 1}, "offsets.9"),
-    ({"x": 1}, "offsets.x"),
-    ({"-1": 1}, "offsets.-1"),
-], ids=lambda v: json.dumps(v) if isinstance(v, dict) else v)
+@pytest.mark.parametrize(
+    "offsets, field",
+    [
+        ({"0": 10**30}, "offsets.0"),
+        ({"0": -1}, "offsets.0"),
+        ({"1": ROWS + 1}, "offsets.1"),
+        ({"0": "5"}, "offsets.0"),
+        ({"0": True}, "offsets.0"),
+        ({"0": 2.0}, "offsets.0"),
+        ({"0": None}, "offsets.0"),
+        ({"9": 1}, "offsets.9"),
+        ({"x": 1}, "offsets.x"),
+        ({"-1": 1}, "offsets.-1"),
+    ],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else v,
+)
 def test_damaged_cursor_values_are_reported_not_trusted(filled, offsets, field):
     """A cursor holding an offset outside [0, end], a non-int, or an unknown partition is reported
     as damaged, naming the file and the field."""
@@ -221,14 +235,17 @@ def test_damaged_cursor_values_are_reported_not_trusted(filled, offsets, field):
         filled.consumer("t", group="g", partitions=[3])  # whatever partitions it reads
 
 
-@pytest.mark.parametrize("text, what", [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    (json.dumps({"format": 2, "offsets": {}}), "'format'"),
-    (json.dumps({"format": 1}), "'offsets'"),
-    (json.dumps({"format": 1, "topic": "other", "offsets": {}}), "'topic'"),
-    (json.dumps({"format": 1, "group": "h", "offsets": {}}), "'group'"),
-])
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"format": 2, "offsets": {}}), "'format'"),
+        (json.dumps({"format": 1}), "'offsets'"),
+        (json.dumps({"format": 1, "topic": "other", "offsets": {}}), "'topic'"),
+        (json.dumps({"format": 1, "group": "h", "offsets": {}}), "'group'"),
+    ],
+)
 def test_damaged_cursor_shapes_are_reported(filled, text, what):
     """A cursor that is not the JSON object commit() writes is reported as damaged, naming the file."""
     path = cursor(filled)
@@ -251,6 +268,7 @@ def test_commit_on_a_damaged_cursor_refuses_rather_than_overwrites(filled):
 
 
 # --- partitions with no data yet -----------------------------------------------------------------
+
 
 def test_consumer_of_empty_partitions_creates_nothing_and_waits_for_data(tmp_path):
     """On partitions with no lock file and no segment, constructing and polling create no file;
@@ -291,3 +309,29 @@ def test_commit_on_a_read_only_log_is_refused(filled):
     with pytest.raises(ConsumerError, match="read-only"):
         c.commit()
     assert not (pathlib.Path(filled.path) / "groups").exists()
+
+
+def test_consumer_commits_durably(log):
+    """A consumer resumes from its group's committed position after reopening."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    with log.writer("t") as w:
+        w.append_batch(score_rows(30))
+    c = log.consumer("t", group="eval")
+    assert c.poll(max_records=10).num_rows == 10
+    c.commit()
+    assert c.poll(max_records=5)["_offset"].to_pylist() == [10, 11, 12, 13, 14]
+    again = logstore.open(log.path).consumer("t", group="eval")
+    assert again.poll(max_records=100)["_offset"].to_pylist()[0] == 10
+    assert again.lag() == {0: 0}
+
+
+def test_consumer_reset_latest_skips_history(log):
+    """A new group with reset="latest" starts at the end and sees only later records."""
+    log.create_topic("t", schema=SCORE_SCHEMA)
+    with log.writer("t") as w:
+        w.append_batch(score_rows(5))
+    c = log.consumer("t", group="live", reset="latest")
+    assert c.poll().num_rows == 0
+    with log.writer("t") as w:
+        w.append_batch(score_rows(2, start=5))
+    assert c.poll()["_offset"].to_pylist() == [5, 6]

@@ -26,8 +26,14 @@ def _env() -> dict:
 
 def _run_and_kill(path: Path, mode: str, seed: int, delay: float) -> int:
     """Start a crash writer, SIGKILL it after `delay` s; return the highest acknowledged seq."""
-    proc = subprocess.Popen([sys.executable, str(PROCS), "crash", str(path), mode, str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(PROCS), "crash", str(path), mode, str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
     acked = [0]
     started = threading.Event()
 

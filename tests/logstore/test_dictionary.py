@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -111,7 +112,8 @@ def test_dictionaries_reuse_and_renew():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     frames=st.lists(
-        st.tuples(st.integers(1, 400), st.integers(1, 40), st.booleans(), st.booleans()), min_size=1, max_size=6),
+        st.tuples(st.integers(1, 400), st.integers(1, 40), st.booleans(), st.booleans()), min_size=1, max_size=6
+    ),
     compression=st.sampled_from([None, "zstd", "lz4"]),
     durability=st.sampled_from(["none", "flush"]),
 )
@@ -136,7 +138,7 @@ def test_round_trip_with_any_storage(tmp_path_factory, monkeypatch, frames, comp
     assert log.read("t").select(["k", "note"]).to_pylist() == want
     assert pa.Table.from_batches(list(log.reader("t"))).select(["k", "note"]).to_pylist() == want
     con = log.duckdb()
-    assert con.execute('SELECT k, note FROM t ORDER BY _offset').fetchall() == [(r["k"], r["note"]) for r in want]
+    assert con.execute("SELECT k, note FROM t ORDER BY _offset").fetchall() == [(r["k"], r["note"]) for r in want]
     groups = con.execute("SELECT k, count(*) FROM t GROUP BY k ORDER BY k").fetchall()
     counts: dict[str, int] = {}
     for r in want:
@@ -167,8 +169,12 @@ def test_views_of_mixed_storage(log):
     assert [(m, n) for m, n, _ in got] == [(m, w[0]) for m, w in sorted(want.items())]
     assert [s for _, _, s in got] == pytest.approx([w[1] for _, w in sorted(want.items())])
     assert con.execute("SELECT count(*) FROM t WHERE model_id = 'm1'").fetchall() == [(4_000,)]
-    assert con.sql("SELECT * FROM t ORDER BY _offset").to_arrow_table().select(
-        SCORE_SCHEMA.names).to_pylist() == rows
+    assert con.sql("SELECT * FROM t ORDER BY _offset").to_arrow_table().select(SCORE_SCHEMA.names).to_pylist() == rows
+    # a base-class scan reads the fragments' files: the same rows through the same decoder, one
+    # dictionary per field in each file
+    images = pads.FileSystemDataset.scanner(dataset).to_table()
+    assert images.schema == dataset.schema
+    assert images.select(SCORE_SCHEMA.names).to_pylist() == rows
 
 
 def test_scanner_reads_like_a_pyarrow_scanner(log):
@@ -186,14 +192,18 @@ def test_scanner_reads_like_a_pyarrow_scanner(log):
     assert sum(b.num_rows for b in sc.to_batches()) == 6_000
     filtered = dataset.scanner(columns=["model_id"], filter=pc.field("score") > 0.5).to_table()
     assert filtered.num_rows == sum(1 for r in score_rows(6_000) if r["score"] > 0.5)
+    assert dataset.count_rows(filter=pc.field("score") > 0.5) == filtered.num_rows
+    assert dataset.take([1, 4_000], columns=["_offset"]).column(0).to_pylist() == [1, 4_000]
+    assert dataset.to_table(columns=["model_id"]).schema.field(0).type == dataset.schema.field("model_id").type
 
 
 def test_frame_bodies_keep_dictionaries_uncompressed():
     """With a codec, a body's dictionary messages are stored uncompressed and its record batch
     compressed; any Arrow reader decodes it, and `decode_body` gives plain strings back."""
     batch = pa.record_batch({"m": pa.array(["x", "y", None, "x"] * 500), "v": pa.array(range(2_000))})
-    body = encode_body(Dictionaries([0]).apply(batch, auto=True), schema_version=1,
-                       options=pa.ipc.IpcWriteOptions(compression="zstd"))
+    body = encode_body(
+        Dictionaries([0]).apply(batch, auto=True), schema_version=1, options=pa.ipc.IpcWriteOptions(compression="zstd")
+    )
     data = pa.py_buffer(b"".join(bytes(memoryview(p).cast("B")) for p in body.parts))
     assert data.size == body.size
     from logstore.checksum import crc
@@ -210,11 +220,16 @@ def test_frame_bodies_keep_dictionaries_uncompressed():
 def test_old_versions_stored_as_dictionaries_resolve(log):
     """Frames of an older schema version whose strings are dictionaries resolve to the current
     version in reads and in the SQL view."""
-    v1 = {"type": "record", "name": "S", "fields": [
-        {"name": "k", "type": "string"}, {"name": "m", "type": "string"}]}
-    v2 = {"type": "record", "name": "S", "fields": [
-        {"name": "k", "type": "string"}, {"name": "m", "type": "string"},
-        {"name": "extra", "type": ["null", "string"], "default": None}]}
+    v1 = {"type": "record", "name": "S", "fields": [{"name": "k", "type": "string"}, {"name": "m", "type": "string"}]}
+    v2 = {
+        "type": "record",
+        "name": "S",
+        "fields": [
+            {"name": "k", "type": "string"},
+            {"name": "m", "type": "string"},
+            {"name": "extra", "type": ["null", "string"], "default": None},
+        ],
+    }
     log.create_topic("s", schema=v1, compression="zstd")
     old = [{"k": f"k{i}", "m": f"m{i % 3}"} for i in range(24_000)]
     write_batches(log, "s", [old[:12_000], old[12_000:]], durability="none")
@@ -226,7 +241,11 @@ def test_old_versions_stored_as_dictionaries_resolve(log):
     assert log.read("s").select(["k", "m", "extra"]).to_pylist() == want
     con = log.duckdb()
     assert con.execute("SELECT m, count(*) FROM s GROUP BY m ORDER BY m").fetchall() == [
-        ("m0", 8_000), ("m1", 8_000), ("m2", 8_000), ("m9", 1)]
+        ("m0", 8_000),
+        ("m1", 8_000),
+        ("m2", 8_000),
+        ("m9", 1),
+    ]
 
 
 def test_record_size_limit_counts_dictionary_values(log):

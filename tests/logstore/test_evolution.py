@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 import logstore
 
 V1 = {
-    "type": "record", "name": "Score", "namespace": "test",
+    "type": "record",
+    "name": "Score",
+    "namespace": "test",
     "fields": [
         {"name": "request_id", "type": "string"},
         {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
@@ -18,7 +20,9 @@ V1 = {
     ],
 }
 V2 = {
-    "type": "record", "name": "Score", "namespace": "test",
+    "type": "record",
+    "name": "Score",
+    "namespace": "test",
     "fields": [
         {"name": "request_id", "type": "string"},
         {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
@@ -27,7 +31,7 @@ V2 = {
         {"name": "latency_ms", "type": ["null", "float"], "default": None},
     ],
 }
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_v1_and_v2_producers_one_reader(tmp_path):

@@ -80,8 +80,14 @@ class Trial:
         def not_stored() -> None:
             now = self._seqs_now(topic)
             if now is not None and set(now) & set(seqs):
-                self.problems.append(("raised but stored", f"{label}: the call raised, but records "
-                                                           f"{sorted(set(now) & set(seqs))} are stored (a retry doubles them)"))
+                self.problems.append(
+                    (
+                        "raised but stored",
+                        f"{label}: the call raised, but records "
+                        f"{sorted(set(now) & set(seqs))} are stored (a retry doubles them)",
+                    )
+                )
+
         if self._twice(label, call, not_stored):
             self.acked[topic].update(seqs)
         else:
@@ -98,12 +104,18 @@ class Trial:
                     if cfg.partitions != kw.get("partitions", 1):
                         self.problems.append(("half-made topic", f"{name}: {cfg}"))
             except Exception as e:
-                self.problems.append(("half-made topic", f"create_topic {name} raised and left a topic that "
-                                                         f"does not load: {type(e).__name__}: {e}"))
+                self.problems.append(
+                    (
+                        "half-made topic",
+                        f"create_topic {name} raised and left a topic that does not load: {type(e).__name__}: {e}",
+                    )
+                )
+
         first = [True]
 
         def go() -> None:
             self.log.create_topic(name, schema=schema, exist_ok=not first[0], **kw)
+
         try:
             go()
             return
@@ -133,6 +145,7 @@ class Trial:
                 return
             if got not in (old, new):
                 self.problems.append(("cursor damaged", f"after a failed commit: {got}, neither {old} nor {new}"))
+
         if self._twice(f"commit {group}/{topic}", consumer.commit, either):
             self.cursor = new
 
@@ -142,6 +155,7 @@ class Trial:
 
         def open_log() -> None:
             self.log = logstore.open(self.root)
+
         if not self._twice("open", open_log):
             return
         self.create_topic("events", EVENTS, compression=None, segment_bytes=4096)
@@ -163,6 +177,7 @@ class Trial:
                 def single(row=row) -> None:
                     w.append(row)
                     w.flush()
+
                 self.records(f"append+flush events {seq}", "events", [row], single)
                 seq += 1
             rows = [event(s) for s in range(seq, seq + 5)]
@@ -171,6 +186,7 @@ class Trial:
                 w.append(rows[0])
                 w.append(rows[1])
                 w.append_batch(rows[2:])
+
             self.records(f"append x2 + append_batch events {seq}", "events", rows, several)
             seq += 5
             krows = [keyed(s) for s in range(kseq, kseq + 6)]
@@ -189,8 +205,9 @@ class Trial:
                 table = self.log.read(t)
             except Exception:
                 continue
-            for seq, where in zip(table["seq"].to_pylist(), zip(table["_partition"].to_pylist(),
-                                                                table["_offset"].to_pylist())):
+            for seq, where in zip(
+                table["seq"].to_pylist(), zip(table["_partition"].to_pylist(), table["_offset"].to_pylist())
+            ):
                 self.written.placed[t].setdefault(seq, where)  # a duplicate is reported as such
 
     def check(self) -> None:
@@ -218,8 +235,9 @@ class Trial:
                 if missing:
                     self.problems.append(("acknowledged record lost", f"{t}: {sorted(missing)[:8]}"))
                 if extra:
-                    self.problems.append(("raised but stored", f"{t}: records {sorted(extra)[:8]} of calls that "
-                                                               "raised are stored"))
+                    self.problems.append(
+                        ("raised but stored", f"{t}: records {sorted(extra)[:8]} of calls that raised are stored")
+                    )
             report = log.verify()
             if not report.ok:
                 self.problems.append(("verify reports damage", "; ".join(str(p) for p in report.problems[:3])))
@@ -269,8 +287,11 @@ def sweep_faults(tmp: Path, durability: str, limit: int | None) -> None:
         for ename, eno in ERRORS.items():
             if kind == "ftruncate":
                 # a commit truncates only to undo a failed write or sync: fail that one too
-                plan = [(Fault("ftruncate", 1, eno), Fault(k, nth, eno))
-                        for k in ("pwritev", "fdatasync") for nth in _plan(calls[k], limit and limit // 2, rng)]
+                plan = [
+                    (Fault("ftruncate", 1, eno), Fault(k, nth, eno))
+                    for k in ("pwritev", "fdatasync")
+                    for nth in _plan(calls[k], limit and limit // 2, rng)
+                ]
             else:
                 plan = [(Fault(kind, nth, eno), None) for nth in _plan(calls[kind], limit, rng)]
             for fault, first in plan:
@@ -300,7 +321,9 @@ def sweep_faults(tmp: Path, durability: str, limit: int | None) -> None:
     print(f"faults {durability}: calls in the workload {dict(calls)}; {unfired} armed faults never fired")
     for kind in FAULT_KINDS:
         for ename in ERRORS:
-            print(f"faults {durability}/{kind}/{ename}: {trials[(kind, ename)]} trials, {failed[(kind, ename)]} failures")
+            print(
+                f"faults {durability}/{kind}/{ename}: {trials[(kind, ename)]} trials, {failed[(kind, ename)]} failures"
+            )
     for key, count in sorted(categories.items()):
         print(f"  {key[0]}/{key[1]} [{key[2]}]: {count} trials")
         for e in examples[key]:

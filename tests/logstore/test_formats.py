@@ -9,21 +9,38 @@ from hypothesis import strategies as st
 from logstore import keyhash
 from logstore.checksum import crc
 from logstore.frame import HEADER_SIZE, FrameHeader, decode_body, encode_body, pack_header, parse_header
+from logstore.hint import Hint, pack_hint, parse_hint
 from logstore.index import ENTRY_SIZE, entry_from, load
 from logstore.names import parse_segment_name, segment_name
-from logstore.partition import Hint, pack_hint, parse_hint
 
 i64 = st.integers(-(2**63), 2**63 - 1)
 
 
-@given(body_len=st.integers(0, 2**31 - 1), crc=st.integers(0, 2**32 - 1), base=st.integers(0, 2**62),
-       count=st.integers(1, 2**32 - 1), version=st.integers(0, 2**32 - 1), at=i64, lo=i64, hi=i64,
-       flags=st.integers(0, 2**16 - 1))
+@given(
+    body_len=st.integers(0, 2**31 - 1),
+    crc=st.integers(0, 2**32 - 1),
+    base=st.integers(0, 2**62),
+    count=st.integers(1, 2**32 - 1),
+    version=st.integers(0, 2**32 - 1),
+    at=i64,
+    lo=i64,
+    hi=i64,
+    flags=st.integers(0, 2**16 - 1),
+)
 def test_header_round_trip(body_len, crc, base, count, version, at, lo, hi, flags):
     """pack_header/parse_header round-trip every field."""
     lo, hi = min(lo, hi), max(lo, hi)
-    raw = pack_header(body_len=body_len, body_crc=crc, base_offset=base, count=count, schema_version=version,
-                      append_time=at, min_event_time=lo, max_event_time=hi, flags=flags)
+    raw = pack_header(
+        body_len=body_len,
+        body_crc=crc,
+        base_offset=base,
+        count=count,
+        schema_version=version,
+        append_time=at,
+        min_event_time=lo,
+        max_event_time=hi,
+        flags=flags,
+    )
     assert len(raw) == HEADER_SIZE
     assert parse_header(raw) == FrameHeader(body_len, crc, base, count, version, at, lo, hi, flags)
 
@@ -31,8 +48,19 @@ def test_header_round_trip(body_len, crc, base, count, version, at, lo, hi, flag
 @given(pos=st.integers(0, HEADER_SIZE - 1), bit=st.integers(0, 7))
 def test_any_header_bit_flip_is_detected(pos, bit):
     """Flipping any bit of a header makes it invalid (magic or checksum)."""
-    raw = bytearray(pack_header(body_len=10, body_crc=1, base_offset=5, count=2, schema_version=1,
-                                append_time=7, min_event_time=1, max_event_time=2, flags=0))
+    raw = bytearray(
+        pack_header(
+            body_len=10,
+            body_crc=1,
+            base_offset=5,
+            count=2,
+            schema_version=1,
+            append_time=7,
+            min_event_time=1,
+            max_event_time=2,
+            flags=0,
+        )
+    )
     raw[pos] ^= 1 << bit
     assert isinstance(parse_header(bytes(raw)), str)
 
@@ -80,19 +108,24 @@ def test_segment_names_sort_and_parse():
 def test_key_hash_is_frozen():
     """The key hash is a contract: these values must never change."""
     assert [keyhash.key_hash(k) for k in ["", "r1", "abcdefghi"]] == [
-        11286133854226296554, 9731496116666421931, 3152806097155732885]
+        11286133854226296554,
+        9731496116666421931,
+        3152806097155732885,
+    ]
     assert keyhash.key_hash(12345) == 15670486307672154724
     assert [keyhash.partition_of(k, 4) for k in ["r1", "r2", "r3", "r4", "r5"]] == [3, 2, 1, 1, 1]
 
 
-@given(st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40)), min_size=1, max_size=60),
-       st.integers(1, 64))
+@given(st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40)), min_size=1, max_size=60), st.integers(1, 64))
 def test_vectorized_hash_matches_scalar(keys, n):
     """partitions_for over an Arrow column equals partition_of per key."""
     strs = [k for k in keys if isinstance(k, str)]
     bins = [k for k in keys if isinstance(k, bytes)]
-    for arr, ks in ((pa.array(strs, pa.string()), strs), (pa.array(bins, pa.binary()), bins),
-                    (pa.array(strs, pa.large_string()), strs)):
+    for arr, ks in (
+        (pa.array(strs, pa.string()), strs),
+        (pa.array(bins, pa.binary()), bins),
+        (pa.array(strs, pa.large_string()), strs),
+    ):
         assert list(keyhash.partitions_for(arr, n)) == [keyhash.partition_of(k, n) for k in ks]
 
 
@@ -110,4 +143,6 @@ def test_null_keys_go_to_partition_zero():
 def test_sliced_arrays_hash_like_whole():
     """Slices (non-zero array offset) hash their own values."""
     arr = pa.array([f"k{i}" for i in range(100)])
-    assert list(keyhash.partitions_for(arr.slice(10, 20), 7)) == [keyhash.partition_of(f"k{i}", 7) for i in range(10, 30)]
+    assert list(keyhash.partitions_for(arr.slice(10, 20), 7)) == [
+        keyhash.partition_of(f"k{i}", 7) for i in range(10, 30)
+    ]

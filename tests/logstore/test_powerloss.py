@@ -9,7 +9,7 @@ workload step, the state's variant). Run with ``-s`` to see the lines of passing
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,17 +17,21 @@ import pytest
 
 from tests.logstore.powerloss import LogWorkload, Recorder, check_log_state, scratch, sweep
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
-EVENTS = pa.schema([
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("payload", pa.string(), nullable=False),
-])
-KEYED = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("payload", pa.string(), nullable=False),
-])
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+EVENTS = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+    ]
+)
+KEYED = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+    ]
+)
 
 
 def event(seq: int, note: bool = False) -> dict:
@@ -51,8 +55,9 @@ def workload(root: Path, durability: str, rounds: int) -> tuple[Recorder, LogWor
         if wl.log is None:
             return rec, wl
         wl.create_topic("events", EVENTS, probe=event, compression=None, segment_bytes=4096, retention_bytes=6000)
-        wl.create_topic("keyed", KEYED, probe=keyed, partitions=2, key_field="key", compression=None,
-                        segment_bytes=4096)
+        wl.create_topic(
+            "keyed", KEYED, probe=keyed, partitions=2, key_field="key", compression=None, segment_bytes=4096
+        )
         if "events" in wl.acked.topics:
             v1 = wl.log.schema("events")
             v2 = {**v1, "fields": v1["fields"] + [{"name": "note", "type": ["null", "string"], "default": None}]}
@@ -97,8 +102,10 @@ def run(tmp_path: Path, durability: str, *, rounds: int, share: float, randoms: 
     with scratch(tmp_path / "states") as states:
         result = sweep(rec, check, states, name=durability, share=share, randoms=randoms, seed=11)
     print()
-    print(f"powerloss {durability}: trace of {len(rec.ops)} ops, {len(wl.errors)} workload errors, "
-          f"{len(rec.self_check())} self-check problems")
+    print(
+        f"powerloss {durability}: trace of {len(rec.ops)} ops, {len(wl.errors)} workload errors, "
+        f"{len(rec.self_check())} self-check problems"
+    )
     print(result.report())
     for p in problems:
         print(f"  {p}")

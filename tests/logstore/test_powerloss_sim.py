@@ -152,10 +152,14 @@ def test_ext4_keeps_names_and_loses_unsynced_data_in_every_way(tmp_path):
     assert b"A" * 100 + data in values  # suffix lost
     torn = [v for v in values if v and 100 < len(v) < 100 + len(data) and v == full[: len(v)]]
     assert torn and all(len(v) % 512 == 0 for v in torn)  # torn at sector boundaries of the file
-    assert any(v and v.startswith(b"A" * 100) and len(v) >= 100 + len(data) and v[100:100 + len(data)] == bytes(len(data))
-               for v in values)  # zero-filled
+    assert any(
+        v and v.startswith(b"A" * 100) and len(v) >= 100 + len(data) and v[100 : 100 + len(data)] == bytes(len(data))
+        for v in values
+    )  # zero-filled
     assert b"A" * 100 + b"tail" not in values  # the second write is at offset 100+len(data)...
-    assert any(v and len(v) == len(full) and v[-4:] == b"tail" and v[100:200] != data[:100] for v in values)  # reordered
+    assert any(
+        v and len(v) == len(full) and v[-4:] == b"tail" and v[100:200] != data[:100] for v in values
+    )  # reordered
     assert all(st.tree.get("f") is not None for st in states)  # the name always persists under ext4
 
 
@@ -179,8 +183,13 @@ def test_posix_undoes_entry_ops_without_a_dirsync(tmp_path):
     assert all(st.tree.get("gone") == b"still here" for st in before)  # unlink undone
     assert all("d" not in st.tree and "d/f" not in st.tree for st in before)  # mkdir undone: d/f unreachable
     after = _states(rec, "posix")
-    assert all(st.tree.get("dst") == b"new" and "tmp" not in st.tree and "gone" not in st.tree
-               and st.tree.get("d/f") == b"inner" for st in after)
+    assert all(
+        st.tree.get("dst") == b"new"
+        and "tmp" not in st.tree
+        and "gone" not in st.tree
+        and st.tree.get("d/f") == b"inner"
+        for st in after
+    )
     ext4 = _states(rec, "ext4", n_before)
     assert all(st.tree.get("dst") == b"new" and "gone" not in st.tree for st in ext4)
 
@@ -217,10 +226,10 @@ def test_crash_points_cover_every_boundary(tmp_path):
     root.mkdir()
     with Recorder(root) as rec:
         fd = os.open(root / "f", os.O_WRONLY | os.O_CREAT)
-        for i in range(200):
+        for _ in range(200):
             os.write(fd, b"x")
         os.fsync(fd)
-        for i in range(200):
+        for _ in range(200):
             os.write(fd, b"y")
         os.close(fd)
         os.rename(root / "f", root / "g")
@@ -253,7 +262,7 @@ def test_faults_fire_once_on_the_nth_call(tmp_path):
 
 
 def test_simulated_reboot_changes_the_boot_id():
-    import logstore.partition as part
+    import logstore.hint as part
 
     before = part.BOOT_ID
     with simulated_reboot():
@@ -302,8 +311,10 @@ def _atomic_sweep(tmp_path: Path, name: str, replace) -> dict:
 def test_models_pass_the_right_protocol_and_catch_each_missing_sync(tmp_path):
     from logstore.files import write_atomic
 
-    assert _atomic_sweep(tmp_path, "right", lambda r, d: _replace_file(r, d, fsync=True, dirsync=True)) \
-        == {"ext4": 0, "posix": 0}
+    assert _atomic_sweep(tmp_path, "right", lambda r, d: _replace_file(r, d, fsync=True, dirsync=True)) == {
+        "ext4": 0,
+        "posix": 0,
+    }
     assert _atomic_sweep(tmp_path, "product", lambda r, d: write_atomic(r / "f", d)) == {"ext4": 0, "posix": 0}
     no_fsync = _atomic_sweep(tmp_path, "nofsync", lambda r, d: _replace_file(r, d, fsync=False, dirsync=True))
     assert no_fsync["ext4"] and no_fsync["posix"]  # the new name may point at lost data

@@ -23,23 +23,27 @@ def _body(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions) -> pa.Buffer:
 def _batch(n: int, seed: int, nulls: bool) -> pa.RecordBatch:
     rng = np.random.default_rng(seed)
     mask = rng.random(n) < 0.2 if nulls else None
-    return pa.record_batch({
-        "noise": pa.array(rng.random(n), mask=mask),  # does not compress: stored raw
-        "latency": pa.array(rng.lognormal(size=n).astype(np.float32)),
-        "counter": pa.array(np.arange(n, dtype=np.int64)),  # compresses well: stays compressed
-        "at": pa.array(np.full(n, 1_700_000_000_000_000, np.int64)).cast(pa.timestamp("us", tz="UTC")),
-        "tag": pa.array([f"t{i % 7}" for i in range(n)]),
-        "flag": pa.array(rng.random(n) < 0.5),
-        "vec": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 4).astype(np.float32)), 4),
-        "seq": pa.ListArray.from_arrays(pa.array(np.arange(0, 3 * n + 1, 3, dtype=np.int32)),
-                                        pa.array(rng.random(3 * n)), mask=None if mask is None else pa.array(mask)),
-        "code": pa.array([i % 3 for i in range(n)], pa.int8()).dictionary_encode(),
-    })
+    return pa.record_batch(
+        {
+            "noise": pa.array(rng.random(n), mask=mask),  # does not compress: stored raw
+            "latency": pa.array(rng.lognormal(size=n).astype(np.float32)),
+            "counter": pa.array(np.arange(n, dtype=np.int64)),  # compresses well: stays compressed
+            "at": pa.array(np.full(n, 1_700_000_000_000_000, np.int64)).cast(pa.timestamp("us", tz="UTC")),
+            "tag": pa.array([f"t{i % 7}" for i in range(n)]),
+            "flag": pa.array(rng.random(n) < 0.5),
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 4).astype(np.float32)), 4),
+            "seq": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, 3 * n + 1, 3, dtype=np.int32)),
+                pa.array(rng.random(3 * n)),
+                mask=None if mask is None else pa.array(mask),
+            ),
+            "code": pa.array([i % 3 for i in range(n)], pa.int8()).dictionary_encode(),
+        }
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), nulls=st.booleans(), cut=st.data(),
-       lz4=st.booleans())
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), nulls=st.booleans(), cut=st.data(), lz4=st.booleans())
 def test_bodies_with_raw_buffers_decode_to_the_batch(n, seed, nulls, cut, lz4):
     batch = _batch(n, seed, nulls)
     start = cut.draw(st.integers(0, n))

@@ -94,8 +94,9 @@ def test_keyed_topics_and_event_ranges_take_runs(log):
         w.append_batch(batch)
     assert sorted(r["request_id"] for r in plain(log.read("k"))) == sorted(f"r{i}" for i in range(90))
     t0 = batch.column(1)[0].value
-    event = pa.RunEndEncodedArray.from_arrays(pa.array([60, 90], pa.int32()),
-                                              pa.array([t0, t0 + 5_000], pa.int64()).view(TS))
+    event = pa.RunEndEncodedArray.from_arrays(
+        pa.array([60, 90], pa.int32()), pa.array([t0, t0 + 5_000], pa.int64()).view(TS)
+    )
     cols = dict(zip(batch.schema.names, batch.columns))
     cols["event_time"] = event
     with log.writer("e") as w:

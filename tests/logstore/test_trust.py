@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -128,17 +128,31 @@ def test_reading_never_writes(tmp_path):
     ro.duckdb().execute("SELECT count(*) FROM scores").fetchall()
     rw = logstore.open(path)
     assert rw.read("scores").num_rows == 300 and rw.verify().ok
-    for args in (["topics"], ["describe", "scores"], ["verify"], ["cat", "scores"], ["sql", "SELECT count(*) FROM scores"]):
-        out = subprocess.run([sys.executable, "-m", "logstore.cli", args[0], str(path), *args[1:]],
-                             capture_output=True, text=True, timeout=120)
+    for args in (
+        ["topics"],
+        ["describe", "scores"],
+        ["verify"],
+        ["cat", "scores"],
+        ["sql", "SELECT count(*) FROM scores"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "logstore.cli", args[0], str(path), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
     assert _tree(path) == before
 
 
 def test_cli_reads_create_no_log(tmp_path):
     """`logstore topics ./typo` says there is no log there (one line, exit 2) and creates nothing."""
-    out = subprocess.run([sys.executable, "-m", "logstore.cli", "topics", str(tmp_path / "typo")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "logstore.cli", "topics", str(tmp_path / "typo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "no log at" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "typo").exists()
 
@@ -171,8 +185,9 @@ def test_symlinks_in_a_log_are_never_followed(tmp_path):
     with pytest.raises(logstore.LogIOError):
         with rw.writer("scores") as w:
             w.append_batch(score_rows(1))
-    out = subprocess.run([sys.executable, "-m", "logstore.cli", "verify", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "logstore.cli", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert (outside.read_bytes(), victim.read_bytes()) == before
 
@@ -189,8 +204,9 @@ def test_a_bad_topic_file_costs_only_its_topic(tmp_path):
     lg.close()
     (path / "topics" / "good" / "00000" / ("9" * 20 + ".seg")).write_bytes(b"")  # past int64: not a segment
     for text in ("", "[1, 2]", '{"name": "other"}', '{"name": "bad", "partitions": "x"}', "\xff\xfe"):
-        (path / "topics" / "bad" / "topic.json").write_bytes(text.encode("utf-8", "surrogateescape")
-                                                             if text != "\xff\xfe" else b"\xff\xfe")
+        (path / "topics" / "bad" / "topic.json").write_bytes(
+            text.encode("utf-8", "surrogateescape") if text != "\xff\xfe" else b"\xff\xfe"
+        )
         lg = logstore.open(path)
         assert lg.topics() == ["bad", "good"]
         assert lg.read("good").num_rows == 5
@@ -208,16 +224,16 @@ def test_a_fast_clock_is_refused_and_writes_nothing(tmp_path):
     (ClockSkewError, nothing written), so it cannot drag later commits into the future."""
     lg = logstore.open(tmp_path / "log")
     lg.create_topic("scores", schema=SCORE_SCHEMA)
-    future = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    future = datetime(2100, 1, 1, tzinfo=UTC)
     w = lg.writer("scores", clock=lambda: future, linger_ms=None)
     with pytest.raises(logstore.ClockSkewError, match="ahead of this machine's clock"):
         w.append_batch(score_rows(3))
     assert lg.read("scores").num_rows == 0
     with lg.writer("scores") as good:
         good.append_batch(score_rows(3))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert lg.read("scores", end=now + timedelta(seconds=5)).num_rows == 3
-    slightly = lg.writer("scores", clock=lambda: datetime.now(timezone.utc) + timedelta(seconds=30))
+    slightly = lg.writer("scores", clock=lambda: datetime.now(UTC) + timedelta(seconds=30))
     slightly.append_batch(score_rows(1, start=3))  # within the default bound of 60 s
     slightly.close()
     unbounded = lg.writer("scores", clock=lambda: future, max_clock_skew=None)
@@ -236,7 +252,7 @@ def test_describe_survives_extreme_event_times(tmp_path):
     lg = logstore.open(tmp_path / "log")
     lg.create_topic("scores", schema=SCORE_SCHEMA)
     rows = score_rows(2)
-    rows[1]["event_time"] = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    rows[1]["event_time"] = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
     with lg.writer("scores") as w:
         w.append_batch(rows)
     info = lg.describe("scores")
@@ -283,7 +299,10 @@ def test_retention_racing_readers_and_sql(tmp_path):
     while t.is_alive() and queries < 200:
         tbl = lg.read("scores")
         offsets = tbl["_offset"].to_pylist()
-        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))) if offsets else True
+        # a segment retention deletes while the read is under way is skipped, never an error:
+        # what is returned is true rows, in order, each once
+        assert offsets == sorted(set(offsets))
+        assert tbl["request_id"].to_pylist() == [f"r{o}" for o in offsets]
         lg.duckdb().execute("SELECT count(*) FROM scores").fetchone()
         queries += 1
     t.join(timeout=60)
@@ -305,9 +324,9 @@ def test_a_crafted_header_claiming_bytes_past_the_end_truncates_nothing(tmp_path
     size = len(data)
     h = parse_header(bytes(data[:HEADER_SIZE]))
     second = h.size  # the second frame starts where the first ends
-    h2 = parse_header(bytes(data[second:second + HEADER_SIZE]))
+    h2 = parse_header(bytes(data[second : second + HEADER_SIZE]))
     forged = pack_header(**{**h2._asdict(), "body_len": 10**9})
-    data[second:second + HEADER_SIZE] = forged
+    data[second : second + HEADER_SIZE] = forged
     seg.write_bytes(bytes(data))
     lg = logstore.open(tmp_path / "log")
     lg.recover()

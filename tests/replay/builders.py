@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -44,8 +45,16 @@ def label_of(i: int, x: float) -> float:
     return float((x + 0.3 * np.sin(i)) > 0)
 
 
-def make_log(path: Any, n: int = 60, *, partitions: int = 2, delay: float = 3.0, seed: int = 0,
-             frame: int = 1, outcomes: bool = True) -> Any:
+def make_log(
+    path: Any,
+    n: int = 60,
+    *,
+    partitions: int = 2,
+    delay: float = 3.0,
+    seed: int = 0,
+    frame: int = 1,
+    outcomes: bool = True,
+) -> Any:
     """A log with `n` model_input records ("inputs") appended 1 s apart (`frame` per append) and
     their outcomes ("outcomes") appended `delay` seconds after each input."""
     import logstore
@@ -55,14 +64,33 @@ def make_log(path: Any, n: int = 60, *, partitions: int = 2, delay: float = 3.0,
     rng = np.random.default_rng(seed)
     xs = rng.normal(size=n)
     ys = rng.normal(size=n)
-    rows = [(at(i - i % frame), {"request_id": f"r{i}", "event_time": at(i - 0.5),
-                                 "features": {"x": float(xs[i]), "y": float(ys[i])}, "raw": "{}", "source": "test"})
-            for i in range(n)]
+    rows = [
+        (
+            at(i - i % frame),
+            {
+                "request_id": f"r{i}",
+                "event_time": at(i - 0.5),
+                "features": {"x": float(xs[i]), "y": float(ys[i])},
+                "raw": "{}",
+                "source": "test",
+            },
+        )
+        for i in range(n)
+    ]
     write_at(log, "inputs", rows)
     if outcomes:
         log.create_topic("outcomes", "outcome", partitions=1, key_field="request_id")
-        write_at(log, "outcomes", [(at(i + delay), {"request_id": f"r{i}", "event_time": at(i + delay),
-                                                    "label": label_of(i, float(xs[i]))}) for i in range(n)])
+        write_at(
+            log,
+            "outcomes",
+            [
+                (
+                    at(i + delay),
+                    {"request_id": f"r{i}", "event_time": at(i + delay), "label": label_of(i, float(xs[i]))},
+                )
+                for i in range(n)
+            ],
+        )
     return log
 
 
@@ -172,7 +200,6 @@ class InterruptAfter:
             raise KeyboardInterrupt
         return self.inner.predict(batch, ctx)
 
-
     @staticmethod
     def _fire() -> bool:
         import os
@@ -244,26 +271,49 @@ class FailOnPartition:
         return np.zeros(batch.num_rows)
 
 
-PROFILE_INPUT_SCHEMA = pa.schema([("request_id", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-                                  ("user", pa.string()), ("x", pa.float64())])
-PROFILE_SCHEMA = pa.schema([("user", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-                            ("value", pa.float64())])
+PROFILE_INPUT_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user", pa.string()),
+        ("x", pa.float64()),
+    ]
+)
+PROFILE_SCHEMA = pa.schema(
+    [("user", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")), ("value", pa.float64())]
+)
 
 
-def make_profile_log(path: Any, inputs: Iterable[tuple[float, str]], profiles: Iterable[tuple[float, str]], *,
-                     partitions: int = 2, event_lag: float = 0.0) -> Any:
+def make_profile_log(
+    path: Any,
+    inputs: Iterable[tuple[float, str]],
+    profiles: Iterable[tuple[float, str]],
+    *,
+    partitions: int = 2,
+    event_lag: float = 0.0,
+) -> Any:
     """A log with "inputs" (request r{i} of `user` appended at time t, event time t - event_lag)
     and "profiles" (value i for `user`, appended at time t), both keyed (user / request id)."""
     import logstore
 
     log = logstore.open(path)
-    log.create_topic("inputs", PROFILE_INPUT_SCHEMA, partitions=partitions, key_field="request_id",
-                     event_time_field="event_time")
+    log.create_topic(
+        "inputs", PROFILE_INPUT_SCHEMA, partitions=partitions, key_field="request_id", event_time_field="event_time"
+    )
     log.create_topic("profiles", PROFILE_SCHEMA, partitions=partitions, key_field="user")
-    write_at(log, "inputs", [(at(t), {"request_id": f"r{i}", "event_time": at(t - event_lag), "user": u, "x": 1.0})
-                             for i, (t, u) in enumerate(inputs)])
-    write_at(log, "profiles", [(at(t), {"user": u, "event_time": at(t), "value": float(i)})
-                               for i, (t, u) in enumerate(profiles)])
+    write_at(
+        log,
+        "inputs",
+        [
+            (at(t), {"request_id": f"r{i}", "event_time": at(t - event_lag), "user": u, "x": 1.0})
+            for i, (t, u) in enumerate(inputs)
+        ],
+    )
+    write_at(
+        log,
+        "profiles",
+        [(at(t), {"user": u, "event_time": at(t), "value": float(i)}) for i, (t, u) in enumerate(profiles)],
+    )
     return log
 
 

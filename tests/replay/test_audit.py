@@ -66,7 +66,7 @@ def test_a_clock_that_is_not_the_inputs_append_time_is_a_violation(done):
 
 def test_missing_rows_break_coverage(tmp_path):
     """A complete run whose output lacks rows for inputs in its range fails coverage."""
-    import replay.manifest as mf
+    import replay.runner.manifest as mf
 
     log = make_log(tmp_path / "log", n=10)
     run = replay.run(log, "inputs", None, [Linear()], output="out")
@@ -88,9 +88,9 @@ def test_unknown_run_is_a_clear_error(done):
 
 def _tamper(log, run_id, change):
     """Rewrite the run's manifest with `change(manifest)` applied (as someone editing the file)."""
-    import replay.manifest as mf
-
     import json
+
+    import replay.runner.manifest as mf
 
     m = mf.read(log, run_id)
     change(m)
@@ -194,16 +194,22 @@ def test_any_edited_count_is_refused(tmp_path):
     log = make_log(tmp_path / "log", n=12)
     run = replay.run(log, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
     key = _first_stream(run.manifest)
-    fields = ["rows.inputs", "rows.outputs", "rows.inputs_planned", "progress.0.offset", "progress.1.clock",
-              f"streams[{key}].rows"]
+    fields = [
+        "rows.inputs",
+        "rows.outputs",
+        "rows.inputs_planned",
+        "progress.0.offset",
+        "progress.1.clock",
+        f"streams[{key}].rows",
+    ]
     original = dict(replay.get(log, run.id).manifest)
 
     @settings(max_examples=20, deadline=None)
-    @given(field=st.sampled_from(fields), delta=st.integers(-10**6, 10**6).filter(bool))
+    @given(field=st.sampled_from(fields), delta=st.integers(-(10**6), 10**6).filter(bool))
     def check(field, delta):
         import copy
 
-        import replay.manifest as mf
+        import replay.runner.manifest as mf
 
         m = copy.deepcopy(original)
         _set(field, lambda v: v + delta)(m)
@@ -245,7 +251,7 @@ def test_a_run_that_failed_with_a_time_leak_is_never_certified(tmp_path):
 def test_a_failed_run_flipped_to_complete_is_caught(tmp_path, forge):
     """Flipping a failed run's status to complete (even clearing its error and writing a matching
     content hash, end and finish time) is refused: the output does not cover the range."""
-    from replay.runner import hash_from_log
+    from replay.runner.execute import hash_from_log
 
     from .builders import Peeker
 

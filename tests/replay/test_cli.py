@@ -27,9 +27,22 @@ def _run(capsys, *argv):
 
 def test_run_runs_show_audit(logdir, capsys):
     """run prints the run id and hash; runs lists it; show prints the manifest; audit certifies."""
-    code, out, err = _run(capsys, "run", logdir, "--inputs", "inputs", "--outcomes", "outcomes",
-                          "--model", "tests.replay.builders:make_linear", "--model", "tests.replay.builders:make_mean",
-                          "--output", "cli.scores", "--no-progress")
+    code, out, err = _run(
+        capsys,
+        "run",
+        logdir,
+        "--inputs",
+        "inputs",
+        "--outcomes",
+        "outcomes",
+        "--model",
+        "tests.replay.builders:make_linear",
+        "--model",
+        "tests.replay.builders:make_mean",
+        "--output",
+        "cli.scores",
+        "--no-progress",
+    )
     assert code == 0, err
     run_id = out.split()[1].rstrip(":")
     assert "complete" in out and "content hash sha256:" in out
@@ -46,24 +59,54 @@ def test_run_runs_show_audit(logdir, capsys):
 
 def test_ranges_and_workers_from_the_command_line(logdir, capsys):
     """--start/--end take offsets, partition:offset lists or ISO times."""
-    code, out, err = _run(capsys, "run", logdir, "--inputs", "inputs", "--model", "tests.replay.builders:make_linear",
-                          "--start", "0:1,1:2", "--end", "2026-11-01T00:00:20Z", "--workers", "2", "--no-progress")
+    code, out, err = _run(
+        capsys,
+        "run",
+        logdir,
+        "--inputs",
+        "inputs",
+        "--model",
+        "tests.replay.builders:make_linear",
+        "--start",
+        "0:1,1:2",
+        "--end",
+        "2026-11-01T00:00:20Z",
+        "--workers",
+        "2",
+        "--no-progress",
+    )
     assert code == 0, err
     run_id = out.split()[1].rstrip(":")
     parts = replay.get(logdir, run_id).manifest["inputs"]["partitions"]
     assert parts["0"][0] == 1 and parts["1"][0] == 2
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["run", "{log}", "--inputs", "nope", "--model", "tests.replay.builders:make_linear"], "topic 'nope'"),
-    (["run", "{log}", "--inputs", "inputs", "--model", "nomodule_zz:f"], "cannot import"),
-    (["run", "{log}", "--inputs", "inputs", "--model", "tests.replay.builders:make_linear", "--start", "99999"],
-     "past its end"),
-    (["run", "{log}", "--inputs", "inputs", "--outcomes", "outcomes", "--model", "tests.replay.builders:make_peeker"],
-     "after the clock"),
-    (["audit", "{log}", "no-such-run"], "no run 'no-such-run'"),
-    (["show", "/no/such/log", "x"], "no log at"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["run", "{log}", "--inputs", "nope", "--model", "tests.replay.builders:make_linear"], "topic 'nope'"),
+        (["run", "{log}", "--inputs", "inputs", "--model", "nomodule_zz:f"], "cannot import"),
+        (
+            ["run", "{log}", "--inputs", "inputs", "--model", "tests.replay.builders:make_linear", "--start", "99999"],
+            "past its end",
+        ),
+        (
+            [
+                "run",
+                "{log}",
+                "--inputs",
+                "inputs",
+                "--outcomes",
+                "outcomes",
+                "--model",
+                "tests.replay.builders:make_peeker",
+            ],
+            "after the clock",
+        ),
+        (["audit", "{log}", "no-such-run"], "no run 'no-such-run'"),
+        (["show", "/no/such/log", "x"], "no log at"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(logdir, capsys, argv, needle):
     """User mistakes (and a stopped time leak) print one line to stderr and exit 2."""
     code, out, err = _run(capsys, *[a.replace("{log}", logdir) for a in argv])
@@ -75,8 +118,16 @@ def test_errors_are_one_line_without_traceback(logdir, capsys, argv, needle):
 def test_resume_finishes_an_interrupted_run(logdir, capsys):
     """An interrupted run resumes from the CLI; resuming a complete run is refused."""
     InterruptAfter.armed = True
-    code, out, err = _run(capsys, "run", logdir, "--inputs", "inputs",
-                          "--model", "tests.replay.builders:make_interrupting_linear", "--no-progress")
+    code, out, err = _run(
+        capsys,
+        "run",
+        logdir,
+        "--inputs",
+        "inputs",
+        "--model",
+        "tests.replay.builders:make_interrupting_linear",
+        "--no-progress",
+    )
     assert code == 130 and "interrupted" in err
     (run,) = replay.runs(logdir)
     assert run.status == "incomplete"
@@ -98,16 +149,27 @@ def test_help_has_examples(capsys):
 
 def test_audit_of_a_failed_or_tampered_run_exits_1(logdir, capsys):
     """`replay audit` of a run stopped by a time leak, or whose manifest was edited, prints why and exits 1."""
-    import replay.manifest as mf
+    import replay.runner.manifest as mf
 
-    code, _, _ = _run(capsys, "run", logdir, "--inputs", "inputs", "--outcomes", "outcomes",
-                      "--model", "tests.replay.builders:make_peeker", "--no-progress")
+    code, _, _ = _run(
+        capsys,
+        "run",
+        logdir,
+        "--inputs",
+        "inputs",
+        "--outcomes",
+        "outcomes",
+        "--model",
+        "tests.replay.builders:make_peeker",
+        "--no-progress",
+    )
     assert code == 2
     (failed,) = replay.runs(logdir)
     code, out, _ = _run(capsys, "audit", logdir, failed.id)
     assert code == 1 and "FAILED, not certified" in out and "TimeLeakError" in out
-    code, out, _ = _run(capsys, "run", logdir, "--inputs", "inputs", "--model", "tests.replay.builders:make_linear",
-                        "--no-progress")
+    code, out, _ = _run(
+        capsys, "run", logdir, "--inputs", "inputs", "--model", "tests.replay.builders:make_linear", "--no-progress"
+    )
     run_id = out.split()[1].rstrip(":")
     log = replay.get(logdir, run_id).log
     m = mf.read(log, run_id)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 import logstore
-from replay import clock
-from replay.clock import INPUT, LOOKUP, OUTCOME, EventTimeOrder, Source
+from replay.engine import clock
+from replay.engine.clock import INPUT, LOOKUP, OUTCOME, EventTimeOrder, Source
 from replay.errors import RangeError
 
 from .builders import at, write_at
@@ -36,8 +36,12 @@ def test_merge_orders_by_time_then_role_topic_partition_offset(tlog):
     rows = lambda tag: [(at(t), {"request_id": f"{tag}{t}{k}", "event_time": at(t)}) for t in (1, 2) for k in range(3)]  # noqa: E731
     for topic in ("inputs", "outcomes", "aa_lookup", "zz_lookup"):
         write_at(tlog, topic, rows(topic[:2]))
-    srcs = [Source("inputs", INPUT, _all(tlog, "inputs")), Source("zz_lookup", LOOKUP, _all(tlog, "zz_lookup")),
-            Source("outcomes", OUTCOME, _all(tlog, "outcomes")), Source("aa_lookup", LOOKUP, _all(tlog, "aa_lookup"))]
+    srcs = [
+        Source("inputs", INPUT, _all(tlog, "inputs")),
+        Source("zz_lookup", LOOKUP, _all(tlog, "zz_lookup")),
+        Source("outcomes", OUTCOME, _all(tlog, "outcomes")),
+        Source("aa_lookup", LOOKUP, _all(tlog, "aa_lookup")),
+    ]
     keys = [ev.key for ev in clock.merge(tlog, srcs)]
     assert keys == sorted(keys)
     roles = [(k[0], k[1], k[2]) for k in keys]
@@ -100,7 +104,7 @@ def test_merge_surfaces_a_reader_error_and_stops_its_threads(tlog):
 def test_resolve_offsets_and_datetimes_exactly(tlog):
     """Offsets are kept as given; datetimes select the first offset appended at or after them."""
     write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(20)])
-    snaps = clock.snapshot(tlog, "inputs")
+    snaps = tlog.snapshot("inputs")
     ends = tlog.end_offsets("inputs")
     assert clock.resolve(tlog, "inputs", None, None, snaps) == {p: (0, e) for p, e in ends.items()}
     assert clock.resolve(tlog, "inputs", 1, {0: 2}, snaps) == {0: (1, 2), 1: (1, ends[1])}
@@ -112,26 +116,29 @@ def test_resolve_offsets_and_datetimes_exactly(tlog):
         assert all(x >= at(10) for x in times[hi:])
 
 
-@pytest.mark.parametrize("start,end,match", [
-    (10_000, None, "past its end"),
-    (None, 10_000, "past its end"),
-    ({0: 5}, {0: 2}, "before start"),
-    ({3: 1}, None, "partition"),
-    (-1, None, ">= 0"),
-    (True, None, "offset"),
-    ("yesterday", None, "offset"),
-])
+@pytest.mark.parametrize(
+    "start,end,match",
+    [
+        (10_000, None, "past its end"),
+        (None, 10_000, "past its end"),
+        ({0: 5}, {0: 2}, "before start"),
+        ({3: 1}, None, "partition"),
+        (-1, None, ">= 0"),
+        (True, None, "offset"),
+        ("yesterday", None, "offset"),
+    ],
+)
 def test_resolve_refuses_bounds_that_are_not_exact(tlog, start, end, match):
     """Never a silent fallback: impossible bounds raise RangeError saying why."""
     write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(20)])
     with pytest.raises(RangeError, match=match):
-        clock.resolve(tlog, "inputs", start, end, clock.snapshot(tlog, "inputs"))
+        clock.resolve(tlog, "inputs", start, end, tlog.snapshot("inputs"))
 
 
 def test_snapshot_pins_the_range_while_the_log_grows(tlog):
     """Records appended after the snapshot are outside the resolved range."""
     write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(10)])
-    snaps = clock.snapshot(tlog, "inputs")
+    snaps = tlog.snapshot("inputs")
     write_at(tlog, "inputs", [(at(t), {"request_id": f"r{t}", "event_time": at(t)}) for t in range(10, 20)])
     r = clock.resolve(tlog, "inputs", None, None, snaps)
     assert sum(hi - lo for lo, hi in r.values()) == 10
@@ -140,8 +147,13 @@ def test_snapshot_pins_the_range_while_the_log_grows(tlog):
 def _frame(t_s, offsets, event_s):
     n = len(offsets)
     return pa.RecordBatch.from_arrays(
-        [pa.array([at(e) for e in event_s], pa.timestamp("us", tz="UTC")), pa.array(offsets, pa.int64()),
-         pa.array([at(t_s)] * n, pa.timestamp("us", tz="UTC"))], names=["event_time", "_offset", "_append_time"])
+        [
+            pa.array([at(e) for e in event_s], pa.timestamp("us", tz="UTC")),
+            pa.array(offsets, pa.int64()),
+            pa.array([at(t_s)] * n, pa.timestamp("us", tz="UTC")),
+        ],
+        names=["event_time", "_offset", "_append_time"],
+    )
 
 
 def test_event_time_order_releases_rows_at_event_time_plus_lateness():
@@ -163,7 +175,6 @@ def test_event_time_order_releases_rows_at_event_time_plus_lateness():
             steps += [("row", int(o), int(c)) for o, c in zip(e.batch.column("_offset").to_pylist(), e.clock)]
     # row 1 (event -3 s, arrived at 1 s) is late: decided when it arrived; row 2 (0.1 + 2 = 2.1, arrived
     # 2.2) is decided at 2.2, before row 0 (0.5 + 2 = 2.5); each lookup at its append time
-    assert steps == [("row", 1, us(1)), ("lookup", us(2)), ("row", 2, us(2.2)), ("row", 0, us(2.5)),
-                     ("lookup", us(3))]
+    assert steps == [("row", 1, us(1)), ("lookup", us(2)), ("row", 2, us(2.2)), ("row", 0, us(2.5)), ("lookup", us(3))]
     arrivals = [e.time for e in out if e.role == INPUT and not e.decide]
     assert arrivals == [us(1), us(2.2)]

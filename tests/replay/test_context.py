@@ -14,26 +14,50 @@ from hypothesis import strategies as st
 
 import logstore
 import replay
-from replay.context import AsOfState, Context
+from replay.engine.context import AsOfState, Context
 from replay.errors import LookupTopicError
 
 from .builders import T0, at, write_at
 
-INPUT_SCHEMA = pa.schema([("request_id", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-                          ("user", pa.string()), ("x", pa.float64())])
-PROFILE_SCHEMA = pa.schema([("user", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-                            ("value", pa.float64())])
+INPUT_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user", pa.string()),
+        ("x", pa.float64()),
+    ]
+)
+PROFILE_SCHEMA = pa.schema(
+    [("user", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")), ("value", pa.float64())]
+)
 US = 1_000_000
 
 
 def _state(records):
     """An AsOfState of 'profiles' fed (time_s, user, value) frames in order, partition 0."""
-    schema = pa.schema(list(PROFILE_SCHEMA) + [pa.field("_partition", pa.int32()), pa.field("_offset", pa.int64()),
-                                               pa.field("_append_time", pa.timestamp("us", tz="UTC"))])
+    schema = pa.schema(
+        list(PROFILE_SCHEMA)
+        + [
+            pa.field("_partition", pa.int32()),
+            pa.field("_offset", pa.int64()),
+            pa.field("_append_time", pa.timestamp("us", tz="UTC")),
+        ]
+    )
     st_ = AsOfState("profiles", "user", schema)
     for off, (t, user, value) in enumerate(records):
-        b = pa.RecordBatch.from_pylist([{"user": user, "event_time": at(t), "value": value, "_partition": 0,
-                                         "_offset": off, "_append_time": at(t)}], schema=schema)
+        b = pa.RecordBatch.from_pylist(
+            [
+                {
+                    "user": user,
+                    "event_time": at(t),
+                    "value": value,
+                    "_partition": 0,
+                    "_offset": off,
+                    "_append_time": at(t),
+                }
+            ],
+            schema=schema,
+        )
         st_.apply(b, 0, int(t * US) + int((T0 - T0.replace(year=1970, month=1, day=1)).total_seconds()) * US)
     return st_
 
@@ -120,14 +144,23 @@ def _build(root: Path, inputs, profiles, outcomes):
     log.create_topic("inputs", INPUT_SCHEMA, partitions=2, key_field="request_id")
     log.create_topic("profiles", PROFILE_SCHEMA, partitions=2, key_field="user")
     log.create_topic("outcomes", "outcome", partitions=2, key_field="request_id")
-    write_at(log, "inputs", [(at(t), {"request_id": f"r{i}", "event_time": at(t), "user": u, "x": 1.0})
-                             for i, (t, u) in enumerate(inputs)])
+    write_at(
+        log,
+        "inputs",
+        [(at(t), {"request_id": f"r{i}", "event_time": at(t), "user": u, "x": 1.0}) for i, (t, u) in enumerate(inputs)],
+    )
     if profiles:
-        write_at(log, "profiles", [(at(t), {"user": u, "event_time": at(t), "value": float(i)})
-                                   for i, (t, u) in enumerate(profiles)])
+        write_at(
+            log,
+            "profiles",
+            [(at(t), {"user": u, "event_time": at(t), "value": float(i)}) for i, (t, u) in enumerate(profiles)],
+        )
     if outcomes:
-        write_at(log, "outcomes", [(at(t), {"request_id": f"r{j}", "event_time": at(t), "label": float(j % 2)})
-                                   for t, j in outcomes])
+        write_at(
+            log,
+            "outcomes",
+            [(at(t), {"request_id": f"r{j}", "event_time": at(t), "label": float(j % 2)}) for t, j in outcomes],
+        )
     return log
 
 
@@ -146,8 +179,16 @@ class Spy:
         outs = ctx.lookup("outcomes", batch.column("request_id"))
         hist = [ctx.history("profiles", u, row=i) for i, u in enumerate(batch.column("user").to_pylist())]
         for i, rid in enumerate(batch.column("request_id").to_pylist()):
-            self.seen.append((rid, clocks[i], prof.column("_append_time")[i].as_py(), prof.column("value")[i].as_py(),
-                              outs.column("_append_time")[i].as_py(), hist[i].column("_append_time").to_pylist()))
+            self.seen.append(
+                (
+                    rid,
+                    clocks[i],
+                    prof.column("_append_time")[i].as_py(),
+                    prof.column("value")[i].as_py(),
+                    outs.column("_append_time")[i].as_py(),
+                    hist[i].column("_append_time").to_pylist(),
+                )
+            )
         return np.zeros(batch.num_rows)
 
     def learn(self, batch, ctx):  # learning forces one process and exercises outcome joins too
@@ -160,9 +201,11 @@ users = st.sampled_from(["u0", "u1", "u2"])
 
 @pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(inputs=st.lists(st.tuples(times, users), min_size=1, max_size=12),
-       profiles=st.lists(st.tuples(times, users), max_size=12),
-       outcome_delays=st.lists(st.integers(min_value=0, max_value=4), max_size=12))
+@given(
+    inputs=st.lists(st.tuples(times, users), min_size=1, max_size=12),
+    profiles=st.lists(st.tuples(times, users), max_size=12),
+    outcome_delays=st.lists(st.integers(min_value=0, max_value=4), max_size=12),
+)
 def test_no_prediction_ever_reads_anything_appended_after_its_clock(inputs, profiles, outcome_delays):
     """Property: over random interleavings (ties included) every lookup/history answer was appended
     at or before the row's clock, and it is exactly the latest such record."""
@@ -172,11 +215,24 @@ def test_no_prediction_ever_reads_anything_appended_after_its_clock(inputs, prof
         spy = Spy()
         run = replay.run(log, "inputs", "outcomes", [spy], output="out")
         prof = log.read("profiles")
-        prows = sorted(zip(prof["_append_time"].to_pylist(), prof["_partition"].to_pylist(), prof["_offset"].to_pylist(),
-                           prof["user"].to_pylist(), prof["value"].to_pylist()))
+        prows = sorted(
+            zip(
+                prof["_append_time"].to_pylist(),
+                prof["_partition"].to_pylist(),
+                prof["_offset"].to_pylist(),
+                prof["user"].to_pylist(),
+                prof["value"].to_pylist(),
+            )
+        )
         outs = log.read("outcomes")
-        orows = sorted(zip(outs["_append_time"].to_pylist(), outs["_partition"].to_pylist(), outs["_offset"].to_pylist(),
-                           outs["request_id"].to_pylist()))
+        orows = sorted(
+            zip(
+                outs["_append_time"].to_pylist(),
+                outs["_partition"].to_pylist(),
+                outs["_offset"].to_pylist(),
+                outs["request_id"].to_pylist(),
+            )
+        )
         user_of = {f"r{i}": u for i, (_, u) in enumerate(inputs)}
         assert len(spy.seen) == len(inputs)
         for rid, clock, p_at, p_val, o_at, hist in spy.seen:

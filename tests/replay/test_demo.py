@@ -13,7 +13,8 @@ import pytest
 
 import logstore
 import replay
-from replay import demo, simulate
+from replay import demo
+from replay.datasets import fraud
 from replay.report import PLOTS, SECTIONS
 
 SMALL = ["--days", "3", "--rate", "0.7", "--tick", "30", "--workers", "1"]
@@ -33,7 +34,7 @@ def small_log(tmp_path_factory):
     """A small simulated log (one day) with its Traffic facts."""
     path = tmp_path_factory.mktemp("sim") / "log"
     log = logstore.open(path)
-    traffic = simulate.simulate(log, days=1, rate=2, seed=3, tick=timedelta(minutes=10))
+    traffic = fraud.simulate(log, days=1, rate=2, seed=3, tick=timedelta(minutes=10))
     yield log, traffic
     log.close()
 
@@ -42,7 +43,7 @@ def test_demo_records_every_topic(demo_run):
     """The five rendezvous topics exist with consistent record counts."""
     out, _ = demo_run
     with logstore.open(out / "log") as log:
-        counts = {t: log.describe(t)["records"] for t in simulate.TOPICS}
+        counts = {t: log.describe(t)["records"] for t in fraud.TOPICS}
         decisions = log.read("decisions", columns=["reason"])
     n = counts["inputs"]
     assert n > 1000
@@ -135,7 +136,7 @@ def _us(col) -> np.ndarray:
 def test_simulated_append_times_never_go_back_and_follow_event_times(small_log):
     """Per partition, append time is non-decreasing by offset and never before the event time."""
     log, _ = small_log
-    for topic in simulate.TOPICS:
+    for topic in fraud.TOPICS:
         t = log.read(topic, columns=["event_time", "_partition", "_offset", "_append_time"])
         assert t.num_rows > 0
         for p in set(t["_partition"].to_pylist()):
@@ -172,7 +173,7 @@ def test_simulated_decisions_reference_scored_models(small_log):
     assert len(rows) == traffic.requests
     assert all(listed and scored == 1 and cs == nc for _, _, listed, scored, cs, nc in rows)
     reasons = {r[0] for r in rows}
-    assert reasons <= set(simulate.REASONS) and "first" in reasons
+    assert reasons <= set(fraud.REASONS) and "first" in reasons
     assert sum(traffic.decision_reasons.values()) == traffic.requests
 
 
@@ -180,7 +181,7 @@ def test_simulation_is_deterministic(tmp_path, small_log):
     """The same arguments give the same records (append times included)."""
     log, _ = small_log
     with logstore.open(tmp_path / "again") as again:
-        simulate.simulate(again, days=1, rate=2, seed=3, tick=timedelta(minutes=10))
+        fraud.simulate(again, days=1, rate=2, seed=3, tick=timedelta(minutes=10))
         for topic in ("inputs", "outcomes", "decisions"):
             a = log.read(topic).sort_by([("_partition", "ascending"), ("_offset", "ascending")])
             b = again.read(topic).sort_by([("_partition", "ascending"), ("_offset", "ascending")])
@@ -192,7 +193,7 @@ def test_simulator_rejects_bad_arguments(tmp_path):
     log = logstore.open(tmp_path / "log")
     for kwargs in ({"days": 0}, {"rate": -1}, {"drift_at": 1.5}, {"tick": timedelta(0)}):
         with pytest.raises(ValueError):
-            simulate.simulate(log, **kwargs)
+            fraud.simulate(log, **kwargs)
     assert log.topics() == []
 
 
@@ -202,10 +203,30 @@ def test_replay_report_command_prints_the_summary_and_writes_html(demo_run, tmp_
 
     out, _ = demo_run
     html = tmp_path / "r" / "report.html"
-    rc = main(["report", str(out / "log"), "--scores", "scores", "--scores", demo.REPLAYED,
-               "--outcomes", "outcomes", "--inputs", "inputs", "--champion", "champion",
-               "--canary", "canary", "--bootstrap", "50", "--cutoff", "2025-03-06T00:00Z",
-               "--html", str(html)])
+    rc = main(
+        [
+            "report",
+            str(out / "log"),
+            "--scores",
+            "scores",
+            "--scores",
+            demo.REPLAYED,
+            "--outcomes",
+            "outcomes",
+            "--inputs",
+            "inputs",
+            "--champion",
+            "champion",
+            "--canary",
+            "canary",
+            "--bootstrap",
+            "50",
+            "--cutoff",
+            "2025-03-06T00:00Z",
+            "--html",
+            str(html),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "Verdicts" in text and "challenger" in text and "known by 2025-03-06" in text

@@ -42,12 +42,22 @@ def test_scores_every_input_once_per_model_with_audit_columns(rlog):
     assert t.num_rows == 120
     assert sorted(set(t.column("model_id").to_pylist())) == ["b", "linear"]
     inputs = rlog.read("inputs")
-    by_key = {(p, o): a for p, o, a in zip(inputs["_partition"].to_pylist(), inputs["_offset"].to_pylist(),
-                                            inputs["_append_time"].to_pylist())}
-    for p, o, c, f in zip(t["input_partition"].to_pylist(), t["input_offset"].to_pylist(), t["clock"].to_pylist(),
-                          t["read_fence"].to_pylist()):
+    by_key = {
+        (p, o): a
+        for p, o, a in zip(
+            inputs["_partition"].to_pylist(), inputs["_offset"].to_pylist(), inputs["_append_time"].to_pylist()
+        )
+    }
+    for p, o, c, f in zip(
+        t["input_partition"].to_pylist(),
+        t["input_offset"].to_pylist(),
+        t["clock"].to_pylist(),
+        t["read_fence"].to_pylist(),
+    ):
         assert c == by_key[(p, o)] and f <= c
-    ids = dict(zip(inputs["request_id"].to_pylist(), zip(inputs["_partition"].to_pylist(), inputs["_offset"].to_pylist())))
+    ids = dict(
+        zip(inputs["request_id"].to_pylist(), zip(inputs["_partition"].to_pylist(), inputs["_offset"].to_pylist()))
+    )
     for rid, p, o in zip(t["request_id"].to_pylist(), t["input_partition"].to_pylist(), t["input_offset"].to_pylist()):
         assert ids[rid] == (p, o)
     assert set(t["run_id"].to_pylist()) == {run.id}
@@ -66,7 +76,9 @@ def test_scores_match_the_model_on_the_same_rows(rlog):
     run = replay.run(rlog, "inputs", None, [Linear()], output="out")
     t = run.scores()
     inputs = rlog.read("inputs")
-    want = dict(zip(inputs["request_id"].to_pylist(), features(inputs.combine_chunks().to_batches()[0]) @ np.array([1.0, -0.5])))
+    want = dict(
+        zip(inputs["request_id"].to_pylist(), features(inputs.combine_chunks().to_batches()[0]) @ np.array([1.0, -0.5]))
+    )
     for rid, s in zip(t["request_id"].to_pylist(), t["score"].to_pylist()):
         assert s == want[rid]
 
@@ -110,8 +122,13 @@ def test_lookups_see_past_outcomes_of_other_requests_only(tmp_path):
 
     run = replay.run(log, "inputs", "outcomes", [Prev()], output="out")
     t = run.scores()
-    xs = {r: v for r, v in zip(log.read("inputs")["request_id"].to_pylist(),
-                               features(log.read("inputs").combine_chunks().to_batches()[0])[:, 0])}
+    xs = {
+        r: v
+        for r, v in zip(
+            log.read("inputs")["request_id"].to_pylist(),
+            features(log.read("inputs").combine_chunks().to_batches()[0])[:, 0],
+        )
+    }
     for rid, s in zip(t["request_id"].to_pylist(), t["score"].to_pylist()):
         i = int(rid[1:])
         assert s == (-1.0 if i < 2 else label_of(i - 2, xs[f"r{i - 2}"]))
@@ -166,8 +183,11 @@ def test_two_runs_give_the_same_content_hash_and_rerun_reproduces_it(rlog):
     b = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
     assert a.id != b.id and a.content_hash == b.content_hash
     # more data arrives; a rerun of the manifest still replays exactly the recorded ranges
-    write_at(rlog, "inputs", [(at(100), {"request_id": "late", "event_time": at(100), "features": {"x": 1.0},
-                                         "raw": "{}", "source": "t"})])
+    write_at(
+        rlog,
+        "inputs",
+        [(at(100), {"request_id": "late", "event_time": at(100), "features": {"x": 1.0}, "raw": "{}", "source": "t"})],
+    )
     c = replay.rerun(rlog, a.id, models=[Linear(), OnlineMean()])
     assert c.content_hash == a.content_hash and c.manifest["rerun_of"] == a.id
     d = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
@@ -178,10 +198,12 @@ def test_two_runs_give_the_same_content_hash_and_rerun_reproduces_it(rlog):
 def test_workers_give_the_same_content_hash_as_one_process(tmp_path):
     """workers=1 and workers=4 write the same content (stateless models, 4 partitions)."""
     log = make_log(tmp_path / "log", n=200, partitions=4, frame=5)
-    one = replay.run(log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")],
-                     output="out", workers=1)
-    four = replay.run(log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")],
-                      output="out", workers=4)
+    one = replay.run(
+        log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")], output="out", workers=1
+    )
+    four = replay.run(
+        log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")], output="out", workers=4
+    )
     assert four.manifest["workers"] == 4
     assert one.content_hash == four.content_hash
     assert four.scores().num_rows == 400
@@ -309,8 +331,17 @@ def test_event_time_order_decides_rows_at_event_time_plus_lateness(tmp_path):
     log.create_topic("inputs", "model_input", partitions=1)
     # appended in order 0..9, but event times shuffled within 3 s; r7 arrives 10 s late
     ev = {0: 0, 1: 2, 2: 1, 3: 3.5, 4: 3, 5: 6, 6: 5, 7: -6, 8: 8, 9: 7.5}
-    write_at(log, "inputs", [(at(i + 1), {"request_id": f"r{i}", "event_time": at(ev[i]), "features": {"x": 1.0},
-                                          "raw": "{}", "source": "t"}) for i in range(10)])
+    write_at(
+        log,
+        "inputs",
+        [
+            (
+                at(i + 1),
+                {"request_id": f"r{i}", "event_time": at(ev[i]), "features": {"x": 1.0}, "raw": "{}", "source": "t"},
+            )
+            for i in range(10)
+        ],
+    )
     run = replay.run(log, "inputs", None, [Linear()], output="out", order="event_time", lateness=timedelta(seconds=2))
     t = run.scores()
     got = dict(zip(t["request_id"].to_pylist(), t["clock"].to_pylist()))
@@ -329,7 +360,7 @@ def test_progress_bar_draws_rows_rate_and_eta_on_a_terminal():
     """On a TTY the bar shows rows done, the rate and an ETA on one redrawn line."""
     import io
 
-    from replay.progress import Progress
+    from replay.runner.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -350,12 +381,11 @@ def test_progress_bar_draws_rows_rate_and_eta_on_a_terminal():
 def test_output_is_uncompressed_unless_its_topic_has_a_codec(rlog):
     """The output topic is created uncompressed; one created beforehand with a codec keeps it,
     and the rows and content hash are the same either way."""
-    from replay.runner import ensure_output
+    from replay.runner.sink import ensure_output, output_avro
 
     plain = replay.run(rlog, "inputs", "outcomes", [Linear()], output="out")
     ensure_output(rlog, "packed")
-    rlog.create_topic("zstd-out", schema=replay.output.output_avro(), event_time_field="event_time",
-                      compression="zstd")
+    rlog.create_topic("zstd-out", schema=output_avro(), event_time_field="event_time", compression="zstd")
     packed = replay.run(rlog, "inputs", "outcomes", [Linear()], output="zstd-out")
     assert rlog.config("out").compression is None and rlog.config("packed").compression is None
     assert rlog.config("zstd-out").compression == "zstd"

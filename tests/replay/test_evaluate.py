@@ -12,9 +12,9 @@ import pytest
 from sklearn import metrics as skm
 
 from logstore.errors import InvalidNameError, LogstoreError, TopicNotFoundError
-from replay.evaluate import Evaluation, EvaluationError, evaluate, quote_ident
+from replay.evaluation import Evaluation, EvaluationError, evaluate, quote_ident
 
-T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 TS = pa.timestamp("us", "UTC")
 
 
@@ -24,18 +24,20 @@ def _sigmoid(x):
 
 def _score_table(model, request_ids, times, scores, latency=None, version="1"):
     n = len(request_ids)
-    return pa.table({
-        "request_id": request_ids,
-        "event_time": pa.array(times, TS),
-        "model_id": [model] * n,
-        "model_version": [version] * n,
-        "score": pa.array(np.round(scores, 2), pa.float64()),  # rounded: ties
-        "latency_ms": pa.array(latency if latency is not None else [None] * n, pa.float32()),
-        "label": pa.nulls(n, pa.float64()),
-        "_append_time": pa.array(times, TS),
-        "_partition": pa.array([0] * n, pa.int32()),
-        "_offset": pa.array(np.arange(n), pa.int64()),
-    })
+    return pa.table(
+        {
+            "request_id": request_ids,
+            "event_time": pa.array(times, TS),
+            "model_id": [model] * n,
+            "model_version": [version] * n,
+            "score": pa.array(np.round(scores, 2), pa.float64()),  # rounded: ties
+            "latency_ms": pa.array(latency if latency is not None else [None] * n, pa.float32()),
+            "label": pa.nulls(n, pa.float64()),
+            "_append_time": pa.array(times, TS),
+            "_partition": pa.array([0] * n, pa.int32()),
+            "_offset": pa.array(np.arange(n), pa.int64()),
+        }
+    )
 
 
 def _create(con, name, table):
@@ -47,8 +49,7 @@ def _create(con, name, table):
 def make_log(n=2400, days=4, drift_day=None, seed=1, con=None, names=None):
     """Topics of a small rendezvous deployment: inputs, champion+canary scores, a replayed
     candidate that is genuinely better, outcomes that arrive 0-48h late."""
-    names = {"scores": "scores", "replay": "replay.scores", "outcomes": "outcomes",
-             "inputs": "inputs", **(names or {})}
+    names = {"scores": "scores", "replay": "replay.scores", "outcomes": "outcomes", "inputs": "inputs", **(names or {})}
     rng = np.random.default_rng(seed)
     secs = np.sort(rng.uniform(0, days * 86400, n))
     times = [T0 + dt.timedelta(seconds=float(s)) for s in secs]
@@ -58,27 +59,47 @@ def make_log(n=2400, days=4, drift_day=None, seed=1, con=None, names=None):
         x = x + np.where(secs >= drift_day * 86400, 1.0, 0.0)
     y = (rng.uniform(size=n) < _sigmoid(1.5 * x)).astype(float)
     con = con or duckdb.connect()
-    _create(con, names["inputs"], pa.table({
-        "request_id": rid, "event_time": pa.array(times, TS), "features": x.tolist(),
-        "_append_time": pa.array(times, TS), "_partition": pa.array([0] * n, pa.int32()),
-        "_offset": pa.array(np.arange(n), pa.int64()),
-    }))
-    champ = _score_table("champion", rid, times, _sigmoid(x + rng.normal(0, 1.2, n)),
-                         rng.gamma(2, 5, n))
-    canary = _score_table("canary", rid, times, _sigmoid(x + rng.normal(0, 1.2, n)),
-                          rng.gamma(2, 6, n))
+    _create(
+        con,
+        names["inputs"],
+        pa.table(
+            {
+                "request_id": rid,
+                "event_time": pa.array(times, TS),
+                "features": x.tolist(),
+                "_append_time": pa.array(times, TS),
+                "_partition": pa.array([0] * n, pa.int32()),
+                "_offset": pa.array(np.arange(n), pa.int64()),
+            }
+        ),
+    )
+    champ = _score_table("champion", rid, times, _sigmoid(x + rng.normal(0, 1.2, n)), rng.gamma(2, 5, n))
+    canary = _score_table("canary", rid, times, _sigmoid(x + rng.normal(0, 1.2, n)), rng.gamma(2, 6, n))
     _create(con, names["scores"], pa.concat_tables([champ, canary]))
     keep = np.arange(n) % 20 != 0  # the replay skipped 5% of requests
-    cand = _score_table("candidate-b", [r for r, k in zip(rid, keep) if k],
-                        [t for t, k in zip(times, keep) if k],
-                        _sigmoid(1.5 * x[keep] + rng.normal(0, 0.3, keep.sum())))
+    cand = _score_table(
+        "candidate-b",
+        [r for r, k in zip(rid, keep) if k],
+        [t for t, k in zip(times, keep) if k],
+        _sigmoid(1.5 * x[keep] + rng.normal(0, 0.3, keep.sum())),
+    )
     _create(con, names["replay"], cand)
     known = [t + dt.timedelta(hours=float(h)) for t, h in zip(times, rng.uniform(0, 48, n))]
-    _create(con, names["outcomes"], pa.table({
-        "request_id": rid, "event_time": pa.array(times, TS), "label": y, "reward": y,
-        "_append_time": pa.array(known, TS), "_partition": pa.array([0] * n, pa.int32()),
-        "_offset": pa.array(np.arange(n), pa.int64()),
-    }))
+    _create(
+        con,
+        names["outcomes"],
+        pa.table(
+            {
+                "request_id": rid,
+                "event_time": pa.array(times, TS),
+                "label": y,
+                "reward": y,
+                "_append_time": pa.array(known, TS),
+                "_partition": pa.array([0] * n, pa.int32()),
+                "_offset": pa.array(np.arange(n), pa.int64()),
+            }
+        ),
+    )
     return con
 
 
@@ -89,8 +110,15 @@ def log_con():
 
 @pytest.fixture(scope="module")
 def ev(log_con) -> Evaluation:
-    return evaluate(log_con, ["scores", "replay.scores"], outcomes="outcomes", inputs="inputs",
-                    champion="champion", canary="canary", bootstrap=300)
+    return evaluate(
+        log_con,
+        ["scores", "replay.scores"],
+        outcomes="outcomes",
+        inputs="inputs",
+        champion="champion",
+        canary="canary",
+        bootstrap=300,
+    )
 
 
 def _row(table, **where):
@@ -101,13 +129,12 @@ def _row(table, **where):
 
 def _truth(con, model, cutoff=None):
     """(y, score) by plain pandas: latest outcome appended by the cut-off, joined on request."""
-    s = con.execute("SELECT * FROM scores UNION ALL BY NAME SELECT * FROM \"replay.scores\"").df()
+    s = con.execute('SELECT * FROM scores UNION ALL BY NAME SELECT * FROM "replay.scores"').df()
     o = con.execute("SELECT * FROM outcomes").df()
     if cutoff is not None:
         o = o[o._append_time <= cutoff]
     o = o.sort_values("_append_time").groupby("request_id").tail(1)
-    j = s[s.model_id == model].merge(o[["request_id", "label"]], on="request_id",
-                                     suffixes=("_s", ""))
+    j = s[s.model_id == model].merge(o[["request_id", "label"]], on="request_id", suffixes=("_s", ""))
     j = j[j.label.notna()]
     return j.label.to_numpy(), j.score.to_numpy()
 
@@ -161,8 +188,14 @@ def test_canary_stable_without_drift(ev):
 
 def test_input_drift_is_told_apart_from_model_change():
     """Inputs shift on day 3: the canary's PSI flags it and the verdict names the window."""
-    ev = evaluate(make_log(drift_day=3, seed=2), ["scores", "replay.scores"],
-                  outcomes="outcomes", champion="champion", canary="canary", bootstrap=50)
+    ev = evaluate(
+        make_log(drift_day=3, seed=2),
+        ["scores", "replay.scores"],
+        outcomes="outcomes",
+        champion="champion",
+        canary="canary",
+        bootstrap=50,
+    )
     drift = [v for v in ev.verdicts if v.startswith("input drift: canary PSI")]
     assert drift and drift[0].endswith("in window 2026-01-08"), ev.verdicts
     # the champion is the canary's twin: their gap does not move, so no "model change" for it
@@ -178,29 +211,35 @@ def test_outcomes_after_cutoff_are_excluded_and_latest_known_wins():
     cutoff = T0 + dt.timedelta(days=1)
     h = dt.timedelta(hours=1)
     outcomes = [  # request, label, appended at
-        ("a", 0.0, T0 + h), ("a", 1.0, T0 + 2 * h),  # corrected before the cut-off: 1 wins
-        ("a", 0.0, cutoff + h),                       # a later correction, not yet known
+        ("a", 0.0, T0 + h),
+        ("a", 1.0, T0 + 2 * h),  # corrected before the cut-off: 1 wins
+        ("a", 0.0, cutoff + h),  # a later correction, not yet known
         ("b", 0.0, T0 + h),
-        ("c", 1.0, cutoff),                           # exactly at the cut-off: counts
+        ("c", 1.0, cutoff),  # exactly at the cut-off: counts
         ("d", 1.0, cutoff + dt.timedelta(microseconds=1)),  # just after: excluded
     ]
-    _create(con, "o", pa.table({
-        "request_id": [r for r, _, _ in outcomes],
-        "event_time": pa.array([T0] * len(outcomes), TS),
-        "label": [v for _, v, _ in outcomes],
-        "reward": pa.nulls(len(outcomes), pa.float64()),
-        "_append_time": pa.array([t for _, _, t in outcomes], TS),
-        "_partition": pa.array([0] * len(outcomes), pa.int32()),
-        "_offset": pa.array(range(len(outcomes)), pa.int64()),
-    }))
+    _create(
+        con,
+        "o",
+        pa.table(
+            {
+                "request_id": [r for r, _, _ in outcomes],
+                "event_time": pa.array([T0] * len(outcomes), TS),
+                "label": [v for _, v, _ in outcomes],
+                "reward": pa.nulls(len(outcomes), pa.float64()),
+                "_append_time": pa.array([t for _, _, t in outcomes], TS),
+                "_partition": pa.array([0] * len(outcomes), pa.int32()),
+                "_offset": pa.array(range(len(outcomes)), pa.int64()),
+            }
+        ),
+    )
     ev = evaluate(con, "s", outcomes="o", cutoff=cutoff, bootstrap=0)
     row = _row(ev.overall, model="m")
     assert row["n_labeled"] == 3  # a, b, c
     assert row["n_positive"] == 2  # a (corrected to 1) and c
     assert row["brier"] == pytest.approx(np.mean([(0.9 - 1) ** 2, 0.2**2, (0.6 - 1) ** 2]))
     # a naive cut-off is read as UTC; moving it earlier drops c and a's correction
-    early = evaluate(con, "s", outcomes="o", cutoff=(T0 + 1.5 * h).replace(tzinfo=None),
-                     bootstrap=0)
+    early = evaluate(con, "s", outcomes="o", cutoff=(T0 + 1.5 * h).replace(tzinfo=None), bootstrap=0)
     assert _row(early.overall, model="m")["n_labeled"] == 2  # a's first outcome (0), b
     assert _row(early.overall, model="m")["n_positive"] == 0
 
@@ -213,14 +252,28 @@ def test_hostile_topic_and_column_names_cannot_inject():
     DROP inside one never runs."""
     con = duckdb.connect()
     con.execute("CREATE TABLE victim AS SELECT 42 AS x")
-    make_log(n=400, days=2, con=con, names={
-        "scores": WEIRD, "replay": "replay.scores-v2 (test)", "outcomes": "out'; SELECT 1; --",
-        "inputs": 'in"puts',
-    })
+    make_log(
+        n=400,
+        days=2,
+        con=con,
+        names={
+            "scores": WEIRD,
+            "replay": "replay.scores-v2 (test)",
+            "outcomes": "out'; SELECT 1; --",
+            "inputs": 'in"puts',
+        },
+    )
     # extra user columns with hostile names ride along without harm
     con.execute(f'ALTER TABLE {quote_ident(WEIRD)} ADD COLUMN "a""; DROP TABLE victim; --" INT')
-    ev = evaluate(con, [WEIRD, "replay.scores-v2 (test)"], outcomes="out'; SELECT 1; --",
-                  inputs='in"puts', champion="champion", canary="canary", bootstrap=20)
+    ev = evaluate(
+        con,
+        [WEIRD, "replay.scores-v2 (test)"],
+        outcomes="out'; SELECT 1; --",
+        inputs='in"puts',
+        champion="champion",
+        canary="canary",
+        bootstrap=20,
+    )
     assert con.execute("SELECT x FROM victim").fetchall() == [(42,)]
     assert set(ev.models) == {"champion", "canary", "candidate-b"}
     assert WEIRD in _row(ev.overall, model="champion")["sources"]
@@ -266,9 +319,8 @@ def test_same_model_in_two_topics_is_kept_apart():
     """A replay of the champion next to the production champion: labels become model@topic,
     and the bare model_id is ambiguous."""
     con = make_log(n=300, days=2)
-    con.execute('INSERT INTO "replay.scores" SELECT * FROM scores WHERE model_id = \'champion\'')
-    ev = evaluate(con, ["scores", "replay.scores"], outcomes="outcomes",
-                  champion="champion@scores", bootstrap=0)
+    con.execute("INSERT INTO \"replay.scores\" SELECT * FROM scores WHERE model_id = 'champion'")
+    ev = evaluate(con, ["scores", "replay.scores"], outcomes="outcomes", champion="champion@scores", bootstrap=0)
     assert "champion@replay.scores" in ev.models and "champion@scores" in ev.models
     same = _row(ev.paired, model="champion@replay.scores")
     assert same["mean_delta"] == 0 and same["disagreement"] == 0 and same["auc_delta"] == 0
@@ -283,16 +335,18 @@ def _same(x: pa.Table, y: pa.Table) -> None:
         a, b = x[name].to_pylist(), y[name].to_pylist()
         if pa.types.is_floating(x.schema.field(name).type):
             assert [v is None for v in a] == [v is None for v in b], name
-            np.testing.assert_allclose([v for v in a if v is not None],
-                                       [v for v in b if v is not None], rtol=1e-9, err_msg=name)
+            np.testing.assert_allclose(
+                [v for v in a if v is not None], [v for v in b if v is not None], rtol=1e-9, err_msg=name
+            )
         else:
             assert a == b, name
 
 
 def test_deterministic_given_seed(log_con):
     """Same seed, same tables and verdicts; the seed only moves the interval bounds."""
-    kw = dict(outcomes="outcomes", champion="champion", canary="canary", bootstrap=200,
-              cutoff=T0 + dt.timedelta(days=10))
+    kw = dict(
+        outcomes="outcomes", champion="champion", canary="canary", bootstrap=200, cutoff=T0 + dt.timedelta(days=10)
+    )
     a = evaluate(log_con, ["scores", "replay.scores"], seed=3, **kw)
     b = evaluate(log_con, ["scores", "replay.scores"], seed=3, **kw)
     c = evaluate(log_con, ["scores", "replay.scores"], seed=4, **kw)
@@ -312,15 +366,31 @@ def test_regression_task_and_single_window():
     rid = [f"q{i}" for i in range(n)]
     times = [T0 + dt.timedelta(minutes=i) for i in range(n)]
     y = rng.normal(10, 3, n)
-    _create(con, "s", pa.concat_tables([
-        _score_table("base", rid, times, y + rng.normal(0, 2, n)),
-        _score_table("new", rid, times, y + rng.normal(0, 1, n)),
-    ]))
-    _create(con, "o", pa.table({
-        "request_id": rid, "event_time": pa.array(times, TS), "label": y,
-        "reward": pa.nulls(n, pa.float64()), "_append_time": pa.array(times, TS),
-        "_partition": pa.array([0] * n, pa.int32()), "_offset": pa.array(range(n), pa.int64()),
-    }))
+    _create(
+        con,
+        "s",
+        pa.concat_tables(
+            [
+                _score_table("base", rid, times, y + rng.normal(0, 2, n)),
+                _score_table("new", rid, times, y + rng.normal(0, 1, n)),
+            ]
+        ),
+    )
+    _create(
+        con,
+        "o",
+        pa.table(
+            {
+                "request_id": rid,
+                "event_time": pa.array(times, TS),
+                "label": y,
+                "reward": pa.nulls(n, pa.float64()),
+                "_append_time": pa.array(times, TS),
+                "_partition": pa.array([0] * n, pa.int32()),
+                "_offset": pa.array(range(n), pa.int64()),
+            }
+        ),
+    )
     ev = evaluate(con, "s", outcomes="o", champion="base")
     assert ev.task == "regression"
     row = _row(ev.overall, model="new")
@@ -337,9 +407,13 @@ def test_regression_task_and_single_window():
 
 
 def test_sql_helpers_are_reachable_from_the_function():
-    """replay.evaluate.sql(name) works even when replay re-exports the function."""
-    assert "quantile_cont" in evaluate.sql("latency")
-    assert "psi" in evaluate.sql_names()
+    """`replay.evaluate` is the function (`replay.evaluation` the package), and carries the SQL helpers."""
+    import replay
+    import replay.evaluation
+
+    assert replay.evaluate is evaluate and callable(replay.evaluate)
+    assert "quantile_cont" in replay.evaluate.sql("latency")
+    assert "psi" in replay.evaluate.sql_names()
 
 
 def test_evaluates_a_real_log_fenced_by_append_time(tmp_path):
@@ -351,20 +425,31 @@ def test_evaluates_a_real_log_fenced_by_append_time(tmp_path):
     log.create_topic("outcomes", "outcome", partitions=2, key_field="request_id")
     rng = np.random.default_rng(0)
     with log.writer("scores", clock=lambda: T0) as w:
-        w.append_batch([
-            {"request_id": f"r{i}", "event_time": T0 + dt.timedelta(hours=i), "model_id": m,
-             "model_version": "1", "score": float(rng.uniform()), "latency_ms": 3.0}
-            for i in range(72) for m in ("champ", "canary")
-        ])
+        w.append_batch(
+            [
+                {
+                    "request_id": f"r{i}",
+                    "event_time": T0 + dt.timedelta(hours=i),
+                    "model_id": m,
+                    "model_version": "1",
+                    "score": float(rng.uniform()),
+                    "latency_ms": 3.0,
+                }
+                for i in range(72)
+                for m in ("champ", "canary")
+            ]
+        )
     learned = T0 + dt.timedelta(days=5)  # labels of day-old events, appended days later
     with log.writer("outcomes", clock=lambda: learned) as w:
-        w.append_batch([{"request_id": f"r{i}", "event_time": T0 + dt.timedelta(hours=i),
-                         "label": float(i % 2)} for i in range(72)])
-    ev = evaluate(log, "scores", outcomes="outcomes", champion="champ", canary="canary",
-                  bootstrap=50)
+        w.append_batch(
+            [
+                {"request_id": f"r{i}", "event_time": T0 + dt.timedelta(hours=i), "label": float(i % 2)}
+                for i in range(72)
+            ]
+        )
+    ev = evaluate(log, "scores", outcomes="outcomes", champion="champ", canary="canary", bootstrap=50)
     assert _row(ev.overall, model="champ")["n_labeled"] == 72
     assert _row(ev.paired, model="canary")["n_windows"] == 3
-    before = evaluate(log, "scores", outcomes="outcomes", cutoff=learned - dt.timedelta(seconds=1),
-                      bootstrap=0)
+    before = evaluate(log, "scores", outcomes="outcomes", cutoff=learned - dt.timedelta(seconds=1), bootstrap=0)
     assert before.overall["n_labeled"].to_pylist() == [0, 0]
     assert before.verdicts[0].startswith("no outcomes known by the cut-off")

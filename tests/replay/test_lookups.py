@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replay
+from replay.engine.lookups import snapshot_topics
 from replay.errors import LookupTopicError, ReplayError
-from replay.lookups import snapshot_topics
 
 from .builders import ProfileScore, at, make_log, make_profile_log, write_at
 
@@ -186,9 +186,12 @@ users = st.sampled_from(["u0", "u1", "u2"])
 
 @pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(inputs=st.lists(st.tuples(times, users), min_size=1, max_size=10),
-       profiles=st.lists(st.tuples(times, users), max_size=10),
-       after=st.sampled_from([0.0, 4.0]), lag=st.sampled_from([None, 1.0]))
+@given(
+    inputs=st.lists(st.tuples(times, users), min_size=1, max_size=10),
+    profiles=st.lists(st.tuples(times, users), max_size=10),
+    after=st.sampled_from([0.0, 4.0]),
+    lag=st.sampled_from([None, 1.0]),
+)
 def test_declared_and_on_demand_are_identical_over_random_logs(inputs, profiles, after, lag):
     """Property: over random interleavings (ties included), both orders and a mid-run discovery,
     the on-demand output equals the declared one and the audit certifies it."""

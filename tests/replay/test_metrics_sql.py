@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from sklearn import metrics as skm
 
-from replay import metrics
-from replay.evaluate import (
+from replay.evaluation import (
     EvaluationError,
+    metrics,
     parameters,
     placeholders,
     quote_ident,
@@ -23,7 +23,7 @@ from replay.evaluate import (
     sql_names,
 )
 
-T0 = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 MODELS = ["champ", "cand"]
 WINDOWS = 3
 
@@ -34,9 +34,9 @@ def _scored(seed: int = 7, n: int = 600) -> pa.Table:
     Scores are rounded to one decimal so ties (within and across classes) are everywhere.
     """
     rng = np.random.default_rng(seed)
-    rows: dict[str, list] = {k: [] for k in (
-        "model", "request_id", "window_start", "event_time", "score", "latency_ms", "label"
-    )}
+    rows: dict[str, list] = {
+        k: [] for k in ("model", "request_id", "window_start", "event_time", "score", "latency_ms", "label")
+    }
     labels = (rng.uniform(size=n) < 0.4).astype(float)
     windows = rng.integers(0, WINDOWS, n)
     for m, model in enumerate(MODELS):
@@ -54,15 +54,17 @@ def _scored(seed: int = 7, n: int = 600) -> pa.Table:
             rows["latency_ms"].append(float(np.round(rng.gamma(2.0, 4.0), 1)) if i % 7 else None)
             rows["label"].append(None if i % 13 == 0 else float(labels[i]))
     ts = pa.timestamp("us", "UTC")
-    return pa.table({
-        "model": rows["model"],
-        "request_id": rows["request_id"],
-        "window_start": pa.array(rows["window_start"], ts),
-        "event_time": pa.array(rows["event_time"], ts),
-        "score": pa.array(rows["score"], pa.float64()),
-        "latency_ms": pa.array(rows["latency_ms"], pa.float64()),
-        "label": pa.array(rows["label"], pa.float64()),
-    })
+    return pa.table(
+        {
+            "model": rows["model"],
+            "request_id": rows["request_id"],
+            "window_start": pa.array(rows["window_start"], ts),
+            "event_time": pa.array(rows["event_time"], ts),
+            "score": pa.array(rows["score"], pa.float64()),
+            "latency_ms": pa.array(rows["latency_ms"], pa.float64()),
+            "label": pa.array(rows["label"], pa.float64()),
+        }
+    )
 
 
 @pytest.fixture()
@@ -101,8 +103,7 @@ def _groups(frame):
 @pytest.mark.parametrize("by_window", [False, True])
 def test_classification_metrics_match_sklearn(con, frame, by_window):
     """AUC (rank sum with ties), log loss, Brier, accuracy/precision/recall match scikit-learn."""
-    out = run_sql(con, "classification", {"threshold": 0.5, "by_window": by_window},
-                  scored="scored")
+    out = run_sql(con, "classification", {"threshold": 0.5, "by_window": by_window}, scored="scored")
     checked = 0
     for model, window, part in _groups(frame):
         if (window is None) == by_window:
@@ -112,9 +113,7 @@ def test_classification_metrics_match_sklearn(con, frame, by_window):
         row = _by(out, model=model, window_start=window)
         assert row["n_labeled"] == len(part)
         assert row["auc"] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
-        assert row["log_loss"] == pytest.approx(
-            skm.log_loss(y, np.clip(s, 1e-15, 1 - 1e-15), labels=[0, 1]), rel=1e-9
-        )
+        assert row["log_loss"] == pytest.approx(skm.log_loss(y, np.clip(s, 1e-15, 1 - 1e-15), labels=[0, 1]), rel=1e-9)
         assert row["brier"] == pytest.approx(skm.brier_score_loss(y, s), abs=1e-12)
         pred = (s >= 0.5).astype(float)
         assert row["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
@@ -126,10 +125,11 @@ def test_classification_metrics_match_sklearn(con, frame, by_window):
 
 def test_log_loss_clips_certain_scores(con):
     """Scores of exactly 0 and 1 are clipped to [1e-15, 1-1e-15], so log loss stays finite."""
-    con.execute("CREATE TABLE certain AS SELECT 'm' AS model, NULL::TIMESTAMPTZ AS window_start, "
-                "* FROM (VALUES (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.0, 0.0)) t(score, label)")
-    row = run_sql(con, "classification", {"threshold": 0.5, "by_window": False},
-                  scored="certain").to_pylist()[0]
+    con.execute(
+        "CREATE TABLE certain AS SELECT 'm' AS model, NULL::TIMESTAMPTZ AS window_start, "
+        "* FROM (VALUES (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.0, 0.0)) t(score, label)"
+    )
+    row = run_sql(con, "classification", {"threshold": 0.5, "by_window": False}, scored="certain").to_pylist()[0]
     p = np.clip(np.array([0.0, 1.0, 1.0, 0.0]), 1e-15, 1 - 1e-15)
     y = np.array([1.0, 0.0, 1.0, 0.0])
     expected = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
@@ -139,10 +139,11 @@ def test_log_loss_clips_certain_scores(con):
 
 def test_undefined_classification_metrics_are_null(con):
     """One class only: AUC NULL; nothing predicted positive: precision NULL (not a silent 0)."""
-    con.execute("CREATE TABLE one_class AS SELECT 'm' AS model, NULL::TIMESTAMPTZ AS window_start,"
-                " * FROM (VALUES (0.1, 0.0), (0.2, 0.0)) t(score, label)")
-    row = run_sql(con, "classification", {"threshold": 0.5, "by_window": False},
-                  scored="one_class").to_pylist()[0]
+    con.execute(
+        "CREATE TABLE one_class AS SELECT 'm' AS model, NULL::TIMESTAMPTZ AS window_start,"
+        " * FROM (VALUES (0.1, 0.0), (0.2, 0.0)) t(score, label)"
+    )
+    row = run_sql(con, "classification", {"threshold": 0.5, "by_window": False}, scored="one_class").to_pylist()[0]
     assert row["auc"] is None and row["precision"] is None and row["recall"] is None
     assert row["accuracy"] == 1.0
 
@@ -213,8 +214,7 @@ def _pairs(frame):
 
 def test_paired_metrics_match_numpy_and_spearman(con, frame):
     """Mean delta, disagreement at the threshold and Spearman (ties averaged) on common requests."""
-    out = run_sql(con, "paired", {"reference": "champ", "threshold": 0.5, "by_window": False},
-                  scored="scored")
+    out = run_sql(con, "paired", {"reference": "champ", "threshold": 0.5, "by_window": False}, scored="scored")
     row = _by(out, model="cand")
     j = _pairs(frame)
     s, r = j.score.to_numpy(), j.score_ref.to_numpy()
@@ -232,14 +232,16 @@ def test_paired_metrics_match_numpy_and_spearman(con, frame):
 
 def _samples_table(ref: np.ndarray, cur: np.ndarray) -> pa.Table:
     n = len(ref) + len(cur)
-    return pa.table({
-        "kind": ["k"] * n,
-        "model": ["m"] * n,
-        "reference": ["r"] * n,
-        "window_start": pa.nulls(n, pa.timestamp("us", "UTC")),
-        "side": ["reference"] * len(ref) + ["current"] * len(cur),
-        "value": np.concatenate([ref, cur]),
-    })
+    return pa.table(
+        {
+            "kind": ["k"] * n,
+            "model": ["m"] * n,
+            "reference": ["r"] * n,
+            "window_start": pa.nulls(n, pa.timestamp("us", "UTC")),
+            "side": ["reference"] * len(ref) + ["current"] * len(cur),
+            "value": np.concatenate([ref, cur]),
+        }
+    )
 
 
 def _psi_by_hand(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -295,8 +297,7 @@ def test_psi_flags_cover_the_three_levels():
     for shift in (0.0, 0.35, 1.5):
         c = duckdb.connect()
         c.register("samples", _samples_table(ref, ref + shift))
-        flags.append(run_sql(c, "psi", {"psi_shift": 0.1, "psi_alert": 0.25},
-                             samples="samples")["psi_flag"][0].as_py())
+        flags.append(run_sql(c, "psi", {"psi_shift": 0.1, "psi_alert": 0.25}, samples="samples")["psi_flag"][0].as_py())
     assert flags == ["stable", "shift", "alert"]
 
 
@@ -314,8 +315,9 @@ def test_average_ranks_and_auc_match_references():
 
 
 def _pooled(idx_by_block, counts_row):
-    return np.concatenate([np.repeat(idx_by_block[j], 1) for j, c in
-                           enumerate(counts_row.astype(int)) for _ in range(c)])
+    return np.concatenate(
+        [np.repeat(idx_by_block[j], 1) for j, c in enumerate(counts_row.astype(int)) for _ in range(c)]
+    )
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -337,8 +339,9 @@ def test_block_bootstrap_replicates_equal_pooling_the_drawn_windows(task):
     boot = {}
     for r in range(len(counts)):
         one = counts[r : r + 1]
-        stats = metrics.paired_statistics(score, ref, label, window, task=task, threshold=0.5,
-                                          counts=np.repeat(one, 2, axis=0))
+        stats = metrics.paired_statistics(
+            score, ref, label, window, task=task, threshold=0.5, counts=np.repeat(one, 2, axis=0)
+        )
         boot[r] = stats
         rows = _pooled(idx_by_block, one[0])
         s, b, y = score[rows], ref[rows], label[rows]
@@ -353,25 +356,28 @@ def test_block_bootstrap_replicates_equal_pooling_the_drawn_windows(task):
                 skm.brier_score_loss(y[known], s[known]) - skm.brier_score_loss(y[known], b[known])
             )
         else:
-            rmse = lambda p: np.sqrt(np.mean((p[known] - y[known]) ** 2))  # noqa: E731
+            rmse = lambda p, known=known, y=y: np.sqrt(np.mean((p[known] - y[known]) ** 2))  # noqa: E731
             assert stats["rmse_delta"].low == pytest.approx(rmse(s) - rmse(b))
             assert stats["mae_delta"].low == pytest.approx(
-                skm.mean_absolute_error(y[known], s[known])
-                - skm.mean_absolute_error(y[known], b[known])
+                skm.mean_absolute_error(y[known], s[known]) - skm.mean_absolute_error(y[known], b[known])
             )
 
 
 def test_bootstrap_is_seeded_and_one_window_gives_no_interval():
     """Same seed, same draws; a single window yields a point estimate without bounds."""
-    np.testing.assert_array_equal(metrics.block_replicates(4, 50, 9),
-                                  metrics.block_replicates(4, 50, 9))
-    assert not np.array_equal(metrics.block_replicates(4, 50, 9),
-                              metrics.block_replicates(4, 50, 10))
+    np.testing.assert_array_equal(metrics.block_replicates(4, 50, 9), metrics.block_replicates(4, 50, 9))
+    assert not np.array_equal(metrics.block_replicates(4, 50, 9), metrics.block_replicates(4, 50, 10))
     assert (metrics.block_replicates(4, 50, 9).sum(axis=1) == 4).all()
     x = np.linspace(0, 1, 20)
-    stats = metrics.paired_statistics(x, x[::-1], np.full(20, np.nan), np.zeros(20),
-                                      task="classification", threshold=0.5,
-                                      counts=metrics.block_replicates(1, 100, 0))
+    stats = metrics.paired_statistics(
+        x,
+        x[::-1],
+        np.full(20, np.nan),
+        np.zeros(20),
+        task="classification",
+        threshold=0.5,
+        counts=metrics.block_replicates(1, 100, 0),
+    )
     assert stats["mean_delta"].estimate == pytest.approx(0.0)
     assert np.isnan(stats["mean_delta"].low) and np.isnan(stats["mean_delta"].high)
 
@@ -382,8 +388,20 @@ def test_bootstrap_is_seeded_and_one_window_gives_no_interval():
 def test_every_shipped_query_documents_its_tables_and_parameters():
     """Each .sql file opens with a comment naming itself, and parses its placeholders/params."""
     names = sql_names()
-    for expected in ("coverage", "latency", "classification", "regression", "paired", "psi", "ks",
-                     "outcomes", "scored", "drift_samples", "calibration", "histogram"):
+    for expected in (
+        "coverage",
+        "latency",
+        "classification",
+        "regression",
+        "paired",
+        "psi",
+        "ks",
+        "outcomes",
+        "scored",
+        "drift_samples",
+        "calibration",
+        "histogram",
+    ):
         assert expected in names
     for name in names:
         text = sql(name)

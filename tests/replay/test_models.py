@@ -19,11 +19,27 @@ river_linear = pytest.importorskip("river.linear_model")
 
 
 def _batch(n=6):
-    return pa.RecordBatch.from_pylist([
-        {"request_id": f"r{i}", "a": float(i), "b": float(-i) / 2, "v": [float(i), 1.0],
-         "features": [("x", float(i)), ("y", 2.0)]} for i in range(n)
-    ], schema=pa.schema([("request_id", pa.string()), ("a", pa.float64()), ("b", pa.float64()),
-                         ("v", pa.list_(pa.float64())), ("features", pa.map_(pa.string(), pa.float64()))]))
+    return pa.RecordBatch.from_pylist(
+        [
+            {
+                "request_id": f"r{i}",
+                "a": float(i),
+                "b": float(-i) / 2,
+                "v": [float(i), 1.0],
+                "features": [("x", float(i)), ("y", 2.0)],
+            }
+            for i in range(n)
+        ],
+        schema=pa.schema(
+            [
+                ("request_id", pa.string()),
+                ("a", pa.float64()),
+                ("b", pa.float64()),
+                ("v", pa.list_(pa.float64())),
+                ("features", pa.map_(pa.string(), pa.float64())),
+            ]
+        ),
+    )
 
 
 def _fitted_lr():
@@ -33,8 +49,9 @@ def _fitted_lr():
 
 ADAPTERS = {
     "function": lambda: replay.FunctionModel(lambda r: r["a"] * 2 + 1, name="f"),
-    "function-vectorized": lambda: replay.FunctionModel(lambda b: np.asarray(b.column("a")) * 2 + 1, name="fv",
-                                                        vectorized=True),
+    "function-vectorized": lambda: replay.FunctionModel(
+        lambda b: np.asarray(b.column("a")) * 2 + 1, name="fv", vectorized=True
+    ),
     "sklearn": lambda: replay.SklearnModel(_fitted_lr(), features=["a", "b"], name="lr"),
     "river": lambda: replay.RiverModel(river_linear.LogisticRegression(), features=["a", "b"], name="rv"),
 }
@@ -100,8 +117,9 @@ def test_sklearn_partial_fit_learns_and_refuses_silent_constants():
     b = _batch()
     with pytest.raises(ModelError, match="not fitted"):
         replay.SklearnModel(SGDClassifier(loss="log_loss"), features=["a"]).predict(b)
-    m = replay.SklearnModel(SGDClassifier(loss="log_loss", random_state=0), features=["a", "b"], classes=[0, 1],
-                            unfitted=0.5)
+    m = replay.SklearnModel(
+        SGDClassifier(loss="log_loss", random_state=0), features=["a", "b"], classes=[0, 1], unfitted=0.5
+    )
     assert learns(m) and list(m.predict(b)) == [0.5] * 6
 
     class Ctx:
@@ -119,15 +137,20 @@ def test_params_hash_is_deterministic_and_sensitive():
     a = replay.SklearnModel(LogisticRegression(C=1.0), features=["a"], unfitted=0.0)
     b = replay.SklearnModel(LogisticRegression(C=2.0), features=["a"], unfitted=0.0)
     assert params_hash(a) != params_hash(b) and a.version != b.version
-    assert params_hash(replay.SklearnModel(_fitted_lr(), ["a", "b"])) == params_hash(replay.SklearnModel(_fitted_lr(), ["a", "b"]))
+    assert params_hash(replay.SklearnModel(_fitted_lr(), ["a", "b"])) == params_hash(
+        replay.SklearnModel(_fitted_lr(), ["a", "b"])
+    )
 
 
 def test_load_builds_models_from_specs():
     """'module:factory' imports and calls the factory; bad specs say what is wrong."""
     m = load("tests.replay.builders:make_linear")
     assert m.name == "linear"
-    for spec, match in [("nocolon", "must look like"), ("tests.replay.builders:nothing", "has no"),
-                        ("tests.replay.builders:T0", "not callable")]:
+    for spec, match in [
+        ("nocolon", "must look like"),
+        ("tests.replay.builders:nothing", "has no"),
+        ("tests.replay.builders:T0", "not callable"),
+    ]:
         with pytest.raises(ModelError, match=match):
             load(spec)
 

@@ -11,7 +11,7 @@ from logstore.errors import InvalidNameError
 from logstore.names import validate_name
 from replay import names
 from replay.errors import ModelError, ModelNameError, ReplayNameError
-from replay.output import ContentHash
+from replay.runner.hashing import ContentHash
 
 from .builders import Linear, make_log
 
@@ -27,8 +27,9 @@ def _nothing_written(log) -> None:
     assert replay.runs(log) == [] and "out" not in log.topics()
 
 
-@pytest.mark.parametrize("bad", ["team/linear", "a\\b", "..", "x..y", "<lambda>", "two words", "é", "a" * 201,
-                                 "-lead", "nul\x00"])
+@pytest.mark.parametrize(
+    "bad", ["team/linear", "a\\b", "..", "x..y", "<lambda>", "two words", "é", "a" * 201, "-lead", "nul\x00"]
+)
 def test_a_model_name_that_cannot_be_a_model_id_is_refused_before_anything_is_written(nlog, bad):
     """A bad model name raises ModelNameError naming it and why; no manifest, no output topic."""
     with pytest.raises(ModelNameError) as err:
@@ -64,8 +65,9 @@ def test_a_lambda_without_a_name_is_refused_with_a_hint(nlog):
     _nothing_written(nlog)
 
 
-@pytest.mark.parametrize("kw", [{"run_id": "../escape"}, {"run_id": "a/b"}, {"run_id": ""}, {"output": "a/b"},
-                                {"output": ".."}])
+@pytest.mark.parametrize(
+    "kw", [{"run_id": "../escape"}, {"run_id": "a/b"}, {"run_id": ""}, {"output": "a/b"}, {"output": ".."}]
+)
 def test_a_bad_run_id_or_output_topic_is_refused_before_anything_is_written(nlog, kw):
     """Run ids and output topics follow the log's name rule; ReplayNameError says which and why."""
     kw = {"output": "out", **kw}

@@ -32,19 +32,23 @@ def test_notebook_runs_clean_against_a_small_demo_log(tmp_path, monkeypatch):
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
-    assert demo.main(["--out", str(out), "--days", "3", "--rate", "0.7", "--tick", "30",
-                      "--workers", "1"], out=io.StringIO()) == 0
+    assert (
+        demo.main(
+            ["--out", str(out), "--days", "3", "--rate", "0.7", "--tick", "30", "--workers", "1"], out=io.StringIO()
+        )
+        == 0
+    )
     # the kernel is a child process: it finds the log through the environment, and the project
     # through PYTHONPATH even when it is not installed into the environment
     monkeypatch.setenv("LOGSTORE_DEMO_LOG", str(out / "log"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=300,
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell on the first error
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # the canary, histogram/calibration and drift figures

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import logstore
 import replay
-from replay.output import ContentHash, _Runs
+from replay.runner.hashing import ContentHash, _Runs
 
 from .builders import FailOnPartition, Linear, make_log
 
@@ -41,18 +41,20 @@ def test_runs_digest_does_not_depend_on_chunking(values, deltas, data):
 def _rows(n: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
     valid = rng.random(n) > 0.2
-    return pa.table({
-        "request_id": pa.array([f"r{i}" * int(rng.integers(1, 4)) if ok else None for i, ok in enumerate(valid)]),
-        "event_time": pa.array(rng.integers(0, 10**12, n), pa.timestamp("us", tz="UTC")),
-        "score": pa.array(rng.random(n)),
-        "scores": pa.array([[float(i), 0.5] if i % 3 else None for i in range(n)], pa.list_(pa.float64())),
-        "label": pa.array([None if i % 4 else "yes" for i in range(n)], pa.string()),
-        "input_offset": pa.array(np.cumsum(rng.integers(1, 3, n)), pa.int64()),
-        "clock": pa.array(np.repeat(np.arange(n // 5 + 1), 5)[:n], pa.timestamp("us", tz="UTC")),
-        "read_fence": pa.array(np.repeat(np.arange(n // 7 + 1), 7)[:n], pa.timestamp("us", tz="UTC")),
-        "fence": pa.array([[("t/0", i)] if i % 2 else None for i in range(n)], pa.map_(pa.string(), pa.int64())),
-        "model_version": pa.array(["1"] * n),
-    })
+    return pa.table(
+        {
+            "request_id": pa.array([f"r{i}" * int(rng.integers(1, 4)) if ok else None for i, ok in enumerate(valid)]),
+            "event_time": pa.array(rng.integers(0, 10**12, n), pa.timestamp("us", tz="UTC")),
+            "score": pa.array(rng.random(n)),
+            "scores": pa.array([[float(i), 0.5] if i % 3 else None for i in range(n)], pa.list_(pa.float64())),
+            "label": pa.array([None if i % 4 else "yes" for i in range(n)], pa.string()),
+            "input_offset": pa.array(np.cumsum(rng.integers(1, 3, n)), pa.int64()),
+            "clock": pa.array(np.repeat(np.arange(n // 5 + 1), 5)[:n], pa.timestamp("us", tz="UTC")),
+            "read_fence": pa.array(np.repeat(np.arange(n // 7 + 1), 7)[:n], pa.timestamp("us", tz="UTC")),
+            "fence": pa.array([[("t/0", i)] if i % 2 else None for i in range(n)], pa.map_(pa.string(), pa.int64())),
+            "model_version": pa.array(["1"] * n),
+        }
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -68,12 +70,14 @@ def test_content_hash_does_not_depend_on_batching(n, seed, data):
         parts.update("in", 0, "m", t.slice(lo, hi - lo))
     assert whole.hexdigest() == parts.hexdigest()
     if n:
-        changed = t.set_column(t.schema.get_field_index("input_offset"), "input_offset",
-                               pa.array(np.arange(n) * 2 + 1, pa.int64()))
+        changed = t.set_column(
+            t.schema.get_field_index("input_offset"), "input_offset", pa.array(np.arange(n) * 2 + 1, pa.int64())
+        )
         other = ContentHash()
         other.update("in", 0, "m", changed)
         assert other.hexdigest() != whole.hexdigest() or np.array_equal(
-            changed.column("input_offset").to_numpy(), t.column("input_offset").to_numpy())
+            changed.column("input_offset").to_numpy(), t.column("input_offset").to_numpy()
+        )
 
 
 def test_workers_write_to_partitions_of_their_own(tmp_path):

@@ -13,20 +13,22 @@ import pyarrow as pa
 import pytest
 
 from replay import report
-from replay.evaluate import evaluate, quote_ident
+from replay.evaluation import evaluate, quote_ident
 
-T0 = dt.datetime(2026, 2, 2, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 2, 2, tzinfo=dt.UTC)
 TS = pa.timestamp("us", "UTC")
 HOSTILE = "<script>alert(1)</script>"
 
 
 def _topic(con, name, columns):
     n = len(columns["request_id"])
-    table = pa.table({
-        **columns,
-        "_partition": pa.array([0] * n, pa.int32()),
-        "_offset": pa.array(range(n), pa.int64()),
-    })
+    table = pa.table(
+        {
+            **columns,
+            "_partition": pa.array([0] * n, pa.int32()),
+            "_offset": pa.array(range(n), pa.int64()),
+        }
+    )
     con.register("__arrow", table)
     con.execute(f"CREATE TABLE {quote_ident(name)} AS SELECT * FROM __arrow")
     con.unregister("__arrow")
@@ -40,8 +42,9 @@ def _log(days=3, n=900, outcomes=True):
     rid = [f"r{i}" for i in range(n)]
     x = rng.normal(size=n)
     y = (rng.uniform(size=n) < 1 / (1 + np.exp(-x))).astype(float)
-    cols = {k: [] for k in ("request_id", "event_time", "model_id", "model_version", "score",
-                            "latency_ms", "_append_time")}
+    cols = {
+        k: [] for k in ("request_id", "event_time", "model_id", "model_version", "score", "latency_ms", "_append_time")
+    }
     for model, noise in (("champion", 1.0), ("canary", 1.0), (HOSTILE, 0.4)):
         s = 1 / (1 + np.exp(-(x + rng.normal(0, noise, n))))
         cols["request_id"] += rid
@@ -55,10 +58,17 @@ def _log(days=3, n=900, outcomes=True):
     cols["_append_time"] = pa.array(cols["_append_time"], TS)
     _topic(con, "scores", cols)
     if outcomes:
-        _topic(con, "outcomes", {
-            "request_id": rid, "event_time": pa.array(times, TS), "label": y,
-            "reward": y, "_append_time": pa.array(times, TS),
-        })
+        _topic(
+            con,
+            "outcomes",
+            {
+                "request_id": rid,
+                "event_time": pa.array(times, TS),
+                "label": y,
+                "reward": y,
+                "_append_time": pa.array(times, TS),
+            },
+        )
     return con
 
 
@@ -95,8 +105,7 @@ def _parse(path) -> _Collect:
 
 @pytest.fixture(scope="module")
 def ev():
-    return evaluate(_log(), "scores", outcomes="outcomes", champion="champion", canary="canary",
-                    bootstrap=100)
+    return evaluate(_log(), "scores", outcomes="outcomes", champion="champion", canary="canary", bootstrap=100)
 
 
 def test_html_report_has_every_section_and_embedded_plot(ev, tmp_path):
@@ -123,8 +132,9 @@ def test_html_report_has_every_section_and_embedded_plot(ev, tmp_path):
 
 def test_html_report_without_outcomes_or_history_still_has_every_plot(tmp_path):
     """No outcomes and a single window: the plots say so instead of disappearing."""
-    ev = evaluate(_log(days=1, outcomes=False), "scores", champion="champion", canary="canary",
-                  bootstrap=0, window="1 day")
+    ev = evaluate(
+        _log(days=1, outcomes=False), "scores", champion="champion", canary="canary", bootstrap=0, window="1 day"
+    )
     doc = _parse(report.write_html(ev, tmp_path / "r.html"))
     assert set(doc.images) == set(report.PLOTS)
     assert doc.sections == list(report.SECTIONS)

@@ -22,11 +22,31 @@ def _log_from(tmp_path, data, delay, partitions=2):
     log = logstore.open(tmp_path / "log")
     log.create_topic("inputs", "model_input", partitions=partitions, key_field="request_id")
     log.create_topic("outcomes", "outcome", partitions=1, key_field="request_id")
-    write_at(log, "inputs", [(at(i), {"request_id": f"r{i}", "event_time": at(i), "raw": "{}", "source": "river",
-                                      "features": {k: float(v) for k, v in x.items()}})
-                             for i, (x, _) in enumerate(data)])
-    write_at(log, "outcomes", [(at(i + delay), {"request_id": f"r{i}", "event_time": at(i + delay), "label": float(y)})
-                               for i, (_, y) in enumerate(data)])
+    write_at(
+        log,
+        "inputs",
+        [
+            (
+                at(i),
+                {
+                    "request_id": f"r{i}",
+                    "event_time": at(i),
+                    "raw": "{}",
+                    "source": "river",
+                    "features": {k: float(v) for k, v in x.items()},
+                },
+            )
+            for i, (x, _) in enumerate(data)
+        ],
+    )
+    write_at(
+        log,
+        "outcomes",
+        [
+            (at(i + delay), {"request_id": f"r{i}", "event_time": at(i + delay), "label": float(y)})
+            for i, (_, y) in enumerate(data)
+        ],
+    )
     return log
 
 

@@ -8,25 +8,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logstore.frame import decode_runs
-from replay.output import ContentHash
-from replay.rows import Const, Constants, Rows, Span, assemble, expand
+from replay.engine.rows import Const, Constants, Rows, Span, assemble, expand
+from replay.runner.hashing import ContentHash
 
 TS = pa.timestamp("us", tz="UTC")
 CODES = pa.dictionary(pa.int8(), pa.string())
-SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("model_id", CODES),
-    ("model_version", CODES),
-    ("score", pa.float64()),
-    ("scores", pa.list_(pa.float64())),
-    ("label", pa.string()),
-    ("latency_ms", pa.float32()),
-    ("input_partition", pa.int32()),
-    ("input_offset", pa.int64()),
-    ("clock", TS),
-    ("read_fence", TS),
-    ("fence", pa.map_(pa.string(), pa.int64())),
-])
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("model_id", CODES),
+        ("model_version", CODES),
+        ("score", pa.float64()),
+        ("scores", pa.list_(pa.float64())),
+        ("label", pa.string()),
+        ("latency_ms", pa.float32()),
+        ("input_partition", pa.int32()),
+        ("input_offset", pa.int64()),
+        ("clock", TS),
+        ("read_fence", TS),
+        ("fence", pa.map_(pa.string(), pa.int64())),
+    ]
+)
 
 
 def _column(draw, f: pa.Field, n: int, start: int, at: int):
@@ -44,7 +46,9 @@ def _column(draw, f: pa.Field, n: int, start: int, at: int):
             return Const(None)
         return pa.array([[float(i)] if i % 2 else None for i in range(n)], t)
     if name == "label":
-        return draw(st.sampled_from([Const(None), Const("yes"), pa.array(["x" if i % 3 else None for i in range(n)], t)]))
+        return draw(
+            st.sampled_from([Const(None), Const("yes"), pa.array(["x" if i % 3 else None for i in range(n)], t)])
+        )
     if name == "latency_ms":
         return Const(float(np.float32(draw(st.floats(0, 10)))))
     if name == "input_partition":
@@ -106,8 +110,12 @@ def test_hashing_rows_equals_hashing_their_batches(parts):
 
 def test_filter_keeps_constants_and_expands_spans():
     """Filtering rows keeps a constant as a constant and turns a span into the offsets kept."""
-    r = Rows(("in", 0, "m"), 4, pa.schema([("input_offset", pa.int64()), ("clock", TS)]),
-             {"input_offset": Span(10), "clock": Const(5)})
+    r = Rows(
+        ("in", 0, "m"),
+        4,
+        pa.schema([("input_offset", pa.int64()), ("clock", TS)]),
+        {"input_offset": Span(10), "clock": Const(5)},
+    )
     kept = r.filter(np.array([False, True, False, True]))
     assert kept.n == 2
     assert kept.cols["clock"] == Const(5)
@@ -129,8 +137,10 @@ def test_constants_expand_to_their_type():
 def test_constants_of_every_part_become_runs():
     """A column constant in every part is one run per value change, of its field's type."""
     schema = pa.schema([("model_id", pa.string()), ("clock", TS), ("label", pa.string())])
-    parts = [Rows(("in", 0, "m"), n, schema, {"model_id": Const("a"), "clock": Const(t), "label": Const(None)})
-             for n, t in [(3, 10), (2, 10), (4, 11)]]
+    parts = [
+        Rows(("in", 0, "m"), n, schema, {"model_id": Const("a"), "clock": Const(t), "label": Const(None)})
+        for n, t in [(3, 10), (2, 10), (4, 11)]
+    ]
     got = assemble(parts, Constants())
     clock = got.column(1)
     assert pa.types.is_run_end_encoded(clock.type)

@@ -1,12 +1,12 @@
-"""replay.runner: once its manifest exists, a run always ends in a terminal state with its error."""
+"""replay.runner.execute: once its manifest exists, a run always ends in a terminal state with its error."""
 
 from __future__ import annotations
 
 import pytest
 
 import replay
-import replay.manifest as mf
-import replay.runner as runner
+import replay.runner.execute as execute
+import replay.runner.manifest as mf
 from replay.errors import RunInterrupted
 
 from .builders import FailOnPartition, Linear, make_log
@@ -32,7 +32,7 @@ def test_an_error_while_finishing_marks_the_run_failed_and_resume_completes_it(f
     def broken(streams):
         raise RuntimeError("hash store unavailable")
 
-    monkeypatch.setattr(runner.ContentHash, "combine", staticmethod(broken))
+    monkeypatch.setattr(execute.ContentHash, "combine", staticmethod(broken))
     with pytest.raises(RuntimeError, match="hash store unavailable"):
         replay.run(flog, "inputs", None, [Linear()], output="out")
     monkeypatch.undo()
@@ -49,7 +49,7 @@ def test_a_failing_final_manifest_write_still_leaves_a_failed_manifest(flog, mon
     real = mf.write
 
     def write(log, manifest):
-        if manifest["status"] == "complete":
+        if manifest.status == "complete":
             raise OSError(28, "No space left on device")
         real(log, manifest)
 
@@ -66,8 +66,8 @@ def test_ctrl_c_while_finishing_marks_the_run_incomplete(flog, monkeypatch):
     def interrupt(log, m):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "hash_from_log", interrupt)
-    monkeypatch.setattr(runner.ContentHash, "combine", staticmethod(lambda s: interrupt(None, None)))
+    monkeypatch.setattr(execute, "hash_from_log", interrupt)
+    monkeypatch.setattr(execute.ContentHash, "combine", staticmethod(lambda s: interrupt(None, None)))
     with pytest.raises(RunInterrupted) as err:
         replay.run(flog, "inputs", None, [Linear()], output="out")
     m = mf.read(flog, err.value.run_id)
@@ -94,7 +94,7 @@ def test_an_error_before_the_replay_starts_is_recorded_too(flog, monkeypatch):
     def boom(*a, **k):
         raise Boom("no progress bar today")
 
-    monkeypatch.setattr(runner, "Progress", boom)
+    monkeypatch.setattr(execute, "Progress", boom)
     with pytest.raises(Boom):
         replay.run(flog, "inputs", None, [Linear()], output="out")
     m = _only_manifest(flog)

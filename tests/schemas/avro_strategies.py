@@ -8,7 +8,7 @@ import uuid
 
 from hypothesis import strategies as st
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _MIN = dt.datetime(1900, 1, 1)
 _MAX = dt.datetime(2200, 1, 1)
 

@@ -30,7 +30,7 @@ class FsRecorder:
         self.ops: list[tuple] = []
         self._patch = pytest.MonkeyPatch()
 
-    def __enter__(self) -> "FsRecorder":
+    def __enter__(self) -> FsRecorder:
         self._install(self._patch)
         return self
 
@@ -39,8 +39,10 @@ class FsRecorder:
 
     def _install(self, monkeypatch: Any) -> None:
         self._fds: dict[int, str] = {}
-        real = {name: getattr(os, name) for name in
-                ("open", "fsync", "fdatasync", "replace", "rename", "mkdir", "rmdir", "unlink", "ftruncate")}
+        real = {
+            name: getattr(os, name)
+            for name in ("open", "fsync", "fdatasync", "replace", "rename", "mkdir", "rmdir", "unlink", "ftruncate")
+        }
         real_open = builtins.open
 
         def _open(path, flags, mode=0o777, *, dir_fd=None):
@@ -54,18 +56,21 @@ class FsRecorder:
             def f(fd):
                 self.ops.append((name, self._fds.get(fd, f"<fd {fd}>")))
                 return real[name](fd)
+
             return f
 
         def _two(name):
             def f(src, dst, *a, **k):
                 self.ops.append((name, os.fspath(src), os.fspath(dst)))
                 return real[name](src, dst, *a, **k)
+
             return f
 
         def _one(name):
             def f(path, *a, **k):
                 self.ops.append((name, os.fspath(path)))
                 return real[name](path, *a, **k)
+
             return f
 
         def _ftruncate(fd, length):

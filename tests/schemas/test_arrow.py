@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import schemas
-from tests.schemas.avro_strategies import avro_schemas
 from logstore.errors import SchemaError
 from schemas.avro import expand, full_form
+from tests.schemas.avro_strategies import avro_schemas
 
 
 def _one(avro_type, nullable_union=False):
@@ -37,17 +37,23 @@ def _one(avro_type, nullable_union=False):
         ({"type": "long", "logicalType": "local-timestamp-micros"}, pa.timestamp("us")),
         ({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}, pa.decimal128(10, 2)),
         ({"type": "bytes", "logicalType": "decimal", "precision": 50, "scale": 2}, pa.decimal256(50, 2)),
-        ({"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal", "precision": 8, "scale": 1},
-         pa.decimal128(8, 1)),
+        (
+            {"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal", "precision": 8, "scale": 1},
+            pa.decimal128(8, 1),
+        ),
         ({"type": "string", "logicalType": "uuid"}, pa.string()),
         ({"type": "long", "logicalType": "no-such-logical-type"}, pa.int64()),
         ({"type": "fixed", "name": "F", "size": 16}, pa.binary(16)),
         ({"type": "enum", "name": "E", "symbols": ["A", "B"]}, pa.dictionary(pa.int32(), pa.string())),
         ({"type": "array", "items": "int"}, pa.list_(pa.field("item", pa.int32(), nullable=False))),
-        ({"type": "map", "values": "double"},
-         pa.map_(pa.field("key", pa.string(), nullable=False), pa.field("value", pa.float64(), nullable=False))),
-        ({"type": "record", "name": "S", "fields": [{"name": "a", "type": ["null", "int"]}]},
-         pa.struct([pa.field("a", pa.int32())])),
+        (
+            {"type": "map", "values": "double"},
+            pa.map_(pa.field("key", pa.string(), nullable=False), pa.field("value", pa.float64(), nullable=False)),
+        ),
+        (
+            {"type": "record", "name": "S", "fields": [{"name": "a", "type": ["null", "int"]}]},
+            pa.struct([pa.field("a", pa.int32())]),
+        ),
     ],
 )
 def test_mapping_table(avro_type, arrow_type):
@@ -60,11 +66,21 @@ def test_mapping_table(avro_type, arrow_type):
 
 def test_metadata_keeps_what_arrow_cannot_say():
     """Docs, defaults, enum symbols, fixed names and uuid survive in field metadata."""
-    s = {"type": "record", "name": "R", "namespace": "n", "doc": "top", "fields": [
-        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"], "default": "A"},
-         "doc": "an enum", "default": "B"},
-        {"name": "u", "type": [{"type": "string", "logicalType": "uuid"}, "null"], "default": "x"},
-    ]}
+    s = {
+        "type": "record",
+        "name": "R",
+        "namespace": "n",
+        "doc": "top",
+        "fields": [
+            {
+                "name": "e",
+                "type": {"type": "enum", "name": "E", "symbols": ["A", "B"], "default": "A"},
+                "doc": "an enum",
+                "default": "B",
+            },
+            {"name": "u", "type": [{"type": "string", "logicalType": "uuid"}, "null"], "default": "x"},
+        ],
+    }
     a = schemas.to_arrow(s)
     e = a.field("e").metadata
     assert e[b"avro.doc"] == b"an enum" and e[b"avro.default"] == b'"B"'
@@ -75,10 +91,14 @@ def test_metadata_keeps_what_arrow_cannot_say():
 
 def test_named_type_used_twice_round_trips_as_a_reference():
     """A record type referenced by two fields comes back defined once and referenced once."""
-    s = {"type": "record", "name": "R", "fields": [
-        {"name": "a", "type": {"type": "record", "name": "P", "fields": [{"name": "x", "type": "int"}]}},
-        {"name": "b", "type": ["null", "P"]},
-    ]}
+    s = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "a", "type": {"type": "record", "name": "P", "fields": [{"name": "x", "type": "int"}]}},
+            {"name": "b", "type": ["null", "P"]},
+        ],
+    }
     back = schemas.from_arrow(schemas.to_arrow(s))
     assert back["fields"][1]["type"] == ["null", "P"]
     assert full_form(back) == full_form(s)
@@ -108,10 +128,21 @@ def test_round_trip_generated_schemas(s):
 @pytest.mark.parametrize(
     "arrow_type,avro_type",
     [
-        (pa.int8(), "int"), (pa.int16(), "int"), (pa.int32(), "int"), (pa.uint8(), "int"), (pa.uint16(), "int"),
-        (pa.uint32(), "long"), (pa.int64(), "long"), (pa.float16(), "float"), (pa.float32(), "float"),
-        (pa.float64(), "double"), (pa.string(), "string"), (pa.large_string(), "string"), (pa.binary(), "bytes"),
-        (pa.large_binary(), "bytes"), (pa.bool_(), "boolean"),
+        (pa.int8(), "int"),
+        (pa.int16(), "int"),
+        (pa.int32(), "int"),
+        (pa.uint8(), "int"),
+        (pa.uint16(), "int"),
+        (pa.uint32(), "long"),
+        (pa.int64(), "long"),
+        (pa.float16(), "float"),
+        (pa.float32(), "float"),
+        (pa.float64(), "double"),
+        (pa.string(), "string"),
+        (pa.large_string(), "string"),
+        (pa.binary(), "bytes"),
+        (pa.large_binary(), "bytes"),
+        (pa.bool_(), "boolean"),
         (pa.timestamp("ns", tz="UTC"), {"type": "long", "logicalType": "timestamp-micros"}),
         (pa.timestamp("us", tz="Europe/Paris"), {"type": "long", "logicalType": "timestamp-micros"}),
         (pa.timestamp("ms", tz="UTC"), {"type": "long", "logicalType": "timestamp-millis"}),
@@ -132,10 +163,15 @@ def test_from_arrow_plain_types(arrow_type, avro_type):
 
 def test_from_arrow_nullable_and_struct_names():
     """Nullable columns become ["null", T] with default null; structs are records named after their path."""
-    s = schemas.from_arrow(pa.schema([
-        pa.field("n", pa.int64()),
-        pa.field("geo", pa.struct([pa.field("lat", pa.float64(), nullable=False)]), nullable=False),
-    ]), name="Row")
+    s = schemas.from_arrow(
+        pa.schema(
+            [
+                pa.field("n", pa.int64()),
+                pa.field("geo", pa.struct([pa.field("lat", pa.float64(), nullable=False)]), nullable=False),
+            ]
+        ),
+        name="Row",
+    )
     assert s["fields"][0] == {"name": "n", "type": ["null", "long"], "default": None}
     assert s["fields"][1]["type"]["name"] == "Row_geo"
     schemas.parse(s)  # valid Avro

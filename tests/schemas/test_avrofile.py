@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
-from tests.schemas.avro_strategies import avro_schemas, normalize, values
 from logstore.errors import SchemaError
 from schemas import avrofile
 from schemas.avro import expand
+from tests.schemas.avro_strategies import avro_schemas, normalize, values
 
 
 @st.composite
@@ -22,8 +22,9 @@ def schema_and_records(draw):
     return s, records
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(schema_and_records())
 def test_generated_records_survive_arrow_and_an_avro_file(tmp_path, sr):
     """conform -> avrofile.write: fastavro reads the same records, avrofile.read the same Arrow data."""

@@ -11,32 +11,63 @@ import pytest
 import schemas
 from logstore.errors import RecordValidationError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SCORE = schemas.load("model_score")
 SCORE_ARROW = schemas.to_arrow(SCORE)
-NESTED = schemas.parse({"type": "record", "name": "N", "fields": [
-    {"name": "id", "type": "int"},
-    {"name": "p", "type": ["null", {"type": "record", "name": "P", "fields": [
-        {"name": "a", "type": "string"}, {"name": "b", "type": ["null", "long"], "default": None}]}], "default": None},
-    {"name": "l", "type": {"type": "array", "items": "P"}},
-    {"name": "m", "type": {"type": "map", "values": "int"}},
-    {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}},
-    {"name": "f", "type": {"type": "fixed", "name": "F", "size": 2}},
-    {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}},
-]})
+NESTED = schemas.parse(
+    {
+        "type": "record",
+        "name": "N",
+        "fields": [
+            {"name": "id", "type": "int"},
+            {
+                "name": "p",
+                "type": [
+                    "null",
+                    {
+                        "type": "record",
+                        "name": "P",
+                        "fields": [
+                            {"name": "a", "type": "string"},
+                            {"name": "b", "type": ["null", "long"], "default": None},
+                        ],
+                    },
+                ],
+                "default": None,
+            },
+            {"name": "l", "type": {"type": "array", "items": "P"}},
+            {"name": "m", "type": {"type": "map", "values": "int"}},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}},
+            {"name": "f", "type": {"type": "fixed", "name": "F", "size": 2}},
+            {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}},
+        ],
+    }
+)
 NESTED_ARROW = schemas.to_arrow(NESTED)
 
 
 def score(**kw):
-    row = {"request_id": "r1", "event_time": dt.datetime(2024, 1, 1, tzinfo=UTC), "model_id": "m",
-           "model_version": "1", "score": 0.5}
+    row = {
+        "request_id": "r1",
+        "event_time": dt.datetime(2024, 1, 1, tzinfo=UTC),
+        "model_id": "m",
+        "model_version": "1",
+        "score": 0.5,
+    }
     row.update(kw)
     return row
 
 
 def nested(**kw):
-    row = {"id": 1, "p": {"a": "x"}, "l": [{"a": "y", "b": 2}], "m": {"k": 1}, "e": "X", "f": b"ab",
-           "d": __import__("decimal").Decimal("1.25")}
+    row = {
+        "id": 1,
+        "p": {"a": "x"},
+        "l": [{"a": "y", "b": 2}],
+        "m": {"k": 1},
+        "e": "X",
+        "f": b"ab",
+        "d": __import__("decimal").Decimal("1.25"),
+    }
     row.update(kw)
     return row
 
@@ -146,17 +177,28 @@ def test_arrow_input_with_the_same_schema_passes_through():
 
 def test_arrow_input_is_cast_where_avro_allows():
     """Reordered columns, int32 -> long, float64 for float, large_string, ns timestamps, missing nullable columns."""
-    schema = schemas.parse({"type": "record", "name": "R", "fields": [
-        {"name": "n", "type": "long"}, {"name": "x", "type": "double"}, {"name": "s", "type": "string"},
-        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "opt", "type": ["null", "string"], "default": None}]})
+    schema = schemas.parse(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "n", "type": "long"},
+                {"name": "x", "type": "double"},
+                {"name": "s", "type": "string"},
+                {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+                {"name": "opt", "type": ["null", "string"], "default": None},
+            ],
+        }
+    )
     arrow = schemas.to_arrow(schema)
-    t = pa.table({
-        "t": pa.array([1_000, 2_000], pa.timestamp("ns")),
-        "s": pa.array(["a", "b"], pa.large_string()),
-        "x": pa.array([1.5, 2.5], pa.float32()),
-        "n": pa.array([1, 2], pa.int32()),
-    })
+    t = pa.table(
+        {
+            "t": pa.array([1_000, 2_000], pa.timestamp("ns")),
+            "s": pa.array(["a", "b"], pa.large_string()),
+            "x": pa.array([1.5, 2.5], pa.float32()),
+            "n": pa.array([1, 2], pa.int32()),
+        }
+    )
     out = schemas.conform(t, schema, arrow)
     assert out.schema.equals(arrow, check_metadata=True)
     assert out.column("n").to_pylist() == [1, 2] and out.column("opt").null_count == 2
@@ -164,11 +206,20 @@ def test_arrow_input_is_cast_where_avro_allows():
 
 def test_arrow_cast_failure_names_the_first_failing_row():
     """A value that does not convert exactly names its row (plus offset_index)."""
-    schema = schemas.parse({"type": "record", "name": "R", "fields": [
-        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}, {"name": "i", "type": "int"}]})
+    schema = schemas.parse(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+                {"name": "i", "type": "int"},
+            ],
+        }
+    )
     arrow = schemas.to_arrow(schema)
-    t = pa.table({"t": pa.array([1000, 2000, 3001, 4000], pa.timestamp("ns", tz="UTC")),
-                  "i": pa.array([1, 2, 3, 4], pa.int64())})
+    t = pa.table(
+        {"t": pa.array([1000, 2000, 3001, 4000], pa.timestamp("ns", tz="UTC")), "i": pa.array([1, 2, 3, 4], pa.int64())}
+    )
     e = fails(t, schema, arrow, offset_index=10)
     assert (e.index, e.field) == (12, "t") and "does not convert exactly" in e.reason
     t2 = pa.table({"t": pa.array([0] * 4, pa.timestamp("us", tz="UTC")), "i": pa.array([1, 2, 3, 2**40])})
@@ -178,8 +229,15 @@ def test_arrow_cast_failure_names_the_first_failing_row():
 
 def test_arrow_unknown_missing_and_incompatible_columns():
     """Unknown columns, missing required columns and unconvertible types name the column, no row."""
-    base = pa.table({"request_id": ["r"], "event_time": pa.array([0], pa.timestamp("us", tz="UTC")),
-                     "model_id": ["m"], "model_version": ["1"], "score": [0.5]})
+    base = pa.table(
+        {
+            "request_id": ["r"],
+            "event_time": pa.array([0], pa.timestamp("us", tz="UTC")),
+            "model_id": ["m"],
+            "model_version": ["1"],
+            "score": [0.5],
+        }
+    )
     e = fails(base.append_column("extra", pa.array([1])))
     assert (e.index, e.field) == (None, "extra") and "unknown column 'extra'" in e.reason
     e = fails(base.drop_columns(["score"]))
@@ -194,7 +252,6 @@ def test_arrow_nulls_and_enum_symbols_are_checked():
     with_null = good.set_column(0, pa.field("id", pa.int32()), pa.array([1, None], pa.int32()))
     e = fails(with_null, NESTED, NESTED_ARROW)
     assert (e.index, e.field) == (1, "id")
-    bad_enum = good.set_column(4, good.schema.field("e"),
-                               pa.array(["X", "Q"], pa.dictionary(pa.int32(), pa.string())))
+    bad_enum = good.set_column(4, good.schema.field("e"), pa.array(["X", "Q"], pa.dictionary(pa.int32(), pa.string())))
     e = fails(bad_enum, NESTED, NESTED_ARROW)
     assert (e.index, e.field) == (1, "e") and "found str 'Q'" in e.reason

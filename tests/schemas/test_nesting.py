@@ -112,10 +112,14 @@ def test_named_types_count_where_they_are_used():
     """A record referenced by name adds its own depth at each use: the expanded tree is checked."""
     inner, _ = arrays(20)
     deep, _ = arrays(12, leaf="N")
-    s = {"type": "record", "name": "R", "fields": [
-        {"name": "a", "type": {"type": "record", "name": "N", "fields": [{"name": "x", "type": inner}]}},
-        {"name": "b", "type": deep},  # 12 + 1 (record N) + 20 = 33 levels
-    ]}
+    s = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "a", "type": {"type": "record", "name": "N", "fields": [{"name": "x", "type": inner}]}},
+            {"name": "b", "type": deep},  # 12 + 1 (record N) + 20 = 33 levels
+        ],
+    }
     with pytest.raises(SchemaError) as info:
         schemas.parse(s)
     assert "field 'b" in str(info.value) and f"limit of {MAX_NESTING}" in str(info.value)

@@ -127,8 +127,12 @@ for i in range(5):
 def test_concurrent_register_from_two_processes(tmp_path):
     """Two processes registering at once produce dense versions and no duplicate schema."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), tag], env=env, cwd=tmp_path,
-                              stderr=subprocess.PIPE) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(tmp_path), tag], env=env, cwd=tmp_path, stderr=subprocess.PIPE
+        )
+        for tag in ("a", "b")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
@@ -190,11 +194,17 @@ def test_version_file_swapped_by_hand_is_refused(tmp_path):
     even when it differs only in a logical type (which the Avro id ignores)."""
     reg = Registry(tmp_path)
     reg.register(rec({"name": "id", "type": "string"}, {"name": "t", "type": "long"}))
-    reg.register(rec({"name": "id", "type": "string"}, {"name": "t", "type": "long"},
-                     {"name": "n", "type": ["null", "long"], "default": None}))
+    reg.register(
+        rec(
+            {"name": "id", "type": "string"},
+            {"name": "t", "type": "long"},
+            {"name": "n", "type": ["null", "long"], "default": None},
+        )
+    )
     recorded = json.loads((tmp_path / "v00001.fingerprint").read_text())["sha256"]
-    swapped = rec({"name": "id", "type": "string"},
-                  {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}})
+    swapped = rec(
+        {"name": "id", "type": "string"}, {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}
+    )
     assert schemas.fingerprint(swapped) == reg.get(1).id  # same Avro id: the id alone cannot tell
     (tmp_path / "v00001.avsc").write_text(json.dumps(swapped, indent=2))
     for load in (Registry(tmp_path).versions, reg.reload):
@@ -221,21 +231,30 @@ def test_registry_without_fingerprint_records_loads_and_is_recorded_by_the_next_
     reg = Registry(tmp_path)
     assert [v.schema for v in reg.versions()] == [V1, V2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v00001.avsc", "v00002.avsc"]
-    v3 = rec({"name": "id", "type": "string"}, {"name": "n", "type": ["null", "long"], "default": None},
-             {"name": "m", "type": ["null", "string"], "default": None})
+    v3 = rec(
+        {"name": "id", "type": "string"},
+        {"name": "n", "type": ["null", "long"], "default": None},
+        {"name": "m", "type": ["null", "string"], "default": None},
+    )
     assert reg.register(v3).version == 3
     assert sorted(p.name for p in tmp_path.glob("*.fingerprint")) == [
-        "v00001.fingerprint", "v00002.fingerprint", "v00003.fingerprint"]
+        "v00001.fingerprint",
+        "v00002.fingerprint",
+        "v00003.fingerprint",
+    ]
     (tmp_path / "v00001.avsc").write_text(json.dumps(rec({"name": "id", "type": "bytes"})))
     with pytest.raises(SchemaError, match="v00001.avsc is not the schema registered as version 1"):
         Registry(tmp_path).versions()
 
 
-@pytest.mark.parametrize("record, what", [
-    ("{", "not JSON"),
-    (json.dumps({"format": 1, "version": 1, "sha256": "abc"}), "'sha256'"),
-    (json.dumps({"format": 1, "version": 2, "sha256": "0" * 64}), "'version'"),
-])
+@pytest.mark.parametrize(
+    "record, what",
+    [
+        ("{", "not JSON"),
+        (json.dumps({"format": 1, "version": 1, "sha256": "abc"}), "'sha256'"),
+        (json.dumps({"format": 1, "version": 2, "sha256": "0" * 64}), "'version'"),
+    ],
+)
 def test_damaged_fingerprint_record_is_refused(tmp_path, record, what):
     """A fingerprint record that does not parse or names another version is reported, by name."""
     Registry(tmp_path).register(V1)

@@ -11,7 +11,7 @@ import pytest
 import schemas
 from logstore.errors import SchemaError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def rec(*fields, name="R"):
@@ -33,30 +33,53 @@ def test_added_fields_get_defaults_and_removed_fields_are_dropped():
         {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}, "default": "B"},
         {"name": "a", "type": {"type": "array", "items": "int"}, "default": [1, 2]},
         {"name": "m", "type": {"type": "map", "values": "double"}, "default": {"k": 1.5}},
-        {"name": "p", "type": rec({"name": "x", "type": "int"}, {"name": "y", "type": "string", "default": "d"},
-                                  name="P"), "default": {"x": 3}},
+        {
+            "name": "p",
+            "type": rec({"name": "x", "type": "int"}, {"name": "y", "type": "string", "default": "d"}, name="P"),
+            "default": {"x": 3},
+        },
         {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 1},
-        {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2},
-         "default": "\u0001\u0000"},
+        {
+            "name": "d",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2},
+            "default": "\u0001\u0000",
+        },
     )
     out = schemas.resolve(batch(w, [{"id": "a", "gone": 1}, {"id": "b", "gone": 2}]), w, r)
     assert out.schema.equals(schemas.to_arrow(r), check_metadata=True)
     row = out.to_pylist()[1]
     assert row == {
-        "id": "b", "n": 7, "s": None, "b": b"\xff\x01", "e": "B", "a": [1, 2], "m": [("k", 1.5)],
-        "p": {"x": 3, "y": "d"}, "t": dt.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        "id": "b",
+        "n": 7,
+        "s": None,
+        "b": b"\xff\x01",
+        "e": "B",
+        "a": [1, 2],
+        "m": [("k", 1.5)],
+        "p": {"x": 3, "y": "d"},
+        "t": dt.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         "d": decimal.Decimal("2.56"),
     }
 
 
 def test_promotions_are_casts():
     """int -> long/float/double, float -> double, string <-> bytes and millis -> micros are resolved."""
-    w = rec({"name": "a", "type": "int"}, {"name": "b", "type": "int"}, {"name": "c", "type": "float"},
-            {"name": "d", "type": "string"}, {"name": "e", "type": "bytes"},
-            {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}})
-    r = rec({"name": "a", "type": "long"}, {"name": "b", "type": "double"}, {"name": "c", "type": "double"},
-            {"name": "d", "type": "bytes"}, {"name": "e", "type": "string"},
-            {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}})
+    w = rec(
+        {"name": "a", "type": "int"},
+        {"name": "b", "type": "int"},
+        {"name": "c", "type": "float"},
+        {"name": "d", "type": "string"},
+        {"name": "e", "type": "bytes"},
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    )
+    r = rec(
+        {"name": "a", "type": "long"},
+        {"name": "b", "type": "double"},
+        {"name": "c", "type": "double"},
+        {"name": "d", "type": "bytes"},
+        {"name": "e", "type": "string"},
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    )
     assert schemas.check_compatibility(r, [w]) == []
     when = dt.datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
     out = schemas.resolve(batch(w, [{"a": 1, "b": 2, "c": 0.5, "d": "é", "e": b"ok", "t": when}]), w, r)
@@ -86,14 +109,20 @@ def test_nested_records_lists_and_maps_resolve_recursively():
     """Struct children, list items and map values are resolved, parent nulls kept."""
     inner_w = rec({"name": "x", "type": "int"}, {"name": "old", "type": "string"}, name="P")
     inner_r = rec({"name": "x", "type": "long"}, {"name": "new", "type": "string", "default": "n"}, name="P")
-    w = rec({"name": "p", "type": ["null", inner_w]},
-            {"name": "l", "type": {"type": "array", "items": "P"}},
-            {"name": "m", "type": {"type": "map", "values": ["null", "int"]}})
-    r = rec({"name": "p", "type": ["null", inner_r]},
-            {"name": "l", "type": {"type": "array", "items": "P"}},
-            {"name": "m", "type": {"type": "map", "values": ["null", "double"]}})
-    rows = [{"p": {"x": 1, "old": "o"}, "l": [{"x": 2, "old": "q"}], "m": {"a": 1, "b": None}},
-            {"p": None, "l": [], "m": {}}]
+    w = rec(
+        {"name": "p", "type": ["null", inner_w]},
+        {"name": "l", "type": {"type": "array", "items": "P"}},
+        {"name": "m", "type": {"type": "map", "values": ["null", "int"]}},
+    )
+    r = rec(
+        {"name": "p", "type": ["null", inner_r]},
+        {"name": "l", "type": {"type": "array", "items": "P"}},
+        {"name": "m", "type": {"type": "map", "values": ["null", "double"]}},
+    )
+    rows = [
+        {"p": {"x": 1, "old": "o"}, "l": [{"x": 2, "old": "q"}], "m": {"a": 1, "b": None}},
+        {"p": None, "l": [], "m": {}},
+    ]
     data = batch(w, rows).slice(0)
     out = schemas.resolve(pa.Table.from_batches([data, data.slice(1)]), w, r)
     assert isinstance(out, pa.Table)

@@ -30,8 +30,9 @@ def wide(n=N, extra=()):
 
 
 def row(n=N):
-    return {f"f{i}": (None if isinstance(KINDS[i % len(KINDS)], list) else VALUES[KINDS[i % len(KINDS)]])
-            for i in range(n)}
+    return {
+        f"f{i}": (None if isinstance(KINDS[i % len(KINDS)], list) else VALUES[KINDS[i % len(KINDS)]]) for i in range(n)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_wide_schema_resolves_and_checks_compatibility(v1):
     assert schemas.check_compatibility(s2, [s], "FULL") == []
     broken = wide(extra=[{"name": "added", "type": "long"}])
     assert schemas.check_compatibility(broken, [s], "BACKWARD") == [
-        "field 'added' added without a default (BACKWARD: old records have no value for it)"]
+        "field 'added' added without a default (BACKWARD: old records have no value for it)"
+    ]
 
 
 def test_wide_schema_registers_and_reloads(tmp_path, v1):
@@ -93,9 +95,15 @@ def test_wide_schema_registers_and_reloads(tmp_path, v1):
 
 def test_wide_enum_compatibility():
     """Removed symbols of a 20k-symbol enum are each reported (a set lookup, not a list scan)."""
-    old = {"type": "record", "name": "R", "fields": [
-        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": [f"S{i}" for i in range(N)]}}]}
-    new = {"type": "record", "name": "R", "fields": [
-        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": [f"S{i}" for i in range(2, N)]}}]}
+    old = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "e", "type": {"type": "enum", "name": "E", "symbols": [f"S{i}" for i in range(N)]}}],
+    }
+    new = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "e", "type": {"type": "enum", "name": "E", "symbols": [f"S{i}" for i in range(2, N)]}}],
+    }
     reasons = schemas.check_compatibility(new, [old], "BACKWARD")
     assert len(reasons) == 2 and "'S0'" in reasons[0] and "'S1'" in reasons[1]

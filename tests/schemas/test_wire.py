@@ -8,15 +8,25 @@ import pytest
 from hypothesis import given, settings
 
 import schemas
-from tests.schemas.avro_strategies import values
 from logstore.errors import SchemaError
 from schemas import wire
 from schemas.avro import expand
+from tests.schemas.avro_strategies import values
 
 SCORE = schemas.load("model_score")
-ROW = {"request_id": "r1", "event_time": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), "model_id": "m",
-       "model_version": "1", "score": 0.5, "scores": [0.5, 0.5], "label": None, "latency_ms": 1.5, "host": None,
-       "run_id": None, "code_version": None}
+ROW = {
+    "request_id": "r1",
+    "event_time": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    "model_id": "m",
+    "model_version": "1",
+    "score": 0.5,
+    "scores": [0.5, 0.5],
+    "label": None,
+    "latency_ms": 1.5,
+    "host": None,
+    "run_id": None,
+    "code_version": None,
+}
 
 
 def test_frame_layout():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import manifest as mf
-from .output import output_avro
+from .sink import output_avro
 
 INTERRUPTED = "interrupted"  # the error an interrupted (incomplete) run records
 
@@ -54,23 +54,43 @@ def check_status(cert: Refuses, m: dict) -> None:
         return
     if status == "complete":
         if error is not None:
-            cert.refuse("status", f"'complete', but the run records the error {_say(error)}: a run that failed is "
-                                  f"never certified (status or error edited)", "error")
-        for name, value in (("content_hash", digest), ("finished", m.get("finished")),
-                            ("output.end", (m.get("output") or {}).get("end"))):
+            cert.refuse(
+                "status",
+                f"'complete', but the run records the error {_say(error)}: a run that failed is "
+                f"never certified (status or error edited)",
+                "error",
+            )
+        for name, value in (
+            ("content_hash", digest),
+            ("finished", m.get("finished")),
+            ("output.end", (m.get("output") or {}).get("end")),
+        ):
             if value is None:
-                cert.refuse(name, f"a complete run records its {name}, found none (deleted, or the status of a run "
-                                  f"that did not complete edited)", "status")
+                cert.refuse(
+                    name,
+                    f"a complete run records its {name}, found none (deleted, or the status of a run "
+                    f"that did not complete edited)",
+                    "status",
+                )
         return
     if status == "incomplete" and error != INTERRUPTED:
-        cert.refuse("status", f"an incomplete run records the error {INTERRUPTED!r}, found {_say(error)}: "
-                              f"a run that failed is never certified (status or error edited)", "error")
+        cert.refuse(
+            "status",
+            f"an incomplete run records the error {INTERRUPTED!r}, found {_say(error)}: "
+            f"a run that failed is never certified (status or error edited)",
+            "error",
+        )
     if status == "running" and error is not None:
-        cert.refuse("status", f"a running run records no error, found {_say(error)}: a run that failed is never "
-                              f"certified (status or error edited)", "error")
+        cert.refuse(
+            "status",
+            f"a running run records no error, found {_say(error)}: a run that failed is never "
+            f"certified (status or error edited)",
+            "error",
+        )
     if digest is not None:
-        cert.refuse("status", f"only a complete run has a content hash; this {status} run records {digest!r}",
-                    "content_hash")
+        cert.refuse(
+            "status", f"only a complete run has a content hash; this {status} run records {digest!r}", "content_hash"
+        )
 
 
 def _stored(log: Any, topic: str) -> dict[int, tuple[int, int]] | None:
@@ -81,8 +101,16 @@ def _stored(log: Any, topic: str) -> dict[int, tuple[int, int]] | None:
     return {p: (starts[p], e) for p, e in ends.items()}
 
 
-def _check_ranges(cert: Refuses, log: Any, name: str, topic: Any, ranges: Any, *, retained: bool = True,
-                  topic_field: str | None = None) -> bool:
+def _check_ranges(
+    cert: Refuses,
+    log: Any,
+    name: str,
+    topic: Any,
+    ranges: Any,
+    *,
+    retained: bool = True,
+    topic_field: str | None = None,
+) -> bool:
     """Ranges [lo, hi) of `topic` (manifest field `topic_field`) named by field `name` lie within
     what the log stores; `retained=False`: only their ends (retention may have deleted the start)."""
     tf = f" (manifest {topic_field} {topic!r})" if topic_field else ""
@@ -102,12 +130,17 @@ def _check_ranges(cert: Refuses, log: Any, name: str, topic: Any, ranges: Any, *
     ok = True
     for p, (lo, hi) in sorted(parsed.items()):
         if p not in stored:
-            cert.refuse(f"{name}[{p}]", f"topic {topic!r}{tf} has partitions {sorted(stored)}, found partition {p}",
-                        *also)
+            cert.refuse(
+                f"{name}[{p}]", f"topic {topic!r}{tf} has partitions {sorted(stored)}, found partition {p}", *also
+            )
             ok = False
         elif not (0 <= lo <= hi <= stored[p][1]) or (retained and lo < stored[p][0]):
-            cert.refuse(f"{name}[{p}]", f"expected a range within what topic {topic!r}{tf} partition {p} stores "
-                                        f"[{stored[p][0]}, {stored[p][1]}), found [{lo}, {hi})", *also)
+            cert.refuse(
+                f"{name}[{p}]",
+                f"expected a range within what topic {topic!r}{tf} partition {p} stores "
+                f"[{stored[p][0]}, {stored[p][1]}), found [{lo}, {hi})",
+                *also,
+            )
             ok = False
     return ok
 
@@ -115,28 +148,48 @@ def _check_ranges(cert: Refuses, log: Any, name: str, topic: Any, ranges: Any, *
 def check_sources(cert: Refuses, log: Any, m: dict) -> bool:
     """The topics and ranges the manifest names exist in the log; False when the rows cannot be read."""
     inputs = m.get("inputs") or {}
-    ok = _check_ranges(cert, log, "inputs.partitions", inputs.get("topic"), inputs.get("partitions"),
-                       topic_field="inputs.topic")
+    ok = _check_ranges(
+        cert, log, "inputs.partitions", inputs.get("topic"), inputs.get("partitions"), topic_field="inputs.topic"
+    )
     if ok:
         etf = log.config(inputs["topic"]).event_time_field
         if inputs.get("event_time_field") != etf:
-            cert.refuse("inputs.event_time_field", f"topic {inputs['topic']!r} has event time field {_say(etf)}, "
-                                                   f"found {_say(inputs.get('event_time_field'))}")
+            cert.refuse(
+                "inputs.event_time_field",
+                f"topic {inputs['topic']!r} has event time field {_say(etf)}, "
+                f"found {_say(inputs.get('event_time_field'))}",
+            )
     if m.get("order") not in ("append_time", "event_time"):
         cert.refuse("order", f"expected 'append_time' or 'event_time', found {_say(m.get('order'))}")
     if m.get("order") == "append_time" and m.get("lateness_us") is not None:
         cert.refuse("lateness_us", f"a run in append-time order has no lateness, found {_say(m.get('lateness_us'))}")
     outcomes = m.get("outcomes")
     if outcomes:
-        _check_ranges(cert, log, "outcomes.partitions", outcomes.get("topic"), outcomes.get("partitions"),
-                      retained=False, topic_field="outcomes.topic")
+        _check_ranges(
+            cert,
+            log,
+            "outcomes.partitions",
+            outcomes.get("topic"),
+            outcomes.get("partitions"),
+            retained=False,
+            topic_field="outcomes.topic",
+        )
     snapshot = m.get("topics") or {}
     for i, lk in enumerate(m.get("lookups") or []):
-        _check_ranges(cert, log, f"lookups[{i}].partitions", lk.get("topic"), lk.get("partitions"),
-                      topic_field=f"lookups[{i}].topic")
+        _check_ranges(
+            cert,
+            log,
+            f"lookups[{i}].partitions",
+            lk.get("topic"),
+            lk.get("partitions"),
+            topic_field=f"lookups[{i}].topic",
+        )
         if lk.get("topic") in snapshot and snapshot[lk["topic"]] != lk.get("partitions"):
-            cert.refuse(f"lookups[{i}].partitions", f"expected the run-start range of topic {lk['topic']!r} "
-                                                    f"{snapshot[lk['topic']]}, found {lk.get('partitions')}")
+            cert.refuse(
+                f"lookups[{i}].partitions",
+                f"expected the run-start range of topic {lk['topic']!r} "
+                f"{snapshot[lk['topic']]}, found {lk.get('partitions')}",
+            )
     for t, ranges in snapshot.items():
         _check_ranges(cert, log, f"topics.{t}", t, ranges, retained=False)
     return ok and _check_output(cert, log, m)
@@ -156,7 +209,7 @@ def _check_output(cert: Refuses, log: Any, m: dict) -> bool:
     ends = log.end_offsets(topic)
     ok = True
     for name in ("start", "end"):
-        bounds = out.get(name)
+        bounds: Any = out.get(name)
         if bounds is None and name == "end":
             continue
         try:
@@ -167,8 +220,10 @@ def _check_output(cert: Refuses, log: Any, m: dict) -> bool:
             continue
         for p, o in sorted(parsed.items()):
             if p not in ends or not 0 <= o <= ends[p]:
-                cert.refuse(f"output.{name}[{p}]", f"expected an offset of topic {topic!r} (partitions "
-                                                   f"{sorted(ends)}, ends {ends}), found {o}")
+                cert.refuse(
+                    f"output.{name}[{p}]",
+                    f"expected an offset of topic {topic!r} (partitions {sorted(ends)}, ends {ends}), found {o}",
+                )
                 ok = ok and name == "end"
     return ok
 
@@ -189,11 +244,16 @@ def check_complete(cert: Refuses, m: dict, found: Found, inputs: dict[int, int])
     for i, r in enumerate(models):
         seen = found.versions.get(r.get("name"))
         if not seen:
-            cert.refuse(f"models[{i}].name", f"the output has no rows of model {_say(r.get('name'))} "
-                                             f"(it has rows of {sorted(found.versions)})")
+            cert.refuse(
+                f"models[{i}].name",
+                f"the output has no rows of model {_say(r.get('name'))} (it has rows of {sorted(found.versions)})",
+            )
         elif seen != {r.get("version")}:
-            cert.refuse(f"models[{i}].version", f"expected {' or '.join(map(repr, sorted(seen)))} (the version in "
-                                                f"model {r.get('name')!r}'s rows), found {_say(r.get('version'))}")
+            cert.refuse(
+                f"models[{i}].version",
+                f"expected {' or '.join(map(repr, sorted(seen)))} (the version in "
+                f"model {r.get('name')!r}'s rows), found {_say(r.get('version'))}",
+            )
     extra = sorted(set(found.versions) - set(names))
     if extra:
         cert.refuse("models", f"the output has rows of model(s) {extra} the manifest does not list (it lists {names})")
@@ -203,14 +263,20 @@ def check_complete(cert: Refuses, m: dict, found: Found, inputs: dict[int, int])
     end = out.get("end") or {}
     for p, off in sorted(found.max_offset.items()):
         if str(p) in end and not off < int(end[str(p)]):
-            cert.refuse(f"output.end[{p}]", f"expected more than {off} (the run has a row at offset {off}), "
-                                            f"found {end[str(p)]}")
+            cert.refuse(
+                f"output.end[{p}]", f"expected more than {off} (the run has a row at offset {off}), found {end[str(p)]}"
+            )
     for p, n in sorted(found.before_start.items()):
-        cert.refuse(f"output.start[{p}]", f"the run has {n:,} row(s) before offset {out['start'][str(p)]}: "
-                                          f"its rows start later than the manifest says")
+        cert.refuse(
+            f"output.start[{p}]",
+            f"the run has {n:,} row(s) before offset {out['start'][str(p)]}: "
+            f"its rows start later than the manifest says",
+        )
     if m.get("content_hash") is not None and m.get("content_hash") != found.content_hash:
-        cert.refuse("content_hash", f"expected {found.content_hash} (the content hash recomputed from the rows), "
-                                    f"found {m.get('content_hash')}")
+        cert.refuse(
+            "content_hash",
+            f"expected {found.content_hash} (the content hash recomputed from the rows), found {m.get('content_hash')}",
+        )
 
 
 def _check_streams(cert: Refuses, recorded: Any, found: dict[str, dict]) -> None:
@@ -232,18 +298,20 @@ def _check_progress(cert: Refuses, recorded: Any, found: Found, inputs: dict[int
     if not isinstance(recorded, dict):
         cert.refuse("progress", f"expected {{partition: {{clock, offset, inputs}}}}, found {_say(recorded)}")
         return
-    want: dict[str, dict] = {}
+    want: dict[str, dict[str, Any]] = {}
     for (p, _), (c, o) in found.last.items():
         prev = want.get(str(p))
         if prev is None or (c, o) > (prev["clock"], prev["offset"]):
             want[str(p)] = {"clock": c, "offset": o, "inputs": inputs.get(p, 0)}
-    for p in sorted(set(recorded) | set(want), key=lambda x: (len(x), x)):
-        rec, exp = recorded.get(p), want.get(p)
+    for key in sorted(set(recorded) | set(want), key=lambda x: (len(x), x)):
+        rec, exp = recorded.get(key), want.get(key)
         if exp is None:
-            cert.refuse(f"progress[{p}]", f"the output holds no rows of input partition {p}, found {_say(rec)}")
+            cert.refuse(f"progress[{key}]", f"the output holds no rows of input partition {key}, found {_say(rec)}")
             continue
         rec = rec if isinstance(rec, dict) else {}
         for f in ("clock", "offset", "inputs"):
             if rec.get(f) != exp[f]:
-                cert.refuse(f"progress[{p}].{f}", f"expected {exp[f]!r} (the run's last row of partition {p}), "
-                                                  f"found {_say(rec.get(f))}")
+                cert.refuse(
+                    f"progress[{key}].{f}",
+                    f"expected {exp[f]!r} (the run's last row of partition {key}), found {_say(rec.get(f))}",
+                )

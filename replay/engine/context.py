@@ -1,13 +1,13 @@
 """The as-of view a model gets as `ctx`: what was known at each row's clock, and nothing after.
 
 `ctx.lookup` and `ctx.history` answer, for each row, from the `AsOfState` of the topic asked
-(`replay.lookups`: declared topics are built up front, any other topic of the log on its first
-lookup), fed up to the latest clock of the batch and filtered per row by append time, so a row
+(`replay.engine.lookups`: declared topics are built up front, any other topic of the log on its
+first lookup), fed up to the latest clock of the batch and filtered per row by append time, so a row
 sees only records appended at or before its own clock (or an earlier `as_of`); asking for a
 later time raises `TimeLeakError` naming the model, what was asked and the row's clock. Every
 answer raises the row's `read_fence` (the latest append time it read), and the topics a model
 read for a row become that row's `fence` (per partition, the highest offset visible at its
-clock), which the output records and `replay audit` checks.
+clock), which the output records and `replay audit` checks (docs/architecture.md, invariant 9).
 
 State layout per topic: the frames applied so far (consolidated into bigger chunks as they pile
 up), the append time of every row in arrival order, a dict key -> row numbers (ascending in
@@ -19,17 +19,18 @@ it), not with the inputs replayed.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from logstore.errors import TimeLeakError
-from logstore.reader import to_us
+from logstore.timeutil import to_us
 
+from ..errors import LookupTopicError, ReplayError
 from .clock import fmt_time
-from .errors import LookupTopicError, ReplayError
 
 _CONSOLIDATE = 64
 
@@ -68,7 +69,7 @@ class AsOfState:
             grown = np.empty(max(2 * len(self._times), base + n), np.int64)
             grown[:base] = self._times[:base]
             self._times = grown
-        self._times[base:base + n] = time_us
+        self._times[base : base + n] = time_us
         index = self._index
         for i, k in enumerate(batch.column(batch.schema.get_field_index(self.key)).to_pylist(), base):
             lst = index.get(k)
@@ -105,8 +106,11 @@ class AsOfState:
                 block = pa.Table.from_batches(self._chunks[-k:]).combine_chunks().to_batches()
                 self._chunks[-k:] = block
                 self._fresh = 0
-            self._table = pa.Table.from_batches(self._chunks, schema=self._chunks[0].schema if self._chunks else None) \
-                if self._chunks else pa.table({}).cast(pa.schema([]))
+            self._table = (
+                pa.Table.from_batches(self._chunks, schema=self._chunks[0].schema if self._chunks else None)
+                if self._chunks
+                else pa.table({}).cast(pa.schema([]))
+            )
         return self._table
 
     def latest_rows(self, keys: Sequence[Any], limits: np.ndarray | None, ttl_us: int | None) -> np.ndarray:
@@ -147,8 +151,11 @@ class AsOfState:
         """Records at row numbers `rows` (-1 gives a row of nulls), in the state's schema."""
         schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
         if not self._chunks:
-            return pa.Table.from_batches([], schema=schema) if not len(rows) else \
-                pa.table({f.name: pa.nulls(len(rows), f.type) for f in schema}, schema=schema.with_metadata(None))
+            return (
+                pa.Table.from_batches([], schema=schema)
+                if not len(rows)
+                else pa.table({f.name: pa.nulls(len(rows), f.type) for f in schema}, schema=schema.with_metadata(None))
+            )
         t = self.table()
         if columns is not None:
             t = t.select(list(columns))
@@ -159,8 +166,10 @@ class AsOfState:
 def _keys_list(keys: Any, batch: pa.RecordBatch | None) -> list:
     if isinstance(keys, str):
         if batch is None or keys not in batch.schema.names:
-            raise ReplayError(f"keys={keys!r}: a string names a column of the batch, and the batch has "
-                              f"{batch.schema.names if batch is not None else 'no columns'}")
+            raise ReplayError(
+                f"keys={keys!r}: a string names a column of the batch, and the batch has "
+                f"{batch.schema.names if batch is not None else 'no columns'}"
+            )
         keys = batch.column(batch.schema.get_field_index(keys))
     if isinstance(keys, (pa.Array, pa.ChunkedArray)):
         return keys.to_pylist()
@@ -196,8 +205,10 @@ class _Given:
     def state(self, topic: str, key: str | None, upto_us: int, who: str, what: str) -> AsOfState:
         st = self.states.get(topic)
         if st is None:
-            raise LookupTopicError(f"model {who!r} called ctx.{what}({topic!r}, ...) but this context holds no "
-                                   f"topic {topic!r} (it holds: {sorted(self.states) or 'none'})")
+            raise LookupTopicError(
+                f"model {who!r} called ctx.{what}({topic!r}, ...) but this context holds no "
+                f"topic {topic!r} (it holds: {sorted(self.states) or 'none'})"
+            )
         return st
 
 
@@ -214,9 +225,9 @@ class Context:
     - ``ctx.rng``: a numpy Generator seeded by (run seed, model, input partition).
     - in `learn`: ``ctx.label`` names the label column of the batch.
 
-    `topic` is any topic of the log but the run's output (`replay.lookups`); outcomes never
+    `topic` is any topic of the log but the run's output (`replay.engine.lookups`); outcomes never
     reach `predict` except through a lookup on the outcomes topic, which, like any lookup, sees
-    only what was appended by the clock. `states`: a `replay.lookups.Lookups`, or a mapping
+    only what was appended by the clock. `states`: a `replay.engine.lookups.Lookups`, or a mapping
     topic -> `AsOfState` (those topics only).
     """
 
@@ -239,8 +250,16 @@ class Context:
         self.reads = 0
 
     # --- set by the engine ------------------------------------------------------------------
-    def _enter(self, model: Any, batch: pa.RecordBatch, topic: str, partition: int, clock_us: int,
-               clocks: np.ndarray | None, fence: Any) -> None:
+    def _enter(
+        self,
+        model: Any,
+        batch: pa.RecordBatch,
+        topic: str,
+        partition: int,
+        clock_us: int,
+        clocks: np.ndarray | None,
+        fence: Any,
+    ) -> None:
         """Start a batch. `fence`: each row's read fence so far (its input's append time), an int64
         ndarray updated in place, or an Arrow array copied on the first read; None: not tracked."""
         self.model = model.name
@@ -291,16 +310,19 @@ class Context:
             import zlib
 
             g = self._rngs[k] = np.random.default_rng(
-                [self.seed & 0xFFFFFFFF, zlib.crc32(self.model.encode()), max(self.partition, 0)])
+                [self.seed & 0xFFFFFFFF, zlib.crc32(self.model.encode()), max(self.partition, 0)]
+            )
         return g
 
     def _state(self, topic: str, what: str, key: str | None, row: int | None = None) -> AsOfState:
         """The state of `topic` up to the batch's last clock; marks it read for `row` (None: all rows)."""
         st = self._lookups.state(topic, key, self._last_clock(), self.model, what)
         if key is not None and key != st.key:
-            raise ReplayError(f"model {self.model!r}: ctx.{what}({topic!r}, key={key!r}), but {topic!r} is "
-                              f"indexed by {st.key!r} in this run (declare lookups={{{topic!r}: {key!r}}} to "
-                              f"index it by {key!r})")
+            raise ReplayError(
+                f"model {self.model!r}: ctx.{what}({topic!r}, key={key!r}), but {topic!r} is "
+                f"indexed by {st.key!r} in this run (declare lookups={{{topic!r}: {key!r}}} to "
+                f"index it by {key!r})"
+            )
         if row is None or not self._n:
             self.read_topics[topic] = None
         else:
@@ -317,10 +339,18 @@ class Context:
         return TimeLeakError(
             f"model {self.model!r} (version {self.model_version}) asked {what} as of {fmt_time(asked_us)}, "
             f"after the clock {fmt_time(clock_us)} of row {row}{where}: nothing appended after a row's clock "
-            f"is visible to it")
+            f"is visible to it"
+        )
 
-    def lookup(self, topic: str, keys: Any, as_of: Any = None, ttl: Any = None, key: str | None = None,
-               columns: Sequence[str] | None = None) -> pa.Table:
+    def lookup(
+        self,
+        topic: str,
+        keys: Any,
+        as_of: Any = None,
+        ttl: Any = None,
+        key: str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
         """Per row, the latest record of `topic` for its key known at the row's clock (see class doc).
 
         `keys`: one key per row (array-like), or the name of a column of the batch. `as_of`: a
@@ -333,12 +363,14 @@ class Context:
         n = len(ks)
         clocks = self._row_clocks()
         if n != len(clocks) and len(clocks):
-            raise ReplayError(f"model {self.model!r}: ctx.lookup({topic!r}) got {n} keys for a batch of {len(clocks)} rows")
+            raise ReplayError(
+                f"model {self.model!r}: ctx.lookup({topic!r}) got {n} keys for a batch of {len(clocks)} rows"
+            )
         what = f"ctx.lookup({topic!r})"
         limits = None
         if as_of is not None:
             limits = self._as_of_limits(as_of, n)
-            over = np.nonzero(limits > clocks)[0] if n else []
+            over = np.nonzero(limits > clocks)[0] if n else np.zeros(0, np.int64)
             if len(over):
                 r = int(over[0])
                 raise self._leak(what, int(limits[r]), int(clocks[r]), r)
@@ -366,8 +398,9 @@ class Context:
             return np.asarray(arr, np.int64)
         return np.full(n, _as_us(as_of, "as_of"), np.int64)
 
-    def history(self, topic: str, key: Any, since: Any = None, row: int | None = None,
-                columns: Sequence[str] | None = None) -> pa.Table:
+    def history(
+        self, topic: str, key: Any, since: Any = None, row: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Every record of `topic` for `key` appended in [since, clock], oldest first.
 
         The clock is row `row`'s (default: the earliest clock of the batch, ``ctx.now``). `since`:

@@ -1,47 +1,41 @@
 """The event clock: every topic of a run merged into one stream ordered by what was known when.
 
-A replay reads frames (one per append, every row of a frame shares its append time) from one
-`log.reader` per (topic, partition) and merges them with a heap, one frame per stream in memory
-(input streams: a few more, decoded ahead on a thread), so memory does not grow with the range.
-Frames come out in the order of their key::
+Frames (one per append: every row of a frame shares its append time) are read from one
+`log.reader` per (topic, partition), pinned to exact offset ranges of a snapshot taken when the
+run starts, and merged with a heap, one frame per stream in memory (input streams: a few more,
+decoded ahead on a thread). Frames come out in the order of their key::
 
     (append time, role, topic, partition, first offset)      role: 0 outcomes, 1 lookups, 2 inputs
 
-so at equal append times outcomes and lookup records come before the inputs they could inform: a
-record is visible at clock `t` when its append time is `<= t` (DESIGN.md, "Two clocks"), and
-nothing can be visible before it was appended. Keys are unique (topic, partition, offset), so the
-order is total and a replay is deterministic. (The engine merges inputs and outcomes; lookup
-topics are fed to their states by `replay.lookups` along the same order, up to each row's clock.)
+so at equal append times outcomes and lookup records come before the inputs they could inform,
+and the order is total: a replay is deterministic (docs/architecture.md, "Two clocks" and
+invariants 8, 9). Lookup topics are fed to their states by `replay.engine.lookups` along the
+same order, up to each row's clock.
 
-End offsets are snapshotted once per run (`snapshot`), and every reader is pinned to explicit
-offset ranges, so replaying a log that is still being written reproduces exactly.
-
-Ordering by event time (`order="event_time"`, `EventTimeOrder`): input rows are released in the
-order of their clock ``c = max(event_time + lateness, append_time)`` instead of their append
-time; outcomes and lookups still become visible at their append time. A row is thus decided *as
-of c*: it sees everything appended up to `c` (lookups, outcomes a learning model learned) and
-nothing after. Rows that arrived within `lateness` of their event time are decided in event-time
-order, `lateness` after they happened; rows that arrived later are decided when they arrived.
-The output records each row's `c` as its clock.
+Event-time order (`order="event_time"`, `EventTimeOrder`) releases input rows at their clock
+``c = max(event_time + lateness, append_time)`` instead of their append time; outcomes and
+lookups still become visible at their append time, so a row is decided as of `c`, and the
+output records `c` as its clock.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from logstore.reader import to_us
+from logstore.timeutil import to_us
 
-from .errors import RangeError
+from ..errors import RangeError
 
 OUTCOME, LOOKUP, INPUT = 0, 1, 2
 ROLE_NAMES = {OUTCOME: "outcomes", LOOKUP: "lookup", INPUT: "inputs"}
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 
@@ -99,22 +93,15 @@ class Event:
 # ranges
 
 
-def snapshot(log: Any, topic: str) -> dict[int, Any]:
-    """Per partition, the committed state of `topic` now (its end offsets are the run's ends)."""
-    t = log.topic(topic)
-    t.config  # raises TopicNotFoundError naming the topic
-    return {p: t.partition(p).snapshot() for p in range(t.config.partitions)}
-
-
 def resolve(log: Any, topic: str, start: Any, end: Any, snaps: Mapping[int, Any]) -> dict[int, tuple[int, int]]:
-    """Exact per-partition offset ranges [lo, hi) of `topic` for `start`/`end` on `snaps`.
+    """Exact per-partition offset ranges [lo, hi) of `topic` for `start`/`end` on `snaps`
+    (``log.snapshot(topic)``, taken when the run starts).
 
     Bounds: None (the first stored / the snapshotted end), an int offset for every partition, a
     {partition: offset} mapping, or an aware datetime (append time: the first offset appended at
     or after it). Offsets must lie within what is stored: an offset past the end, before the
     first stored offset, or a start after the end raises `RangeError`, never a silent clamp.
     """
-    t = log.topic(topic)
     out: dict[int, tuple[int, int]] = {}
     for which, value in (("start", start), ("end", end)):
         if isinstance(value, Mapping):
@@ -123,8 +110,8 @@ def resolve(log: Any, topic: str, start: Any, end: Any, snaps: Mapping[int, Any]
                 raise RangeError(f"{which} names partition(s) {bad} of topic {topic!r}, which has {sorted(snaps)}")
     for p, snap in sorted(snaps.items()):
         first, last = snap.start_offset, snap.end_offset
-        lo = _bound(t, p, snap, start, "start", first)
-        hi = _bound(t, p, snap, end, "end", last)
+        lo = _bound(log, topic, p, snap, start, "start", first)
+        hi = _bound(log, topic, p, snap, end, "end", last)
         where = f"topic {topic!r} partition {p}"
         if lo < first:
             raise RangeError(f"start offset {lo} of {where} is no longer stored: the first stored offset is {first}")
@@ -138,26 +125,27 @@ def resolve(log: Any, topic: str, start: Any, end: Any, snaps: Mapping[int, Any]
     return out
 
 
-def _bound(t: Any, p: int, snap: Any, value: Any, which: str, default: int) -> int:
+def _bound(log: Any, topic: str, p: int, snap: Any, value: Any, which: str, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool):
-        raise RangeError(f"{which} must be an offset, a {{partition: offset}} mapping or an aware datetime, found {value!r}")
+        raise RangeError(
+            f"{which} must be an offset, a {{partition: offset}} mapping or an aware datetime, found {value!r}"
+        )
     if isinstance(value, (int, np.integer)):
         if value < 0:
             raise RangeError(f"{which} offset must be >= 0, found {value}")
         return int(value)
     if isinstance(value, Mapping):
         v = value.get(p, value.get(str(p)))
-        return default if v is None else _bound(t, p, snap, v, which, default)
+        return default if v is None else _bound(log, topic, p, snap, v, which, default)
     if isinstance(value, datetime):
-        try:
-            us = to_us(value)
-        except ValueError as e:
-            raise RangeError(f"{which}: {e}") from None
-        return t.partition(p).offset_for_append_time(snap, us)
-    raise RangeError(f"{which} must be an offset, a {{partition: offset}} mapping or an aware datetime, "
-                     f"found {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise RangeError(f"{which} {value!r} has no time zone: pass an aware datetime (e.g. in UTC)")
+        return log.offset_for_time(topic, p, to_us(value), snap)
+    raise RangeError(
+        f"{which} must be an offset, a {{partition: offset}} mapping or an aware datetime, found {type(value).__name__}"
+    )
 
 
 def first_append_time(log: Any, topic: str, ranges: Mapping[int, tuple[int, int]]) -> int | None:
@@ -172,10 +160,9 @@ def first_append_time(log: Any, topic: str, ranges: Mapping[int, tuple[int, int]
 
 def ranges_from_time(log: Any, topic: str, snaps: Mapping[int, Any], t_us: int | None) -> dict[int, tuple[int, int]]:
     """Per partition [first offset appended at or after `t_us`, snapshotted end)."""
-    tp = log.topic(topic)
     out = {}
     for p, snap in sorted(snaps.items()):
-        lo = snap.start_offset if t_us is None else max(snap.start_offset, tp.partition(p).offset_for_append_time(snap, t_us))
+        lo = snap.start_offset if t_us is None else max(snap.start_offset, log.offset_for_time(topic, p, t_us, snap))
         out[p] = (lo, max(lo, snap.end_offset))
     return out
 
@@ -189,8 +176,7 @@ def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] 
     # input frames are decoded a few ahead (the GIL is released), so a replay decides one frame
     # while the next is read; the order is the stream's and the clock still decides visibility
     ahead = READ_AHEAD if rank == INPUT else 0
-    for batch in log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns,
-                            read_ahead=ahead):
+    for batch in log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns, read_ahead=ahead):
         t = batch.column(batch.schema.get_field_index("_append_time"))[0].value
         off = batch.column(batch.schema.get_field_index("_offset"))[0].as_py()
         yield Event((t, rank, src.topic, p, off), rank, src.topic, p, batch)
@@ -199,7 +185,9 @@ def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] 
 READ_AHEAD = 8  # input frames decoded ahead per stream (log.reader's read_ahead: a thread each)
 
 
-def merge(log: Any, sources: Iterable[Source], columns: Mapping[str, list[str] | None] | None = None) -> Iterator[Event]:
+def merge(
+    log: Any, sources: Iterable[Source], columns: Mapping[str, list[str] | None] | None = None
+) -> Generator[Event, None, None]:
     """All frames of `sources` in clock order (see the module docstring); per stream one frame is
     held, and input streams are decoded a few frames ahead (`READ_AHEAD`)."""
     streams = []
@@ -257,7 +245,7 @@ class EventTimeOrder:
     event_time_field: str | None
     held: list[_Held] = field(default_factory=list)
 
-    def __call__(self, events: Iterable[Event]) -> Iterator[Event]:
+    def __call__(self, events: Iterable[Event]) -> Generator[Event, None, None]:
         for ev in events:
             yield from self._release(ev.key)
             if ev.role == INPUT:
@@ -302,7 +290,8 @@ class EventTimeOrder:
                         cut += 1
             if cut > h.done:
                 pieces.setdefault((h.topic, h.partition), []).append(
-                    (h.batch.slice(h.done, cut - h.done), h.clock[h.done:cut], h.offset[h.done:cut]))
+                    (h.batch.slice(h.done, cut - h.done), h.clock[h.done : cut], h.offset[h.done : cut])
+                )
                 h.done = cut
             if h.done < len(h.clock):
                 keep.append(h)

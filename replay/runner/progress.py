@@ -23,8 +23,16 @@ def _fmt_secs(s: float) -> str:
 class Progress:
     """Rows done out of `total`, with rate and ETA, redrawn in place on `stream` (stderr)."""
 
-    def __init__(self, total: int, label: str = "replay", *, stream: IO[str] | None = None,
-                 enabled: bool | None = None, interval: float = 0.2, width: int = 24) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str = "replay",
+        *,
+        stream: IO[str] | None = None,
+        enabled: bool | None = None,
+        interval: float = 0.2,
+        width: int = 24,
+    ) -> None:
         self.total = max(0, int(total))
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -39,7 +47,7 @@ class Progress:
         self._last = 0.0
         self._drawn = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -62,8 +70,10 @@ class Progress:
         filled = int(self.width * min(frac, 1.0))
         bar = "#" * filled + "-" * (self.width - filled)
         eta = (self.total - self.done) / rate if rate > 0 and self.total else 0.0
-        return (f"{self.label} [{bar}] {self.done:,}/{self.total:,} rows {frac:4.0%} "
-                f"{rate:,.0f} rows/s ETA {_fmt_secs(eta)}")
+        return (
+            f"{self.label} [{bar}] {self.done:,}/{self.total:,} rows {frac:4.0%} "
+            f"{rate:,.0f} rows/s ETA {_fmt_secs(eta)}"
+        )
 
     def _draw(self, now: float) -> None:
         self.stream.write("\r" + self.line(now) + "\x1b[K")

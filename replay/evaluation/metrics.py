@@ -1,10 +1,11 @@
 """Paired comparison statistics and their block-bootstrap confidence intervals (numpy only).
 
-The point metrics live in SQL (`replay/sql/*.sql`); this module holds what SQL is the wrong tool
-for: resampling. Requests in one time window share traffic, inputs and label delays, so they are
-not independent; resampling single requests would give intervals that are too narrow. We resample
-whole windows instead (a block bootstrap): each replicate draws W windows with replacement out of
-the W observed, and recomputes the statistic on the pooled rows of the drawn windows.
+The point metrics live in SQL (`replay/sql/*.sql`, run by `replay.evaluation.queries`); this
+module holds what SQL is the wrong tool for: resampling. Requests in one time window share
+traffic, inputs and label delays, so they are not independent; resampling single requests would
+give intervals that are too narrow. We resample whole windows instead (a block bootstrap): each
+replicate draws W windows with replacement out of the W observed, and recomputes the statistic on
+the pooled rows of the drawn windows.
 
 Recomputing AUC or a rank correlation on millions of pooled rows a thousand times is slow, so each
 statistic is reduced once to per-window (or window-by-window) sufficient statistics, and a
@@ -29,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from logstore.errors import EvaluationError
 
 __all__ = [
     "Interval",
@@ -243,7 +246,7 @@ def paired_statistics(
     label = np.asarray(label, dtype=float)
     block, n_blocks = block_index(window)
     if counts.shape[1] != n_blocks:
-        raise ValueError(f"counts has {counts.shape[1]} windows, the rows have {n_blocks}")
+        raise EvaluationError(f"counts has {counts.shape[1]} windows, the rows have {n_blocks}")
     use_ci = n_blocks >= MIN_BLOCKS and len(counts) > 0
     ones = np.ones((1, n_blocks))
     out: dict[str, Interval] = {}
@@ -267,9 +270,7 @@ def paired_statistics(
         estimate = spearman(score, reference_score)
         out["spearman"] = _interval(
             estimate,
-            lambda: _spearman_replicates(
-                score[rows], reference_score[rows], block[rows], n_blocks, counts
-            ),
+            lambda: _spearman_replicates(score[rows], reference_score[rows], block[rows], n_blocks, counts),
             use_ci,
         )
     else:
@@ -281,13 +282,9 @@ def paired_statistics(
         keep = labelled
         if keep.any():
             ua, pos, neg = _mann_whitney_matrix(score[keep], positive[keep], block[keep], n_blocks)
-            ub, _, _ = _mann_whitney_matrix(
-                reference_score[keep], positive[keep], block[keep], n_blocks
-            )
+            ub, _, _ = _mann_whitney_matrix(reference_score[keep], positive[keep], block[keep], n_blocks)
             est = float(_auc_replicates(ua - ub, pos, neg, ones)[0])
-            out["auc_delta"] = _interval(
-                est, lambda: _auc_replicates(ua - ub, pos, neg, counts), use_ci
-            )
+            out["auc_delta"] = _interval(est, lambda: _auc_replicates(ua - ub, pos, neg, counts), use_ci)
         else:
             out["auc_delta"] = Interval(float("nan"))
         y = label

@@ -11,7 +11,7 @@ checks, for each row:
    at or before the row's clock, re-read from the log, of a lookup range the manifest lists;
 4. per (partition, model), rows come once each, in clock order: no duplicate, no reordering;
 
-and the manifest (`replay.audit_manifest`): nothing it certifies is taken from it unchecked. The
+and the manifest (`replay.runner.audit_manifest`): nothing it certifies is taken from it unchecked. The
 topics and ranges it names must be stored in the log; for a complete run, every input of the
 range scored once by every model it lists, and its row counts, models and versions, streams,
 progress, output bounds and content hash equal to what the audit recomputed from the rows (a
@@ -32,10 +32,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..engine.clock import fmt_time
 from . import audit_manifest as am
 from . import manifest as mf
-from .clock import fmt_time
-from .output import ContentHash, map_lengths, read_run
+from .hashing import ContentHash, map_lengths
+from .logs import open_log
+from .sink import read_run
 
 MAX_VIOLATIONS = 20
 _UNREAD = np.iinfo(np.int64).min  # an offset of a range the log does not hold (already refused)
@@ -90,19 +92,25 @@ class Certificate:
             head = "CERTIFIED"
         else:
             head = f"NOT CERTIFIED: the run is {self.status}; the {self.rows_checked:,} rows written so far check out"
-        slack = ("n/a" if self.min_slack_us is None else
-                 f"min {self.min_slack_us:,} µs, max {self.max_slack_us:,} µs")
+        slack = "n/a" if self.min_slack_us is None else f"min {self.min_slack_us:,} µs, max {self.max_slack_us:,} µs"
         lines = [
             f"replay audit of run {self.run_id} ({self.status}): {head}",
             f"  rows checked          {self.rows_checked:,} ({self.models} model(s), "
             f"{self.inputs_expected:,} inputs in range, {self.partitions} partition(s))",
             "  clock                 equals each input's append time, re-read from the log",
             f"  read_fence <= clock   clock - read_fence: {slack}",
-            f"  lookup fences         {self.fence_entries_checked:,} entries, each appended at or before its row's clock",
+            f"  lookup fences         {self.fence_entries_checked:,} entries, each appended at or before its "
+            "row's clock",
             f"  content hash          {self.recomputed_hash or '-'}"
-            + ("" if self.content_hash is None else
-               (" (matches the manifest)" if self.content_hash == self.recomputed_hash else
-                f" (manifest says {self.content_hash})")),
+            + (
+                ""
+                if self.content_hash is None
+                else (
+                    " (matches the manifest)"
+                    if self.content_hash == self.recomputed_hash
+                    else f" (manifest says {self.content_hash})"
+                )
+            ),
         ]
         if self.error:
             lines.append(f"  error recorded        {self.error}")
@@ -161,12 +169,11 @@ def _lookup_times(log: Any, m: dict) -> dict[str, tuple[int, np.ndarray]]:
 
 def audit(log: Any, run_id: str) -> Certificate:
     """Check every output row of `run_id` and its manifest against the log (module docstring)."""
-    from .runner import _open
-
-    log = _open(log)
+    log = open_log(log)
     m = mf.read(log, run_id)
-    cert = Certificate(run_id=run_id, status=str(m.get("status")), content_hash=m.get("content_hash"),
-                       error=m.get("error"))
+    cert = Certificate(
+        run_id=run_id, status=str(m.get("status")), content_hash=m.get("content_hash"), error=m.get("error")
+    )
     if m.get("run_id") != run_id:
         cert.refuse("run_id", f"expected {run_id!r} (the run's directory), found {m.get('run_id')!r}")
     am.check_status(cert, m)
@@ -196,8 +203,10 @@ def audit(log: Any, run_id: str) -> Certificate:
             for name in models:
                 got = found.counts.get((p, name), 0)
                 if got != len(arr):
-                    cert._violate(f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in the range "
-                                  f"[{lo}, {lo + len(arr)}) of manifest inputs.partitions")
+                    cert._violate(
+                        f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in the range "
+                        f"[{lo}, {lo + len(arr)}) of manifest inputs.partitions"
+                    )
         am.check_complete(cert, m, found, {p: len(arr) for p, (_, arr) in times.items()})
     return cert
 
@@ -226,12 +235,18 @@ def _rows_before(log: Any, topic: str, run_id: str, start: dict[int, int]) -> di
 
 def _note_found(found: am.Found, t: pa.Table) -> None:
     """Model versions per model id and the highest output offset per output partition of `t`."""
-    pairs = pa.table({"m": t.column("model_id"), "v": t.column("model_version")}).group_by(
-        ["m", "v"], use_threads=False).aggregate([])
+    pairs = (
+        pa.table({"m": t.column("model_id"), "v": t.column("model_version")})
+        .group_by(["m", "v"], use_threads=False)
+        .aggregate([])
+    )
     for m_, v in zip(pairs.column("m").to_pylist(), pairs.column("v").to_pylist()):
         found.versions.setdefault(m_, set()).add(v)
-    tops = pa.table({"p": t.column("_partition"), "o": t.column("_offset")}).group_by(
-        "p", use_threads=False).aggregate([("o", "max")])
+    tops = (
+        pa.table({"p": t.column("_partition"), "o": t.column("_offset")})
+        .group_by("p", use_threads=False)
+        .aggregate([("o", "max")])
+    )
     for p, o in zip(tops.column("p").to_pylist(), tops.column("o_max").to_pylist()):
         found.max_offset[p] = max(found.max_offset.get(p, -1), o)
 
@@ -249,16 +264,18 @@ def _chunked(tables, rows: int = 65_536):
         yield pa.concat_tables(buf).combine_chunks()
 
 
-def _check_table(cert: Certificate, t: pa.Table, where: _Where, times: dict, lookups: dict,
-                 counts: dict, last: dict) -> None:
+def _check_table(
+    cert: Certificate, t: pa.Table, where: _Where, times: dict, lookups: dict, counts: dict, last: dict
+) -> None:
     n = t.num_rows
     cert.rows_checked += n
     inputs_topic = where.topic
     topic_ok = pc.all(pc.equal(t.column("input_topic"), inputs_topic)).as_py()
     if not topic_ok:
         others = sorted(set(pc.unique(t.column("input_topic")).to_pylist()) - {inputs_topic})
-        cert.refuse("inputs.topic", f"expected the topic the run's rows were decided from {others}, "
-                                    f"found {inputs_topic!r}")
+        cert.refuse(
+            "inputs.topic", f"expected the topic the run's rows were decided from {others}, found {inputs_topic!r}"
+        )
     parts = t.column("input_partition").to_numpy()
     offs = t.column("input_offset").to_numpy()
     clock = t.column("clock").cast(pa.int64()).to_numpy()
@@ -268,28 +285,35 @@ def _check_table(cert: Certificate, t: pa.Table, where: _Where, times: dict, loo
     for p in np.unique(parts):
         sel = parts == p
         if int(p) not in times:
-            cert._violate(f"{int(sel.sum())} rows from partition {int(p)}, outside the run's range "
-                          f"(manifest inputs.partitions)")
+            cert._violate(
+                f"{int(sel.sum())} rows from partition {int(p)}, outside the run's range (manifest inputs.partitions)"
+            )
             continue
         lo, arr = times[int(p)]
         rel = offs[sel] - lo
         bad = (rel < 0) | (rel >= len(arr))
         if bad.any():
             i = int(np.nonzero(sel)[0][np.nonzero(bad)[0][0]])
-            cert._violate(f"row for {inputs_topic}/{int(p)}@{int(offs[i])}: offset outside the run's range "
-                          f"[{lo}, {lo + len(arr)}) (manifest inputs.partitions)")
+            cert._violate(
+                f"row for {inputs_topic}/{int(p)}@{int(offs[i])}: offset outside the run's range "
+                f"[{lo}, {lo + len(arr)}) (manifest inputs.partitions)"
+            )
         rel = np.where(bad, 0, rel)
         expected[sel] = np.where(bad, np.iinfo(np.int64).min, arr[rel])
     wrong = np.nonzero((clock != expected) & (expected != np.iinfo(np.int64).min))[0]
-    for i in wrong[: MAX_VIOLATIONS]:
-        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: clock "
-                      f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))} "
-                      f"(manifest {where.rule})")
+    for i in wrong[:MAX_VIOLATIONS]:
+        cert._violate(
+            f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: clock "
+            f"{fmt_time(int(clock[i]))} is not its input's clock {fmt_time(int(expected[i]))} "
+            f"(manifest {where.rule})"
+        )
     cert.violation_count += max(0, len(wrong) - MAX_VIOLATIONS)
     leak = np.nonzero(fence > clock)[0]
-    for i in leak[: MAX_VIOLATIONS]:
-        cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: read_fence "
-                      f"{fmt_time(int(fence[i]))} is after its clock {fmt_time(int(clock[i]))}")
+    for i in leak[:MAX_VIOLATIONS]:
+        cert._violate(
+            f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])} model {mids[int(i)].as_py()!r}: read_fence "
+            f"{fmt_time(int(fence[i]))} is after its clock {fmt_time(int(clock[i]))}"
+        )
     cert.violation_count += max(0, len(leak) - MAX_VIOLATIONS)
     # the input itself was read, so the fence is at least its append time (<= clock)
     slack = clock - fence
@@ -319,8 +343,15 @@ def _check_table(cert: Certificate, t: pa.Table, where: _Where, times: dict, loo
         counts[key] = counts.get(key, 0) + (l_ - f + 1)
 
 
-def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.ndarray, offs: np.ndarray,
-                  inputs_topic: str, lookups: dict) -> None:
+def _check_fences(
+    cert: Certificate,
+    t: pa.Table,
+    clock: np.ndarray,
+    parts: np.ndarray,
+    offs: np.ndarray,
+    inputs_topic: str,
+    lookups: dict,
+) -> None:
     col = t.column("fence").combine_chunks()
     if col.null_count == len(col):
         return
@@ -337,8 +368,9 @@ def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.n
         sel = keys == k
         info = lookups.get(k)
         if info is None:
-            cert._violate(f"fence entry {k!r} names no topic/partition of the manifest's lookups "
-                          f"({sorted(lookups) or 'none'})")
+            cert._violate(
+                f"fence entry {k!r} names no topic/partition of the manifest's lookups ({sorted(lookups) or 'none'})"
+            )
             continue
         first, arr = info
         rel = items[sel] - first
@@ -346,11 +378,15 @@ def _check_fences(cert: Certificate, t: pa.Table, clock: np.ndarray, parts: np.n
         bad = (rel < 0) | (rel >= len(arr))
         if bad.any():
             i = int(r[np.nonzero(bad)[0][0]])
-            cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: fence {k}@{int(items[sel][bad][0])} "
-                          f"is outside the lookup range the run read (manifest lookups)")
+            cert._violate(
+                f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: fence {k}@{int(items[sel][bad][0])} "
+                f"is outside the lookup range the run read (manifest lookups)"
+            )
         at = arr[np.where(bad, 0, rel)]
         leak = np.nonzero(~bad & (at > clock[r]))[0]
         for j in leak[:MAX_VIOLATIONS]:
             i = int(r[j])
-            cert._violate(f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: its fence {k}@{int(items[sel][j])} "
-                          f"was appended at {fmt_time(int(at[j]))}, after the clock {fmt_time(int(clock[i]))}")
+            cert._violate(
+                f"row for {inputs_topic}/{int(parts[i])}@{int(offs[i])}: its fence {k}@{int(items[sel][j])} "
+                f"was appended at {fmt_time(int(at[j]))}, after the clock {fmt_time(int(clock[i]))}"
+            )

@@ -1,27 +1,4 @@
-"""The output of a run: its topic schema, the writer thread, and the content hash.
-
-Output schema (Avro record ``logstore.replay.ReplayScore``): every field of ``model_score``
-(`request_id`, `event_time`, `model_id`, `model_version`, `score`, `scores`, `label`,
-`latency_ms`, `host`, `run_id`, `code_version`), then the audit fields
-
-    input_topic      string           the topic the row was decided from
-    input_partition  int              its partition ...
-    input_offset     long             ... and offset
-    clock            timestamp-micros the row's replay clock (its input's append time, or
-                                      max(event_time + lateness, append time) in event-time order)
-    read_fence       timestamp-micros the latest append time of anything read for the row
-                                      (the input itself, lookups through ctx); <= clock
-    fence            map<long>|null   per "topic/partition" of each topic the model read for the
-                                      row (ctx.lookup/history), the highest offset visible at its
-                                      clock; null when it read none
-
-`request_id` is the input's join key (or ``topic/partition/offset`` when the input has none),
-`event_time` the input's event time (or the clock), `latency_ms` the model's time per row of its
-batch. `host` and `code_version` are per run, so they live in the run's manifest and are null in
-the rows. Columns constant over an input frame (ids, clock, read fence, latency, unset fields) are
-written as runs (`replay.rows`): about 76 bytes a row, most of them the request id. Output frames
-are appended with a writer clock equal to the latest row clock in the frame (never going back), so
-output append times are as deterministic as the replay.
+"""The content hash of a run's output: a digest per stream, combined into the run's hash.
 
 Content hash (``sha256:<hex>``): rows grouped into streams by (input topic, input partition,
 model id); each stream hashes its rows in clock-then-offset order, column by column over the
@@ -44,30 +21,12 @@ the SHA-256 of the sorted stream lines ``topic, partition, model id, model versi
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
-import time
-from datetime import datetime
-from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clock import to_datetime
-from .rows import Const, Constants, Rows, Span, assemble
-
-AUDIT_FIELDS = [
-    {"name": "input_topic", "type": "string", "doc": "Topic of the input this row was decided from."},
-    {"name": "input_partition", "type": "int", "doc": "Partition of that input."},
-    {"name": "input_offset", "type": "long", "doc": "Offset of that input."},
-    {"name": "clock", "type": {"type": "long", "logicalType": "timestamp-micros"},
-     "doc": "The row's replay clock: nothing appended after it was visible."},
-    {"name": "read_fence", "type": {"type": "long", "logicalType": "timestamp-micros"},
-     "doc": "Latest append time of anything read for this row (input, lookups); <= clock."},
-    {"name": "fence", "type": ["null", {"type": "map", "values": "long"}], "default": None,
-     "doc": "Per topic/partition the model read for this row, the highest offset visible at the clock."},
-]
+from ..engine.rows import Const, Rows, Span
 
 # per-row content; the stream key (input topic, partition, model id) and the model version are
 # constant within a stream and enter the hash once, in the stream's line
@@ -75,20 +34,6 @@ HASHED = ["score", "scores", "label", "input_offset", "clock", "read_fence", "fe
 # columns hashed as runs of their values (constant per input frame unless lookups or event-time
 # order say otherwise) or runs of their differences (dense offsets)
 HASH_AS = {"clock": "runs", "read_fence": "runs", "input_offset": "deltas"}
-
-
-def output_avro() -> dict:
-    """The Avro schema of a run's output topic: model_score plus the audit fields."""
-    import schemas
-
-    base = schemas.load("model_score")
-    fields = [dict(f) for f in base["fields"]] + [dict(f) for f in AUDIT_FIELDS]
-    return {"type": "record", "name": "ReplayScore", "namespace": "logstore.replay",
-            "doc": "A score produced by a replay run, with what the model could see.", "fields": fields}
-
-
-# --------------------------------------------------------------------------------------------
-# content hash
 
 
 class _Runs:
@@ -190,7 +135,7 @@ def _kind_of(t: pa.DataType) -> str:
 
 def _values_buffer(arr: pa.Array, width: int) -> memoryview:
     """The value bytes of a fixed-width array without nulls (a view, no copy)."""
-    return memoryview(arr.buffers()[1])[arr.offset * width:(arr.offset + len(arr)) * width]
+    return memoryview(arr.buffers()[1])[arr.offset * width : (arr.offset + len(arr)) * width]
 
 
 class _ColumnHash:
@@ -232,12 +177,13 @@ class _ColumnHash:
         if kind == "string":
             a = arr.fill_null("" if not pa.types.is_binary(t) else b"") if nulls else arr
             large = pa.types.is_large_string(t)
-            offs = np.frombuffer(a.buffers()[1], np.int64 if large else np.int32, count=n + 1,
-                                 offset=a.offset * (8 if large else 4))
+            offs = np.frombuffer(
+                a.buffers()[1], np.int64 if large else np.int32, count=n + 1, offset=a.offset * (8 if large else 4)
+            )
             self.lengths.add(np.diff(offs))
             data = a.buffers()[2]
             if data is not None and offs[-1] > offs[0]:
-                self.values.update(memoryview(data)[int(offs[0]):int(offs[-1])])
+                self.values.update(memoryview(data)[int(offs[0]) : int(offs[-1])])
         elif kind == "map":
             offs = arr.offsets.to_numpy()
             self.lengths.add(map_lengths(arr))
@@ -260,7 +206,7 @@ class _ColumnHash:
             elif kind in ("number", "time", "bool"):
                 self.values.update(_values_buffer(vals, vals.type.bit_width // 8))
             else:
-                self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)))
+                self.values.update(np.ascontiguousarray(vals.to_numpy(zero_copy_only=False)).data)
 
     def update_column(self, rows: Rows, name: str) -> None:
         """`update` with column `name` of `rows`: constants and spans as the runs they are, when the
@@ -272,8 +218,12 @@ class _ColumnHash:
                 self.valid.add_run(0, n)
                 self.lengths.add_run(0, n)
                 return
-            if c.value is not None and self.runs is not None and not self.runs.deltas \
-                    and (kind == "time" and t.bit_width == 64 or pa.types.is_integer(t)):
+            if (
+                c.value is not None
+                and self.runs is not None
+                and not self.runs.deltas
+                and (kind == "time" and t.bit_width == 64 or pa.types.is_integer(t))
+            ):
                 self.valid.add_run(1, n)
                 self.runs.add_run(int(c.value), n)
                 return
@@ -283,7 +233,7 @@ class _ColumnHash:
             return
         self.update(rows.column(name))
 
-    def _child(self, name: str) -> "_ColumnHash":
+    def _child(self, name: str) -> _ColumnHash:
         c = self.children.get(name)
         if c is None:
             c = self.children[name] = _ColumnHash()
@@ -369,29 +319,39 @@ class ContentHash:
         """Hash rows of several streams; rows of each stream must come in their stream order."""
         if not table.num_rows:
             return
-        keys = pa.table({
-            "t": table.column("input_topic"), "p": table.column("input_partition"), "m": table.column("model_id"),
-        })
+        keys = pa.table(
+            {
+                "t": table.column("input_topic"),
+                "p": table.column("input_partition"),
+                "m": table.column("model_id"),
+            }
+        )
         groups = keys.group_by(["t", "p", "m"], use_threads=False).aggregate([])
         if groups.num_rows == 1:
             g = groups.to_pylist()[0]
             self.update(g["t"], g["p"], g["m"], table)
             return
         for g in groups.to_pylist():
-            mask = pc.and_(pc.and_(pc.equal(keys["t"], g["t"]), pc.equal(keys["p"], g["p"])), pc.equal(keys["m"], g["m"]))
+            mask = pc.and_(
+                pc.and_(pc.equal(keys["t"], g["t"]), pc.equal(keys["p"], g["p"])), pc.equal(keys["m"], g["m"])
+            )
             self.update(g["t"], g["p"], g["m"], table.filter(mask))
 
     def summary(self) -> dict[str, dict]:
         """Per stream ``"topic/partition/model"`` -> {"rows": n, "sha256": digest}."""
-        return {f"{t}/{p}/{m}": {"rows": s.rows, "model_version": s.version, "sha256": s.digest()}
-                for (t, p, m), s in sorted(self.streams.items())}
+        return {
+            f"{t}/{p}/{m}": {"rows": s.rows, "model_version": s.version, "sha256": s.digest()}
+            for (t, p, m), s in sorted(self.streams.items())
+        }
 
     @staticmethod
     def combine(streams: dict[str, dict]) -> str:
         lines = []
         for name, info in streams.items():
             t, p, m = name.split("/", 2)  # topics and partitions hold no "/"
-            lines.append(f"{t}\x00{int(p)}\x00{m}\x00{info.get('model_version')}\x00{info['rows']}\x00{info['sha256']}\n")
+            lines.append(
+                f"{t}\x00{int(p)}\x00{m}\x00{info.get('model_version')}\x00{info['rows']}\x00{info['sha256']}\n"
+            )
         h = hashlib.sha256()
         for line in sorted(lines):
             h.update(line.encode())
@@ -399,139 +359,3 @@ class ContentHash:
 
     def hexdigest(self) -> str:
         return self.combine(self.summary())
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-
-
-class Sink:
-    """Writes output tables to the run's topic from a background thread, in the order given.
-
-    Rows decided from input partition ``p`` go to output partition ``p % partitions``: each stream
-    (input topic, partition, model) stays in one output partition, in order (also across an
-    interrupt and resume), and worker processes given disjoint sets of ``p % partitions`` write
-    to partitions of their own, in parallel.
-
-    `put(parts, marks)` queues `Rows` (all models' rows for some inputs) with progress marks
-    ``{partition: (clock, offset, inputs)}`` that become `written` once they are committed, so
-    `written` never runs ahead of the log. Rows are coalesced (waiting up to `linger` seconds
-    for more) into frames of about `frame_rows` rows (~5 MB): the cost per frame (assembling,
-    validation, system columns, encoding, index entry, tail hint) is paid on the sink thread, which
-    competes for the GIL with the models; 64k-row frames replayed the benchmark's 1M rows 10-15%
-    faster than 32k-row ones, 16k-row ones 10% slower. `hash=False` skips the content hash
-    (resumed runs hash from the log).
-    """
-
-    def __init__(self, log: Any, topic: str, *, durability: str = "flush", frame_rows: int = 65_536,
-                 max_queue: int = 32, hash: bool = True, on_commit: Callable[[dict], None] | None = None,
-                 linger: float = 0.05) -> None:
-        self.topic = topic
-        self.partitions = log.config(topic).partitions
-        if self.partitions > 1 and log.config(topic).key_field is not None:
-            raise ValueError(f"output topic {topic!r} partitions by key; a run's rows must stay in write order")
-        self.frame_rows = frame_rows
-        self.linger = linger
-        self._clock = 0
-        # rows are built to the output schema (engine.Replayer._rows): the writer's checks of Arrow
-        # input of the exact schema are per column (nulls, enum symbols, a size bound), not per value
-        self.writer = log.writer(topic, durability=durability, linger_ms=None, clock=self._now)
-        self.hasher = ContentHash() if hash else None
-        self.written: dict[int, tuple[int, int, int]] = {}  # partition -> (clock, offset, inputs so far)
-        self.rows = 0
-        self.frames = 0
-        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._on_commit = on_commit
-        self._constants = Constants()  # the sink thread's own: the cache is not shared across threads
-        self._thread = threading.Thread(target=self._loop, name=f"replay-sink-{topic}", daemon=True)
-        self._thread.start()
-
-    def _now(self) -> datetime:
-        return to_datetime(self._clock)
-
-    def put(self, parts: list[Rows], marks: dict[int, tuple[int, int, int]], clock_us: int) -> None:
-        """Queue output rows (all models' rows for some inputs) to be written in order.
-
-        The rows are hashed here, in the caller's thread (it balances the work of the two threads);
-        the hash only counts for a run that completes, and a resumed run re-hashes from the log.
-        """
-        if self._error is not None:
-            raise self._error
-        if self.hasher is not None:
-            for rows in parts:
-                if rows.n:
-                    self.hasher.update_rows(rows)
-        self._q.put((parts, marks, clock_us))
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            items = [item]
-            rows = sum(r.n for r in item[0])
-            deadline = time.monotonic() + self.linger
-            while rows < self.frame_rows:
-                try:  # small tables: wait a little for more, so frames are not tiny
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)  # let the outer loop see the end after this write
-                    break
-                items.append(nxt)
-                rows += sum(r.n for r in nxt[0])
-            if self._error is not None:
-                continue  # drain without writing after a failure
-            try:
-                self._write(items)
-            except BaseException as e:  # surfaced by put() / close()
-                self._error = e
-
-    def _write(self, items: list) -> None:
-        by_target: dict[int, list[Rows]] = {}
-        for parts, _, _ in items:
-            for rows in parts:
-                if rows.n:
-                    by_target.setdefault(rows.key[1] % self.partitions, []).append(rows)
-        if by_target:
-            self._clock = max(self._clock, max(c for _, _, c in items))
-        for target, rows_list in sorted(by_target.items()):
-            batch = assemble(rows_list, self._constants)
-            self.writer.append_batch(batch, partition=target)
-            self.rows += batch.num_rows
-            self.frames += 1
-        with self._lock:
-            for _, marks, _ in items:
-                for p, m in marks.items():
-                    self.written[p] = m
-            snapshot = dict(self.written)
-        if self._on_commit is not None:
-            self._on_commit(snapshot)
-
-    def progress(self) -> dict[int, tuple[int, int, int]]:
-        with self._lock:
-            return dict(self.written)
-
-    def close(self) -> None:
-        """Write everything queued, then close the writer; raises the first write error."""
-        self._q.put(None)
-        self._thread.join()
-        try:
-            self.writer.close()
-        finally:
-            if self._error is not None:
-                raise self._error
-
-
-def read_run(log: Any, topic: str, run_id: str, start: dict[int, int] | None, end: dict[int, int] | None = None,
-             columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """The output rows of `run_id` in `topic` from offsets `start` on, one table per frame, in order."""
-    cols = None if columns is None else list(dict.fromkeys(list(columns) + ["run_id"]))
-    for batch in log.reader(topic, start=start, end=end, columns=cols):
-        mask = pc.equal(batch.column(batch.schema.get_field_index("run_id")), run_id)
-        t = pa.Table.from_batches([batch]).filter(mask)
-        if t.num_rows:
-            yield t if columns is None else t.select(list(columns))

@@ -1,26 +1,23 @@
-"""The engine: drives models along the event clock and turns their answers into output rows.
+"""The replayer: drives models along the event clock and turns their answers into output rows.
 
 One `Replayer` replays a set of input partitions in one process. It walks the merged stream of
-`replay.clock` and, for each event:
+`replay.engine.clock` and, for each event:
 
 - an outcome frame is joined (on the run's `key`) with the pending inputs already decided; every
   learning model gets the joined rows in one `learn(batch, ctx)` call, at the outcome's clock;
 - input rows are decided: each model's `predict(batch, ctx)` on the whole frame (one clock for
-  all rows), the answers become output rows handed to the `Sink`.
+  all rows); the answers (`replay.engine.answers`) become output rows handed to the `Sink`.
 
-Lookup topics are not on this clock: each has its own feed (`replay.lookups`), applied up to the
-clock of the rows that ask, so a topic declared and a topic first looked up mid-run give the
-same answers, and each row's `fence` lists the topics its model read for it.
+Lookup topics are not on this clock: each has its own feed (`replay.engine.lookups`), applied up
+to the clock of the rows that ask, so a topic declared and a topic first looked up mid-run give
+the same answers, and each row's `fence` lists the topics its model read for it.
 
-Because a frame's rows share one append time and outcomes at that time come first, a
-learning model sees exactly what it would see if events were processed one at a time: a
-prediction batch is cut wherever an outcome becomes visible, by construction of the clock.
-
-Outcomes visible before their input was decided (the outcome appended at or before its input,
-or before the input's event-time clock arrived) cannot be learned from without a leak into the
-input's own prediction: an input that arrived but is still held (event-time order) keeps them
-and learns right after its prediction; otherwise they are counted as ``outcomes_unmatched``.
-Pending inputs wait for their outcome for `horizon` (by clock; None: for the whole run).
+A frame's rows share one append time and outcomes at that time come first, so a learning model
+sees exactly what it would see if events came one at a time. Outcomes visible before their input
+was decided cannot be learned from without a leak into the input's own prediction: an input that
+arrived but is still held (event-time order) learns them right after its prediction; otherwise
+they count as ``outcomes_unmatched``. Pending inputs wait for their outcome for `horizon` (by
+clock; None: the whole run). Design: docs/architecture.md ("Two clocks", invariants 8 and 9).
 """
 
 from __future__ import annotations
@@ -28,19 +25,20 @@ from __future__ import annotations
 import collections
 import struct
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import ModelError
+from ..models import learns
+from .answers import coerce
 from .clock import INPUT, OUTCOME, TIME_TYPE, Event, EventTimeOrder, Source, merge
 from .context import Context
-from .errors import ModelError
 from .lookups import Lookups, Ranges
-from .models import learns
-from .output import Sink
 from .rows import Column, Const, Constants, Rows, Span, expand
 
 
@@ -70,6 +68,13 @@ class Plan:
 
 class Stop(Exception):
     """Raised inside a worker when the parent asked it to stop (Ctrl-C)."""
+
+
+class Sink(Protocol):
+    """Where a `Replayer` hands its output rows (`replay.runner.sink.Sink` writes them to the log)."""
+
+    def put(self, parts: list[Rows], marks: dict[int, tuple[int, int, int]], clock_us: int) -> None:
+        """Rows of every model for some inputs, with per-partition progress marks (clock, offset, inputs)."""
 
 
 _NULL = Const(None)
@@ -166,10 +171,19 @@ class Replayer:
     `on_lookup(topic, key, ranges)`: called when a model first looks up a topic not declared.
     """
 
-    def __init__(self, log: Any, plan: Plan, models: Sequence[Any], sink: Sink, *,
-                 partitions: Sequence[int] | None = None, skip: dict[int, tuple[int, int]] | None = None,
-                 should_stop: Callable[[], bool] | None = None, on_event: Callable[[], None] | None = None,
-                 on_lookup: Callable[[str, str, Ranges], None] | None = None) -> None:
+    def __init__(
+        self,
+        log: Any,
+        plan: Plan,
+        models: Sequence[Any],
+        sink: Sink,
+        *,
+        partitions: Sequence[int] | None = None,
+        skip: dict[int, tuple[int, int]] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_event: Callable[[], None] | None = None,
+        on_lookup: Callable[[str, str, Ranges], None] | None = None,
+    ) -> None:
         self.log = log
         self.plan = plan
         self.models = list(models)
@@ -179,8 +193,9 @@ class Replayer:
         self.should_stop = should_stop
         self.on_event = on_event
         self.learners = [m for m in self.models if learns(m)]
-        self.lookups = Lookups(log, plan.lookups, plan.topics, run_key=plan.key, output=plan.output,
-                               on_discover=on_lookup)
+        self.lookups = Lookups(
+            log, plan.lookups, plan.topics, run_key=plan.key, output=plan.output, on_discover=on_lookup
+        )
         self.ctx = Context(self.lookups, plan.seed)
         self.learn_ctx = Context(self.lookups, plan.seed)
         self.learn_ctx.label = plan.label
@@ -255,9 +270,10 @@ class Replayer:
             t0 = time.perf_counter()
             answer = m.predict(batch, ctx)
             elapsed = time.perf_counter() - t0
-            score, scores, label = _coerce(answer, n, m)
-            parts.append(self._rows(m, frame, ev, n, score, scores, label, elapsed, ctx._fence,
-                                    self._fence_column(ctx, n)))
+            score, scores, label = coerce(answer, n, m)
+            parts.append(
+                self._rows(m, frame, ev, n, score, scores, label, elapsed, ctx._fence, self._fence_column(ctx, n))
+            )
         last_clock = ev.time if clocks is None else int(clocks[-1])
         last_off = off_col[-1].as_py()
         skip = self.skip.get(p)
@@ -280,8 +296,9 @@ class Replayer:
                 if due:
                     self._learn_due(due, last_clock)
 
-    def _frame_columns(self, batch: pa.RecordBatch, ev: Event, at_col: pa.Array,
-                       off_col: pa.Array) -> dict[str, Column]:
+    def _frame_columns(
+        self, batch: pa.RecordBatch, ev: Event, at_col: pa.Array, off_col: pa.Array
+    ) -> dict[str, Column]:
         """The output columns every model's rows for input `batch` share, constants as `Const`s
         (`read_fence` and `fence` as when no lookup was made)."""
         n = batch.num_rows
@@ -292,8 +309,9 @@ class Replayer:
                 rid = rid.cast(pa.string())
         else:
             part_col = batch.column(schema.get_field_index("_partition"))
-            rid = pc.binary_join_element_wise(self._constants(ev.topic, n, pa.string()), part_col.cast(pa.string()),
-                                              off_col.cast(pa.string()), "/")
+            rid = pc.binary_join_element_wise(
+                self._constants(ev.topic, n, pa.string()), part_col.cast(pa.string()), off_col.cast(pa.string()), "/"
+            )
         # a frame's rows share one append time, and append times never go back in a partition:
         # equal ends make the column constant
         at_first, at_last = _ends(at_col)
@@ -323,8 +341,19 @@ class Replayer:
             "fence": _NULL,
         }
 
-    def _rows(self, m: Any, frame: dict[str, Column], ev: Event, n: int, score: np.ndarray, scores: Any,
-              label: Any, elapsed: float, fence: np.ndarray | None, fences: Column) -> Rows:
+    def _rows(
+        self,
+        m: Any,
+        frame: dict[str, Column],
+        ev: Event,
+        n: int,
+        score: np.ndarray,
+        scores: Any,
+        label: Any,
+        elapsed: float,
+        fence: np.ndarray | None,
+        fences: Column,
+    ) -> Rows:
         """The output rows of model `m` for an input frame: its `frame` columns and the model's own."""
         cols = dict(frame)
         cols["model_id"] = Const(m.name)
@@ -347,13 +376,15 @@ class Replayer:
         states = [(t, self.lookups.states[t], mask) for t, mask in sorted(ctx.read_topics.items())]
         clocks = ctx._row_clocks()
         first, last = int(clocks.min()), int(clocks.max())
-        if all(mask is None for _, _, mask in states) and \
-                (first == last or all(st.latest <= first for _, st, _ in states)):
+        if all(mask is None for _, _, mask in states) and (
+            first == last or all(st.latest <= first for _, st, _ in states)
+        ):
             keys, vals = _fence_entries(states, first)
             k = len(keys)
             offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * k)
-            return pa.MapArray.from_arrays(offsets, pa.array(keys * n, pa.string()), pa.array(vals * n, pa.int64()),
-                                           type=mtype)
+            return pa.MapArray.from_arrays(
+                offsets, pa.array(keys * n, pa.string()), pa.array(vals * n, pa.int64()), type=mtype
+            )
         keys, vals, offsets, valid = [], [], [0], np.zeros(n, bool)
         cache: dict[tuple, tuple[list, list]] = {}
         for i in range(n):
@@ -367,8 +398,13 @@ class Replayer:
                 keys += entry[0]
                 vals += entry[1]
             offsets.append(len(keys))
-        return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()),
-                                       pa.array(vals, pa.int64()), type=mtype, mask=pa.array(~valid))
+        return pa.MapArray.from_arrays(
+            pa.array(offsets, pa.int32()),
+            pa.array(keys, pa.string()),
+            pa.array(vals, pa.int64()),
+            type=mtype,
+            mask=pa.array(~valid),
+        )
 
     # --- learning -------------------------------------------------------------------------------
     def outcomes(self, ev: Event) -> None:
@@ -396,7 +432,7 @@ class Replayer:
 
     def _learn_due(self, due: list[tuple[Any, list]], clock_us: int) -> None:
         parts = []
-        for k, e in due:
+        for _k, e in due:
             for ob, j, _t in e[3]:
                 parts.append((e, ob, j))
         joined = self._join(parts)
@@ -466,59 +502,3 @@ def _fence_entries(states: Sequence[tuple[str, Any, Any]], clock_us: int) -> tup
             keys.append(f"{topic}/{part}")
             vals.append(off)
     return keys, vals
-
-
-def _coerce(answer: Any, n: int, m: Any) -> tuple[np.ndarray, Any, Any]:
-    """The model's answer as (float64 scores, scores list column | None, label column | None)."""
-    scores = label = None
-    if isinstance(answer, (pa.RecordBatch, pa.Table)):
-        names = answer.schema.names
-        if "score" not in names:
-            raise ModelError(f"model {m.name!r}: predict returned a table without a 'score' column ({names})")
-        if "scores" in names:
-            scores = answer.column("scores")
-        if "label" in names:
-            label = answer.column("label")
-        answer = answer.column("score")
-    elif isinstance(answer, dict):
-        if "score" not in answer:
-            raise ModelError(f"model {m.name!r}: predict returned a dict without 'score' ({sorted(answer)})")
-        scores, label = answer.get("scores"), answer.get("label")
-        answer = answer["score"]
-    try:
-        if isinstance(answer, (pa.Array, pa.ChunkedArray)):
-            if answer.null_count:
-                raise ModelError(f"model {m.name!r}: predict returned {answer.null_count} null score(s) "
-                                 f"(first at row {answer.is_null().to_pylist().index(True)})")
-            arr = answer.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        else:
-            arr = np.asarray(answer, dtype=np.float64)
-    except (TypeError, ValueError, pa.ArrowException) as e:
-        raise ModelError(f"model {m.name!r}: predict must return one float per row, got {type(answer).__name__} ({e})") from None
-    if arr.ndim != 1 or len(arr) != n:
-        raise ModelError(f"model {m.name!r}: predict returned shape {arr.shape} for a batch of {n} rows; "
-                         f"it must return one score per row")
-    if scores is not None:
-        scores = _list_col(scores, n, m)
-    if label is not None:
-        label = label if isinstance(label, (pa.Array, pa.ChunkedArray)) else pa.array(label, pa.string())
-        if isinstance(label, pa.ChunkedArray):
-            label = label.combine_chunks()
-        label = label.cast(pa.string())
-        if len(label) != n:
-            raise ModelError(f"model {m.name!r}: {len(label)} labels for {n} rows")
-    return arr, scores, label
-
-
-def _list_col(scores: Any, n: int, m: Any) -> pa.Array:
-    if isinstance(scores, np.ndarray) and scores.ndim == 2:
-        flat = pa.array(scores.astype(np.float64).ravel())
-        arr = pa.ListArray.from_arrays(pa.array(np.arange(0, scores.size + 1, scores.shape[1], dtype=np.int32)), flat)
-    elif isinstance(scores, (pa.Array, pa.ChunkedArray)):
-        arr = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
-        arr = arr.cast(pa.list_(pa.float64()))
-    else:
-        arr = pa.array(scores, pa.list_(pa.float64()))
-    if len(arr) != n:
-        raise ModelError(f"model {m.name!r}: {len(arr)} score vectors for {n} rows")
-    return arr

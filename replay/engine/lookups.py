@@ -18,12 +18,13 @@ through `on_discover`, so the manifest lists it with its range and the audit che
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pyarrow as pa
 
+from ..errors import LookupTopicError, ReplayError
 from .context import AsOfState
-from .errors import LookupTopicError, ReplayError
 
 Ranges = dict[int, tuple[int, int]]
 
@@ -47,8 +48,10 @@ def resolve_key(log: Any, topic: str, key: str | None, run_key: str) -> str:
     if key is None:
         key = log.config(topic).key_field or (run_key if run_key in schema.names else None)
     if key is None:
-        raise ReplayError(f"lookup topic {topic!r} has no key field and no {run_key!r} column: pass "
-                          f"ctx.lookup({topic!r}, keys, key='field') or declare lookups={{{topic!r}: 'field'}}")
+        raise ReplayError(
+            f"lookup topic {topic!r} has no key field and no {run_key!r} column: pass "
+            f"ctx.lookup({topic!r}, keys, key='field') or declare lookups={{{topic!r}: 'field'}}"
+        )
     if key not in schema.names:
         raise ReplayError(f"lookup topic {topic!r} has no field {key!r} (its fields: {schema.names})")
     return key
@@ -77,8 +80,9 @@ class Feed:
         if self._streams is None:
             self._streams = []
             for i, (p, (lo, hi)) in enumerate(self.ranges.items()):
-                self._streams.append(iter(self.log.reader(self.state.topic, start={p: lo}, end={p: hi},
-                                                          partitions=[p])))
+                self._streams.append(
+                    iter(self.log.reader(self.state.topic, start={p: lo}, end={p: hi}, partitions=[p]))
+                )
                 self._push(i, p)
         heap = self._heap
         while heap and heap[0][0][0] <= upto_us:
@@ -97,9 +101,16 @@ class Feed:
 class Lookups:
     """The as-of states of a run by topic (module docstring): `state(topic, ...)` for `ctx`."""
 
-    def __init__(self, log: Any, lookups: Mapping[str, tuple[str, Ranges]], topics: Mapping[str, Ranges], *,
-                 run_key: str = "request_id", output: str | None = None,
-                 on_discover: Callable[[str, str, Ranges], None] | None = None) -> None:
+    def __init__(
+        self,
+        log: Any,
+        lookups: Mapping[str, tuple[str, Ranges]],
+        topics: Mapping[str, Ranges],
+        *,
+        run_key: str = "request_id",
+        output: str | None = None,
+        on_discover: Callable[[str, str, Ranges], None] | None = None,
+    ) -> None:
         self.log = log
         self.topics = topics
         self.run_key = run_key
@@ -136,8 +147,9 @@ class Lookups:
         if ranges is None:
             known = sorted(self.topics)
             shown = ", ".join(map(repr, known[:12])) + (f" and {len(known) - 12} more" if len(known) > 12 else "")
-            raise LookupTopicError(f"{call}, but the log has no topic {topic!r} (when the run started it had: "
-                                   f"{shown or 'none'})")
+            raise LookupTopicError(
+                f"{call}, but the log has no topic {topic!r} (when the run started it had: {shown or 'none'})"
+            )
         k = resolve_key(self.log, topic, key, self.run_key)
         st = self._open(topic, k, ranges)
         self.discovered[topic] = k

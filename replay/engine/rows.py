@@ -8,7 +8,7 @@ nulls of fields a model leaves unset, the per-row latency. `Rows` holds such a c
 - the sink assembles the rows of many input frames into one record batch (`assemble`) where a
   column constant in every frame is run-end encoded: a run per frame, stored so by the log, not a
   value per row expanded, concatenated, checksummed and written;
-- the content hash takes a constant or a span as the runs it is (`output.StreamHash.update_rows`),
+- the content hash takes a constant or a span as the runs it is (`replay.runner.hashing.StreamHash.update_rows`),
   giving the digest the expanded column gives, without expanding it.
 
 Any `Rows` turns into a record batch with `to_batch`, which expands each constant to its value
@@ -17,8 +17,9 @@ repeated (a dictionary-typed one to codes of one dictionary value).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +39,7 @@ class Span:
     start: int
 
 
-Column = pa.Array | Const | Span
+Column: TypeAlias = "pa.Array | Const | Span"
 
 _CACHE_CAP = 1 << 16  # rows a cached constant column holds (sliced to length); grows on demand
 _CACHE_ENTRIES = 64  # distinct cached constants before the cache starts over
@@ -67,8 +68,9 @@ class Constants:
         if value is None:
             return pa.nulls(n, t)
         if pa.types.is_dictionary(t):
-            return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, t.index_type.to_pandas_dtype())),
-                                                  pa.array([value], t.value_type))
+            return pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, t.index_type.to_pandas_dtype())), pa.array([value], t.value_type)
+            )
         if pa.types.is_string(t) and isinstance(value, str):
             raw = value.encode()
             if len(raw) * n < 2**31:
@@ -78,8 +80,13 @@ class Constants:
 
 
 def _fixed_width(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t) \
-        or pa.types.is_duration(t) or pa.types.is_date64(t)
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_duration(t)
+        or pa.types.is_date64(t)
+    )
 
 
 def _numpy_type(t: pa.DataType) -> np.dtype:
@@ -117,7 +124,7 @@ class Rows:
     def to_batch(self, constants: Constants | None = None) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays([self.column(f.name, constants) for f in self.schema], schema=self.schema)
 
-    def filter(self, keep: np.ndarray) -> "Rows":
+    def filter(self, keep: np.ndarray) -> Rows:
         """The rows where `keep` (bool, one per row) is true; constants stay constants."""
         n = int(np.count_nonzero(keep))
         if n == self.n:
@@ -158,7 +165,7 @@ def assemble(parts: Sequence[Rows], constants: Constants | None = None) -> pa.Re
         cs = [r.cols[f.name] for r in parts]
         t = f.type
         if all(isinstance(c, Const) for c in cs) and not pa.types.is_dictionary(t):
-            arr = _runs(cs, ns, t)
+            arr = _runs([c for c in cs if isinstance(c, Const)], ns, t)
         elif len(cs) == 1:
             arr = expand(cs[0], total, t, constants)
         elif _fixed_width(t) and all(_null_free(c, t) for c in cs):
@@ -208,10 +215,10 @@ def _fill(cs: list[Column], ns: list[int], total: int, t: pa.DataType) -> pa.Arr
     at = 0
     for c, n in zip(cs, ns):
         if isinstance(c, Const):
-            out[at:at + n] = c.value
+            out[at : at + n] = c.value
         elif isinstance(c, Span):
-            out[at:at + n] = np.arange(c.start, c.start + n, dtype=dtype)
+            out[at : at + n] = np.arange(c.start, c.start + n, dtype=dtype)
         else:
-            out[at:at + n] = np.frombuffer(c.buffers()[1], dtype, count=n, offset=c.offset * dtype.itemsize)
+            out[at : at + n] = np.frombuffer(c.buffers()[1], dtype, count=n, offset=c.offset * dtype.itemsize)
         at += n
     return pa.Array.from_buffers(t, total, [None, buf])

@@ -1,11 +1,11 @@
 """A simulated card-payment fraud-scoring service, recorded through the real log writer.
 
     import logstore
-    from replay import simulate
+    from replay.datasets import fraud
     log = logstore.open("demo-log")
-    traffic = simulate.simulate(log, days=7, rate=8, seed=0)   # -> Traffic (counts, times, ...)
+    traffic = fraud.simulate(log, days=7, rate=8, seed=0)   # -> Traffic (counts, times, ...)
 
-What is recorded (the rendezvous architecture of the talk behind this project, DESIGN.md):
+What is recorded (the rendezvous architecture; docs/architecture.md, "The problem"):
 
 =============  ============  ============================================================
 topic          schema        what, and when it is appended
@@ -38,13 +38,16 @@ distribution moves with it, which is what a canary is for. The true fraud model 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..errors import ReplayValueError
 
 __all__ = [
     "SimClock",
@@ -64,7 +67,7 @@ __all__ = [
 ]
 
 # a Monday, safely in the past: evaluation's default cut-off ("now") sees every outcome
-DEFAULT_START = datetime(2025, 3, 3, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2025, 3, 3, tzinfo=UTC)
 CHAMPION = ("champion", "3.2")
 CANARY = ("canary", "1.0")
 DEADLINE_MS = 50.0
@@ -82,20 +85,38 @@ TOPICS: dict[str, tuple[str, int]] = {
 }
 
 FEATURES = (
-    "amount", "log_amount", "merchant_risk", "card_age_days", "txn_24h", "distance_km",
-    "foreign", "new_device", "night",
+    "amount",
+    "log_amount",
+    "merchant_risk",
+    "card_age_days",
+    "txn_24h",
+    "distance_km",
+    "foreign",
+    "new_device",
+    "night",
 )
 
 # log-odds of fraud = w0 + sum(w_f * feature transform); transforms in `_design`
 TRUE_WEIGHTS: dict[str, float] = {
-    "bias": -6.5, "log_amount": 0.45, "merchant_risk": 3.2, "log_card_age": -0.35,
-    "txn_24h": 0.18, "log_distance": 0.22, "foreign": 0.9, "new_device": 1.9, "night": 0.6,
+    "bias": -6.5,
+    "log_amount": 0.45,
+    "merchant_risk": 3.2,
+    "log_card_age": -0.35,
+    "txn_24h": 0.18,
+    "log_distance": 0.22,
+    "foreign": 0.9,
+    "new_device": 1.9,
+    "night": 0.6,
 }
 # the champion was trained without new_device (the device signal was added to the inputs later)
 CHAMPION_WEIGHTS: dict[str, float] = {**TRUE_WEIGHTS, "bias": -6.3, "new_device": 0.0}
 # the canary: an older, simpler model, frozen as a reference
 CANARY_WEIGHTS: dict[str, float] = {
-    "bias": -5.9, "log_amount": 0.5, "merchant_risk": 3.0, "foreign": 1.0, "night": 0.5,
+    "bias": -5.9,
+    "log_amount": 0.5,
+    "merchant_risk": 3.0,
+    "foreign": 1.0,
+    "night": 0.5,
 }
 
 _CATEGORIES = np.array(["grocery", "fuel", "travel", "electronics", "restaurants", "online"])
@@ -206,8 +227,9 @@ def _timestamps(base: datetime, us: np.ndarray) -> pa.Array:
     return pa.array(t0 + np.asarray(us, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
-           drift_at: float) -> tuple[dict[str, tuple[pa.Table, np.ndarray]], dict[str, Any]]:
+def _build(
+    rng: np.random.Generator, start: datetime, days: float, rate: float, drift_at: float
+) -> tuple[dict[str, tuple[pa.Table, np.ndarray]], dict[str, Any]]:
     """Every topic's rows and, per row, the time (us from start) it became known."""
     total_us = int(days * 86_400_000_000)
     minutes = int(np.ceil(days * 1440))
@@ -228,8 +250,9 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
     device = np.where(f["new_device"] > 0, "new", "known")
     raw = [
         f'{{"card":"c{c:06d}","amount":{a:.2f},"merchant":"m{m:04d}","country":"{k}","device":"{d}"}}'
-        for c, a, m, k, d in zip(cards.tolist(), f["amount"].tolist(), merchants.tolist(),
-                                 country.tolist(), device.tolist())
+        for c, a, m, k, d in zip(
+            cards.tolist(), f["amount"].tolist(), merchants.tolist(), country.tolist(), device.tolist()
+        )
     ]
     enrich = _map_array(
         ["merchant_category", "card_tier"],
@@ -237,21 +260,20 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
         pa.string(),
     )
     missing = rng.random(n) < 0.03  # the feature-store lookup timed out: no enrichment
-    enrich = pa.MapArray.from_arrays(enrich.offsets, enrich.keys, enrich.items,
-                                     mask=pa.array(missing))
-    inputs = pa.table({
-        "request_id": pa.array(ids, pa.string()),
-        "event_time": _timestamps(start, t),
-        "features": _map_array(list(FEATURES), [f[k] for k in FEATURES], pa.float64()),
-        "raw": pa.array(raw, pa.string()),
-        "enrichment": enrich,
-        "source": pa.array(np.where(rng.random(n) < 0.7, "api/authorize", "api/authorize-3ds"),
-                           pa.string()),
-    })
+    enrich = pa.MapArray.from_arrays(enrich.offsets, enrich.keys, enrich.items, mask=pa.array(missing))
+    inputs = pa.table(
+        {
+            "request_id": pa.array(ids, pa.string()),
+            "event_time": _timestamps(start, t),
+            "features": _map_array(list(FEATURES), [f[k] for k in FEATURES], pa.float64()),
+            "raw": pa.array(raw, pa.string()),
+            "enrichment": enrich,
+            "source": pa.array(np.where(rng.random(n) < 0.7, "api/authorize", "api/authorize-3ds"), pa.string()),
+        }
+    )
 
     # ---- scores: champion and frozen canary, with latencies ----
-    champ_lat = rng.lognormal(np.log(14.0), 0.45, n) + np.where(rng.random(n) < 0.012,
-                                                                rng.uniform(30, 90, n), 0.0)
+    champ_lat = rng.lognormal(np.log(14.0), 0.45, n) + np.where(rng.random(n) < 0.012, rng.uniform(30, 90, n), 0.0)
     canary_lat = rng.lognormal(np.log(6.0), 0.35, n)
     champ_fail = rng.random(n) < CHAMPION_FAILURE
     champ_score = _sigmoid(logit(f, CHAMPION_WEIGHTS))
@@ -259,27 +281,26 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
     ok = ~champ_fail
     hosts = np.array(["scorer-a", "scorer-b", "scorer-c"])
     s_ids = np.concatenate([ids[ok], ids])
-    s_time = np.concatenate([t[ok] + (champ_lat[ok] * 1000).astype(np.int64),
-                             t + (canary_lat * 1000).astype(np.int64)])
+    s_time = np.concatenate([t[ok] + (champ_lat[ok] * 1000).astype(np.int64), t + (canary_lat * 1000).astype(np.int64)])
     n_ok = int(ok.sum())
-    scores = pa.table({
-        "request_id": pa.array(s_ids, pa.string()),
-        "event_time": _timestamps(start, s_time),
-        "model_id": pa.array([CHAMPION[0]] * n_ok + [CANARY[0]] * n, pa.string()),
-        "model_version": pa.array([CHAMPION[1]] * n_ok + [CANARY[1]] * n, pa.string()),
-        "score": pa.array(np.round(np.concatenate([champ_score[ok], canary_score]), 6)),
-        "latency_ms": pa.array(np.round(np.concatenate([champ_lat[ok], canary_lat]), 2), pa.float32()),
-        "host": pa.array(np.concatenate([hosts[rng.integers(0, 3, n_ok)], np.full(n, "canary-a")]),
-                         pa.string()),
-        "code_version": pa.array(["svc-2.4.1"] * (n_ok + n), pa.string()),
-    })
+    scores = pa.table(
+        {
+            "request_id": pa.array(s_ids, pa.string()),
+            "event_time": _timestamps(start, s_time),
+            "model_id": pa.array([CHAMPION[0]] * n_ok + [CANARY[0]] * n, pa.string()),
+            "model_version": pa.array([CHAMPION[1]] * n_ok + [CANARY[1]] * n, pa.string()),
+            "score": pa.array(np.round(np.concatenate([champ_score[ok], canary_score]), 6)),
+            "latency_ms": pa.array(np.round(np.concatenate([champ_lat[ok], canary_lat]), 2), pa.float32()),
+            "host": pa.array(np.concatenate([hosts[rng.integers(0, 3, n_ok)], np.full(n, "canary-a")]), pa.string()),
+            "code_version": pa.array(["svc-2.4.1"] * (n_ok + n), pa.string()),
+        }
+    )
 
     # ---- decisions: the rendezvous picks an answer ----
     champ_name, canary_name = ":".join(CHAMPION), ":".join(CANARY)
     late = ok & (champ_lat > DEADLINE_MS)
     explore = ok & ~late & (rng.random(n) < EXPLORE)
-    reason = np.where(champ_fail, "fallback", np.where(late, "deadline",
-                                                       np.where(explore, "sampled", "first")))
+    reason = np.where(champ_fail, "fallback", np.where(late, "deadline", np.where(explore, "sampled", "first")))
     chosen = np.where(reason == "first", champ_name, canary_name)
     propensity = np.where(reason == "first", 1.0 - EXPLORE, np.where(reason == "sampled", EXPLORE, 1.0))
     in_time = ok & ~late
@@ -289,23 +310,24 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
     first_pos = cand_offsets[:-1]
     cand_values[first_pos] = np.where(in_time, champ_name, canary_name)
     cand_values[first_pos[in_time] + 1] = canary_name
-    decided_ms = np.where(in_time, np.maximum(champ_lat, canary_lat),
-                          np.where(late, DEADLINE_MS, canary_lat))
+    decided_ms = np.where(in_time, np.maximum(champ_lat, canary_lat), np.where(late, DEADLINE_MS, canary_lat))
     d_time = t + (decided_ms * 1000).astype(np.int64) + 200  # the rendezvous itself takes 0.2 ms
-    decisions = pa.table({
-        "request_id": pa.array(ids, pa.string()),
-        "event_time": _timestamps(start, d_time),
-        "candidates": pa.ListArray.from_arrays(pa.array(cand_offsets),
-                                               pa.array(cand_values, pa.string())),
-        "chosen_model": pa.array(chosen, pa.string()),
-        # the full symbol list as every frame's dictionary: frames then agree on it, which readers
-        # that concatenate frames into one IPC file (the DuckDB views) require
-        "reason": pa.DictionaryArray.from_arrays(
-            pa.array(np.select([reason == r for r in REASONS], np.arange(len(REASONS)), 0), pa.int32()),
-            pa.array(REASONS, pa.string())),
-        "propensity": pa.array(propensity),
-        "deadline_ms": pa.array(np.full(n, DEADLINE_MS), pa.float32()),
-    })
+    decisions = pa.table(
+        {
+            "request_id": pa.array(ids, pa.string()),
+            "event_time": _timestamps(start, d_time),
+            "candidates": pa.ListArray.from_arrays(pa.array(cand_offsets), pa.array(cand_values, pa.string())),
+            "chosen_model": pa.array(chosen, pa.string()),
+            # the full symbol list as every frame's dictionary: frames then agree on it, which readers
+            # that concatenate frames into one IPC file (the DuckDB views) require
+            "reason": pa.DictionaryArray.from_arrays(
+                pa.array(np.select([reason == r for r in REASONS], np.arange(len(REASONS)), 0), pa.int32()),
+                pa.array(REASONS, pa.string()),
+            ),
+            "propensity": pa.array(propensity),
+            "deadline_ms": pa.array(np.full(n, DEADLINE_MS), pa.float32()),
+        }
+    )
 
     # ---- outcomes, when they become known ----
     day_us = 86_400_000_000
@@ -314,18 +336,24 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
     batch_at = ((earliest - 2 * 3_600_000_000) // day_us + 1) * day_us + 2 * 3_600_000_000
     settle = batch_at + rng.integers(0, 20 * 60_000_000, n)  # the batch runs ~20 minutes
     report = rng.random(n) < 0.2  # a fraud the card holder reports quickly; others charge back
-    fraud_delay = np.where(report, rng.exponential(3 * 3_600_000_000, n),
-                           rng.lognormal(np.log(2 * day_us), 0.6, n)).astype(np.int64) + 60_000_000
+    fraud_delay = (
+        np.where(report, rng.exponential(3 * 3_600_000_000, n), rng.lognormal(np.log(2 * day_us), 0.6, n)).astype(
+            np.int64
+        )
+        + 60_000_000
+    )
     known = np.where(fraud, t + fraud_delay, settle)
     o_keep = known < total_us
     o_src = np.where(fraud, np.where(report, "customer-report", "chargeback"), "settlement")
-    outcomes = pa.table({
-        "request_id": pa.array(ids[o_keep], pa.string()),
-        "event_time": _timestamps(start, known[o_keep]),
-        "label": pa.array(fraud[o_keep].astype(np.float64)),
-        "reward": pa.array(np.round(np.where(fraud, -f["amount"], 0.015 * f["amount"])[o_keep], 2)),
-        "source": pa.array(o_src[o_keep], pa.string()),
-    })
+    outcomes = pa.table(
+        {
+            "request_id": pa.array(ids[o_keep], pa.string()),
+            "event_time": _timestamps(start, known[o_keep]),
+            "label": pa.array(fraud[o_keep].astype(np.float64)),
+            "reward": pa.array(np.round(np.where(fraud, -f["amount"], 0.015 * f["amount"])[o_keep], 2)),
+            "source": pa.array(o_src[o_keep], pa.string()),
+        }
+    )
 
     # ---- metrics: per hour and model ----
     hour_idx = t // 3_600_000_000
@@ -342,21 +370,25 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
             (CANARY, canary_lat[sel], canary_score[sel], np.ones(hi - lo, bool)),
         ):
             tags = [("model_id", mid), ("model_version", ver)]
-            vals = [("requests.count", float(mask.sum())),
-                    ("model.latency_p99_ms", float(np.percentile(lat[mask], 99)) if mask.any() else 0.0),
-                    ("model.mean_score", float(sc[mask].mean()) if mask.any() else 0.0)]
+            vals = [
+                ("requests.count", float(mask.sum())),
+                ("model.latency_p99_ms", float(np.percentile(lat[mask], 99)) if mask.any() else 0.0),
+                ("model.mean_score", float(sc[mask].mean()) if mask.any() else 0.0),
+            ]
             for name, v in vals:
                 m_rows["name"].append(name)
                 m_rows["value"].append(round(v, 4))
                 m_rows["tags"].append(tags)
                 m_rows["event_time"].append(end_us)
                 m_known.append(end_us)
-    metrics = pa.table({
-        "name": pa.array(m_rows["name"], pa.string()),
-        "value": pa.array(m_rows["value"], pa.float64()),
-        "tags": pa.array(m_rows["tags"], pa.map_(pa.string(), pa.string())),
-        "event_time": _timestamps(start, np.array(m_rows["event_time"], np.int64)),
-    })
+    metrics = pa.table(
+        {
+            "name": pa.array(m_rows["name"], pa.string()),
+            "value": pa.array(m_rows["value"], pa.float64()),
+            "tags": pa.array(m_rows["tags"], pa.map_(pa.string(), pa.string())),
+            "event_time": _timestamps(start, np.array(m_rows["event_time"], np.int64)),
+        }
+    )
 
     tables = {
         "inputs": (inputs, t),
@@ -366,17 +398,28 @@ def _build(rng: np.random.Generator, start: datetime, days: float, rate: float,
         "metrics": (metrics, np.array(m_known, np.int64)),
     }
     facts = {
-        "requests": n, "fraud_rate": float(fraud.mean()) if n else 0.0,
-        "outcomes_pending": int((~o_keep).sum()), "drift_us": drift_us, "total_us": total_us,
+        "requests": n,
+        "fraud_rate": float(fraud.mean()) if n else 0.0,
+        "outcomes_pending": int((~o_keep).sum()),
+        "drift_us": drift_us,
+        "total_us": total_us,
         "reasons": {r: int((reason == r).sum()) for r in REASONS},
     }
     return tables, facts
 
 
-def simulate(log: Any, *, days: float = 7.0, rate: float = 8.0, seed: int = 0,
-             start: datetime = DEFAULT_START, tick: timedelta = timedelta(minutes=5),
-             drift_at: float = 0.7, topics: Mapping[str, str] | None = None,
-             compression: str | None = "zstd") -> Traffic:
+def simulate(
+    log: Any,
+    *,
+    days: float = 7.0,
+    rate: float = 8.0,
+    seed: int = 0,
+    start: datetime = DEFAULT_START,
+    tick: timedelta = timedelta(minutes=5),
+    drift_at: float = 0.7,
+    topics: Mapping[str, str] | None = None,
+    compression: str | None = "zstd",
+) -> Traffic:
     """Record `days` of simulated traffic (`rate` requests per minute on average) into `log`.
 
     Creates the five topics (`TOPICS`; `topics` renames them, e.g. ``{"inputs": "prod.inputs"}``)
@@ -385,22 +428,27 @@ def simulate(log: Any, *, days: float = 7.0, rate: float = 8.0, seed: int = 0,
     `Traffic` facts. The topics must not exist yet (the simulation is one recorded history).
     """
     if days <= 0 or rate <= 0:
-        raise ValueError(f"days and rate must be positive, found days={days!r}, rate={rate!r}")
+        raise ReplayValueError(f"days and rate must be positive, found days={days!r}, rate={rate!r}")
     if not 0.0 <= drift_at <= 1.0:
-        raise ValueError(f"drift_at is a fraction of the period in [0, 1], found {drift_at!r}")
+        raise ReplayValueError(f"drift_at is a fraction of the period in [0, 1], found {drift_at!r}")
     tick_us = int(tick / timedelta(microseconds=1))
     if tick_us <= 0:
-        raise ValueError(f"tick must be positive, found {tick!r}")
+        raise ReplayValueError(f"tick must be positive, found {tick!r}")
     if start.tzinfo is None:
-        raise ValueError(f"start must be an aware datetime, found {start!r}")
+        raise ReplayValueError(f"start must be an aware datetime, found {start!r}")
     names = {k: (topics or {}).get(k, k) for k in TOPICS}
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     tables, facts = _build(rng, start, days, rate, drift_at)
 
     for key, (schema, parts) in TOPICS.items():
-        log.create_topic(names[key], schema=schema, partitions=parts, compression=compression,
-                         key_field="request_id" if key != "metrics" else None)
+        log.create_topic(
+            names[key],
+            schema=schema,
+            partitions=parts,
+            compression=compression,
+            key_field="request_id" if key != "metrics" else None,
+        )
 
     clock = SimClock(start)
     # one spare tick: answers to the last requests land just after the period's end
@@ -431,11 +479,20 @@ def simulate(log: Any, *, days: float = 7.0, rate: float = 8.0, seed: int = 0,
             w.close()
 
     return Traffic(
-        start=start, end=start + timedelta(microseconds=facts["total_us"]), days=days, rate=rate,
-        seed=seed, tick=tick, drift_start=start + timedelta(microseconds=facts["drift_us"]),
-        records={names[k]: tables[k][0].num_rows for k in TOPICS}, requests=facts["requests"],
-        fraud_rate=facts["fraud_rate"], outcomes_pending=facts["outcomes_pending"],
-        decision_reasons=facts["reasons"], commits=commits, seconds=time.perf_counter() - began,
+        start=start,
+        end=start + timedelta(microseconds=facts["total_us"]),
+        days=days,
+        rate=rate,
+        seed=seed,
+        tick=tick,
+        drift_start=start + timedelta(microseconds=facts["drift_us"]),
+        records={names[k]: tables[k][0].num_rows for k in TOPICS},
+        requests=facts["requests"],
+        fraud_rate=facts["fraud_rate"],
+        outcomes_pending=facts["outcomes_pending"],
+        decision_reasons=facts["reasons"],
+        commits=commits,
+        seconds=time.perf_counter() - began,
     )
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 import logstore
 import schemas
-from tests.schemas.avro_strategies import avro_schemas, normalize, values
 from logstore.interchange import export_topic, import_avro
 from schemas.avro import expand
+from tests.schemas.avro_strategies import avro_schemas, normalize, values
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _counter = itertools.count()
 
 
@@ -28,8 +28,9 @@ def schema_and_records(draw):
     return s, draw(st.lists(values(expand(s)), min_size=1, max_size=5))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(schema_and_records())
 def test_generated_records_through_the_log_and_avro_files(tmp_path, sr):
     """Generated records: append, read back, export to Avro (fastavro agrees), import back identical."""
@@ -50,22 +51,39 @@ def test_generated_records_through_the_log_and_avro_files(tmp_path, sr):
 
 
 def _score(i, **kw):
-    row = {"request_id": f"r{i}", "event_time": dt.datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC), "model_id": "m",
-           "model_version": "1", "score": i / 10}
+    row = {
+        "request_id": f"r{i}",
+        "event_time": dt.datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC),
+        "model_id": "m",
+        "model_version": "1",
+        "score": i / 10,
+    }
     row.update(kw)
     return row
 
 
 def test_evolution_end_to_end(tmp_path):
     """A v1 producer and a v2 producer write one topic; one reader sees every row under v2."""
-    v1 = {"type": "record", "name": "Ev", "fields": [
-        {"name": "id", "type": "string"}, {"name": "n", "type": "int"},
-        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["a", "b"]}}]}
-    v2 = {"type": "record", "name": "Ev", "fields": [
-        {"name": "id", "type": "string"}, {"name": "n", "type": "long"},
-        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["b", "a", "c"]}},
-        {"name": "note", "type": ["null", "string"], "default": None},
-        {"name": "w", "type": "double", "default": 1.0}]}
+    v1 = {
+        "type": "record",
+        "name": "Ev",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "n", "type": "int"},
+            {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["a", "b"]}},
+        ],
+    }
+    v2 = {
+        "type": "record",
+        "name": "Ev",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "n", "type": "long"},
+            {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["b", "a", "c"]}},
+            {"name": "note", "type": ["null", "string"], "default": None},
+            {"name": "w", "type": "double", "default": 1.0},
+        ],
+    }
     with logstore.open(tmp_path / "log") as log:
         log.create_topic("ev", schema=v1)
         with log.writer("ev", schema=v1) as old:
@@ -91,8 +109,9 @@ def test_incompatible_registration_lists_reasons(tmp_path):
         bad["fields"].append({"name": "extra", "type": "string"})
         with pytest.raises(logstore.SchemaIncompatibleError) as info:
             log.register_schema("s", bad)
-        assert info.value.reasons == ["field 'extra' added without a default "
-                                      "(BACKWARD: old records have no value for it)"]
+        assert info.value.reasons == [
+            "field 'extra' added without a default (BACKWARD: old records have no value for it)"
+        ]
 
 
 def test_export_parquet_and_jsonl(tmp_path):
