@@ -24,6 +24,7 @@ trusted to steer a seek.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -104,6 +105,48 @@ def load(path: Path) -> tuple[np.ndarray, bool] | None:
             good, damaged = i, True
             break
     return np.frombuffer(data, dtype=ENTRY_DTYPE, count=good).copy(), damaged
+
+
+def load_more(
+    path: Path, known: tuple[int, int, np.ndarray] | None
+) -> tuple[tuple[int, int, np.ndarray], bool, bool] | None:
+    """`load` for a file that only grows (an active segment's index): `known` is what an earlier
+    call returned, (inode, bytes read, entries); only the bytes after them are read and checked.
+
+    Returns ((inode, bytes read, all valid entries), damaged, extended), or None if the file is
+    missing; `extended` is False when the file was read whole (a replaced or shrunk file, or no
+    `known`), True when `known` was extended.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | files.NOFOLLOW | files.CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return (0, 0, empty()), True, False
+    try:
+        st = os.fstat(fd)
+        extended = not (known is None or known[0] != st.st_ino or st.st_size < known[1])
+        if not extended:
+            known = (st.st_ino, 0, empty())
+        assert known is not None
+        ino, done, entries = known
+        want = (st.st_size - done) // ENTRY_SIZE * ENTRY_SIZE
+        data = os.pread(fd, want, done) if want > 0 else b""
+    finally:
+        os.close(fd)
+    n = len(data) // ENTRY_SIZE
+    view = memoryview(data)
+    good, damaged = n, (st.st_size - done) % ENTRY_SIZE != 0
+    for i in range(n):
+        raw = view[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE]
+        if crc(raw[:48]) != int.from_bytes(raw[48:52], "little"):
+            good, damaged = i, True
+            break
+    if good:
+        more = np.frombuffer(data, dtype=ENTRY_DTYPE, count=good)
+        entries = np.concatenate([entries, more]) if len(entries) else more.copy()
+    # after damage nothing more is read: the next call starts over (a writer rewrites the file)
+    return (ino, done + good * ENTRY_SIZE if not damaged else 0, entries), damaged, extended
 
 
 def is_consistent(entries: np.ndarray) -> bool:

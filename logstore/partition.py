@@ -94,6 +94,8 @@ class Partition:
         self._reader_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
+        # the active segment's index as last read: (base, (inode, bytes read, entries), entries checked)
+        self._active_index: tuple[int, tuple[int, int, np.ndarray], int] | None = None
         self._summary: tuple[int, dict[int, tuple[int, int, int, int, int]]] | None = None
         self.tail = TailState()  # the commit protocol's view of the tail, guarded by `exclusive()`
         self._derived: tuple[tuple[Any, ...], Tail] | None = None
@@ -368,14 +370,22 @@ class Partition:
         """Index entries of the active segment's first `size` committed bytes: the index, then a
         header scan of the frames it does not cover yet."""
         view = self.view(base, size)
-        loaded = index_mod.load(self.idx_path(base))
         entries = index_mod.empty()
         start = 0
+        with self._cache_mutex:
+            cached = self._active_index if self._active_index and self._active_index[0] == base else None
+        loaded = index_mod.load_more(self.idx_path(base), cached[1] if cached else None)
         if loaded is not None:
-            entries, _ = loaded
-            if not index_mod.is_consistent(entries):
+            known, damaged, extended = loaded
+            checked = cached[2] if cached and extended else 0
+            entries = known[2]
+            ok = _consistent_from(entries, checked)
+            with self._cache_mutex:  # an index read once is not read again: tailing stays O(new frames)
+                self._active_index = (base, known, len(entries) if ok and not damaged else 0)
+            if not ok:
                 entries = index_mod.empty()
-            entries = entries[_frames_end_each(entries) <= size]
+            elif len(entries) and _frames_end(entries) > size:
+                entries = entries[_frames_end_each(entries) <= size]
             if len(entries):
                 last = entries[-1]
                 header = view.header_at(int(last["position"]))
@@ -489,6 +499,22 @@ class Partition:
 def _size(path: Path) -> int:
     """A segment's size in bytes (of the link itself, for a symlink: opening it will be refused)."""
     return os.lstat(path).st_size
+
+
+def _consistent_from(entries: np.ndarray, checked: int) -> bool:
+    """`index.is_consistent(entries)`, knowing the first `checked` entries already passed it."""
+    if checked <= 1:
+        return index_mod.is_consistent(entries)
+    tail = entries[checked - 1 :]
+    if len(tail) <= 1:
+        return True
+    ends = tail["base_offset"] + tail["count"]
+    frame_end = tail["position"] + HEADER_SIZE + tail["body_len"].astype(np.int64)
+    return bool(
+        np.all(tail["base_offset"][1:] == ends[:-1])
+        and np.all(tail["position"][1:] == frame_end[:-1])
+        and np.all(np.diff(tail["append_time"]) >= 0)
+    )
 
 
 def _frames_end_each(entries: np.ndarray) -> np.ndarray:

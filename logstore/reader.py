@@ -15,7 +15,7 @@ decreases within a partition); event times select frames by the index's per-fram
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from .encodings import run_end_decode
 from .errors import CorruptFrameError, LogstoreError
 from .frame import BODY_SYSTEM_FIELDS, HEADER_SIZE, FrameHeader, decode_body, recode
 from .names import SYSTEM_COLUMNS
+from .notify import ChangeWatch
 from .parallel import imap_ordered, prefetch
 from .partition import Partition, Snapshot
 from .segment import SegmentView
@@ -433,8 +434,10 @@ class Reader:
     """An iterator of record batches over a topic; with ``follow=True`` it tails new data.
 
     Batches come one frame at a time. Without `follow` the reader stops at the end snapshotted
-    when iteration starts; with `follow` it polls every `poll_interval` seconds for new frames
-    and never stops on its own (break out of the loop, or pass an offset `end`).
+    when iteration starts; with `follow` it wakes within a fraction of a millisecond of a commit
+    by any process (`notify.ChangeWatch`: inotify; `poll_interval` seconds is the backstop, and
+    the polling period where inotify is missing) and never stops on its own (break out of the
+    loop, or pass an offset `end`). `async for` works too.
     """
 
     def __init__(
@@ -477,6 +480,24 @@ class Reader:
         return self._frames.schema
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        # armed before the first snapshot: no commit after it goes unnoticed
+        watch = ChangeWatch(self.topic.partition(p).dir for p in self._partition_numbers()) if self.follow else None
+        try:
+            yield from self._batches(watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _partition_numbers(self) -> list[int]:
+        n = self.topic.config.partitions
+        return list(range(n)) if self.partitions is None else [int(p) for p in self.partitions if 0 <= int(p) < n]
+
+    def __aiter__(self) -> AsyncIterator[pa.RecordBatch]:
+        """The same batches for async code (`async for batch in reader`): each wait for a
+        commit runs on a worker thread, so the event loop keeps serving meanwhile."""
+        return _aiterate(iter(self))
+
+    def _batches(self, watch: ChangeWatch | None) -> Iterator[pa.RecordBatch]:
         pl = plan(self.topic, self.start, self.end, self.partitions, self.by)
         stop: dict[int, int | None] = {}
         for p, (lo, hi) in pl.ranges.items():
@@ -501,6 +522,26 @@ class Reader:
                 self.positions[p] = max(self.positions[p], limit)
             if not self.follow or all(s is not None and self.positions[p] >= s for p, s in stop.items()):
                 return
-            if not progressed:
+            if watch is None:
                 time.sleep(self.poll_interval)
+            elif not progressed:
+                watch.wait(self.poll_interval)  # woken by a commit, or polls every poll_interval
+            else:
+                watch.drain()
             snaps = {p: self.topic.partition(p).snapshot() for p in self.positions}
+
+
+async def _aiterate(it: Iterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
+    import asyncio
+
+    done = object()
+    try:
+        while True:
+            batch = await asyncio.to_thread(next, it, done)
+            if batch is done:
+                return
+            yield batch
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
