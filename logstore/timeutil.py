@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from .errors import ClockError
+from .errors import ArgumentError, ClockError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_TIME = -(2**63)
@@ -44,6 +44,21 @@ def clock_us(clock: Clock | None) -> int:
 def to_datetime(us: int) -> datetime:
     """An aware UTC datetime from microseconds since the epoch (OverflowError past year 9999)."""
     return EPOCH + timedelta(microseconds=int(us))
+
+
+def iso_z(us: int) -> str:
+    """`us` as fixed-width ISO-8601 UTC with microseconds, e.g. ``2026-11-01T00:00:03.000000Z``
+    (the form manifests record)."""
+    return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def duration_us(value: timedelta | float, what: str) -> int:
+    """A timedelta, or a number of seconds, in microseconds."""
+    if isinstance(value, timedelta):
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value * 1_000_000)
+    raise ArgumentError(f"{what} must be a timedelta (or seconds), found {value!r}")
 
 
 def iso(us: int) -> str:

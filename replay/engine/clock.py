@@ -23,30 +23,22 @@ from __future__ import annotations
 import heapq
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from logstore.timeutil import to_us
+from logstore.timeutil import iso_z, to_us
 
 from ..errors import RangeError
 
 OUTCOME, LOOKUP, INPUT = 0, 1, 2
 ROLE_NAMES = {OUTCOME: "outcomes", LOOKUP: "lookup", INPUT: "inputs"}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 
-def to_datetime(us: int) -> datetime:
-    """An aware UTC datetime from microseconds since the epoch."""
-    return EPOCH + timedelta(microseconds=int(us))
-
-
-def fmt_time(us: int) -> str:
-    """An ISO-8601 UTC time with microseconds, e.g. ``2026-11-01T00:00:03.000000Z``."""
-    return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+fmt_time = iso_z  # an ISO-8601 UTC time with microseconds, e.g. ``2026-11-01T00:00:03.000000Z``
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from logstore.errors import TimeLeakError
-from logstore.timeutil import to_us
+from logstore.errors import ArgumentError, TimeLeakError
+from logstore.timeutil import duration_us, to_us
 
 from ..errors import LookupTopicError, ReplayError
 from .clock import fmt_time
@@ -189,11 +189,10 @@ def _as_us(value: Any, what: str) -> int:
 
 
 def _td_us(value: Any, what: str) -> int:
-    if isinstance(value, timedelta):
-        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1_000_000)  # seconds
-    raise ReplayError(f"{what} must be a timedelta (or seconds), found {value!r}")
+    try:
+        return duration_us(value, what)
+    except ArgumentError as e:
+        raise ReplayError(str(e)) from None
 
 
 class _Given:
@@ -285,7 +284,7 @@ class Context:
     # --- what models use ------------------------------------------------------------------------
     @property
     def now(self) -> datetime:
-        from .clock import to_datetime
+        from logstore.timeutil import to_datetime
 
         return to_datetime(self._clock_us)
 

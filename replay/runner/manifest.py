@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from logstore.files import write_atomic
 from logstore.names import RUNS_DIR, validate_name
+from logstore.timeutil import iso_z, now_us
 
 from ..errors import ReplayError, RunNotFoundError
 
@@ -71,7 +72,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return iso_z(now_us())
 
 
 def run_dir(log: Any, run_id: str) -> Path:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
+
+from logstore.errors import ArgumentError
+from logstore.timeutil import duration_us
 
 from ..engine.lookups import Ranges, resolve_key, snapshot_topics
 from ..engine.replayer import Plan
@@ -45,12 +47,10 @@ def timedelta_us(value: Any, what: str) -> int | None:
     """A non-negative timedelta (or seconds) in microseconds; None stays None."""
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        us = int(value * 1_000_000)
-    else:
-        raise ReplayError(f"{what} must be a timedelta (or seconds), found {value!r}")
+    try:
+        us = duration_us(value, what)
+    except ArgumentError as e:
+        raise ReplayError(str(e)) from None
     if us < 0:
         raise ReplayError(f"{what} must not be negative, found {value!r}")
     return us

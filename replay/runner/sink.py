@@ -38,7 +38,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..engine.clock import to_datetime
+from logstore.timeutil import to_datetime
+
 from ..engine.rows import Constants, Rows, assemble
 from ..errors import ReplayError, ReplayValueError
 from .hashing import ContentHash
