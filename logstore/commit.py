@@ -170,7 +170,7 @@ class _Staged:
     counts: list[int]
     encode: Encode
     append_time: int
-    entries: list[Any] = field(default_factory=list[Any])
+    entries: list[Any] = field(default_factory=list)
     end: int = 0  # bytes of the segment after this commit
     next_offset: int = 0
 
@@ -260,22 +260,26 @@ def _publish(st: _Staged, durable: bool) -> Committed:
 
 def _sync_tail(part: Partition, tail: TailState) -> None:
     """(Under the lock.) Make `tail` match the partition, re-deriving it if another writer moved it."""
-    if tail.undo is not None:  # a failed commit whose bytes could not be taken back: do it now
-        assert tail.fd is not None
-        try:
-            os.ftruncate(tail.fd, tail.undo.size)
-        except OSError as e:
-            raise LogIOError(
-                f"cannot take back a failed commit to {part.seg_path(tail.undo.base)}: "
-                f"{e.strerror or e}; nothing was written"
-            ) from e
-        tail.hint, tail.undo = tail.undo, None
-        _write_hint_quietly(part, tail.hint)
-        return
     try:
         hint = part.read_hint()
     except OSError:
         hint = None
+    if tail.undo is not None:  # a failed commit whose bytes could not be taken back: do it now
+        undo, tail.undo = tail.undo, None
+        # only if nobody moved the tail since: another process that took the lock meanwhile saw
+        # the exact hint, truncated the bytes itself and may have committed after them
+        if tail.fd is not None and hint in (replace(undo, exact=True), undo):
+            try:
+                os.ftruncate(tail.fd, undo.size)
+            except OSError as e:
+                tail.undo = undo
+                raise LogIOError(
+                    f"cannot take back a failed commit to {part.seg_path(undo.base)}: "
+                    f"{e.strerror or e}; nothing was written"
+                ) from e
+            tail.hint = undo
+            _write_hint_quietly(part, undo)
+            return
     if tail.fd is not None and tail.hint is not None and hint == tail.hint:
         try:
             if os.fstat(tail.fd).st_size == hint.size and os.fstat(tail.fd).st_nlink > 0:

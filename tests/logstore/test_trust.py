@@ -334,3 +334,39 @@ def test_a_crafted_header_claiming_bytes_past_the_end_truncates_nothing(tmp_path
     t = lg.read("scores", on_corrupt="skip")
     assert t["_offset"].to_pylist() == list(range(10)) + list(range(20, 50))
     assert not lg.verify().ok
+
+
+def test_a_commit_whose_undo_failed_never_truncates_another_writers_commit(tmp_path, monkeypatch):
+    """A failed commit whose bytes could not be truncated is taken back by the next commit, but
+    only if no other writer moved the tail meanwhile: another writer's acknowledged commit after
+    it is never truncated, and the failed records are stored nowhere."""
+    from logstore import commit as commit_mod
+
+    lg = logstore.open(tmp_path / "log")
+    lg.create_topic("scores", schema=SCORE_SCHEMA, compression=None)
+    wa = lg.writer("scores", durability="fsync", linger_ms=None)
+    wa.append_batch(score_rows(5))
+    real_write, real_truncate = commit_mod.write_frames, os.ftruncate
+
+    def write_then_fail(fd, position, chunks):
+        real_write(fd, position, chunks)
+        raise OSError(5, "Input/output error")
+
+    def truncate_fails(fd, size):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(commit_mod, "write_frames", write_then_fail)
+    monkeypatch.setattr(commit_mod.os, "ftruncate", truncate_fails)
+    with pytest.raises(logstore.LogIOError, match="nothing was written"):
+        wa.append_batch(score_rows(5, start=5))
+    monkeypatch.setattr(commit_mod, "write_frames", real_write)
+    monkeypatch.setattr(commit_mod.os, "ftruncate", real_truncate)
+    other = logstore.open(tmp_path / "log")  # another Partition, another lock descriptor: another writer
+    with other.writer("scores", durability="fsync") as wb:
+        wb.append_batch(score_rows(5, start=100))
+    wa.append_batch(score_rows(5, start=10))
+    wa.close()
+    t = logstore.open(tmp_path / "log", readonly=True).read("scores")
+    want = [f"r{i}" for i in [*range(5), *range(100, 105), *range(10, 15)]]
+    assert t["request_id"].to_pylist() == want
+    assert t["_offset"].to_pylist() == list(range(15))
