@@ -34,6 +34,7 @@ $(VENV)/.bench: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.live
 
 bench-quick: $(VENV)/.bench
 	$(BIN)/python -m benchmarks --quick
