@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -119,14 +120,7 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
         for part, _, _ in jobs:
             stack.enter_context(part.exclusive())
         now = settings.clock_us()
-        if settings.max_skew_us is not None:
-            machine = now_us()
-            if now > machine + settings.max_skew_us:
-                raise ClockSkewError(
-                    f"commit to {jobs[0][0].dir.parent.name!r}: the writer's clock says {iso(now)}, "
-                    f"{(now - machine) / 1e6:.1f} s ahead of this machine's clock ({iso(machine)}); the bound is "
-                    f"{settings.max_skew_us / 1e6:g} s (writer(max_clock_skew=...)); nothing was written"
-                )
+        _check_skew(jobs[0][0], now, settings)
         staged: list[_Staged] = []
         for part, counts, encode in jobs:
             tail = _tail_of(part)
@@ -158,6 +152,163 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
             raise
         # the commit point has passed: from here on, failures cost only derived state
         return [_publish(st, settings.durable) for st in staged]
+
+
+@dataclass
+class _Request:
+    """One committer's single-partition commit waiting in its partition's group."""
+
+    counts: list[int]
+    encode: Encode
+    settings: CommitSettings
+    done: bool = False
+    result: Committed | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """The commits waiting for one partition in this process (group commit, as PostgreSQL's WAL
+    and Kafka's log do it): the first committer to arrive leads, takes the partition's lock once,
+    writes every waiting commit after the other (each its own commit, frames contiguous), syncs
+    them with one ``fdatasync`` in "fsync" mode, then publishes them; the others wait and return
+    once their own records are durable. A commit that fails in a group is taken back alone; the
+    others are stored.
+    """
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.queue: list[_Request] = []
+        self.busy = False
+
+
+def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
+    """`commit` through the partition's group (see `GroupCommit`): same result, same errors."""
+    group = part.group
+    req = _Request(counts, encode, settings)
+    with group.cv:
+        group.queue.append(req)
+        while group.busy and not req.done:
+            group.cv.wait()
+        if not req.done:
+            group.busy = True
+            batch, group.queue = group.queue, []
+        else:
+            batch = []
+    if batch:
+        try:
+            _commit_batch(part, batch)
+        except BaseException as e:  # noqa: BLE001 - delivered to every committer not yet answered
+            for r in batch:
+                if not r.done:
+                    r.error, r.done = e, True
+        finally:
+            with group.cv:
+                group.busy = False
+                group.cv.notify_all()
+    if req.error is not None:
+        raise req.error
+    assert req.result is not None
+    return req.result
+
+
+def _commit_batch(part: Partition, batch: list[_Request]) -> None:
+    """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync."""
+    with part.exclusive():
+        tail = _tail_of(part)
+        _sync_tail(part, tail)
+        written: list[tuple[_Request, _Staged]] = []
+        for req in batch:
+            try:
+                st = _stage_one(part, tail, req, written)
+            except BaseException as e:  # noqa: BLE001 - this commit fails alone
+                req.error, req.done = e, True
+                continue
+            try:
+                _write(st)
+            except BaseException as e:  # noqa: BLE001
+                if not _truncate_to(st):  # the tail is unknown now: fail the rest, publish nothing
+                    for r, _ in written:
+                        r.error, r.done = e, True
+                    for r in batch:
+                        if not r.done:
+                            r.error, r.done = _not_written(st, e), True
+                    return
+                req.error, req.done = _not_written(st, e), True
+                continue
+            written.append((req, st))
+        if not written:
+            return
+        durable = any(r.settings.durable for r, _ in written)
+        if durable:
+            try:
+                os.fdatasync(tail.fd)  # type: ignore[arg-type]
+            except BaseException as e:  # noqa: BLE001 - not committed: take every one back
+                first = written[0][1]
+                _undo(first)
+                for r, _ in written:
+                    r.error, r.done = _not_written(first, e), True
+                return
+        for r, st in written:
+            r.result, r.done = _publish(st, durable), True
+
+
+def _stage_one(part: Partition, tail: TailState, req: _Request, written: list[tuple[_Request, _Staged]]) -> _Staged:
+    """Stamp, check the clock, roll if due (only before the batch's first write), and stage `req`
+    after what the batch already wrote."""
+    settings = req.settings
+    now = settings.clock_us()
+    _check_skew(part, now, settings)
+    if not written:
+        if tail.fd is None or tail.hint is None:  # an earlier commit of the batch failed its roll
+            _sync_tail(part, tail)
+        assert tail.hint is not None
+        hint = tail.hint
+        age_ok = (
+            settings.segment_ms is None
+            or tail.first_append_time is None
+            or (now - tail.first_append_time < settings.segment_ms * 1000)
+        )
+        if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
+            _roll(part, tail)
+        hint = tail.hint
+        assert hint is not None
+    else:
+        prev = written[-1][1]
+        hint = Hint(prev.hint.base, prev.end, prev.next_offset, prev.append_time)
+    return _Staged(part, tail, hint, req.counts, req.encode, max(now, hint.last_append_time))
+
+
+def _truncate_to(st: _Staged) -> bool:
+    """Cut the segment back to where `st` began (the tail stays open); False if that failed, in
+    which case the tail is marked for the next commit to take back (see `_undo`)."""
+    fd = st.tail.fd
+    try:
+        if fd is not None and os.fstat(fd).st_size != st.hint.size:
+            os.ftruncate(fd, st.hint.size)
+        return True
+    except OSError:
+        _undo(st)
+        return False
+
+
+def _not_written(st: _Staged, e: BaseException) -> BaseException:
+    if isinstance(e, OSError) and not isinstance(e, LogIOError):
+        err = LogIOError(f"cannot append to {st.part.seg_path(st.hint.base)}: {e.strerror or e}; nothing was written")
+        err.__cause__ = e
+        return err
+    return e
+
+
+def _check_skew(part: Partition, now: int, settings: CommitSettings) -> None:
+    if settings.max_skew_us is None:
+        return
+    machine = now_us()
+    if now > machine + settings.max_skew_us:
+        raise ClockSkewError(
+            f"commit to {part.dir.parent.name!r}: the writer's clock says {iso(now)}, "
+            f"{(now - machine) / 1e6:.1f} s ahead of this machine's clock ({iso(machine)}); the bound is "
+            f"{settings.max_skew_us / 1e6:g} s (writer(max_clock_skew=...)); nothing was written"
+        )
 
 
 @dataclass

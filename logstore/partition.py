@@ -34,7 +34,7 @@ import numpy as np
 from . import commit as commit_mod
 from . import index as index_mod
 from . import summary
-from .commit import TailState
+from .commit import GroupCommit, TailState
 from .errors import LogIOError, TopicError
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir
 from .frame import HEADER_SIZE, FrameHeader
@@ -98,6 +98,7 @@ class Partition:
         self._active_index: tuple[int, tuple[int, int, np.ndarray], int] | None = None
         self._summary: tuple[int, dict[int, tuple[int, int, int, int, int]]] | None = None
         self.tail = TailState()  # the commit protocol's view of the tail, guarded by `exclusive()`
+        self.group = GroupCommit()  # this process's committers waiting for the partition
         self._derived: tuple[tuple[Any, ...], Tail] | None = None
 
     # --- files -------------------------------------------------------------------------------
@@ -463,8 +464,9 @@ class Partition:
     # --- committing ------------------------------------------------------------------------
     def commit(self, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
         """Commit frames of `counts` records each (bodies from `encode(first offset, append time)`)
-        under the exclusive lock: the commit protocol of `commit.py`."""
-        return commit_mod.commit(self, counts, encode, settings)
+        under the exclusive lock: the commit protocol of `commit.py`, grouped with the commits
+        other threads make to this partition at the same time (`commit.GroupCommit`)."""
+        return commit_mod.commit_grouped(self, counts, encode, settings)
 
     def sync_tail(self) -> None:
         """Make what this process committed unsynced durable, and record the recovery point."""

@@ -425,7 +425,11 @@ class Writer:
         jobs = [self._job(p, pending[p]) for p in sorted(pending)]
         self._committed.update(pending)
         try:
-            commit_many(jobs, self._settings)
+            if len(jobs) == 1:  # one partition: grouped with other threads' commits to it
+                part, counts, encode = jobs[0]
+                part.commit(counts, encode, self._settings)
+            else:
+                commit_many(jobs, self._settings)
         except BaseException as e:
             n = sum(b.num_rows for batches in pending.values() for b, _ in batches)
             e.add_note(f"the {n} records of this commit to topic {self.topic.name!r} were not written")

@@ -370,3 +370,57 @@ def test_a_commit_whose_undo_failed_never_truncates_another_writers_commit(tmp_p
     want = [f"r{i}" for i in [*range(5), *range(100, 105), *range(10, 15)]]
     assert t["request_id"].to_pylist() == want
     assert t["_offset"].to_pylist() == list(range(15))
+
+
+def test_group_commit_stores_every_acknowledged_commit_once_and_fails_one_alone(tmp_path, monkeypatch):
+    """Threads committing to one partition at once share lock holds and fsyncs (group commit);
+    a commit that fails in a group is taken back alone: the others are stored, once, densely."""
+    from logstore import commit as commit_mod
+    from logstore import writer as writer_mod
+
+    lg = logstore.open(tmp_path / "log")
+    lg.create_topic("scores", schema=SCORE_SCHEMA, compression=None)
+    real = writer_mod.encode_body
+
+    def refuse_bad(batch, **kw):
+        if "bad" in batch.column("request_id").to_pylist()[0]:
+            raise ValueError("refused")
+        return real(batch, **kw)
+
+    monkeypatch.setattr(writer_mod, "encode_body", refuse_bad)
+    sizes: list[int] = []
+    real_batch = commit_mod._commit_batch
+
+    def counting(part, batch):
+        sizes.append(len(batch))
+        return real_batch(part, batch)
+
+    monkeypatch.setattr(commit_mod, "_commit_batch", counting)
+    acked: list[str] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        with lg.writer("scores", durability="fsync", linger_ms=None) as w:
+            for i in range(60):
+                rid = f"bad-{k}-{i}" if i % 10 == 3 else f"r-{k}-{i}"
+                try:
+                    w.append_batch([{**score_rows(1)[0], "request_id": rid}])
+                except ValueError:
+                    with lock:
+                        refused.append(rid)
+                    continue
+                with lock:
+                    acked.append(rid)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    t = logstore.open(tmp_path / "log", readonly=True).read("scores")
+    assert sorted(t["request_id"].to_pylist()) == sorted(acked)
+    assert t["_offset"].to_pylist() == list(range(len(acked)))
+    assert len(refused) == 36 and all(r.startswith("bad") for r in refused)
+    assert logstore.open(tmp_path / "log", readonly=True).verify().ok
+    assert max(sizes) > 1  # commits were grouped
