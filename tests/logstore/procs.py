@@ -74,6 +74,33 @@ def concurrent_writer(path: str, name: str, count: int) -> None:
     w.close()
 
 
+def group_writer(path: str, threads: int) -> None:
+    """`threads` threads, each its own fsync writer of one Log, committing one record at a time to
+    topic 't' (so commits meet in the partition's group); print "ack <writer> <seq>" after each."""
+    import threading
+
+    import logstore
+
+    log = logstore.open(path)
+    if "t" not in log.topics():
+        log.create_topic("t", schema=SCHEMA, compression=None, exist_ok=True)
+    out = threading.Lock()
+    tag = f"g{os.getpid()}"
+
+    def work(k: int) -> None:
+        w = log.writer("t", durability="fsync", linger_ms=None)
+        for seq in range(100_000):
+            w.append_batch(rows(f"{tag}-{k}", seq, 1))
+            with out:
+                print(f"ack {tag}-{k} {seq}", flush=True)
+
+    ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
 def tail_reader(path: str, total: int, out: str) -> None:
     """Follow topic 't' until `total` records were seen; write what was seen, in order, as JSON."""
     import logstore
@@ -95,5 +122,7 @@ if __name__ == "__main__":
         crash_writer(args[0], args[1], int(args[2]))
     elif kind == "writer":
         concurrent_writer(args[0], args[1], int(args[2]))
+    elif kind == "group":
+        group_writer(args[0], int(args[1]))
     elif kind == "tail":
         tail_reader(args[0], int(args[1]), args[2])
