@@ -227,7 +227,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command(sub: Any, name: str, func: Callable[..., Any], help: str, example: str) -> argparse.ArgumentParser:
+def add_command(sub: Any, name: str, func: Callable[..., Any], help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand taking the log directory first, its help with an example (logstore and replay)."""
     p = sub.add_parser(
         name,
         help=help,
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _command(
+    p = add_command(
         sub,
         "create",
         cmd_create,
@@ -276,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-bytes", type=int)
     p.add_argument("--exist-ok", action="store_true", help="succeed if the topic already exists")
 
-    _command(sub, "topics", cmd_topics, "list the topics", "logstore topics ./log")
+    add_command(sub, "topics", cmd_topics, "list the topics", "logstore topics ./log")
 
-    p = _command(
+    p = add_command(
         sub,
         "describe",
         cmd_describe,
@@ -289,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--segments", action="store_true", help="list every segment")
 
-    p = _command(
+    p = add_command(
         sub,
         "append",
         cmd_append,
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv", "parquet", "avro"], help="default: from the file name")
     p.add_argument("--durability", default="fsync", choices=["none", "flush", "fsync"])
 
-    p = _command(
+    p = add_command(
         sub,
         "cat",
         cmd_cat,
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="jsonl", choices=["jsonl", "table", "csv", "json"])
     p.add_argument("--limit", type=int)
 
-    p = _command(
+    p = add_command(
         sub,
         "tail",
         cmd_tail,
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--columns")
 
-    p = _command(
+    p = add_command(
         sub,
         "verify",
         cmd_verify,
@@ -337,12 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("topic", nargs="?")
 
-    p = _command(
+    p = add_command(
         sub, "retention", cmd_retention, "delete sealed segments past retention", "logstore retention ./log scores"
     )
     p.add_argument("topic", nargs="?")
 
-    p = _command(
+    p = add_command(
         sub,
         "recover",
         cmd_recover,
@@ -351,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "logstore recover ./log",
     )
 
-    p = _command(
+    p = add_command(
         sub,
         "sql",
         cmd_sql,
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "jsonl"])
     p.add_argument("--limit", type=int)
 
-    p = _command(
+    p = add_command(
         sub,
         "export",
         cmd_export,
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="avro", choices=["avro", "parquet", "jsonl"])
     _range_options(p)
 
-    p = _command(
+    p = add_command(
         sub,
         "import",
         cmd_import,

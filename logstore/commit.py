@@ -98,15 +98,6 @@ class CommitSettings:
     max_skew_us: int | None
 
 
-def commit(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
-    """Commit frames of `counts` records each to `part` (see the module docstring).
-
-    `encode(first_offset, append_time)` yields the frames' bodies in order; it runs under the
-    lock, since bodies carry their offsets and append time.
-    """
-    return commit_many([(part, counts, encode)], settings)[0]
-
-
 def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: CommitSettings) -> list[Committed]:
     """Commit to several partitions of one topic at once: all of it, or (raising) none of it.
 
@@ -123,19 +114,9 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
         _check_skew(jobs[0][0], now, settings)
         staged: list[_Staged] = []
         for part, counts, encode in jobs:
-            tail = _tail_of(part)
+            tail = part.tail
             _sync_tail(part, tail)
-            assert tail.hint is not None and tail.fd is not None
-            hint = tail.hint
-            age_ok = (
-                settings.segment_ms is None
-                or tail.first_append_time is None
-                or (now - tail.first_append_time < settings.segment_ms * 1000)
-            )
-            if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
-                _roll(part, tail)
-                hint = tail.hint
-                assert hint is not None
+            hint = _roll_if_due(part, tail, now, settings)
             staged.append(_Staged(part, tail, hint, counts, encode, max(now, hint.last_append_time)))
         try:
             for st in staged:
@@ -214,7 +195,7 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
 def _commit_batch(part: Partition, batch: list[_Request]) -> None:
     """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync."""
     with part.exclusive():
-        tail = _tail_of(part)
+        tail = part.tail
         _sync_tail(part, tail)
         written: list[tuple[_Request, _Staged]] = []
         for req in batch:
@@ -261,21 +242,27 @@ def _stage_one(part: Partition, tail: TailState, req: _Request, written: list[tu
     if not written:
         if tail.fd is None or tail.hint is None:  # an earlier commit of the batch failed its roll
             _sync_tail(part, tail)
-        assert tail.hint is not None
-        hint = tail.hint
-        age_ok = (
-            settings.segment_ms is None
-            or tail.first_append_time is None
-            or (now - tail.first_append_time < settings.segment_ms * 1000)
-        )
-        if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
-            _roll(part, tail)
-        hint = tail.hint
-        assert hint is not None
+        hint = _roll_if_due(part, tail, now, settings)
     else:
         prev = written[-1][1]
         hint = Hint(prev.hint.base, prev.end, prev.next_offset, prev.append_time)
     return _Staged(part, tail, hint, req.counts, req.encode, max(now, hint.last_append_time))
+
+
+def _roll_if_due(part: Partition, tail: TailState, now: int, settings: CommitSettings) -> Hint:
+    """(Under the lock, tail synced.) Roll a full or old active segment; the tail to commit after."""
+    hint = tail.hint
+    assert hint is not None and tail.fd is not None
+    age_ok = (
+        settings.segment_ms is None
+        or tail.first_append_time is None
+        or now - tail.first_append_time < settings.segment_ms * 1000
+    )
+    if hint.size > 0 and (hint.size >= settings.segment_bytes or not age_ok):
+        _roll(part, tail)
+        hint = tail.hint
+        assert hint is not None
+    return hint
 
 
 def _truncate_to(st: _Staged) -> bool:
@@ -326,14 +313,10 @@ class _Staged:
     next_offset: int = 0
 
 
-def _tail_of(part: Partition) -> TailState:
-    return part.tail
-
-
 def close_tail(part: Partition) -> None:
     """Release the segment descriptor the commit protocol keeps open for `part`."""
     tail = part.tail
-    if tail is not None and tail.fd is not None:
+    if tail.fd is not None:
         with part.exclusive():
             if tail.undo is None:
                 tail.close()
@@ -433,7 +416,8 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
             return
     if tail.fd is not None and tail.hint is not None and hint == tail.hint:
         try:
-            if os.fstat(tail.fd).st_size == hint.size and os.fstat(tail.fd).st_nlink > 0:
+            st = os.fstat(tail.fd)
+            if st.st_size == hint.size and st.st_nlink > 0:
                 return
         except OSError:
             pass

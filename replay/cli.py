@@ -165,17 +165,10 @@ EXAMPLES = {
 }
 
 
-def _command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name,
-        help=help_,
-        description=help_,
-        epilog=f"example:\n  {EXAMPLES[name]}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.set_defaults(func=func)
-    p.add_argument("log", help="path of the log directory")
-    return p
+def _command(sub: Any, name: str, func: Callable[..., Any], help_: str) -> argparse.ArgumentParser:
+    from logstore.cli import add_command
+
+    return add_command(sub, name, func, help_, EXAMPLES[name])
 
 
 def build_parser() -> argparse.ArgumentParser:

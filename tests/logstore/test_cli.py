@@ -138,6 +138,22 @@ def test_verify_exit_code_on_damage(logdir, tmp_path):
     assert code == 1 and "DAMAGED" in out and str(seg) in out
 
 
+def test_verify_notes_a_torn_tail_and_recover_removes_it(logdir, tmp_path):
+    """A torn tail is a note of verify (exit 0), not damage; `logstore recover` truncates it and
+    says so; verify then has nothing to note."""
+    run("append", logdir, "scores", str(_jsonl(tmp_path)))
+    seg = sorted(Path(logdir, "topics", "scores", "00000").glob("*.seg"))[-1]
+    size = seg.stat().st_size
+    with open(seg, "ab") as f:
+        f.write(b"LSF1" + b"\x07" * 40)
+    code, out, _ = run("verify", logdir)
+    assert code == 0 and "note:" in out and "44 bytes past the committed end" in out
+    code, out, _ = run("recover", logdir)
+    assert code == 0 and "44 bytes of torn tail truncated" in out and seg.stat().st_size == size
+    code, out, _ = run("verify", logdir)
+    assert code == 0 and "note:" not in out
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -222,6 +238,7 @@ def test_cli_reference_is_current():
         (KeyboardInterrupt(), 130, ""),
         (KeyboardInterrupt("interrupted: `prog resume` ends it"), 130, "prog: interrupted: `prog resume` ends it\n"),
         (BrokenPipeError(), 0, ""),
+        (RuntimeError("boom"), 70, "prog: error: boom (RuntimeError; set LOGSTORE_DEBUG=1 for the traceback)\n"),
     ],
 )
 def test_cli_runner_exit_codes_and_messages(monkeypatch, raised, code, said):
