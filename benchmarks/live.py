@@ -9,6 +9,7 @@ Measured on `model_score` records, in one run, each case's rounds interleaved wi
   fdatasync-ed per record: the disk's floor for a durable commit);
 - bytes on disk per record for each;
 - 8 threads of one process, each committing single records durably to one partition, against one;
+  4 processes doing the same, against one;
 - tail latency: another process's `reader(follow=True)` sees each commit (stamp to visible) at
   about 500 commits/s, and the CPU an idle tailer uses.
 
@@ -163,6 +164,37 @@ def threads_case(work: Path, threads: int, per_thread: int) -> float:
     return threads * per_thread / elapsed
 
 
+COMMITTER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from benchmarks.live import record
+import logstore
+lg = logstore.open({path!r})
+with lg.writer("scores", durability="fsync", linger_ms=None) as w:
+    while time.time() < {start}:
+        time.sleep(0.0005)
+    for i in range({n}):
+        w.append(record({k} * {n} + i))
+        w.flush()
+print(time.time(), flush=True)
+"""
+
+
+def procs_case(work: Path, procs: int, per_proc: int) -> float:
+    """Commits per second of `procs` processes, each committing single records durably to one partition."""
+    import logstore
+
+    path = work / f"procs-{procs}"
+    lg = logstore.open(path)
+    lg.create_topic("scores", schema="model_score", compression=None)
+    lg.close()
+    start = time.time() + 2.0  # every process is up and has its writer open by then
+    code = [COMMITTER.format(root=str(ROOT), path=str(path), n=per_proc, k=k, start=start) for k in range(procs)]
+    ps = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, text=True) for c in code]
+    ends = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in ps]
+    return procs * per_proc / (max(ends) - start)
+
+
 TAILER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
@@ -234,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}: {name}: p50 {_pct(xs, 0.5) * 1e6:.0f} us", file=sys.stderr)
         one = threads_case(work, 1, max(200, args.n // 4))
         eight = threads_case(work, 8, max(50, args.n // 16))
+        p1 = procs_case(work, 1, max(200, args.n // 4))
+        p4 = procs_case(work, 4, max(50, args.n // 8))
         tail = tail_case(work, min(args.n, 1000), 500.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -253,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "bytes per record vs JSON lines (target <= 2x)": size["logstore durability=flush"]
         / size["JSON lines, write per record"],
         "8 threads vs 1, durable commits/s (target >= 3x)": eight / one,
+        "4 processes vs 1 on one partition, durable commits/s (target >= 3x)": p4 / p1,
     }
     png = args.out.with_name("live_latency.png")
     _plot(lat, tail_lat, png)
@@ -272,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         *[f"| {k} | {v:.2f}x |" for k, v in ratio.items()],
         f"| durable commits/s: 1 thread, 8 threads | {one:,.0f}, {eight:,.0f} |",
+        f"| durable commits/s: 1 process, 4 processes | {p1:,.0f}, {p4:,.0f} |",
         f"| tail: another process sees a commit (stamp to visible, 500 commits/s) | p50 "
         f"{_pct(tail_lat, 0.5) * 1e3:.2f} ms, p99 {_pct(tail_lat, 0.99) * 1e3:.2f} ms, "
         f"max {max(tail_lat) * 1e3:.1f} ms |",

@@ -22,7 +22,12 @@ partition's exclusive lock (`Partition.exclusive`), in this order:
    commit point only once every partition's frames are written (and synced): all or nothing.
 5. *Index and hint.* Both are derived; a failure writing them after the commit point is logged
    and swallowed (the commit happened and is reported as such, so a retry does not store it twice);
-   the next reader or writer derives what they would have said.
+   the next reader or writer derives what they would have said. The hint is written at every
+   commit: it is what readers see (a reader's snapshot ends at the hint's committed size, so a
+   commit is visible once its hint is). Index entries are appended in batches
+   (`INDEX_BATCH` frames, or older than `INDEX_LAG_S`, and always before a roll and at close):
+   readers already scan the headers of an active segment's frames past its index, and entries
+   are only ever appended in file order (`tailindex`). So a crash loses no index, only time.
 
 The tail state lives on the `Partition` object, guarded by its exclusive lock, and is shared by
 every writer of the partition in this process.
@@ -34,6 +39,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -46,6 +52,7 @@ from . import summary
 from .errors import ClockSkewError, LogIOError
 from .frame import HEADER_SIZE, EncodedBody, build_header
 from .hint import Hint
+from .tailindex import INDEX_BATCH, INDEX_LAG_S, flush_index
 from .timeutil import MIN_TIME, iso, now_us
 
 if TYPE_CHECKING:
@@ -68,14 +75,18 @@ class TailState:
     first_append_time: int | None = None
     index_ok: bool = True  # False after an index append failed: the rest of this segment goes unindexed
     undo: Hint | None = None  # a failed commit left bytes past this tail that must be truncated first
+    index_pending: list[np.ndarray] = field(default_factory=list)  # entries of committed frames, in order
+    index_since: float = 0.0  # monotonic time the oldest pending entry waits since
 
     def close(self) -> None:
+        """Forget the tail (pending index entries too: the next index append covers their frames)."""
         if self.fd is not None:
             try:
                 os.close(self.fd)
             except OSError:
                 pass
         self.fd, self.hint, self.first_append_time, self.index_ok, self.undo = None, None, None, True, None
+        self.index_pending = []
 
 
 @dataclass(frozen=True)
@@ -319,7 +330,17 @@ def close_tail(part: Partition) -> None:
     if tail.fd is not None:
         with part.exclusive():
             if tail.undo is None:
+                if tail.index_pending and _tail_unmoved(part, tail):
+                    flush_index(part, tail)
                 tail.close()
+
+
+def _tail_unmoved(part: Partition, tail: TailState) -> bool:
+    """(Under the lock.) True if the partition's tail is still the one this process left."""
+    try:
+        return tail.hint is not None and part.read_hint() == tail.hint
+    except OSError:
+        return False
 
 
 def _write(st: _Staged) -> None:
@@ -380,14 +401,11 @@ def _publish(st: _Staged, durable: bool) -> Committed:
         tail.first_append_time = st.append_time
     tail.hint = Hint(hint.base, st.end, st.next_offset, st.append_time, synced=durable)
     if tail.index_ok:
-        try:
-            # reopened per commit on purpose: recovery may replace the index file (a new inode)
-            index_mod.append(part.idx_path(hint.base), np.concatenate(st.entries))
-        except OSError as e:
-            tail.index_ok = False
-            log.warning(
-                "index of %s not updated (%s): frames after it are found by their headers", part.seg_path(hint.base), e
-            )
+        if not tail.index_pending:
+            tail.index_since = time.monotonic()
+        tail.index_pending.extend(st.entries)
+        if len(tail.index_pending) >= INDEX_BATCH or time.monotonic() - tail.index_since >= INDEX_LAG_S:
+            flush_index(part, tail)
     _write_hint_quietly(part, tail.hint)
     return Committed(hint.next_offset, st.next_offset, st.append_time)
 
@@ -455,6 +473,7 @@ def _roll(part: Partition, tail: TailState) -> None:
     """(Under the lock.) Seal the active segment and start a new one at the next offset."""
     hint = tail.hint
     assert hint is not None and tail.fd is not None
+    flush_index(part, tail)  # a sealed segment's index is whole
     fd = tail.fd
     try:
         os.fdatasync(fd)  # in every mode: a sealed segment never loses its tail to a power cut
@@ -489,13 +508,17 @@ def _write_hint_quietly(part: Partition, hint: Hint) -> None:
 
 
 def sync_tail(part: Partition) -> None:
-    """Make what was committed to `part` without a sync durable (fdatasync) and record the
-    recovery point in the hint's synced slot; for writers of durability "none" and "flush" at
-    close. A failure is logged: it costs only the protection the slot would give after a reboot."""
+    """Append the pending index entries, make what was committed to `part` without a sync durable
+    (fdatasync) and record the recovery point in the hint's synced slot; for writers at close.
+    A failure is logged: it costs only the protection the slot would give after a reboot."""
     tail = part.tail
     with part.exclusive():
         hint = tail.hint
-        if tail.fd is None or hint is None or hint.synced:
+        if tail.fd is None or hint is None:
+            return
+        if tail.index_pending and _tail_unmoved(part, tail):
+            flush_index(part, tail)
+        if hint.synced:
             return
         try:
             if os.fstat(tail.fd).st_size != hint.size:

@@ -14,9 +14,17 @@ On-disk layout of one frame (all integers little-endian)::
     40      8    min event time, microseconds (i64; MIN_TIME when the topic has no event time)
     48      8    max event time, microseconds (i64; MAX_TIME when the topic has no event time)
     56      2    flags: bit 0 = body buffers are compressed (Arrow IPC body compression; the body names the codec),
-                 bit 1 = continued: more frames of the same commit follow this one
+                 bit 1 = continued: more frames of the same commit follow this one,
+                 bit 2 = rows: the body is Avro binary rows, not an Arrow IPC stream (below)
     58      6    reserved, zero
-    64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker)
+    64      n    body: an Arrow IPC *stream* (schema message, one record batch, end-of-stream marker),
+                 or, with the rows flag, the records' Avro binary encodings back to back
+
+Row frames (format 2): a small commit (at most `ROW_FRAME_MAX` records: the live path's one
+request, one score) is stored as its records' Avro binary encodings in the schema version the
+header names (`schemas.rowcodec`), with no schema and no system columns: every record's offset
+and the append time are the header's. A one-record frame is its record's Avro bytes plus these
+64 bytes. Readers decode it into the same batch an Arrow frame of those records gives.
 
 Dictionary-encoded strings: a top-level string column may be stored as a dictionary of strings
 with signed integer codes (int8, int16 or int32: the narrowest that holds the dictionary) and the
@@ -94,6 +102,8 @@ _HEADER = struct.Struct("<4sIIIqIIqqqH6x")
 assert _HEADER.size == HEADER_SIZE
 FLAG_COMPRESSED = 1
 FLAG_CONTINUED = 2
+FLAG_ROWS = 4
+ROW_FRAME_MAX = 16  # records: a commit with more is an Arrow frame (columnar reads beat small bodies)
 MAX_BODY = 2**31 - 1
 
 
@@ -114,6 +124,11 @@ class FrameHeader(NamedTuple):
     def continued(self) -> bool:
         """True if more frames of this frame's commit follow it."""
         return bool(self.flags & FLAG_CONTINUED)
+
+    @property
+    def rows(self) -> bool:
+        """True if the body is Avro binary rows (a row frame), not an Arrow IPC stream."""
+        return bool(self.flags & FLAG_ROWS)
 
     @property
     def next_offset(self) -> int:
@@ -266,6 +281,23 @@ def encode_body(
         min_event_time=event_range[0],
         max_event_time=event_range[1],
         flags=FLAG_COMPRESSED if options.compression is not None else 0,
+    )
+
+
+def rows_body(
+    rows: list[bytes], *, schema_version: int, event_range: tuple[int, int] = (MIN_TIME, MAX_TIME)
+) -> EncodedBody:
+    """A row frame's body from its records' Avro encodings (`schemas.rowcodec.RowCodec.encode`)."""
+    body = rows[0] if len(rows) == 1 else b"".join(rows)
+    return EncodedBody(
+        parts=[body],
+        size=len(body),
+        crc=crc(body),
+        count=len(rows),
+        schema_version=schema_version,
+        min_event_time=event_range[0],
+        max_event_time=event_range[1],
+        flags=FLAG_ROWS,
     )
 
 

@@ -14,7 +14,8 @@ One fixed-size entry per frame, in file order, little-endian (56 bytes)::
     52      4   reserved, zero
 
 It maps offsets and both clocks to byte positions so seeks never scan a segment. The index is
-derived data (invariant 5): it is written *after* its frame, is never fsynced, and is checked
+derived data (invariant 5): it is written *after* its frame (in batches, in file order: see
+`commit.py`, step 5), is never fsynced, and is checked
 against the segment whenever it is used: an entry that points past the end of the segment or at
 bytes that are not the frame it names makes the index be rebuilt from the frames themselves. A
 reader may find the newest frames of an active segment not yet indexed; it scans their headers.
@@ -70,6 +71,18 @@ def entry(header: FrameHeader, position: int) -> np.ndarray:
     )
 
 
+def entries_of(frames: list[tuple[int, FrameHeader]]) -> np.ndarray:
+    """Index entries of (position, header) pairs, in their order (one buffer, no per-entry arrays)."""
+    out = bytearray()
+    for position, h in frames:
+        raw = _FIELDS.pack(
+            h.base_offset, position, h.count, h.body_len, h.append_time, h.min_event_time, h.max_event_time
+        )
+        out += raw
+        out += struct.pack("<II", crc(raw), 0)
+    return np.frombuffer(bytes(out), dtype=ENTRY_DTYPE).copy() if out else empty()
+
+
 def entry_from(
     base_offset: int,
     position: int,
@@ -82,6 +95,14 @@ def entry_from(
     """One index entry from its fields (the checksum is computed here)."""
     raw = _FIELDS.pack(base_offset, position, count, body_len, append_time, min_event_time, max_event_time)
     return np.frombuffer(raw + struct.pack("<II", crc(raw), 0), dtype=ENTRY_DTYPE).copy()
+
+
+def valid(entries: np.ndarray) -> bool:
+    """True if every entry passes its checksum."""
+    raw = entries.tobytes()
+    return all(
+        crc(raw[i : i + 48]) == int.from_bytes(raw[i + 48 : i + 52], "little") for i in range(0, len(raw), ENTRY_SIZE)
+    )
 
 
 def load(path: Path) -> tuple[np.ndarray, bool] | None:

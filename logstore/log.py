@@ -11,6 +11,7 @@ file lock per commit, see `partition.py`).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import pyarrow as pa
 import schemas
 from schemas.registry import Registry, SchemaVersion
 
+from . import files
 from .consumer import Consumer
 from .describe import RetentionReport, VerifyProblem, VerifyReport, describe_topic, retention_topic, verify_topic
 from .errors import (
@@ -41,11 +43,14 @@ from .errors import (
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir, write_all, write_atomic
 from .names import LOG_FILE, SCHEMAS_DIR, SYSTEM_COLUMNS, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
 from .partition import Snapshot
-from .reader import Bound, Reader, output_schema, read_table
+from .plan import Bound
+from .reader import Reader, output_schema, read_table
 from .segment import Recovery
 from .timeutil import to_us
 from .topic import Topic, TopicConfig
 from .writer import Writer
+
+FORMAT = 2  # the log format this code writes and the newest it reads (docs/architecture.md, formats)
 
 log = logging.getLogger("logstore")
 _DEFAULT = object()
@@ -59,6 +64,7 @@ class Log:
         self.readonly = readonly
         self._topics: dict[str, Topic] = {}
         self.recoveries: list[Recovery] = []
+        self._format = FORMAT
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -72,10 +78,44 @@ class Log:
                 raise LogIOError(f"cannot open log {self.path}: not a directory")
             if readonly and not self._is_log():
                 raise LogNotFoundError(f"no log at {self.path} (no {TOPICS_DIR}/ directory)")
+            self._format = self._read_format()
         if recover:
             if readonly:
                 raise TopicError(f"log {self.path} is open read-only: recovery writes")
             self.recoveries = self.recover()
+
+    def _read_format(self) -> int:
+        """The format the log's marker names (1 without a marker); a newer one is refused."""
+        try:
+            raw = files.read_small(self.path / LOG_FILE, limit=1 << 16)
+        except FileNotFoundError:
+            return 1
+        except OSError as e:
+            raise LogIOError(f"cannot read {self.path / LOG_FILE}: {e.strerror or e}") from e
+        try:
+            found = json.loads(raw)["format"]
+            if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+                raise ValueError(found)
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogIOError(f"{self.path / LOG_FILE}: not a logstore marker ({e!r})") from None
+        if found > FORMAT:
+            raise LogIOError(
+                f"log {self.path} is of format {found}, written by a newer logstore; this one reads formats "
+                f"1..{FORMAT}: upgrade logstore to read it"
+            )
+        return int(found)
+
+    def require_format(self, needed: int) -> None:
+        """(Writers.) Raise the log's marker to format `needed` before writing what older readers
+        cannot decode (format 2: row frames); formats only add, so every older log reads as it is."""
+        if self._format >= needed:
+            return
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only")
+        self._format = self._read_format()
+        if self._format < needed:
+            write_atomic(self.path / LOG_FILE, json.dumps({"format": needed}).encode(), "upgrade log marker")
+            self._format = needed
 
     def _is_log(self) -> bool:
         return (self.path / TOPICS_DIR).is_dir() or (self.path / LOG_FILE).is_file()
@@ -97,7 +137,8 @@ class Log:
             make_dir(self.path)
             marker = self.path / LOG_FILE
             if not marker.exists():
-                write_atomic(marker, json.dumps({"format": 1}).encode(), "create log marker")
+                write_atomic(marker, json.dumps({"format": FORMAT}).encode(), "create log marker")
+            self._format = FORMAT
             make_dir(self.path / TOPICS_DIR)
         except OSError as e:
             raise LogIOError(f"cannot create log directory {self.path}: {e.strerror or e}") from e
@@ -256,8 +297,8 @@ class Log:
         return self._existing(topic).config
 
     def schema(self, topic: str) -> dict[str, Any]:
-        """The latest Avro schema of `topic`."""
-        return self._existing(topic).version().schema
+        """The latest Avro schema of `topic` (a copy: changing it changes nothing in the log)."""
+        return copy.deepcopy(self._existing(topic).version().schema)
 
     def arrow_schema(self, topic: str, *, system_columns: bool = False) -> pa.Schema:
         """The Arrow schema records of `topic` are read as (optionally with the system columns)."""

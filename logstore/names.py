@@ -3,7 +3,7 @@ files are named.
 
 Layout of a log directory::
 
-    <log>/logstore.json                         format marker {"format": 1}
+    <log>/logstore.json                         format marker {"format": 2} (1: no row frames)
     <log>/topics/<topic>/topic.json             topic settings (TopicConfig)
     <log>/topics/<topic>/schemas/v00001.avsc    schema versions (schemas.registry)
     <log>/topics/<topic>/schemas/v00001.fingerprint  SHA-256 of that version's canonical form

@@ -41,6 +41,7 @@ from .frame import HEADER_SIZE, FrameHeader
 from .hint import HINT_SLOT, Hint, _hints, pack_hint, parse_hint, recovery_point
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
 from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
+from .tailindex import REINDEX_BYTES, Entries
 from .timeutil import MIN_TIME
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Partition:
         # the active segment's index as last read: (base, (inode, bytes read, entries), entries checked)
         self._active_index: tuple[int, tuple[int, int, np.ndarray], int] | None = None
         self._summary: tuple[int, dict[int, tuple[int, int, int, int, int]]] | None = None
+        self._active_acc: Entries | None = None  # the active segment's entries as far as read
         self.tail = TailState()  # the commit protocol's view of the tail, guarded by `exclusive()`
         self.group = GroupCommit()  # this process's committers waiting for the partition
         self._derived: tuple[tuple[Any, ...], Tail] | None = None
@@ -368,6 +370,28 @@ class Partition:
             self._sealed_entries = {k: v for k, v in self._sealed_entries.items() if k[0] != base}
 
     def active_entries(self, base: int, size: int) -> np.ndarray:
+        """Index entries of the active segment's first `size` committed bytes.
+
+        Read once, then only extended: a tailer's cost per commit is O(new frames), not O(segment).
+        The first read takes the index, then a header scan of the frames it does not cover yet;
+        later reads of a larger size scan the new frames' (checksummed) headers, or take the index
+        again when many bytes were added. A smaller `size` (an older snapshot) is a prefix.
+        """
+        with self._cache_mutex:
+            acc = self._active_acc
+        if acc is None or acc.base != base or acc.end > size and not acc.covers(size):
+            acc = Entries(base, self._active_entries_fresh(base, size))
+        elif acc.end < size:
+            if size - acc.end > REINDEX_BYTES:
+                acc = Entries(base, self._active_entries_fresh(base, size))
+            else:
+                found = scan(self.view(base, size), acc.end, verify_bodies=False)
+                acc.extend(build_index(found))
+        with self._cache_mutex:
+            self._active_acc = acc
+        return acc.prefix(size)
+
+    def _active_entries_fresh(self, base: int, size: int) -> np.ndarray:
         """Index entries of the active segment's first `size` committed bytes: the index, then a
         header scan of the frames it does not cover yet."""
         view = self.view(base, size)

@@ -15,9 +15,8 @@ decreases within a partition); event times select frames by the index's per-fram
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,8 +32,9 @@ from .names import SYSTEM_COLUMNS
 from .notify import ChangeWatch
 from .parallel import imap_ordered, prefetch
 from .partition import Partition, Snapshot
+from .plan import Bound, EventRange, plan
+from .rowframes import RowDecoder
 from .segment import SegmentView
-from .timeutil import to_us
 
 if TYPE_CHECKING:
     from .topic import Topic, Version
@@ -47,9 +47,6 @@ SYSTEM_FIELDS = [  # every row read carries these, after the topic's own columns
 ]
 assert tuple(f.name for f in SYSTEM_FIELDS) == SYSTEM_COLUMNS
 
-Bound = int | datetime | Mapping[int, int] | None
-EventRange = tuple[int | None, int | None]  # event times [lo, hi) in microseconds, either end open
-
 
 @dataclass(frozen=True)
 class Gap:
@@ -61,65 +58,6 @@ class Gap:
     path: str
     position: int
     reason: str
-
-
-@dataclass
-class Plan:
-    """What one read covers: per partition an offset range, plus an optional event-time filter."""
-
-    ranges: dict[int, tuple[int, int]]
-    snapshots: dict[int, Snapshot]
-    event_range: EventRange | None = None
-
-
-def plan(topic: Topic, start: Bound, end: Bound, partitions: Sequence[int] | None, by: str) -> Plan:
-    """Resolve start/end bounds into exact offset ranges on a snapshot of each partition."""
-    if by not in ("append_time", "event_time"):
-        raise ValueError(f"by must be 'append_time' or 'event_time', found {by!r}")
-    n = topic.config.partitions
-    numbers = list(range(n)) if partitions is None else list(partitions)
-    for p in numbers:
-        if not isinstance(p, (int, np.integer)) or not 0 <= p < n:
-            raise ValueError(f"topic {topic.name!r} has partitions 0..{n - 1}, asked for {p!r}")
-    snaps = {p: topic.partition(p).snapshot() for p in numbers}
-    event = None
-    if by == "event_time" and (isinstance(start, datetime) or isinstance(end, datetime)):
-        if topic.config.event_time_field is None:
-            raise ValueError(f"topic {topic.name!r} has no event-time field: read by append time instead")
-        event = (
-            to_us(start) if isinstance(start, datetime) else None,
-            to_us(end) if isinstance(end, datetime) else None,
-        )
-    ranges = {}
-    for p in numbers:
-        snap, part = snaps[p], topic.partition(p)
-        lo = _bound(part, snap, start, by, default=snap.start_offset, which="start")
-        hi = _bound(part, snap, end, by, default=snap.end_offset, which="end")
-        lo = max(lo, snap.start_offset)
-        hi = min(hi, snap.end_offset)
-        ranges[p] = (lo, max(lo, hi))
-    return Plan(ranges, snaps, event)
-
-
-def _bound(part: Partition, snap: Snapshot, value: Bound, by: str, *, default: int, which: str) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise TypeError(f"{which} must be an offset, a mapping of partition to offset, or a datetime")
-    if isinstance(value, (int, np.integer)):
-        if value < 0:
-            raise ValueError(f"{which} offset must be >= 0, found {value}")
-        return int(value)
-    if isinstance(value, Mapping):
-        v = value.get(part.number)
-        return default if v is None else int(v)
-    if isinstance(value, datetime):
-        if by == "event_time":
-            return default  # event time filters frames and rows, not offsets
-        return part.offset_for_append_time(snap, to_us(value))
-    raise TypeError(
-        f"{which} must be an offset, a mapping of partition to offset, or a datetime, found {type(value).__name__}"
-    )
 
 
 def output_schema(arrow: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
@@ -188,6 +126,7 @@ class FrameReader:
         self.use_threads = use_threads
         self.bytes_read = 0
         self._partition_column = "_partition" in schema.names
+        self._rows = RowDecoder(topic, self.latest)
         # per event filtering or not: the user fields to hand on (body order) and the read options
         self._fields = {False: self._plan(columns, None), True: self._plan(columns, topic.config.event_time_field)}
 
@@ -219,11 +158,12 @@ class FrameReader:
         With `parallel`, frames are verified and decoded on the frame thread pool a few ahead of
         the consumer (results keep their order; gaps and errors surface at their frame).
         """
-        jobs = self._frame_jobs(part, snap, lo, hi, event)
-        for out in imap_ordered(self.load, jobs) if parallel else map(self.load, jobs):
-            batch = self.deliver(out)
-            if batch is not None:
-                yield batch
+        groups = _groups(self._frame_jobs(part, snap, lo, hi, event))
+        for outs in imap_ordered(self.load_group, groups) if parallel else map(self.load_group, groups):
+            for out in outs:
+                batch = self.deliver(out)
+                if batch is not None:
+                    yield batch
 
     def deliver(self, out: Loaded) -> pa.RecordBatch | None:
         """The batch `load` gave, its bytes counted; None for an empty one or a gap (which raises,
@@ -327,8 +267,46 @@ class FrameReader:
             body = view.body(pos, h)
         except CorruptFrameError as err:
             return Gap(job.partition, h.base_offset, h.next_offset, err.path, err.position, err.reason)
-        batch = self._decode(body, h, str(view.path), pos, job.event is not None)
+        try:
+            batch = self._decode(body, h, str(view.path), pos, job.event is not None)
+        except CorruptFrameError as err:  # checksummed yet undecodable: a gap like any damage
+            return Gap(job.partition, h.base_offset, h.next_offset, err.path, err.position, err.reason)
         return self._finish(batch, job.partition, job.start_row, job.stop_row, job.event), h.size
+
+    def load_group(self, jobs: list[FrameJob | Gap]) -> list[Loaded]:
+        """`load` of each job, with each run of consecutive row frames of one schema version
+        decoded as one batch (`rowframes`): one Loaded for the run. Thread-safe."""
+        out: list[Loaded] = []
+        run: list[tuple[FrameJob, FrameHeader, memoryview]] = []
+        for job in jobs:
+            h = None if isinstance(job, Gap) else job.view.header_at(job.position)
+            if (
+                isinstance(h, FrameHeader)
+                and h.rows
+                and isinstance(job, FrameJob)
+                and (h.base_offset, h.count) == (job.base_offset, job.count)
+                and (not run or run[0][1].schema_version == h.schema_version)
+            ):
+                try:
+                    run.append((job, h, memoryview(job.view.body(job.position, h))))
+                    continue
+                except CorruptFrameError:
+                    pass  # loaded alone below: its gap in its place
+            out += self._load_run(run)
+            run = []
+            out.append(self.load(job))
+        return out + self._load_run(run)
+
+    def _load_run(self, run: list[tuple[FrameJob, FrameHeader, memoryview]]) -> list[Loaded]:
+        if len(run) <= 1:
+            return [self.load(job) for job, _, _ in run]
+        try:
+            batch = self._rows.decode([(h, body, job.start_row, job.stop_row) for job, h, body in run])
+        except (pa.ArrowException, ValueError):
+            return [self.load(job) for job, _, _ in run]  # find the frame that does not decode
+        first = run[0][0]
+        size = sum(h.size for _, h, _ in run)
+        return [(self._finish(batch, first.partition, 0, batch.num_rows, first.event), size)]
 
     def _gap(self, partition: int, start: int, end: int, path: str, position: int, reason: str) -> None:
         if self.on_corrupt == "raise":
@@ -340,6 +318,8 @@ class FrameReader:
         the system columns decoded."""
         needed, options = self._fields[event]
         try:
+            if header.rows:
+                return self._rows.decode([(header, memoryview(body), 0, header.count)])
             if header.schema_version == self.latest.version:
                 return pa.ipc.open_stream(body, options=options).read_next_batch()
             old = self.topic.version(header.schema_version)
@@ -529,6 +509,24 @@ class Reader:
             else:
                 watch.drain()
             snaps = {p: self.topic.partition(p).snapshot() for p in self.positions}
+
+
+GROUP_FRAMES = 256  # frames loaded together at most (runs of row frames decode as one batch)
+GROUP_BYTES = 1 << 20  # ... or frames of about this many bytes
+
+
+def _groups(jobs: Iterator[FrameJob | Gap]) -> Iterator[list[FrameJob | Gap]]:
+    """`jobs` in groups for `FrameReader.load_group`: a large frame alone, small ones together."""
+    group: list[FrameJob | Gap] = []
+    nbytes = 0
+    for job in jobs:
+        group.append(job)
+        nbytes += job.size if isinstance(job, FrameJob) else 0
+        if len(group) >= GROUP_FRAMES or nbytes >= GROUP_BYTES:
+            yield group
+            group, nbytes = [], 0
+    if group:
+        yield group
 
 
 async def _aiterate(it: Iterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:

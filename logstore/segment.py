@@ -224,9 +224,7 @@ def scan(
 
 def build_index(scan_result: ScanResult) -> np.ndarray:
     """Index entries for the valid frames found by a scan."""
-    if not scan_result.frames:
-        return index_mod.empty()
-    return np.concatenate([index_mod.entry(h, p) for p, h in scan_result.frames])
+    return index_mod.entries_of(scan_result.frames)
 
 
 def index_prefix(view: SegmentView, idx_path: Path) -> tuple[np.ndarray, bool]:

@@ -43,7 +43,8 @@ import pyarrow.fs as pafs
 from . import parallel
 from .encodings import is_stored_dictionary
 from .frame import DICTIONARY_TYPE, HEADER_SIZE, FrameHeader
-from .reader import APPEND_TIME_TYPE, Bound, FrameJob, FrameReader, Gap, Loaded, output_schema, plan
+from .plan import Bound, plan
+from .reader import APPEND_TIME_TYPE, FrameJob, FrameReader, Gap, Loaded, output_schema
 from .timeutil import MAX_TIME, MIN_TIME
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ def _scan(
             yield group
 
     def load(group: list[FrameJob | Gap]) -> list[Loaded]:
-        return [fr.load(job) for job in group]
+        return fr.load_group(group)
 
     for loaded in parallel.imap_ordered(load, jobs(), ahead=parallel.threads() + 1 if ahead is None else ahead):
         before = fr.bytes_read

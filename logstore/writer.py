@@ -39,18 +39,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
+from schemas import rowcodec
 
 from .commit import CommitSettings, Encode, commit_many
 from .encodings import decode_runs, mark_runs
 from .errors import ArgumentError, RecordTooLargeError, RecordValidationError, WriterClosedError
-from .frame import Dictionaries, EncodedBody, encode_body, with_system_columns
+from .frame import ROW_FRAME_MAX, Dictionaries, EncodedBody, encode_body, rows_body, with_system_columns
 from .keyhash import partitions_for
 from .parallel import imap_ordered
 from .partition import Partition
@@ -77,6 +79,25 @@ def _widest(col: pa.Array) -> int:
         col.buffers()[1], np.int32 if width == 4 else np.int64, count=len(col) + 1, offset=col.offset * width
     )
     return int(np.diff(offsets).max())
+
+
+@dataclass(slots=True)
+class RowBlock:
+    """Records staged for a row frame: their Avro encodings (`schemas.rowcodec`)."""
+
+    rows: list[bytes]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(map(len, self.rows))
+
+
+Piece: TypeAlias = "pa.RecordBatch | RowBlock"  # what one frame will hold
+ROWS_FORMAT = 2  # the log format that added row frames
 
 
 class Writer:
@@ -113,10 +134,11 @@ class Writer:
         self._row_seq = 0  # append() calls before the buffered rows (names rejected records)
         self._rows_since = 0.0
         self._row_limit = batch_records
-        self._pending: dict[int, list[tuple[pa.RecordBatch, tuple[int, int]]]] = {}
+        self._pending: dict[int, list[tuple[Piece, tuple[int, int]]]] = {}
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._committed: set[int] = set()  # partitions this writer committed to
+        self._rows_format = False  # the log's marker says it may hold row frames
         if max_clock_skew is not None and (
             isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, (int, float)) or max_clock_skew < 0
         ):
@@ -255,6 +277,8 @@ class Writer:
         self._version = self.topic.version(version)
         # top-level string fields: stored dictionary-encoded when given so, or (compressed) when they repeat
         self._dictionaries = Dictionaries([i for i, f in enumerate(self._version.arrow) if pa.types.is_string(f.type)])
+        v = self._version
+        self._rows_codec = rowcodec.codec(v.schema, v.arrow, self.topic.config.event_time_field)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -346,6 +370,8 @@ class Writer:
         rows, first = self._rows[:n], self._row_seq
         del self._rows[:n]  # records appended meanwhile (no lock) stay, after these
         self._row_seq = first + n
+        if n <= ROW_FRAME_MAX and self._stage_rows(rows):
+            return
         seqs = list(range(first, first + len(rows)))
         errors: list[RecordValidationError] = []
         batch = None
@@ -369,6 +395,50 @@ class Writer:
             if len(errors) > 1:
                 errors[0].add_note(f"{len(errors) - 1} more appended records were rejected too")
             raise errors[0]
+
+    def _stage_rows(self, rows: list[dict[str, Any]]) -> bool:
+        """Stage a small commit's `rows` as row frames if the row codec is certain of every one
+        (`schemas.rowcodec`); False to take the batch path, which decides (and names the bad record)."""
+        if self._version is None:
+            if not self.topic.exists():
+                return False  # the batch path creates the topic from the first data
+            self._bind_version()
+        encoded = self._rows_codec.encode(rows)
+        if encoded is None:
+            return False
+        if not self._rows_format:
+            self.topic.log.require_format(ROWS_FORMAT)  # older readers cannot decode row frames
+            self._rows_format = True
+        bodies, events = encoded
+        cfg = self.topic.config
+        if 2 * max(map(len, bodies)) > cfg.max_record_bytes:
+            return False  # near the limit: the batch path measures records its way
+        n = cfg.partitions
+        if n == 1:
+            places = [0] * len(rows)
+        elif cfg.key_field is None:
+            places = [self._sticky % n] * len(rows)
+            self._sticky += 1
+        else:
+            assert self._version is not None
+            key_type = self._version.arrow.field(cfg.key_field).type
+            keys = pa.array([r.get(cfg.key_field) for r in rows], type=key_type)
+            places = partitions_for(keys, n).tolist()
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(places):
+            groups.setdefault(p, []).append(i)
+        for p, at in groups.items():
+            if not self._pending_bytes:
+                self._pending_since = time.monotonic()
+            block = RowBlock([bodies[i] for i in at])
+            if events is None:
+                span = (MIN_TIME, MAX_TIME)
+            else:
+                times = [events[i] for i in at]
+                span = (min(times), max(times))
+            self._pending.setdefault(p, []).append((block, span))
+            self._pending_bytes += block.nbytes
+        return True
 
     def _event_range(self, batch: pa.RecordBatch) -> tuple[int, int]:
         field = self.topic.config.event_time_field
@@ -448,9 +518,7 @@ class Writer:
             )
         return self._settings_cache
 
-    def _job(
-        self, p: int, batches: list[tuple[pa.RecordBatch, tuple[int, int]]]
-    ) -> tuple[Partition, list[int], Encode]:
+    def _job(self, p: int, batches: list[tuple[Piece, tuple[int, int]]]) -> tuple[Partition, list[int], Encode]:
         """Partition `p`'s part of a commit: (partition, frame counts, encode) for `commit_many`.
 
         Bodies are encoded under the partition's lock because they carry their records' offsets
@@ -470,8 +538,10 @@ class Writer:
             options = pa.ipc.IpcWriteOptions(compression=options.compression, use_threads=False)
         dictionaries = self._dictionaries
 
-        def encode(job: tuple[pa.RecordBatch, int, int, tuple[int, int]]) -> EncodedBody:
+        def encode(job: tuple[Piece, int, int, tuple[int, int]]) -> EncodedBody:
             batch, first, append_time, event_range = job
+            if isinstance(batch, RowBlock):
+                return rows_body(batch.rows, schema_version=version, event_range=event_range)
             # a small body is not worth compressing: per-buffer codec setup costs more than it saves
             opts = options if batch.nbytes >= COMPRESS_MIN_BYTES else _PLAIN
             if dictionaries.strings:
@@ -496,10 +566,8 @@ class Writer:
         return part, counts, encode_all
 
     def _sync_committed(self) -> None:
-        """At close: make what this writer committed unsynced durable, and say so in the hint's
-        synced slot (the recovery point a power cut or a reboot keeps; see `partition.py`)."""
-        if self.durability == "fsync":
-            return
+        """At close: index what this writer committed, make it durable if it was not, and say so in
+        the hint's synced slot (the recovery point a power cut or a reboot keeps; see `partition.py`)."""
         for p in sorted(self._committed):
             self.topic.partition(p).sync_tail()
         self._committed.clear()

@@ -1,0 +1,274 @@
+"""Avro binary rows: the body of a row frame (see `logstore.frame`, ``FLAG_ROWS``).
+
+A row frame holds a few records (a live commit: one request, one score) as their Avro binary
+encodings, back to back, in the schema version its header names: no schema, no system columns
+(the header gives every record's offset and the append time), so a one-record frame costs its
+record's Avro bytes plus the frame header. Large commits stay Arrow frames (columnar, zero-copy).
+
+`RowCodec.encode` takes rows only when it is *certain* the batch path (`schemas.conform`) would
+accept them and store the same values: every value of exactly the Python type the field takes
+(``str`` for string, ``int`` in range for int/long, ``float`` or a small ``int`` for float/double,
+``bool`` for boolean, ``bytes`` for bytes, an enum's symbol, an aware or naive (taken as UTC)
+``datetime`` or an ``int`` for a timestamp, ``list`` for arrays, ``dict`` with ``str`` keys for
+maps, ``None`` for a nullable field or a missing key), no unknown keys. Anything else returns
+None and the writer takes the batch path, which either stores the rows (it is more lenient: numpy
+scalars, bytes for strings, ...) or names the record, field and reason it refuses. So the two
+paths never disagree on what is accepted, and a record reads back the same whichever path
+stored it (tested).
+
+Schemas with types outside that set (nested records, fixed, decimal, uuid, date, time, unions
+other than ``["null", T]``) have no row codec (`RowCodec.supported` is False): their commits are
+always Arrow frames.
+
+`RowCodec.decode` turns a row frame's body back into a record batch of the version's Arrow schema
+(``RecordBatch.from_pylist``, the conversion the batch path makes).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+
+from schemas.avro import expand
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_EXACT_FLOAT_INT = 2**53  # ints a double holds exactly
+_STRIPPED = {"timestamp-micros", "timestamp-millis"}  # encoded as the integers they are
+
+
+class _Decline(Exception):
+    """A value the row path is not certain of: the batch path decides."""
+
+
+Convert = Callable[[Any], Any]
+
+
+def _micros(v: Any) -> int:
+    t = type(v)
+    if t is int:
+        if not _INT64[0] <= v <= _INT64[1]:
+            raise _Decline
+        return v  # type: ignore[no-any-return]
+    if t is datetime:
+        delta = v - (_EPOCH_NAIVE if v.tzinfo is None else _EPOCH)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds  # type: ignore[no-any-return]
+    raise _Decline
+
+
+def _millis(v: Any) -> int:
+    if type(v) is datetime:
+        delta = v - (_EPOCH_NAIVE if v.tzinfo is None else _EPOCH)
+        if delta % timedelta(milliseconds=1):
+            raise _Decline  # sub-millisecond: how the batch path rounds is its business
+        return delta // timedelta(milliseconds=1)
+    return _micros(v)  # an int is taken as is
+
+
+def _converter(t: Any) -> Convert | None:
+    """A function returning the Avro-writable value of `t` for a value, or raising _Decline;
+    None when the type is outside the row path."""
+    if isinstance(t, list):
+        branches = [b for b in t if b != "null"]
+        if len(t) != 2 or len(branches) != 1:
+            return None
+        inner = _converter(branches[0])
+        if inner is None:
+            return None
+        return lambda v: None if v is None else inner(v)
+    if isinstance(t, str):
+        t = {"type": t}
+    kind, logical = t.get("type"), t.get("logicalType")
+    if logical is not None:
+        if kind == "long" and logical == "timestamp-micros":
+            return _micros
+        if kind == "long" and logical == "timestamp-millis":
+            return _millis
+        return None
+    return _PLAIN.get(kind) or _complex(kind, t)
+
+
+def _exact(py: type) -> Convert:
+    def convert(v: Any) -> Any:
+        if type(v) is not py:
+            raise _Decline
+        return v
+
+    return convert
+
+
+def _int_in(lo: int, hi: int) -> Convert:
+    def convert(v: Any) -> Any:
+        if type(v) is not int or not lo <= v <= hi:
+            raise _Decline
+        return v
+
+    return convert
+
+
+def _real(v: Any) -> Any:
+    t = type(v)
+    if t is float:
+        return v
+    if t is int and -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT:
+        return float(v)
+    raise _Decline
+
+
+_PLAIN: dict[str, Convert] = {
+    "string": _exact(str),
+    "bytes": _exact(bytes),
+    "boolean": _exact(bool),
+    "int": _int_in(*_INT32),
+    "long": _int_in(*_INT64),
+    "float": _real,
+    "double": _real,
+}
+
+
+def _complex(kind: Any, t: dict[str, Any]) -> Convert | None:
+    if kind == "enum":
+        symbols = frozenset(t["symbols"])
+
+        def enum(v: Any) -> Any:
+            if type(v) is not str or v not in symbols:
+                raise _Decline
+            return v
+
+        return enum
+    if kind == "array":
+        item = _converter(t["items"])
+        if item is None:
+            return None
+
+        def array(v: Any) -> Any:
+            if type(v) is not list:
+                raise _Decline
+            return [item(x) for x in v]
+
+        return array
+    if kind == "map":
+        value = _converter(t["values"])
+        if value is None:
+            return None
+
+        def mapping(v: Any) -> Any:
+            if type(v) is not dict:
+                raise _Decline
+            out = {}
+            for k, x in v.items():
+                if type(k) is not str:
+                    raise _Decline
+                out[k] = value(x)
+            return out
+
+        return mapping
+    return None
+
+
+def _strip(s: Any) -> Any:
+    """`s` with the timestamp logical types removed (their values travel as plain longs)."""
+    if isinstance(s, list):
+        return [_strip(b) for b in s]
+    if isinstance(s, dict):
+        out = {k: _strip(v) for k, v in s.items()}
+        if out.get("logicalType") in _STRIPPED and out.get("type") == "long":
+            del out["logicalType"]
+        return out
+    return s
+
+
+class RowCodec:
+    """Encodes rows of one schema version as Avro binary and decodes them into Arrow (see module)."""
+
+    def __init__(self, schema: dict[str, Any], arrow_schema: pa.Schema, event_field: str | None = None) -> None:
+        self.arrow_schema = arrow_schema
+        self.event_field = event_field
+        tree = expand(schema)
+        fields: list[tuple[str, Convert]] = []
+        supported = isinstance(tree, dict) and tree.get("type") == "record"
+        for f in tree.get("fields", []) if supported else []:
+            conv = _converter(f["type"])
+            if conv is None:
+                supported = False
+                break
+            fields.append((f["name"], conv))
+        self.supported = supported
+        self._fields = fields
+        self._names = frozenset(name for name, _ in fields)
+        self._event = event_field if event_field in self._names else None
+        self._schema = fastavro.parse_schema(_strip(copy.deepcopy(schema))) if supported else None
+
+    def encode(self, rows: Sequence[Any]) -> tuple[list[bytes], list[int] | None] | None:
+        """Each row's Avro bytes and (with an event-time field) event time in microseconds, or
+        None if any row is not certainly valid (see module docstring)."""
+        if not self.supported:
+            return None
+        out: list[bytes] = []
+        events: list[int] | None = [] if self._event is not None else None
+        names, event = self._names, self._event or ""
+        write = fastavro.schemaless_writer
+        schema = self._schema
+        assert schema is not None
+        buf = io.BytesIO()
+        try:
+            for row in rows:
+                if type(row) is not dict or not names.issuperset(row):
+                    return None
+                get = row.get
+                record = {name: conv(get(name)) for name, conv in self._fields}
+                if events is not None:
+                    when = record[event]
+                    if when is None:
+                        return None
+                    events.append(when)
+                buf.seek(0)
+                buf.truncate()
+                write(buf, schema, record)
+                out.append(buf.getvalue())
+        except (_Decline, ValueError, TypeError, OverflowError, UnicodeError):
+            return None  # fastavro refused (e.g. a null in a required field): the batch path names it
+        return out, events
+
+    def rows(self, body: bytes | memoryview, count: int) -> list[dict[str, Any]]:
+        """The `count` records of a row frame's body as dicts (timestamps as integers). Raises
+        ValueError if the body does not hold exactly `count` records."""
+        assert self._schema is not None, "a row frame of a schema without a row codec"
+        buf = io.BytesIO(body)
+        read = fastavro.schemaless_reader
+        schema = self._schema
+        try:
+            rows = [read(buf, schema, None) for _ in range(count)]
+        except (EOFError, StopIteration, IndexError, KeyError, TypeError, UnicodeError, OverflowError) as e:
+            raise ValueError(f"row frame body does not decode: {e!r}") from e
+        if buf.tell() != len(body):
+            raise ValueError(f"row frame body has {len(body) - buf.tell()} bytes past its {count} records")
+        return rows  # type: ignore[return-value]
+
+    def batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+        """Decoded rows as a batch of the version's Arrow schema."""
+        return pa.RecordBatch.from_pylist(rows, schema=self.arrow_schema)
+
+    def decode(self, body: bytes | memoryview, count: int) -> pa.RecordBatch:
+        """The `count` records of a row frame's body as a batch of the version's Arrow schema."""
+        return self.batch(self.rows(body, count))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(schema_json: str, arrow: pa.Schema, event_field: str | None) -> RowCodec:
+    return RowCodec(json.loads(schema_json), arrow, event_field)
+
+
+def codec(schema: dict[str, Any], arrow_schema: pa.Schema, event_field: str | None = None) -> RowCodec:
+    """The (cached) row codec of a schema version."""
+    return _cached(json.dumps(schema, sort_keys=True), arrow_schema, event_field)
