@@ -20,6 +20,8 @@ partition's exclusive lock (`Partition.exclusive`), in this order:
    where the commit began and raises `LogIOError`: the commit did not happen, and a retry stores
    it once. A commit to several partitions (`commit_many`) holds all their locks and passes its
    commit point only once every partition's frames are written (and synced): all or nothing.
+   A single-partition commit goes through the partition's group (`GroupCommit`), whose durable
+   batches are fdatasynced after the lock is released, so several processes share the sync.
 5. *Index and hint.* Both are derived; a failure writing them after the commit point is logged
    and swallowed (the commit happened and is reported as such, so a retry does not store it twice);
    the next reader or writer derives what they would have said. The hint is written at every
@@ -76,6 +78,7 @@ class TailState:
     index_ok: bool = True  # False after an index append failed: the rest of this segment goes unindexed
     undo: Hint | None = None  # a failed commit left bytes past this tail that must be truncated first
     index_pending: list[np.ndarray] = field(default_factory=list)  # entries of committed frames, in order
+    synced: Hint | None = None  # the tail a durable batch's fdatasync (outside the lock) made durable
     index_since: float = 0.0  # monotonic time the oldest pending entry waits since
 
     def close(self) -> None:
@@ -204,10 +207,21 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
 
 
 def _commit_batch(part: Partition, batch: list[_Request]) -> None:
-    """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync."""
+    """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync.
+
+    The fdatasync of a durable batch runs after the lock is released (on a duplicate of the
+    segment's descriptor), so committers of other processes write theirs meanwhile and the
+    kernel's next journal commit carries them together: group commit across processes. The batch
+    is visible to readers once written (as in "flush" mode); its committers return once it is
+    durable. If the fdatasync fails, the batch is taken back (hint restored, segment truncated)
+    when nobody committed after it; otherwise its committers get a `LogIOError` saying the records
+    are in the log but not known to be durable.
+    """
+    synced: tuple[int, Hint, list[tuple[_Request, _Staged, Committed]]] | None = None
     with part.exclusive():
         tail = part.tail
         _sync_tail(part, tail)
+        _note_synced(part, tail)
         written: list[tuple[_Request, _Staged]] = []
         for req in batch:
             try:
@@ -231,17 +245,75 @@ def _commit_batch(part: Partition, batch: list[_Request]) -> None:
         if not written:
             return
         durable = any(r.settings.durable for r, _ in written)
-        if durable:
-            try:
-                os.fdatasync(tail.fd)  # type: ignore[arg-type]
-            except BaseException as e:  # noqa: BLE001 - not committed: take every one back
-                first = written[0][1]
-                _undo(first)
-                for r, _ in written:
-                    r.error, r.done = _not_written(first, e), True
-                return
-        for r, st in written:
-            r.result, r.done = _publish(st, durable), True
+        if not durable:
+            for r, st in written:
+                r.result, r.done = _publish(st, False), True
+            return
+        try:
+            fd = os.dup(tail.fd)  # type: ignore[arg-type]
+        except OSError as e:  # not committed: take every one back
+            _fail_all(written, e)
+            return
+        published = [(r, st, _publish(st, False)) for r, st in written]
+        assert tail.hint is not None
+        synced = (fd, tail.hint, published)
+    fd, hint, published = synced
+    try:
+        os.fdatasync(fd)
+    except BaseException as e:  # noqa: BLE001
+        _sync_failed(part, hint, published, e)
+        return
+    finally:
+        os.close(fd)
+    part.tail.synced = hint  # recorded in the hint's synced slot at the next lock hold
+    for r, _, result in published:
+        r.result, r.done = result, True
+
+
+def _fail_all(written: list[tuple[_Request, _Staged]], e: BaseException) -> None:
+    first = written[0][1]
+    _undo(first)
+    for r, _ in written:
+        r.error, r.done = _not_written(first, e), True
+
+
+def _sync_failed(
+    part: Partition, hint: Hint, published: list[tuple[_Request, _Staged, Committed]], e: BaseException
+) -> None:
+    """A durable batch's fdatasync failed after it was published: take it back if nobody
+    committed after it, else say it is in the log but not known to be durable."""
+    first = published[0][1]
+    with part.exclusive():
+        tail = part.tail
+        try:
+            unmoved = part.read_hint() == hint and tail.hint == hint
+        except OSError:
+            unmoved = False
+        if unmoved:
+            _write_hint_quietly(part, first.hint)
+            _undo(first)
+            for r, _, _ in published:
+                r.error, r.done = _not_written(first, e), True
+            return
+    n = sum(sum(st.counts) for _, st, _ in published)
+    err = LogIOError(
+        f"cannot sync {part.seg_path(first.hint.base)}: {getattr(e, 'strerror', None) or e}; the {n} records of "
+        "this commit are in the log (other commits followed them) but not known to be durable"
+    )
+    err.__cause__ = e
+    for r, _, _ in published:
+        r.error, r.done = err, True
+
+
+def _note_synced(part: Partition, tail: TailState) -> None:
+    """(Under the lock.) Record in the hint's synced slot what this process's last fdatasync made
+    durable (the recovery point a reboot keeps; see `hint.py`)."""
+    done, tail.synced = tail.synced, None
+    if done is not None and tail.hint is not None and done.base == tail.hint.base and done.size <= tail.hint.size:
+        try:
+            part.write_hint(replace(done, synced=True), slot=1)
+        except OSError as e:
+            log.warning("synced tail hint of %s not updated (%s)", part.dir, e)
 
 
 def _stage_one(part: Partition, tail: TailState, req: _Request, written: list[tuple[_Request, _Staged]]) -> _Staged:
