@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import logstore
-from tests.logstore.procs import payload
+from tests.logstore.procs import SCHEMA, payload
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCS = Path(__file__).with_name("procs.py")
@@ -107,41 +107,53 @@ def test_torn_tail_is_unseen_by_readers_and_truncated_by_recovery(tmp_path):
 
 
 @pytest.mark.slow
-def test_group_commit_under_sigkill_keeps_every_acknowledged_record(tmp_path):
-    """Four threads committing single records with fsync through the partition's group, killed
-    at random moments, five times: every acknowledged record is there, unchanged, once; offsets
-    stay dense and the next run appends after them."""
+@pytest.mark.parametrize("procs,threads", [(1, 4), (3, 2)])
+def test_group_commit_under_sigkill_keeps_every_acknowledged_record(tmp_path, procs, threads):
+    """Threads committing single records with fsync through the partition's group (in one process,
+    or in three at once, whose syncs run outside the lock), killed at random moments, five times:
+    every acknowledged record is there, unchanged, once; offsets stay dense and the next run
+    appends after them."""
     path = tmp_path / "log"
-    rng = random.Random(7)
+    logstore.open(path).create_topic("t", schema=SCHEMA, compression=None)
+    rng = random.Random(7 + procs)
     acked: set[tuple[str, int]] = set()
     for _ in range(5):
-        proc = subprocess.Popen(
-            [sys.executable, str(PROCS), "group", str(path), "4"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=_env(),
-        )
+        running = [
+            subprocess.Popen(
+                [sys.executable, str(PROCS), "group", str(path), str(threads)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env=_env(),
+            )
+            for _ in range(procs)
+        ]
         got: list[tuple[str, int]] = []
-        started = threading.Event()
+        pumps = []
+        for proc in running:
+            started = threading.Event()
 
-        def pump(proc=proc, got=got, started=started) -> None:
-            for line in proc.stdout:
-                if line.startswith("ack "):
-                    _, w, seq = line.split()
-                    got.append((w, int(seq)))
-                    started.set()
+            def pump(proc=proc, got=got, started=started) -> None:
+                for line in proc.stdout:
+                    if line.startswith("ack "):
+                        _, w, seq = line.split()
+                        got.append((w, int(seq)))
+                        started.set()
 
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        assert started.wait(timeout=120)
+            t = threading.Thread(target=pump, daemon=True)
+            t.start()
+            pumps.append((t, started))
+        for _, started in pumps:
+            assert started.wait(timeout=120)
         time.sleep(rng.uniform(0.05, 0.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        t.join(timeout=5)
-        err = proc.stderr.read()
-        assert "Traceback" not in err, err
+        for proc in running:
+            proc.send_signal(signal.SIGKILL)
+        for (t, _), proc in zip(pumps, running):
+            proc.wait()
+            t.join(timeout=5)
+            err = proc.stderr.read()
+            assert "Traceback" not in err, err
         acked.update(got)
         table = logstore.open(path, readonly=True).read("t")
         stored = list(zip(table["writer"].to_pylist(), table["seq"].to_pylist()))
