@@ -175,7 +175,8 @@ def record(
     p(
         "A card-payment fraud-scoring service, simulated. Every request goes through the rendezvous:\n"
         "the decoy archives the input, the champion and a frozen canary score it, the rendezvous\n"
-        "picks an answer within the deadline; outcomes arrive later (settlement, chargebacks).\n"
+        "policy (rendezvous.policy, as served live) picks an answer within the deadline; outcomes\n"
+        "arrive later (settlement, chargebacks).\n"
         "All of it through logstore writers on the simulated clock, committing every "
         f"{tick / timedelta(minutes=1):g} minutes.",
         2,
@@ -190,7 +191,7 @@ def record(
     p()
     reasons = tr.decision_reasons
     total = max(1, sum(reasons.values()))
-    shares = "  ".join(f"{r} {100 * n / total:.1f}%" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    shares = "  ".join(f"{r} {100 * n / total:.1f}%" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]) if n)
     p(
         f"requests     {tr.requests:,} from {_fmt_time(tr.start)} to {_fmt_time(tr.end)}\n"
         f"fraud rate   {100 * tr.fraud_rate:.2f}%; {tr.outcomes_pending:,} outcomes not yet known at the end\n"

@@ -17,6 +17,11 @@ This is on the append hot path, so it is two-speed:
 - slow path, only when something failed (a check or a pyarrow exception): a per-record
   pure-Python walk over the Avro type finds the exact record, field and reason.
 
+Defaults: a record (or an Arrow input) lacking a non-nullable field that has an Avro default gets
+the default, as fastavro's writer does, so a producer built against an older version of an evolved
+schema keeps writing (an explicit null in such a field is still refused). A missing nullable
+field is null.
+
 Lenient where pyarrow is and no value changes: bytes for strings (valid UTF-8), str for bytes,
 naive datetimes for UTC timestamps (taken as UTC), ints for timestamps/dates/times, lists of
 (key, value) pairs for maps. Known limit: a float inside a *nested* int field is truncated by
@@ -35,6 +40,7 @@ import pyarrow.compute as pc
 from logstore.encodings import decode_runs, run_end_decode, whole_runs
 from logstore.errors import RecordValidationError
 from schemas.avro import expand
+from schemas.resolve import default_array
 from schemas.validate import first_error, show_value, suggest
 
 _NoneType = type(None)
@@ -52,6 +58,12 @@ class _Plan:
         self.int_cols = [f.name for f in arrow_schema if pa.types.is_int32(f.type) or pa.types.is_int64(f.type)]
         self.checks = [(i, node) for i, f in enumerate(arrow_schema) if (node := _node(f)) is not None]
         self.key_checks = [kc for f in arrow_schema for kc in _key_checks(f.type, [("get", f.name)])]
+        # top-level non-nullable fields with an Avro default: filled in where a record lacks them
+        self.defaults = [
+            (i, f)
+            for i, f in enumerate(schema.get("fields", []))
+            if "default" in f and not arrow_schema.field(i).nullable
+        ]
         self._tree = None
 
     @property
@@ -194,6 +206,8 @@ def _conform_rows(rows: list[Any], plan: _Plan, topic: str | None, offset: int) 
         if not set().union(*rows) <= plan.fieldnames:  # C loop over stored key hashes
             raise _Slow
         batch = pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+        if plan.defaults:
+            batch = _fill_defaults(batch, rows, plan)
         for name in plan.int_cols:
             if not set(map(type, map(dict.get, rows, repeat(name)))) <= {int, _NoneType}:
                 raise _Slow
@@ -211,6 +225,24 @@ def _conform_rows(rows: list[Any], plan: _Plan, topic: str | None, offset: int) 
     if batch is not None and _columns_ok(batch, plan):
         return batch  # e.g. numpy integers: the slow path accepts them and pyarrow converted them
     return _localize(rows, plan, topic, offset, error)
+
+
+def _fill_defaults(batch: pa.RecordBatch, rows: list[Any], plan: _Plan) -> pa.RecordBatch:
+    """`batch` with each defaulted field's default where its row lacks the key (one C-level
+    membership test per row, and only for a column that has nulls)."""
+    columns = None
+    for i, f in plan.defaults:
+        col = batch.column(i)
+        if not col.null_count:
+            continue
+        absent = [f["name"] not in r for r in rows]
+        if not any(absent):
+            continue
+        target = plan.arrow_schema.field(i)
+        fill = default_array(f["default"], plan.tree["fields"][i]["type"], target.type, len(rows), f["name"])
+        columns = list(batch.columns) if columns is None else columns
+        columns[i] = fill if all(absent) else pc.if_else(pa.array(absent, pa.bool_()), fill, col)
+    return batch if columns is None else pa.RecordBatch.from_arrays(columns, schema=plan.arrow_schema)
 
 
 def _localize(rows: list[Any], plan: _Plan, topic: str | None, offset: int, error: Exception | None) -> pa.RecordBatch:
@@ -282,6 +314,11 @@ def _conform_arrow(
         cols = []
         for i, f in enumerate(target):
             if f.name not in names:
+                default = next((d for j, d in plan.defaults if j == i), None)
+                if default is not None:
+                    tree_type = plan.tree["fields"][i]["type"]
+                    cols.append(default_array(default["default"], tree_type, f.type, src.num_rows, f.name))
+                    continue
                 if not f.nullable:
                     raise RecordValidationError(
                         None, f.name, f"missing required column (expected {f.type})", topic=topic

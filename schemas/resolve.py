@@ -61,7 +61,7 @@ def resolve(
                     f"field '{rf['name']}': not in the writer schema and has no default in the reader "
                     f"schema; cannot resolve old records"
                 )
-            cols.append(_default_array(rf["default"], rf["type"], af.type, n, rf["name"]))
+            cols.append(default_array(rf["default"], rf["type"], af.type, n, rf["name"]))
             continue
         col = data.column(wf["name"])
         if isinstance(col, pa.ChunkedArray):
@@ -141,7 +141,7 @@ def _resolve_struct(
         if hit is None:
             if "default" not in rf:
                 raise SchemaError(f"field '{fpath}': not in the writer schema and has no default")
-            out.append(_default_array(rf["default"], rf["type"], ftype, len(arr), fpath))
+            out.append(default_array(rf["default"], rf["type"], ftype, len(arr), fpath))
         else:
             child = arr.field(hit[0])  # sliced like arr; parent nulls stay in the mask below
             out.append(_resolve(child, rf["type"], hit[1]["type"], ftype, fpath))
@@ -196,7 +196,8 @@ def default_value(value: Any, t: Any) -> Any:
     return value
 
 
-def _default_array(value: Any, t: Any, arrow_type: pa.DataType, n: int, path: str) -> pa.Array:
+def default_array(value: Any, t: Any, arrow_type: pa.DataType, n: int, path: str) -> pa.Array:
+    """A column of `n` rows of `arrow_type`, each the Avro default `value` of type `t`."""
     try:
         one = pa.array([default_value(value, t)], type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, KeyError) as e:

@@ -10,7 +10,8 @@ accept them and store the same values: every value of exactly the Python type th
 (``str`` for string, ``int`` in range for int/long, ``float`` or a small ``int`` for float/double,
 ``bool`` for boolean, ``bytes`` for bytes, an enum's symbol, an aware or naive (taken as UTC)
 ``datetime`` or an ``int`` for a timestamp, ``list`` for arrays, ``dict`` with ``str`` keys for
-maps, ``None`` for a nullable field or a missing key), no unknown keys. Anything else returns
+maps, ``None`` for a nullable field or a missing key; a missing key of a non-nullable field with a
+default takes the default, as in the batch path), no unknown keys. Anything else returns
 None and the writer takes the batch path, which either stores the rows (it is more lenient: numpy
 scalars, bytes for strings, ...) or names the record, field and reason it refuses. So the two
 paths never disagree on what is accepted, and a record reads back the same whichever path
@@ -188,6 +189,15 @@ def _strip(s: Any) -> Any:
     return s
 
 
+def _missing(f: dict[str, Any]) -> Any:
+    """What a row lacking field `f` holds: its default for a non-nullable field that has one (as
+    `schemas.conform` fills it in), else None (null, or refused when the field is required)."""
+    if "default" not in f or isinstance(f["type"], list):
+        return None
+    kind = f["type"].get("type") if isinstance(f["type"], dict) else f["type"]
+    return None if kind in ("bytes", "fixed") else copy.deepcopy(f["default"])
+
+
 class RowCodec:
     """Encodes rows of one schema version as Avro binary and decodes them into Arrow (see module)."""
 
@@ -195,17 +205,17 @@ class RowCodec:
         self.arrow_schema = arrow_schema
         self.event_field = event_field
         tree = expand(schema)
-        fields: list[tuple[str, Convert]] = []
+        fields: list[tuple[str, Convert, Any]] = []
         supported = isinstance(tree, dict) and tree.get("type") == "record"
         for f in tree.get("fields", []) if supported else []:
             conv = _converter(f["type"])
             if conv is None:
                 supported = False
                 break
-            fields.append((f["name"], conv))
+            fields.append((f["name"], conv, _missing(f)))
         self.supported = supported
         self._fields = fields
-        self._names = frozenset(name for name, _ in fields)
+        self._names = frozenset(name for name, _, _ in fields)
         self._event = event_field if event_field in self._names else None
         self._schema = fastavro.parse_schema(_strip(copy.deepcopy(schema))) if supported else None
 
@@ -226,7 +236,7 @@ class RowCodec:
                 if type(row) is not dict or not names.issuperset(row):
                     return None
                 get = row.get
-                record = {name: conv(get(name)) for name, conv in self._fields}
+                record = {name: conv(get(name, missing)) for name, conv, missing in self._fields}
                 if events is not None:
                     when = record[event]
                     if when is None:

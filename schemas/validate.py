@@ -50,7 +50,7 @@ def _check_record(row: Any, t: dict[str, Any], path: str) -> tuple[str | None, s
         where = f"{path}.{f['name']}" if path else f["name"]
         if f["name"] not in row:
             _, nullable = non_null(f["type"])
-            if nullable or f["type"] == "null":
+            if nullable or f["type"] == "null" or ("default" in f and not path):  # top level: filled in
                 continue
             return (where, f"missing required field (expected {_expected(f['type'])})")
         found = _check(row[f["name"]], f["type"], where)

@@ -14,8 +14,11 @@ topic          schema        what, and when it is appended
                              enrichment), appended when it arrives
 ``scores``     model_score   the champion's and the frozen canary's answer with latency,
                              appended when each model answered
-``decisions``  decision      which answer was used and why (first / fallback / deadline /
-                             sampled), with the selection propensity and the deadline
+``decisions``  decision      which answer was served and why (first / fallback / deadline /
+                             default), decided by `rendezvous.policy` (`RENDEZVOUS`: the
+                             champion; after 40 ms the canary; at H the default) stepping
+                             its online loop over the recorded arrivals, so each record
+                             replays exactly from its arrivals, failures and deadline
 ``outcomes``   outcome       fraud (chargeback, customer report) or legitimate (nightly
                              settlement batch), appended when it became known: minutes to
                              days after the request; outcomes not yet known at the end of the
@@ -37,6 +40,7 @@ distribution moves with it, which is what a canary is for. The true fraud model 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +50,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+import schemas
+from rendezvous.config import Config, Step
+from rendezvous.policy import Policy
 
 from ..errors import ReplayValueError
 
@@ -64,16 +72,28 @@ __all__ = [
     "CHAMPION",
     "CANARY",
     "DEADLINE_MS",
+    "RENDEZVOUS",
+    "REASONS",
 ]
 
 # a Monday, safely in the past: evaluation's default cut-off ("now") sees every outcome
 DEFAULT_START = datetime(2025, 3, 3, tzinfo=UTC)
 CHAMPION = ("champion", "3.2")
 CANARY = ("canary", "1.0")
-DEADLINE_MS = 50.0
-EXPLORE = 0.02  # share of requests answered by the canary at random, for off-policy evaluation
+DEADLINE_MS = 50.0  # the service level: every request is answered within it
 CHAMPION_FAILURE = 0.003
-REASONS = ("first", "fallback", "deadline", "sampled")  # the decision schema's enum, in order
+# the service's rendezvous: the champion; after 40 ms the canary if it has answered; at
+# H = 50 - 0.2 ms the default. Decided by `rendezvous.policy`, the code the live service runs.
+RENDEZVOUS = Config(
+    sla_ms=DEADLINE_MS,
+    default={"score": 0.0},
+    schedule=(Step(CHAMPION[0], 0.0), Step(CANARY[0], 40.0)),
+    overhead_ms=0.2,
+)
+_DECISION = schemas.load("decision")
+_DECISION_FIELDS = {f["name"] for f in _DECISION["fields"]}
+# the decision schema's reason enum, in order
+REASONS: tuple[str, ...] = tuple(next(f for f in _DECISION["fields"] if f["name"] == "reason")["type"]["symbols"])
 
 # topic -> (schema, partitions)
 TOPICS: dict[str, tuple[str, int]] = {
@@ -227,6 +247,66 @@ def _timestamps(base: datetime, us: np.ndarray) -> pa.Array:
     return pa.array(t0 + np.asarray(us, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
+def _decide(
+    ids: np.ndarray,
+    t: np.ndarray,
+    start: datetime,
+    champ_ms: np.ndarray,
+    champ_fail: np.ndarray,
+    failed_ms: np.ndarray,
+    canary_ms: np.ndarray,
+    champ_score: np.ndarray,
+    canary_score: np.ndarray,
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Each request decided by `rendezvous.policy` stepping its online loop over the recorded
+    arrivals (`Policy.run`): the decision records (every field the decision schema has), their
+    reasons and their append times (us from the start)."""
+    policy = Policy(RENDEZVOUS)
+    deadline = policy.deadline_ms()  # at the record's precision, as the arrivals
+    champ, canary = ":".join(CHAMPION), ":".join(CANARY)
+    served = {champ: champ_score, canary: canary_score}
+    choices = []
+    for i, rid in enumerate(ids.tolist()):
+        arrivals = {canary: float(canary_ms[i])}
+        failed: dict[str, float] = {}
+        if champ_fail[i]:
+            failed[champ] = float(failed_ms[i])
+        else:
+            arrivals[champ] = float(champ_ms[i])
+        choices.append(policy.run(rid, arrivals, failed, deadline))
+    n = len(choices)
+    reason = np.array([c.reason for c in choices], dtype=object)
+    decided = np.array([c.decided_ms for c in choices])
+    d_time = t + np.round(decided * 1000).astype(np.int64) + 200  # the rendezvous itself takes 0.2 ms
+    score = [None if c.chosen is None else float(served[c.chosen][i]) for i, c in enumerate(choices)]
+    columns = {
+        "request_id": pa.array(ids, pa.string()),
+        "event_time": _timestamps(start, d_time),
+        "candidates": pa.array([list(c.candidates) for c in choices], pa.list_(pa.string())),
+        "chosen_model": pa.array([c.chosen_model for c in choices], pa.string()),
+        # the full symbol list as every frame's dictionary: frames then agree on it, which readers
+        # that concatenate frames into one IPC file (the DuckDB views) require
+        "reason": pa.DictionaryArray.from_arrays(
+            pa.array([REASONS.index(r) for r in reason.tolist()], pa.int32()), pa.array(REASONS, pa.string())
+        ),
+        "propensity": pa.array([c.propensity for c in choices], pa.float64()),
+        "deadline_ms": pa.array([c.deadline_ms for c in choices], pa.float32()),
+        "arrivals": pa.array([list(c.arrivals.items()) for c in choices], pa.map_(pa.string(), pa.float32())),
+        "failed": pa.array([list(c.failed) for c in choices], pa.list_(pa.string())),
+        "propensities": pa.array([list(c.propensities.items()) for c in choices], pa.map_(pa.string(), pa.float64())),
+        "policy": pa.array([c.policy for c in choices], pa.string()),
+        "policy_version": pa.array([c.policy_version for c in choices], pa.int64()),
+        "seed": pa.array([c.seed for c in choices], pa.int64()),
+        "sla_ms": pa.array(np.full(n, RENDEZVOUS.sla_ms), pa.float32()),
+        "overhead_ms": pa.array(np.full(n, RENDEZVOUS.overhead_ms), pa.float32()),
+        "decided_ms": pa.array(decided, pa.float32()),
+        "score": pa.array(score, pa.float64()),
+        "answer": pa.array([json.dumps(dict(RENDEZVOUS.default)) if c.chosen is None else None for c in choices]),
+    }
+    table = pa.table({k: v for k, v in columns.items() if k in _DECISION_FIELDS})
+    return table, reason, d_time
+
+
 def _build(
     rng: np.random.Generator, start: datetime, days: float, rate: float, drift_at: float
 ) -> tuple[dict[str, tuple[pa.Table, np.ndarray]], dict[str, Any]]:
@@ -296,37 +376,16 @@ def _build(
         }
     )
 
-    # ---- decisions: the rendezvous picks an answer ----
-    champ_name, canary_name = ":".join(CHAMPION), ":".join(CANARY)
-    late = ok & (champ_lat > DEADLINE_MS)
-    explore = ok & ~late & (rng.random(n) < EXPLORE)
-    reason = np.where(champ_fail, "fallback", np.where(late, "deadline", np.where(explore, "sampled", "first")))
-    chosen = np.where(reason == "first", champ_name, canary_name)
-    propensity = np.where(reason == "first", 1.0 - EXPLORE, np.where(reason == "sampled", EXPLORE, 1.0))
-    in_time = ok & ~late
-    cand_offsets = np.zeros(n + 1, np.int32)
-    cand_offsets[1:] = np.cumsum(np.where(in_time, 2, 1))
-    cand_values = np.empty(int(cand_offsets[-1]), dtype=object)
-    first_pos = cand_offsets[:-1]
-    cand_values[first_pos] = np.where(in_time, champ_name, canary_name)
-    cand_values[first_pos[in_time] + 1] = canary_name
-    decided_ms = np.where(in_time, np.maximum(champ_lat, canary_lat), np.where(late, DEADLINE_MS, canary_lat))
-    d_time = t + (decided_ms * 1000).astype(np.int64) + 200  # the rendezvous itself takes 0.2 ms
-    decisions = pa.table(
-        {
-            "request_id": pa.array(ids, pa.string()),
-            "event_time": _timestamps(start, d_time),
-            "candidates": pa.ListArray.from_arrays(pa.array(cand_offsets), pa.array(cand_values, pa.string())),
-            "chosen_model": pa.array(chosen, pa.string()),
-            # the full symbol list as every frame's dictionary: frames then agree on it, which readers
-            # that concatenate frames into one IPC file (the DuckDB views) require
-            "reason": pa.DictionaryArray.from_arrays(
-                pa.array(np.select([reason == r for r in REASONS], np.arange(len(REASONS)), 0), pa.int32()),
-                pa.array(REASONS, pa.string()),
-            ),
-            "propensity": pa.array(propensity),
-            "deadline_ms": pa.array(np.full(n, DEADLINE_MS), pa.float32()),
-        }
+    # ---- decisions: the rendezvous policy itself, on the simulated clock ----
+    # arrivals as the scores record them (whole microseconds) and the decision schema keeps them
+    # (float32 ms), so a decision replayed from its record is the one made
+    champ_ms = ((s_time[:n_ok] - t[ok]) / 1000.0).astype(np.float32)
+    arrive = np.full(n, np.inf, np.float32)
+    arrive[ok] = champ_ms
+    failed_ms = (0.2 * champ_lat).astype(np.float32)  # a model that raises does so early
+    canary_ms = ((s_time[n_ok:] - t) / 1000.0).astype(np.float32)
+    decisions, reason, d_time = _decide(
+        ids, t, start, arrive, champ_fail, failed_ms, canary_ms, np.round(champ_score, 6), np.round(canary_score, 6)
     )
 
     # ---- outcomes, when they become known ----

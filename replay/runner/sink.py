@@ -1,8 +1,9 @@
 """The output of a run: its topic and schema, the writer thread, and reading a run's rows back.
 
-Output schema (Avro record ``logstore.replay.ReplayScore``): every field of ``model_score``
-(`request_id`, `event_time`, `model_id`, `model_version`, `score`, `scores`, `label`,
-`latency_ms`, `host`, `run_id`, `code_version`), then the audit fields
+Output schema (Avro record ``logstore.replay.ReplayScore``): the fields of ``model_score`` a
+replay fills (`request_id`, `event_time`, `model_id`, `model_version`, `score` (never null),
+`scores`, `label`, `latency_ms`, `host`, `run_id`, `code_version`; not the live runner's own),
+then the audit fields
 
     input_topic      string           the topic the row was decided from
     input_partition  int              its partition ...
@@ -75,12 +76,36 @@ AUDIT_FIELDS: list[dict[str, Any]] = [
 # per-row content; the stream key (input topic, partition, model id) and the model version are
 
 
+# the fields of model_score a replay fills (a live runner's own fields, role .. error, are left out:
+# the audit fields say where a replayed row came from, and a replayed score is never null)
+SCORE_FIELDS = (
+    "request_id",
+    "event_time",
+    "model_id",
+    "model_version",
+    "score",
+    "scores",
+    "label",
+    "latency_ms",
+    "host",
+    "run_id",
+    "code_version",
+)
+# a replayed score is a number: `replay.engine.answers.coerce` refuses null scores
+REPLAY_SCORE = {
+    "name": "score",
+    "type": "double",
+    "doc": "The primary score (e.g. probability of the positive class).",
+}
+
+
 def output_avro() -> dict:
-    """The Avro schema of a run's output topic: model_score plus the audit fields."""
+    """The Avro schema of a run's output topic: model_score's `SCORE_FIELDS` plus the audit fields."""
     import schemas
 
-    base = schemas.load("model_score")
-    fields = [dict(f) for f in base["fields"]] + [dict(f) for f in AUDIT_FIELDS]
+    base = {f["name"]: f for f in schemas.load("model_score")["fields"]}
+    fields = [dict(REPLAY_SCORE) if n == "score" else dict(base[n]) for n in SCORE_FIELDS]
+    fields += [dict(f) for f in AUDIT_FIELDS]
     return {
         "type": "record",
         "name": "ReplayScore",

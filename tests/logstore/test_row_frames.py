@@ -155,15 +155,15 @@ def test_row_frames_of_an_older_version_resolve_to_the_latest(log):
         w.append(rec)
         w.flush()
     v2 = log.schema("s")
-    v2["fields"].append({"name": "role", "type": ["null", "string"], "default": None})
+    v2["fields"].append({"name": "tenant", "type": ["null", "string"], "default": None})
     log.register_schema("s", v2)
     with log.writer("s", linger_ms=None) as w:
-        w.append({**rec, "request_id": "r2", "role": "shadow"})
+        w.append({**rec, "request_id": "r2", "tenant": "shadow"})
         w.flush()
     assert [(h.rows, h.schema_version) for h in _frames(log, "s")] == [(True, 1), (True, 2)]
-    got = log.read("s", columns=["request_id", "role"]).to_pylist()
-    assert got == [{"request_id": "r1", "role": None}, {"request_id": "r2", "role": "shadow"}]
-    sql = log.duckdb().sql("select request_id, role, score from s order by _offset").fetchall()
+    got = log.read("s", columns=["request_id", "tenant"]).to_pylist()
+    assert got == [{"request_id": "r1", "tenant": None}, {"request_id": "r2", "tenant": "shadow"}]
+    sql = log.duckdb().sql("select request_id, tenant, score from s order by _offset").fetchall()
     assert sql == [("r1", None, 0.5), ("r2", "shadow", 0.5)]
 
 

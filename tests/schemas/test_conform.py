@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,8 @@ import schemas
 from logstore.errors import RecordValidationError
 
 UTC = dt.UTC
-SCORE = schemas.load("model_score")
+# model_score as first shipped (score required, no runner fields): the fixtures below are built on it
+SCORE = schemas.parse(pathlib.Path(__file__).parent / "data" / "model_score.v1.avsc")
 SCORE_ARROW = schemas.to_arrow(SCORE)
 NESTED = schemas.parse(
     {
@@ -255,3 +257,41 @@ def test_arrow_nulls_and_enum_symbols_are_checked():
     bad_enum = good.set_column(4, good.schema.field("e"), pa.array(["X", "Q"], pa.dictionary(pa.int32(), pa.string())))
     e = fails(bad_enum, NESTED, NESTED_ARROW)
     assert (e.index, e.field) == (1, "e") and "found str 'Q'" in e.reason
+
+
+DEFAULTED = schemas.parse(
+    {
+        "type": "record",
+        "name": "D",
+        "fields": [
+            {"name": "id", "type": "int"},
+            {"name": "status", "type": "string", "default": "ok"},
+            {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+            {"name": "weights", "type": {"type": "map", "values": "double"}, "default": {"a": 1.0}},
+            {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["x", "y"]}, "default": "y"},
+        ],
+    }
+)
+DEFAULTED_ARROW = schemas.to_arrow(DEFAULTED)
+
+
+def test_missing_fields_with_a_default_get_it():
+    """A row (or an Arrow input) lacking a non-nullable field that has a default gets the default,
+    as a producer built against an older schema version expects; given values are kept."""
+    b = schemas.conform(
+        [{"id": 1}, {"id": 2, "status": "error", "tags": ["t"], "kind": "x"}], DEFAULTED, DEFAULTED_ARROW
+    )
+    assert b.schema.equals(DEFAULTED_ARROW)
+    assert b.to_pylist() == [
+        {"id": 1, "status": "ok", "tags": [], "weights": [("a", 1.0)], "kind": "y"},
+        {"id": 2, "status": "error", "tags": ["t"], "weights": [("a", 1.0)], "kind": "x"},
+    ]
+    t = pa.table({"id": pa.array([3], pa.int32())})
+    assert schemas.conform(t, DEFAULTED, DEFAULTED_ARROW).to_pylist() == [
+        {"id": 3, "status": "ok", "tags": [], "weights": [("a", 1.0)], "kind": "y"}
+    ]
+
+
+def test_explicit_null_in_a_defaulted_field_is_refused():
+    e = fails([{"id": 1}, {"id": 2, "status": None}], DEFAULTED, DEFAULTED_ARROW)
+    assert (e.index, e.field) == (1, "status") and "null is not allowed" in e.reason
