@@ -16,6 +16,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m replay.demo --out demo-output
+	$(BIN)/python -m rendezvous.demo --out demo-output/live
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -37,7 +37,6 @@ every writer of the partition in this process.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -52,20 +51,18 @@ import numpy as np
 from . import index as index_mod
 from . import summary
 from .errors import ClockSkewError, LogIOError
+from .files import write_frames
 from .frame import HEADER_SIZE, EncodedBody, build_header
 from .hint import Hint
 from .tailindex import INDEX_BATCH, INDEX_LAG_S, flush_index
 from .timeutil import MIN_TIME, iso, now_us
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
     from .partition import Partition
 
 log = logging.getLogger("logstore")
 Encode = Callable[[int, int], Iterable[EncodedBody]]
 WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
-_IOV_MAX = 512  # iovecs per pwritev (Linux IOV_MAX is 1024)
 
 
 @dataclass
@@ -599,27 +596,3 @@ def sync_tail(part: Partition) -> None:
             part.write_hint(Hint(hint.base, hint.size, hint.next_offset, hint.last_append_time, synced=True), slot=1)
         except OSError as e:
             log.warning("could not sync %s at close (%s)", part.seg_path(hint.base), e)
-
-
-def write_frames(fd: int, position: int, chunks: Sequence[Buffer]) -> int:
-    """Write `chunks` contiguously at `position`; returns bytes written. Raises LogIOError."""
-    total = 0
-    pos = position
-    i = 0
-    chunks = list(chunks)
-    while i < len(chunks):
-        group = chunks[i : i + _IOV_MAX]
-        want = sum(memoryview(c).nbytes for c in group)
-        done = os.pwritev(fd, group, pos)
-        if done < want:  # short write: finish this group piece by piece
-            flat = b"".join(bytes(memoryview(c)) for c in group)[done:]
-            while flat:
-                n = os.pwrite(fd, flat, pos + done)
-                if n <= 0:
-                    raise OSError(errno.EIO, "short write")
-                done += n
-                flat = flat[n:]
-        pos += done
-        total += done
-        i += _IOV_MAX
-    return total

@@ -21,11 +21,15 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LogIOError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -178,3 +182,30 @@ def read_small(path: Path, limit: int = 16 << 20) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+_IOV_MAX = 512  # iovecs per pwritev (Linux IOV_MAX is 1024)
+
+
+def write_frames(fd: int, position: int, chunks: Sequence[Buffer]) -> int:
+    """Write `chunks` contiguously at `position`; returns bytes written. Raises LogIOError."""
+    total = 0
+    pos = position
+    i = 0
+    chunks = list(chunks)
+    while i < len(chunks):
+        group = chunks[i : i + _IOV_MAX]
+        want = sum(memoryview(c).nbytes for c in group)
+        done = os.pwritev(fd, group, pos)
+        if done < want:  # short write: finish this group piece by piece
+            flat = b"".join(bytes(memoryview(c)) for c in group)[done:]
+            while flat:
+                n = os.pwrite(fd, flat, pos + done)
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                done += n
+                flat = flat[n:]
+        pos += done
+        total += done
+        i += _IOV_MAX
+    return total
