@@ -44,6 +44,7 @@ from .files import CLOEXEC, NOFOLLOW, make_dir, read_small, write_atomic
 from .names import GROUPS_DIR, validate_name
 from .notify import ChangeWatch
 from .reader import FrameReader
+from .rowframes import warm
 
 if TYPE_CHECKING:
     from .log import Log
@@ -92,6 +93,7 @@ class Consumer:
                 if number not in self.partitions:
                     self.partitions.append(number)
         self._frames = FrameReader(topic, columns, "raise")
+        warm()  # a consumer polls the live path: set up row-frame decoding before the first poll
         committed = self.committed()
         self.positions: dict[int, int] = {}
         for p in self.partitions:

@@ -33,7 +33,7 @@ from .notify import ChangeWatch
 from .parallel import imap_ordered, prefetch
 from .partition import Partition, Snapshot
 from .plan import Bound, EventRange, plan
-from .rowframes import RowDecoder
+from .rowframes import RowDecoder, warm
 from .segment import SegmentView
 
 if TYPE_CHECKING:
@@ -460,6 +460,8 @@ class Reader:
         return self._frames.schema
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        if self.follow:
+            warm()  # row frames convert Python values: set that up before the first commit arrives
         # armed before the first snapshot: no commit after it goes unnoticed
         watch = ChangeWatch(self.topic.partition(p).dir for p in self._partition_numbers()) if self.follow else None
         try:
