@@ -41,7 +41,7 @@ from .frame import HEADER_SIZE, FrameHeader
 from .hint import HINT_SLOT, Hint, _hints, pack_hint, parse_hint, recovery_point
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
 from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
-from .tailindex import REINDEX_BYTES, Entries
+from .tailindex import REINDEX_BYTES, Entries, frames_end
 from .timeutil import MIN_TIME
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ class Partition:
                 not damaged
                 and index_mod.is_consistent(entries)
                 and len(entries)
-                and _frames_end(entries) == size
+                and frames_end(entries) == size
                 and int(entries["base_offset"][0]) == base
             ):
                 return entries, True
@@ -409,13 +409,13 @@ class Partition:
                 self._active_index = (base, known, len(entries) if ok and not damaged else 0)
             if not ok:
                 entries = index_mod.empty()
-            elif len(entries) and _frames_end(entries) > size:
+            elif len(entries) and frames_end(entries) > size:
                 entries = entries[_frames_end_each(entries) <= size]
             if len(entries):
                 last = entries[-1]
                 header = view.header_at(int(last["position"]))
                 if isinstance(header, FrameHeader) and header.base_offset == int(last["base_offset"]):
-                    start = _frames_end(entries)
+                    start = frames_end(entries)
                 else:
                     entries, start = index_mod.empty(), 0
         if start < size:
@@ -545,7 +545,3 @@ def _consistent_from(entries: np.ndarray, checked: int) -> bool:
 
 def _frames_end_each(entries: np.ndarray) -> np.ndarray:
     return entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)
-
-
-def _frames_end(entries: np.ndarray) -> int:
-    return int(_frames_end_each(entries)[-1]) if len(entries) else 0

@@ -57,7 +57,7 @@ def flush_index(part: Partition, tail: TailState) -> None:
                 last = np.frombuffer(raw, index_mod.ENTRY_DTYPE)
                 if not index_mod.valid(last):
                     raise OSError(errno.EINVAL, "its last entry fails its checksum")
-                end = int(last["position"][0]) + HEADER_SIZE + int(last["body_len"][0])
+                end = frames_end(last)
             first = int(entries["position"][0])
             if end > first:  # already indexed (e.g. by recovery): keep only what follows
                 entries = entries[entries["position"] >= end]

@@ -21,12 +21,25 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 _READY = re.compile(r"serving (http://\S+)")
 
 
 class LaunchError(RuntimeError):
     """A process did not start (its output says why)."""
+
+
+def kill(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
+    """Send `sig` to `proc` and wait; SIGKILL if it has not exited within `timeout`. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
 
 
 class Fleet:
@@ -101,16 +114,7 @@ class Fleet:
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
         """Send `sig` to process `name` and wait (SIGKILL after `timeout`); its exit code."""
         proc = self.procs.get(name)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return None if proc is None else kill(proc, sig, timeout)
 
     def stop(self) -> dict[str, int | None]:
         """SIGTERM every process, SIGKILL what is left after `grace` seconds; exit codes by name."""

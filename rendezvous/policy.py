@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -147,21 +147,26 @@ class Policy:
 
     # ---- the rule -----------------------------------------------------------------------------
 
+    def _acceptable(
+        self, arrivals: Mapping[str, float], failed: Failed, horizon: float
+    ) -> Iterator[tuple[float, int, str]]:
+        """(acceptable at, schedule entry, key) of every ok score of a scheduled model arrived by
+        `horizon` (NaN and inf arrivals: never)."""
+        after = self._after
+        for key, a in arrivals.items():
+            if not a <= horizon:
+                continue
+            e = self.entry(key)
+            if e < 0 or key in failed:
+                continue
+            yield (a if a > after[e] else after[e]), e, key
+
     def _rule(self, arrivals: Mapping[str, float], failed: Failed, horizon: float, deadline: float) -> _Ruled | None:
         """The decision visible by `horizon`; None if none is due yet (horizon < H, nothing acceptable)."""
         limit = min(horizon, deadline)
         best = math.inf
         hits: list[tuple[int, str]] = []
-        after, entry_of = self._after, self._entry_of
-        for key, a in arrivals.items():
-            if not a <= horizon:  # not arrived yet (NaN and inf: never)
-                continue
-            e = entry_of.get(key)
-            if e is None:
-                e = self.entry(key)
-            if e < 0 or key in failed:
-                continue
-            t = a if a > after[e] else after[e]
+        for t, e, key in self._acceptable(arrivals, failed, horizon):
             if t > limit:
                 continue
             if t < best:
@@ -240,16 +245,7 @@ class Policy:
         if now_ms >= deadline_ms:
             return now_ms
         nxt = deadline_ms
-        after, entry_of = self._after, self._entry_of
-        for key, a in arrivals.items():
-            if not a <= now_ms:
-                continue
-            e = entry_of.get(key)
-            if e is None:
-                e = self.entry(key)
-            if e < 0 or key in failed:
-                continue
-            t = a if a > after[e] else after[e]
+        for t, _, _ in self._acceptable(arrivals, failed, now_ms):
             if t <= now_ms:
                 return now_ms
             nxt = min(nxt, t)

@@ -21,7 +21,7 @@ Schemas with types outside that set (nested records, fixed, decimal, uuid, date,
 other than ``["null", T]``) have no row codec (`RowCodec.supported` is False): their commits are
 always Arrow frames.
 
-`RowCodec.decode` turns a row frame's body back into a record batch of the version's Arrow schema
+`RowCodec.rows` and `RowCodec.batch` turn a row frame's body back into a record batch of the version's Arrow schema
 (``RecordBatch.from_pylist``, the conversion the batch path makes).
 """
 
@@ -290,10 +290,6 @@ class RowCodec:
             for i, (c, f) in enumerate(zip(raw.columns, self.arrow_schema))
         ]
         return pa.RecordBatch.from_arrays(cols, schema=self.arrow_schema)
-
-    def decode(self, body: bytes | memoryview, count: int) -> pa.RecordBatch:
-        """The `count` records of a row frame's body as a batch of the version's Arrow schema."""
-        return self.batch(self.rows(body, count))
 
 
 @functools.lru_cache(maxsize=256)

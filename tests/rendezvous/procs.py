@@ -8,13 +8,14 @@ would fill and block it), and kills it on the way out whatever happened.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from rendezvous.launch import kill  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,18 +32,6 @@ def start_runner(
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(output, "ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-
-
-def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 10.0) -> int:
-    """Send `sig` and wait; SIGKILL if it has not exited within `timeout`. Returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-    return proc.returncode
 
 
 @contextmanager
