@@ -50,6 +50,8 @@ class Scorer:
         )
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"scorer-{self.model_id}")
         self._thread.start()
+        if not self._ready.wait(timeout=60):  # cold start (writer open, decoding set-up) before serving
+            raise TimeoutError(f"scorer {self.model_id} did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -60,6 +62,10 @@ class Scorer:
     def _run(self) -> None:
         try:
             with self.log.writer(self.scores, durability="flush", linger_ms=None) as w:
+                from logstore.rowframes import warm
+
+                warm()
+                self._ready.set()
                 for batch in self._reader:
                     if self.behaviour == "stall":
                         continue
@@ -98,3 +104,5 @@ class Scorer:
                     self.scored += len(rows)
         except BaseException as e:  # noqa: BLE001 - surfaced by the test
             self.error = e
+        finally:
+            self._ready.set()
