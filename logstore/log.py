@@ -403,7 +403,8 @@ class Log:
         on_corrupt: str = "raise",
         read_ahead: int = 0,
     ) -> Reader:
-        """An iterator of RecordBatches (one per frame); ``follow=True`` tails new data.
+        """An iterator of RecordBatches, each one or more whole frames in offset order (runs of small
+        row frames come as one batch; `_append_time` tells the commits apart); ``follow=True`` tails new data.
 
         ``read_ahead=n`` verifies and decodes up to n frames ahead on a thread of the reader's
         own (decompressing there, which leaves Arrow's CPU pool to the loop), so decoding overlaps

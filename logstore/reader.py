@@ -153,7 +153,8 @@ class FrameReader:
         event: EventRange | None = None,
         parallel: bool = False,
     ) -> Iterator[pa.RecordBatch]:
-        """Batches of records [lo, hi) of one partition, one per frame (empty frames skipped).
+        """Batches of records [lo, hi) of one partition, whole frames each: one per frame, or one per
+        run of row frames decoded together (`load_group`); empty frames skipped.
 
         With `parallel`, frames are verified and decoded on the frame thread pool a few ahead of
         the consumer (results keep their order; gaps and errors surface at their frame).

@@ -210,10 +210,13 @@ class Writer:
                 data = list(data)
             if len(data) == 0:
                 return
-            batch = self._conform(data, 0)
             if self._rows:
                 self._cut_rows()  # keep order: buffered records go first
-            self._stage(batch, None if partition is None else int(partition))
+            place = None if partition is None else int(partition)
+            if isinstance(data, list) and len(data) <= ROW_FRAME_MAX and self._stage_rows(data, place):
+                self._maybe_commit()  # a small commit of dicts: row frames, as append() + flush()
+                return
+            self._stage(self._conform(data, 0), place)
             self._maybe_commit()
 
     def _check_partition(self, partition: int | None) -> None:
@@ -396,7 +399,7 @@ class Writer:
                 errors[0].add_note(f"{len(errors) - 1} more appended records were rejected too")
             raise errors[0]
 
-    def _stage_rows(self, rows: list[dict[str, Any]]) -> bool:
+    def _stage_rows(self, rows: list[dict[str, Any]], partition: int | None = None) -> bool:
         """Stage a small commit's `rows` as row frames if the row codec is certain of every one
         (`schemas.rowcodec`); False to take the batch path, which decides (and names the bad record)."""
         if self._version is None:
@@ -414,8 +417,8 @@ class Writer:
         if 2 * max(map(len, bodies)) > cfg.max_record_bytes:
             return False  # near the limit: the batch path measures records its way
         n = cfg.partitions
-        if n == 1:
-            places = [0] * len(rows)
+        if n == 1 or partition is not None:
+            places = [partition or 0] * len(rows)
         elif cfg.key_field is None:
             places = [self._sticky % n] * len(rows)
             self._sticky += 1

@@ -32,6 +32,7 @@ import pyarrow as pa
 from logstore.timeutil import iso_z, to_us
 
 from ..errors import RangeError
+from .frames import by_append_time
 
 OUTCOME, LOOKUP, INPUT = 0, 1, 2
 ROLE_NAMES = {OUTCOME: "outcomes", LOOKUP: "lookup", INPUT: "inputs"}
@@ -168,9 +169,8 @@ def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] 
     # input frames are decoded a few ahead (the GIL is released), so a replay decides one frame
     # while the next is read; the order is the stream's and the clock still decides visibility
     ahead = READ_AHEAD if rank == INPUT else 0
-    for batch in log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns, read_ahead=ahead):
-        t = batch.column(batch.schema.get_field_index("_append_time"))[0].value
-        off = batch.column(batch.schema.get_field_index("_offset"))[0].as_py()
+    reader = log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns, read_ahead=ahead)
+    for t, off, batch in by_append_time(reader):
         yield Event((t, rank, src.topic, p, off), rank, src.topic, p, batch)
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ..errors import LookupTopicError, ReplayError
 from .context import AsOfState
+from .frames import by_append_time
 
 Ranges = dict[int, tuple[int, int]]
 
@@ -64,15 +65,14 @@ class Feed:
         self.log = log
         self.state = state
         self.ranges = {p: r for p, r in sorted(ranges.items()) if r[1] > r[0]}
-        self._streams: list[Iterator[pa.RecordBatch]] | None = None  # opened on the first advance
+        self._streams: list[Iterator[tuple[int, int, pa.RecordBatch]]] | None = None  # opened on the first advance
         self._heap: list[tuple[tuple[int, int, int], int, pa.RecordBatch]] = []
 
     def _push(self, i: int, p: int) -> None:
         assert self._streams is not None
-        batch = next(self._streams[i], None)
-        if batch is not None and batch.num_rows:
-            t = batch.column(batch.schema.get_field_index("_append_time"))[0].value
-            off = batch.column(batch.schema.get_field_index("_offset"))[0].as_py()
+        run = next(self._streams[i], None)
+        if run is not None:
+            t, off, batch = run
             heapq.heappush(self._heap, ((t, p, off), i, batch))
 
     def advance(self, upto_us: int) -> None:
@@ -80,9 +80,8 @@ class Feed:
         if self._streams is None:
             self._streams = []
             for i, (p, (lo, hi)) in enumerate(self.ranges.items()):
-                self._streams.append(
-                    iter(self.log.reader(self.state.topic, start={p: lo}, end={p: hi}, partitions=[p]))
-                )
+                reader = self.log.reader(self.state.topic, start={p: lo}, end={p: hi}, partitions=[p])
+                self._streams.append(by_append_time(reader))
                 self._push(i, p)
         heap = self._heap
         while heap and heap[0][0][0] <= upto_us:

@@ -298,7 +298,7 @@ def read_run(
     end: dict[int, int] | None = None,
     columns: list[str] | None = None,
 ) -> Iterable[pa.Table]:
-    """The output rows of `run_id` in `topic` from offsets `start` on, one table per frame, in order."""
+    """The output rows of `run_id` in `topic` from offsets `start` on, a table per batch read, in order."""
     cols = None if columns is None else list(dict.fromkeys(list(columns) + ["run_id"]))
     for batch in log.reader(topic, start=start, end=end, columns=cols):
         mask = pc.equal(batch.column(batch.schema.get_field_index("run_id")), run_id)

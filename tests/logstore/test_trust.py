@@ -388,6 +388,14 @@ def test_group_commit_stores_every_acknowledged_commit_once_and_fails_one_alone(
         return real(batch, **kw)
 
     monkeypatch.setattr(writer_mod, "encode_body", refuse_bad)
+    real_rows = writer_mod.rows_body
+
+    def refuse_bad_rows(rows, **kw):  # a commit of a few dicts is encoded as row frames
+        if any(b"bad" in r for r in rows):
+            raise ValueError("refused")
+        return real_rows(rows, **kw)
+
+    monkeypatch.setattr(writer_mod, "rows_body", refuse_bad_rows)
     sizes: list[int] = []
     real_batch = commit_mod._commit_batch
 
