@@ -83,6 +83,7 @@ log = logging.getLogger("rendezvous.runner")
 ROLES = ("champion", "challenger", "canary", "shadow")
 TIME = pa.timestamp("us", tz="UTC")
 SCORES = pa.list_(pa.float64())
+SMALL_COMMIT = 16  # polls of at most this many inputs commit their scores as dicts (row frames)
 _WARN_EVERY_S = 10.0  # a failing model is logged at most once per this many seconds
 
 
@@ -335,8 +336,12 @@ class Runner:
         cuts = np.flatnonzero(parts[1:] != parts[:-1]) + 1
         bounds = [0, *cuts.tolist(), table.num_rows]
         out = [self._score(table.slice(lo, hi - lo), int(parts[lo]), received) for lo, hi in zip(bounds, bounds[1:])]
-        records = pa.concat_tables(out)
-        n: int = records.num_rows
+        records: pa.Table | list[dict[str, Any]]
+        if table.num_rows <= SMALL_COMMIT:  # the log's cheap path for a few records: dicts
+            records = [d for s in out for d in self._dicts(s)]
+        else:
+            records = pa.concat_tables([self._table(s) for s in out])
+        n: int = len(records)
         writer.append_batch(records)  # committed (and synced with fsync) before it returns
         self.stats.batches += 1
         self.stats.inputs += n
@@ -351,11 +356,11 @@ class Runner:
             log.warning("model %s:%s raised on %d input(s): %s", m.name, m.version, self._errors_unlogged, error)
             self._warned_at, self._errors_unlogged = now, 0
 
-    def _score(self, rows: pa.Table, partition: int, received: int) -> pa.Table:
+    def _score(self, rows: pa.Table, partition: int, received: int) -> _Scored:
         batch = rows.combine_chunks().to_batches()[0]  # `rows` is not empty: one batch
         n = batch.num_rows
         m = self.model
-        score: Any
+        score: Any = None
         scores: Any = None
         label: Any = None
         error: str | None = None
@@ -367,37 +372,86 @@ class Runner:
         except Exception as e:  # a model's failure is data, never the runner's end
             error = f"{type(e).__name__}: {e}"[:2000]
             self._warn(n, error)
-        answered = now_us()
-        if error is None:
-            score_col = pa.array(score, pa.float64())
-            status = "ok"
-        else:
-            score_col = pa.nulls(n, pa.float64())
-            status = "error"
             self.stats.errors += n
+        return _Scored(batch, partition, received, now_us(), score, scores, label, error)
+
+    def _table(self, s: _Scored) -> pa.Table:
+        """A scored run of inputs as `model_score` columns (every run's table has the same columns
+        and types, so a poll's tables concatenate)."""
+        batch, n, m = s.batch, s.batch.num_rows, self.model
         cols: dict[str, Any] = {
             "request_id": batch.column(batch.schema.get_field_index("request_id")).cast(pa.string()),
-            "event_time": pa.array(np.full(n, answered, np.int64)).view(TIME),
+            "event_time": pa.array(np.full(n, s.answered, np.int64)).view(TIME),
             "model_id": pa.array([m.name] * n, pa.string()),
             "model_version": pa.array([m.version] * n, pa.string()),
-            "score": score_col,
-            "latency_ms": pa.array(np.full(n, (answered - received) / 1000.0, np.float32)),
+            "score": pa.nulls(n, pa.float64()) if s.error is not None else pa.array(s.score, pa.float64()),
+            "latency_ms": pa.array(np.full(n, (s.answered - s.received) / 1000.0, np.float32)),
             "host": pa.array([self.host] * n, pa.string()),
             "code_version": pa.array([self.code_version] * n, pa.string()),
             "role": pa.array([self.role] * n, pa.string()),
             "runner_id": pa.array([self.runner_id] * n, pa.string()),
             "input_topic": pa.array([self.topics.inputs] * n, pa.string()),
-            "input_partition": pa.array(np.full(n, partition, np.int32)),
+            "input_partition": pa.array(np.full(n, s.partition, np.int32)),
             "input_offset": batch.column(batch.schema.get_field_index("_offset")).cast(pa.int64()),
-            "received_time": pa.array(np.full(n, received, np.int64)).view(TIME),
-            "answered_time": pa.array(np.full(n, answered, np.int64)).view(TIME),
-            "status": pa.array([status] * n, pa.string()),
-            "error": pa.array([error] * n, pa.string()),
+            "received_time": pa.array(np.full(n, s.received, np.int64)).view(TIME),
+            "answered_time": pa.array(np.full(n, s.answered, np.int64)).view(TIME),
+            "status": pa.array(["ok" if s.error is None else "error"] * n, pa.string()),
+            "error": pa.array([s.error] * n, pa.string()),
         }
-        # every batch's table has the same columns and types, so a poll's tables concatenate
-        cols["scores"] = pa.nulls(n, SCORES) if scores is None else scores.cast(SCORES)
-        cols["label"] = pa.nulls(n, pa.string()) if label is None else label
+        cols["scores"] = pa.nulls(n, SCORES) if s.scores is None else s.scores.cast(SCORES)
+        cols["label"] = pa.nulls(n, pa.string()) if s.label is None else s.label
         return pa.table(cols)
+
+    def _dicts(self, s: _Scored) -> list[dict[str, Any]]:
+        """The same records as `_table`, as dicts: a small commit's path (the log's row frames)."""
+        batch, n, m = s.batch, s.batch.num_rows, self.model
+        ids = batch.column(batch.schema.get_field_index("request_id")).to_pylist()
+        offsets = batch.column(batch.schema.get_field_index("_offset")).to_pylist()
+        ok = s.error is None
+        score = [None] * n if not ok else pa.array(s.score, pa.float64()).to_pylist()
+        scores = [None] * n if s.scores is None else s.scores.cast(SCORES).to_pylist()
+        label = [None] * n if s.label is None else s.label.to_pylist()
+        common = {
+            "event_time": s.answered,
+            "model_id": m.name,
+            "model_version": m.version,
+            "latency_ms": float(np.float32((s.answered - s.received) / 1000.0)),
+            "host": self.host,
+            "code_version": self.code_version,
+            "role": self.role,
+            "runner_id": self.runner_id,
+            "input_topic": self.topics.inputs,
+            "input_partition": s.partition,
+            "received_time": s.received,
+            "answered_time": s.answered,
+            "status": "ok" if ok else "error",
+            "error": s.error,
+        }
+        return [
+            {
+                **common,
+                "request_id": ids[i],
+                "input_offset": offsets[i],
+                "score": score[i],
+                "scores": scores[i],
+                "label": label[i],
+            }
+            for i in range(n)
+        ]
+
+
+@dataclass
+class _Scored:
+    """One partition's run of inputs, scored (or failed: `error`)."""
+
+    batch: pa.RecordBatch
+    partition: int
+    received: int
+    answered: int
+    score: Any
+    scores: Any
+    label: Any
+    error: str | None
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -357,3 +357,26 @@ def test_module_runs_as_a_command():
         [sys.executable, "-m", "rendezvous.runner", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "--member I/N" in out.stdout and "example:" in out.stdout
+
+
+@pytest.mark.parametrize("model", [models.fast(), models.Failing(every=2)], ids=["ok", "failing"])
+def test_a_small_poll_commits_the_same_records_as_a_large_one(tmp_path, model):
+    """Polls of a few inputs commit dicts (the log's row frames), larger ones Arrow tables: the
+    stored records are the same either way."""
+    log = new_log(tmp_path, partitions=1)
+    append(log, inputs(0, 6))
+    for topic in ("scores", "scores_b"):
+        log.create_topic(topic, "model_score", partitions=1)
+    runner = Runner(log, model, runner_id="r1", code_version="c")
+    table = pa.Table.from_batches(list(log.reader("inputs")))
+    scored = runner._score(table, 0, int(time.time() * 1e6))
+    with log.writer("scores", linger_ms=None) as w:
+        w.append_batch(runner._dicts(scored))
+    with log.writer("scores_b", linger_ms=None) as w:
+        w.append_batch(runner._table(scored))
+    small, large = (
+        [{k: v for k, v in r.items() if k != "_append_time"} for r in log.read(t).to_pylist()]
+        for t in ("scores", "scores_b")
+    )
+    assert small == large and [r["request_id"] for r in small] == [f"q{i}" for i in range(6)]
+    assert {r["status"] for r in small} == ({"ok"} if model.name == "fast" else {"error"})
