@@ -136,6 +136,7 @@ def verify_topic(topic: Topic, report: VerifyReport) -> None:
         report.partitions += 1
         snap = part.snapshot()
         expected: int | None = None
+        after_damage = False
         last_time = MIN_TIME
         for base in snap.bases:
             report.segments += 1
@@ -158,8 +159,9 @@ def verify_topic(topic: Topic, report: VerifyReport) -> None:
             problems = list(result.problems)
             for prob in problems:
                 report.problems.append(VerifyProblem(topic.name, p, prob.path, prob.position, prob.reason))
-            if expected is None:
+            if expected is None or after_damage:  # after a damaged segment: its problem is reported already
                 expected = base
+            after_damage = bool(problems)
             if result.frames and result.frames[0][1].base_offset != base:
                 report.problems.append(
                     VerifyProblem(

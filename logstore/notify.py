@@ -17,6 +17,7 @@ import ctypes.util
 import errno
 import os
 import select
+import struct
 import sys
 import time
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ _IN_CREATE = 0x00000100
 _MASK = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_EVENT = struct.Struct("iIII")  # struct inotify_event's fixed part (the name follows)
 
 _libc: ctypes.CDLL | None = None
 if sys.platform.startswith("linux"):
@@ -47,16 +49,20 @@ class ChangeWatch:
     def __init__(self, directories: Iterable[Path]) -> None:
         self._fd: int | None = None
         self._poll: select.poll | None = None
+        self.directories = list(directories)
+        self._changed: set[int] = set()
+        self._all = True  # until events say otherwise, any directory may have changed
         if _libc is None:
             return
         fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             return  # out of inotify instances: fall back to the timed sleep
-        watched = 0
-        for d in directories:
-            if _libc.inotify_add_watch(fd, os.fsencode(d), _MASK) >= 0:
-                watched += 1
-        if not watched:
+        self._wds: dict[int, int] = {}
+        for i, d in enumerate(self.directories):
+            wd = _libc.inotify_add_watch(fd, os.fsencode(d), _MASK)
+            if wd >= 0:
+                self._wds[wd] = i
+        if len(self._wds) < len(self.directories):  # one unwatched: only the timed sleep serves it
             os.close(fd)
             return
         self._fd = fd
@@ -76,24 +82,45 @@ class ChangeWatch:
         """Block until a change or `timeout` seconds; True if a change woke it. Drains the events."""
         if self._poll is None:
             time.sleep(max(0.0, timeout))
+            self._all = True
             return False
         if not self._poll.poll(max(0, int(timeout * 1000))):
+            self._all = True  # the backstop: look at everything
             return False
         self.drain()
         return True
 
     def drain(self) -> None:
-        """Forget the changes seen so far (call before snapshotting again)."""
+        """Take in the changes seen so far (call before snapshotting again): `changed` tells which
+        directories they were in."""
         if self._fd is None:
+            self._all = True
             return
         while True:
             try:
-                if not os.read(self._fd, 65536):
-                    return
+                data = os.read(self._fd, 65536)
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     return
                 raise
+            if not data:
+                return
+            pos = 0
+            while pos + _EVENT.size <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
+                wd, _, _, n = _EVENT.unpack_from(data, pos)
+                pos += _EVENT.size + n
+                i = self._wds.get(wd)
+                if i is None:  # the queue overflowed (wd -1) or a watch went away: assume all
+                    self._all = True
+                else:
+                    self._changed.add(i)
+
+    def changed(self) -> set[int] | None:
+        """Indices (into `directories`) of the directories changed since the last call, or None
+        for "any of them" (no inotify, a timeout, an overflow, the first call). Resets."""
+        out: set[int] | None = None if self._all else self._changed
+        self._changed, self._all = set(), False
+        return out
 
     def close(self) -> None:
         if self._fd is not None:

@@ -464,9 +464,10 @@ class Reader:
         if self.follow:
             warm()  # row frames convert Python values: set that up before the first commit arrives
         # armed before the first snapshot: no commit after it goes unnoticed
-        watch = ChangeWatch(self.topic.partition(p).dir for p in self._partition_numbers()) if self.follow else None
+        nums = self._partition_numbers()
+        watch = ChangeWatch(self.topic.partition(p).dir for p in nums) if self.follow else None
         try:
-            yield from self._batches(watch)
+            yield from self._batches(watch, nums)
         finally:
             if watch is not None:
                 watch.close()
@@ -480,7 +481,7 @@ class Reader:
         commit runs on a worker thread, so the event loop keeps serving meanwhile."""
         return _aiterate(iter(self))
 
-    def _batches(self, watch: ChangeWatch | None) -> Iterator[pa.RecordBatch]:
+    def _batches(self, watch: ChangeWatch | None, watched: list[int]) -> Iterator[pa.RecordBatch]:
         pl = plan(self.topic, self.start, self.end, self.partitions, self.by)
         stop: dict[int, int | None] = {}
         for p, (lo, hi) in pl.ranges.items():
@@ -493,6 +494,8 @@ class Reader:
                 lo = self.positions[p]
                 until = stop[p]
                 limit = snaps[p].end_offset if until is None else min(until, snaps[p].end_offset)
+                if lo >= limit and self.follow:
+                    continue  # nothing new here: no frames to plan
                 batches = self._frames.partition_batches(self.topic.partition(p), snaps[p], lo, limit, pl.event_range)
                 if self.read_ahead > 0:
                     batches = prefetch(batches, self.read_ahead)
@@ -511,7 +514,10 @@ class Reader:
                 watch.wait(self.poll_interval)  # woken by a commit, or polls every poll_interval
             else:
                 watch.drain()
-            snaps = {p: self.topic.partition(p).snapshot() for p in self.positions}
+            changed = None if watch is None else watch.changed()
+            # only the partitions whose directory changed (all of them after a timeout)
+            again = self.positions if changed is None else [watched[i] for i in changed if watched[i] in self.positions]
+            snaps = {**snaps, **{p: self.topic.partition(p).snapshot() for p in again}}
 
 
 GROUP_FRAMES = 256  # frames loaded together at most (runs of row frames decode as one batch)

@@ -22,7 +22,7 @@ def _make(path: Path, batches: int = 12, segment_bytes: int = 16 * 1024) -> list
     with log.writer("t", linger_ms=None) as w:
         seq = 0
         for i in range(batches):
-            n = 20 + (i * 7) % 30
+            n = 70 + (i * 7) % 30  # over ROW_FRAME_MAX: Arrow frames
             w.append_batch(rows("w", seq, n))
             seq += n
     return seq

@@ -108,3 +108,27 @@ def test_segment_jobs_skip_a_segment_deleted_since_the_snapshot(log):
     part._views.clear()  # no mapping kept from before the deletion
     assert log.enforce_retention().deleted
     assert list(FrameReader(topic, None, "raise").segment_jobs(part, snap, first, entries, first, first + 50)) == []
+
+
+def test_snapshots_list_segments_again_only_when_the_directory_changed(tmp_path):
+    """A snapshot lists the partition's segments only when the directory's mtime moved, and
+    keeps no listing taken within a coarse timestamp tick of the last change."""
+    import os
+    import time
+
+    import logstore
+
+    lg = logstore.open(tmp_path / "log")
+    lg.create_topic("s", schema=SCORE_SCHEMA, segment_bytes=4096, compression=None)
+    with lg.writer("s", linger_ms=None) as w:
+        w.append_batch(score_rows(50))
+    part = lg.topic("s").partition(0)
+    assert part.listed_bases() == part.segment_bases() and part._listed is None  # just changed: not kept
+    old = time.time() - 5
+    os.utime(part.dir, (old, old))
+    assert part.listed_bases() == part.segment_bases() and part._listed is not None  # settled: kept
+    with lg.writer("s", linger_ms=None) as w:  # rolls: a new segment changes the directory
+        for i in range(10):
+            w.append_batch(score_rows(50, start=50 * (i + 1)))
+    assert part.listed_bases() == part.segment_bases() and len(part.segment_bases()) > 1
+    assert lg.read("s").num_rows == 550
