@@ -13,7 +13,7 @@ Models follow `replay.Model` (``name``, ``version``, ``predict(batch, ctx)``, op
 `RiverModel`. Nothing appended after a row's clock is reachable through ``ctx``
 (``ctx.lookup(topic, keys, as_of=None)`` on any topic of the log); asking raises `TimeLeakError`.
 Evaluation (`evaluate`, `summary`, `write_html`) is re-exported lazily from `replay.evaluation`
-and `replay.report`.
+and `replay.report`; the counterfactual rendezvous (`counterfactual`) from `replay.counterfactuals`.
 
 Layers (docs/architecture.md, "Parts"): `replay.engine` replays models along the clock;
 `replay.runner` records runs (manifest, output, content hash, workers, audit);
@@ -78,12 +78,14 @@ __all__ = [
     "evaluate",
     "summary",
     "write_html",
+    "counterfactual",
 ]
 
 _LAZY = {
     "evaluate": ("replay.evaluation", "evaluate"),
     "summary": ("replay.report", "summary"),
     "write_html": ("replay.report", "write_html"),
+    "counterfactual": ("replay.counterfactuals", "counterfactual"),
 }
 
 

@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .report_cli import add_report_parser
 
     add_report_parser(sub)
+
+    from .counterfactuals.cli import add_counterfactual_parser
+
+    add_counterfactual_parser(sub)
     return parser
 
 
