@@ -115,7 +115,7 @@ def test_answers_are_the_first_models_scores_and_match_the_records(log: Any, mod
 
 def test_fallback_deadline_and_default(log: Any) -> None:
     """m1 fails: m2 serves from its after_ms (fallback); m1 stalls: m2 (deadline); nobody: the default at H."""
-    cfg = config()
+    cfg = config(sla_ms=1500.0)  # m1's error must arrive before H, also on a loaded machine
 
     async def run(behaviour: str, m2: bool) -> dict[str, Any]:
         await _started(log, cfg)
@@ -138,7 +138,7 @@ def test_fallback_deadline_and_default(log: Any) -> None:
         "default",
         0.25,
     )
-    assert default["latency_ms"] <= SLA
+    assert default["latency_ms"] <= cfg.sla_ms
     decisions = by_request(log, "decisions")
     f = decisions[fallback["request_id"]]
     assert f["failed"] == ["m1:1"] and f["decided_ms"] >= 150 and f["candidates"] == ["m2:1"]
