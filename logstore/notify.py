@@ -90,6 +90,32 @@ class ChangeWatch:
         self.drain()
         return True
 
+    async def wait_async(self, timeout: float) -> bool:
+        """`wait` for async code: the event loop watches the descriptor (no thread)."""
+        import asyncio
+
+        if self._fd is None:
+            await asyncio.sleep(max(0.0, timeout))
+            self._all = True
+            return False
+        loop = asyncio.get_running_loop()
+        woke: asyncio.Future[None] = loop.create_future()
+        def readable() -> None:
+            if not woke.done():
+                woke.set_result(None)
+
+        loop.add_reader(self._fd, readable)
+        try:
+            await asyncio.wait([woke], timeout=max(0.0, timeout))
+        finally:
+            loop.remove_reader(self._fd)
+        if not woke.done():
+            woke.cancel()
+            self._all = True  # the backstop: look at everything
+            return False
+        self.drain()
+        return True
+
     def drain(self) -> None:
         """Take in the changes seen so far (call before snapshotting again): `changed` tells which
         directories they were in."""

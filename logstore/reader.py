@@ -35,6 +35,7 @@ from .partition import Partition, Snapshot
 from .plan import Bound, EventRange, plan
 from .rowframes import RowDecoder, warm
 from .segment import SegmentView
+from .tailasync import aiterate, follow_async
 
 if TYPE_CHECKING:
     from .topic import Topic, Version
@@ -467,7 +468,7 @@ class Reader:
         nums = self._partition_numbers()
         watch = ChangeWatch(self.topic.partition(p).dir for p in nums) if self.follow else None
         try:
-            yield from self._batches(watch, nums)
+            yield from self._batches(watch, nums)  # blocking: never None
         finally:
             if watch is not None:
                 watch.close()
@@ -477,11 +478,21 @@ class Reader:
         return list(range(n)) if self.partitions is None else [int(p) for p in self.partitions if 0 <= int(p) < n]
 
     def __aiter__(self) -> AsyncIterator[pa.RecordBatch]:
-        """The same batches for async code (`async for batch in reader`): each wait for a
-        commit runs on a worker thread, so the event loop keeps serving meanwhile."""
-        return _aiterate(iter(self))
+        """The same batches for async code (`async for batch in reader`). Following, the event
+        loop itself waits for the commit (the watch's descriptor) and reads it (`tailasync`): no
+        thread hand-off between a commit and the code awaiting it."""
+        if not self.follow:
+            return aiterate(iter(self))
+        warm()
+        nums = self._partition_numbers()
+        watch = ChangeWatch(self.topic.partition(p).dir for p in nums)
+        return follow_async(self._batches(watch, nums, block=False), watch, self.poll_interval)
 
-    def _batches(self, watch: ChangeWatch | None, watched: list[int]) -> Iterator[pa.RecordBatch]:
+    def _batches(
+        self, watch: ChangeWatch | None, watched: list[int], block: bool = True
+    ) -> Iterator[pa.RecordBatch | None]:
+        """The batches; following, it waits on `watch` between rounds, or with ``block=False``
+        yields None where it would wait (its driver awaits the watch: `tailasync`)."""
         pl = plan(self.topic, self.start, self.end, self.partitions, self.by)
         stop: dict[int, int | None] = {}
         for p, (lo, hi) in pl.ranges.items():
@@ -508,7 +519,9 @@ class Reader:
                 self.positions[p] = max(self.positions[p], limit)
             if not self.follow or all(s is not None and self.positions[p] >= s for p, s in stop.items()):
                 return
-            if watch is None:
+            if not block and not progressed:
+                yield None  # the driver waits: a commit woke it, or poll_interval passed
+            elif watch is None:
                 time.sleep(self.poll_interval)
             elif not progressed:
                 watch.wait(self.poll_interval)  # woken by a commit, or polls every poll_interval
@@ -536,19 +549,3 @@ def _groups(jobs: Iterator[FrameJob | Gap]) -> Iterator[list[FrameJob | Gap]]:
             group, nbytes = [], 0
     if group:
         yield group
-
-
-async def _aiterate(it: Iterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
-    import asyncio
-
-    done = object()
-    try:
-        while True:
-            batch = await asyncio.to_thread(next, it, done)
-            if batch is done:
-                return
-            yield batch
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)

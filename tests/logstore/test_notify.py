@@ -144,3 +144,40 @@ def test_async_for_over_a_tailing_reader(live, tmp_path):
 
     out = asyncio.run(asyncio.wait_for(main(), 60))
     assert sorted(out) == sorted(f"r{i}" for i in range(7))
+
+
+def test_an_async_tail_waits_on_the_loop_without_blocking_it_or_a_thread(live, tmp_path):
+    """Following, `async for` awaits the change watch on the event loop: other tasks run while it
+    waits, and no worker thread carries the wait."""
+
+    async def main() -> tuple[list[str], int, int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        threads = threading.active_count()
+        out: list[str] = []
+        reader = live.reader("scores", follow=True, poll_interval=60)
+        writer = threading.Thread(target=_append_in_another_process, args=(tmp_path / "log", 0))
+        writer.start()
+        most = threads
+        async for batch in reader:
+            most = max(most, threading.active_count())
+            out.extend(batch.column("request_id").to_pylist())
+            if len(out) >= 3:
+                break
+        writer.join()
+        stop.set()
+        await task
+        return out, ticks, most - threads
+
+    out, ticks, extra_threads = asyncio.run(asyncio.wait_for(main(), 60))
+    assert sorted(out) == ["r0", "r1", "r2"]
+    assert ticks > 3  # the loop ran other tasks while the reader waited (a process start takes longer)
+    assert extra_threads <= 1  # the writer thread of this test only
