@@ -100,6 +100,7 @@ class ChangeWatch:
             return False
         loop = asyncio.get_running_loop()
         woke: asyncio.Future[None] = loop.create_future()
+
         def readable() -> None:
             if not woke.done():
                 woke.set_result(None)
