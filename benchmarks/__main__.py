@@ -424,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
                         summary = json.loads(out.with_suffix(".json").read_text())
                         profiles.append((f"{title}: {pr.median:.3f} s under the profiler", out.read_text(), summary))
         report = render(args, results, profiles, time.perf_counter() - t_start, command)
+        from .live import live_section
+
+        kept = live_section(args.out)  # the live path's section (`python -m benchmarks.live`) stays
+        if kept:
+            report = report.rstrip() + "\n\n" + kept + "\n"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
         print(report)

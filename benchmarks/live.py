@@ -317,8 +317,30 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     args.out.write_text("\n".join(text))
+    if args.out.parent == HERE:
+        splice_results(HERE / "RESULTS.md", "\n".join(text))
     print("\n".join(text))
     return 0
+
+
+LIVE_BEGIN, LIVE_END = "<!-- live path: python -m benchmarks.live -->", "<!-- /live path -->"
+
+
+def live_section(results: Path) -> str:
+    """The live-path section of `results` (markers included), or "" (kept across regenerations)."""
+    text = results.read_text() if results.exists() else ""
+    i, j = text.find(LIVE_BEGIN), text.find(LIVE_END)
+    return text[i : j + len(LIVE_END)] if 0 <= i < j else ""
+
+
+def splice_results(results: Path, live_md: str) -> None:
+    """Put this run's tables and plot into RESULTS.md, replacing the previous live section."""
+    body = live_md.replace("# The live path", "## The live path", 1)
+    section = f"{LIVE_BEGIN}\n{body.strip()}\n{LIVE_END}"
+    text = results.read_text() if results.exists() else ""
+    old = live_section(results)
+    text = text.replace(old, section) if old else text.rstrip() + "\n\n" + section + "\n"
+    results.write_text(text)
 
 
 def _plot(lat: dict[str, list[float]], tail: list[float], png: Path) -> None:
