@@ -303,7 +303,8 @@ class FrameReader:
         if len(run) <= 1:
             return [self.load(job) for job, _, _ in run]
         try:
-            batch = self._rows.decode([(h, body, job.start_row, job.stop_row) for job, h, body in run])
+            needed = self._fields[run[0][0].event is not None][0]
+            batch = self._rows.decode([(h, body, job.start_row, job.stop_row) for job, h, body in run], needed)
         except (pa.ArrowException, ValueError):
             return [self.load(job) for job, _, _ in run]  # find the frame that does not decode
         first = run[0][0]
@@ -321,7 +322,7 @@ class FrameReader:
         needed, options = self._fields[event]
         try:
             if header.rows:
-                return self._rows.decode([(header, memoryview(body), 0, header.count)])
+                return self._rows.decode([(header, memoryview(body), 0, header.count)], needed)
             if header.schema_version == self.latest.version:
                 return pa.ipc.open_stream(body, options=options).read_next_batch()
             old = self.topic.version(header.schema_version)

@@ -9,6 +9,7 @@ by one, concatenated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,10 +40,12 @@ class RowDecoder:
             codec = self._codecs[version] = rowcodec.codec(v.schema, v.arrow)
         return codec
 
-    def decode(self, frames: list[tuple[FrameHeader, memoryview, int, int]]) -> pa.RecordBatch:
+    def decode(
+        self, frames: list[tuple[FrameHeader, memoryview, int, int]], names: Sequence[str] | None = None
+    ) -> pa.RecordBatch:
         """Rows [start, stop) of each (header, verified body, start, stop), all of one schema
-        version, as one batch of the latest schema with the system columns. Raises ValueError
-        for a body that does not decode."""
+        version, as one batch of the latest schema (its fields `names` only, when given) with the
+        system columns. Raises ValueError for a body that does not decode."""
         version = frames[0][0].schema_version
         codec = self._codec(version)
         rows: list[dict[str, object]] = []
@@ -52,9 +55,11 @@ class RowDecoder:
             rows += got[start:stop] if (start, stop) != (0, h.count) else got
             offsets.append(np.arange(h.base_offset + start, h.base_offset + stop, dtype=np.int64))
             times.append(np.full(stop - start, h.append_time, dtype=np.int64))
-        user = codec.batch(rows)
-        if version != self.latest.version:
-            user = schemas.resolve(user, self.topic.version(version).schema, self.latest.schema)
+        if version == self.latest.version:
+            user = codec.batch(rows, names)
+        else:
+            user = schemas.resolve(codec.batch(rows), self.topic.version(version).schema, self.latest.schema)
+            user = user if names is None else user.select(list(names))
         n = len(rows)
         system = [
             pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(np.concatenate(offsets))]),

@@ -115,6 +115,12 @@ def test_a_record_committed_alone_reads_back_as_the_batch_path_stores_it(tmp_pat
     alone, batch = lg.read("alone"), lg.read("batch")
     assert alone.schema == batch.schema
     assert _user(alone) == _user(batch.slice(0, len(records)))
+    names = alone.schema.names
+    some = [names[i] for i in range(0, len(names) - 2, 3)]  # a column subset: only those are built
+    for reader_cols in (some, list(reversed(some)), []):
+        part = pa.Table.from_batches(list(lg.reader("alone", columns=reader_cols)))
+        full = alone.select(part.schema.names)
+        assert part.schema == full.schema and part.to_pylist() == full.to_pylist()
     lg.close()
 
 
