@@ -46,8 +46,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import index as index_mod
 from . import summary
 from .errors import ClockSkewError, LogIOError
@@ -74,7 +72,7 @@ class TailState:
     first_append_time: int | None = None
     index_ok: bool = True  # False after an index append failed: the rest of this segment goes unindexed
     undo: Hint | None = None  # a failed commit left bytes past this tail that must be truncated first
-    index_pending: list[np.ndarray] = field(default_factory=list)  # entries of committed frames, in order
+    index_pending: list[bytes] = field(default_factory=list)  # entries of committed frames, in order
     synced: Hint | None = None  # the tail a durable batch's fdatasync (outside the lock) made durable
     index_since: float = 0.0  # monotonic time the oldest pending entry waits since
 
@@ -424,7 +422,7 @@ def _write(st: _Staged) -> None:
         chunks.append(build_header(body, offset, st.append_time, continued=k < last))
         chunks.extend(body.parts)
         st.entries.append(
-            index_mod.entry_from(
+            index_mod.entry_bytes(
                 offset, pos, body.count, body.size, st.append_time, body.min_event_time, body.max_event_time
             )
         )

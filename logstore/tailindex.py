@@ -44,7 +44,7 @@ def flush_index(part: Partition, tail: TailState) -> None:
         return
     base = tail.hint.base
     path = part.idx_path(base)
-    entries = np.concatenate(pending)
+    entries = np.frombuffer(b"".join(pending), dtype=index_mod.ENTRY_DTYPE)
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
         try:
