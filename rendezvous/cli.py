@@ -3,6 +3,8 @@
     rendezvous serve LOG --config FILE [--host 127.0.0.1] [--port 8700] [--decoy-only]
     rendezvous model LOG --model MODULE:FACTORY [--role ROLE] [--group NAME]
     rendezvous status LOG [--config FILE]
+    rendezvous deploy|ramp|promote|retire LOG --model M ...   (rendezvous.deploy: control records)
+    rendezvous history LOG
 
 User mistakes (a bad config, a missing log) print one line to stderr with a hint and exit 2;
 never a traceback (set LOGSTORE_DEBUG=1 to see one). `serve` and `model` run until SIGINT or
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 
 from logstore.cli import add_command, run
 
-from . import runner
+from . import deploy, runner
 from .commits import MODES
 from .config import ConfigError, Topics, load_config
 
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a service config, for its topic names (default: the standard names)")
     p.add_argument("--window", type=int, default=500, help="canary scores per PSI window (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    deploy.add_commands(sub, add_command)
     return parser
 
 

@@ -46,6 +46,7 @@ from aiohttp import web
 
 from .commits import DEFAULT_MODE, Committer
 from .config import Config
+from .control import ControlPlane, now_us
 from .feedback import Feedback
 from .mailbox import SCORE_COLUMNS, DuplicateRequestError, Mailbox, Mailboxes
 from .metrics import Prometheus, Window
@@ -182,6 +183,7 @@ class Service:
         self.name = name or socket.gethostname()
         self._now = clock or (lambda: datetime.now(UTC))
         self.policy = Policy(config)
+        self.control = ControlPlane(log, config, self.policy)  # deployment steps: rendezvous/control.py
         self.allowance = Allowance(config.sla_ms, config.overhead_ms)
         self.mailboxes = Mailboxes()
         self.prometheus = Prometheus()
@@ -212,6 +214,7 @@ class Service:
             cols = [c for c in SCORE_COLUMNS if c in have]
             scores = self.log.reader(t.scores, start=self.log.end_offsets(t.scores), follow=True, columns=cols)
             self._spawn(self._tail(scores, self.mailboxes.deliver_batch), "scores")
+            self._spawn(self._tail(self.control.start(), self.control.apply), "control")
         if self.feedback is not None:
             # rebuild the posterior before serving: the last decisions, the outcomes since the oldest
             end = await asyncio.to_thread(self._rebuild, self.feedback)
@@ -327,15 +330,18 @@ class Service:
                 "enrichment": None,
                 "source": "rendezvous",
             }
+            since = now_us()  # before the input's commit: see rendezvous/control.py for the rule
             await self._committers[self.config.topics.inputs].commit([record])
+            route = self.control.route(request_id, since)
             archived = mb.elapsed_ms()
             deadline = self.deadline_ms()
-            choice = await self._decide(mb, deadline)
+            choice = route.finish(await self._decide(mb, deadline, route.policy))
         finally:
             self.mailboxes.close(mb)
             self.prometheus.in_flight.dec()
         woke = mb.elapsed_ms()
         decision, answer = self._records(mb, choice)
+        decision["control_generation"] = route.generation
         await self._committers[self.config.topics.decisions].commit([decision])
         if self.feedback is not None:
             self.feedback.served(request_id, choice.chosen)
@@ -363,8 +369,8 @@ class Service:
 
         return answer, sent
 
-    async def _decide(self, mb: Mailbox, deadline: float) -> Choice:
-        policy = self.policy
+    async def _decide(self, mb: Mailbox, deadline: float, policy: Policy | None = None) -> Choice:
+        policy = policy or self.policy
         if self.decoy_only:
             now = mb.elapsed_ms()
             v = policy.selector.version

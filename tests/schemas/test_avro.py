@@ -137,7 +137,7 @@ def test_parse_missing_file_is_a_schema_error(tmp_path):
 
 def test_shipped_schemas_are_documented_and_have_event_time():
     """Every shipped record type documents each field and has a timestamp-micros event_time."""
-    assert schemas.names() == ["decision", "metric", "model_input", "model_score", "outcome"]
+    assert schemas.names() == ["control", "decision", "metric", "model_input", "model_score", "outcome"]
     for name in schemas.names():
         s = schemas.load(name)
         assert s["namespace"] == "logstore.rendezvous"
