@@ -14,6 +14,7 @@ Models follow `replay.Model` (``name``, ``version``, ``predict(batch, ctx)``, op
 (``ctx.lookup(topic, keys, as_of=None)`` on any topic of the log); asking raises `TimeLeakError`.
 Evaluation (`evaluate`, `summary`, `write_html`) is re-exported lazily from `replay.evaluation`
 and `replay.report`; the counterfactual rendezvous (`counterfactual`) from `replay.counterfactuals`.
+Off-policy evaluation of a selection policy from logged decisions: `import replay.ope` (IPW, SNIPW, DR).
 
 Layers (docs/architecture.md, "Parts"): `replay.engine` replays models along the clock;
 `replay.runner` records runs (manifest, output, content hash, workers, audit);
