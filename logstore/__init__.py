@@ -38,6 +38,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .describe import RetentionReport, VerifyReport
+    from .keyhash import partition_of
     from .log import Log, open
     from .partition import Snapshot
     from .reader import Reader
@@ -56,6 +57,7 @@ _LAZY = {
     "Writer": "writer",
     "Reader": "reader",
     "Consumer": "consumer",
+    "partition_of": "keyhash",  # the partition a key lands in (what a keyed writer uses)
 }
 
 
@@ -84,6 +86,7 @@ __all__ = [
     "Snapshot",
     "VerifyReport",
     "RetentionReport",
+    "partition_of",
     "LogstoreError",
     "ArgumentError",
     "ArgumentTypeError",

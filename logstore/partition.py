@@ -160,11 +160,28 @@ class Partition:
                 yield False
                 return
             try:
+                self._check_lock_file(fd)
                 yield True
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self._mutex.release()
+
+    def _check_lock_file(self, fd: int) -> None:
+        """(Under the lock.) Raise unless `fd` is still the partition's lock file: a directory
+        deleted or replaced under a writer (a log removed and created again at its path) must not
+        be written with the lock and the tail of the one it replaced; that would overwrite what
+        the new log's writers committed."""
+        try:
+            st = os.stat(self.dir / LOCK_NAME)
+        except FileNotFoundError:
+            st = None
+        mine = os.fstat(fd)
+        if st is None or (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev):
+            raise LogIOError(
+                f"partition {self.dir} was deleted or replaced while this process had it open: "
+                "nothing written; open the log again"
+            )
 
     def _open_writer_fd(self) -> int:
         if self._writer_fd is None:

@@ -5,6 +5,7 @@
     rendezvous status LOG [--config FILE]
     rendezvous deploy|ramp|promote|retire LOG --model M ...   (rendezvous.deploy: control records)
     rendezvous history LOG
+    rendezvous swap LOG --model M --to VERSION   (rendezvous.swap: the hot-swap token)
 
 User mistakes (a bad config, a missing log) print one line to stderr with a hint and exit 2;
 never a traceback (set LOGSTORE_DEBUG=1 to see one). `serve` and `model` run until SIGINT or
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from logstore.cli import add_command, run
 
-from . import deploy, runner
+from . import deploy, runner, swap
 from .commits import MODES
 from .config import ConfigError, Topics, load_config
 
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=500, help="canary scores per PSI window (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     deploy.add_commands(sub, add_command)
+    what = "switch a model's version at a token in every inputs partition (a consistent cut)"
+    example = "rendezvous swap ./log --model m1 --to 2 --config rendezvous.toml --why 'hotfix'"
+    p = add_command(sub, "swap", swap.cmd_swap, what, example)
+    p.add_argument("--model", required=True, help="the model id (its runners switch)")
+    p.add_argument("--to", required=True, metavar="VERSION", help="the version every input after the token gets")
+    p.add_argument("--why", default="", help="the reason, kept with the control record")
+    p.add_argument("--config", help="the service's config (its schedule is generation 0 of the fold)")
     return parser
 
 

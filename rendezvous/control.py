@@ -4,7 +4,8 @@ the service's view of it (docs/architecture.md, "Deployment as a data op").
 A control record (``schemas/control.avsc``) is one step: ``deploy`` (a model version joins, as
 challenger, canary or shadow), ``ramp`` (it may serve a share of requests), ``promote`` (it becomes
 the champion), ``retire`` (it leaves), ``refusal`` (a step the guardrail refused; it changes
-nothing) and ``swap`` (reserved for the hot-swap token; this fold skips it). The topic has one
+nothing) and ``swap`` (the model changes version at its hot-swap tokens, `rendezvous.swap`: its
+schedule entry then matches any of its versions, the tokens' cut deciding which). The topic has one
 partition, so its records are in one order, and that order decides.
 
 The state (`ControlState`, pure) starts from the service's config (generation 0: its schedule,
@@ -201,8 +202,6 @@ class ControlState:
             raise ControlError(f"{kind}: model_id must be a model id without ':', found {mid!r}")
         if kind == "refusal":
             raise ControlError(f"refusal of a {r.get('requested') or 'step'} of {mid}: changes nothing")
-        if kind == "swap":
-            raise ControlError(f"swap of {mid}: handled by the runners' hot-swap token, not the schedule")
         cur = self.find(mid)
         models = list(self.models)
         gen = self.generation + 1
@@ -227,6 +226,9 @@ class ControlState:
         if cur is None:
             known = ", ".join(d.key for d in self.models) or "none"
             raise ControlError(f"{kind} {mid}: not deployed (deployed: {known})")
+        if kind == "swap":  # which version serves an input is its partition's token cut, not the schedule
+            models[models.index(cur)] = Deployed(mid, None, cur.role, cur.weight)
+            return self.with_models(tuple(models), gen)
         if kind == "ramp":
             w = r.get("weight")
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
@@ -280,6 +282,7 @@ def make_record(
     generation: int = 0,
     requested: str | None = None,
     event_time: datetime | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """A `control` record (every field of the schema)."""
     return {
@@ -295,6 +298,7 @@ def make_record(
         "guardrail": guardrail,
         "generation": int(generation),
         "requested": requested,
+        "token": token,
     }
 
 

@@ -3,15 +3,22 @@
     python -m rendezvous.demo --out demo-output/live [--requests 2000] [--rate 100] [--seed 0]
 
 1. Starts ``rendezvous serve`` (a free port on 127.0.0.1) and three ``rendezvous model`` runners
-   on one log: the champion, a challenger as shadow (scored and kept, never served) and a frozen
-   canary (served as the fallback after 40 ms). Fraud-scoring models, as in `replay.demo`.
-2. A bounded client sends a few thousand card payments (inputs drift in the last third: larger
-   amounts, more foreign cards), then posts their outcomes (fraud or not) as delayed feedback.
+   on one log: the champion, a challenger and a frozen canary (served as the fallback after
+   40 ms). Fraud-scoring models, as in `replay.demo`. The challenger is deployed as a shadow
+   (``rendezvous deploy --as shadow``: scored and kept, never served).
+2. A bounded client sends a few thousand card payments in three phases (inputs drift in the last
+   third: larger amounts, more foreign cards), posting outcomes (fraud or not, and a reward for
+   the answer served) as delayed feedback. Between phases, all on the running service: the
+   challenger is ramped to half the traffic once the guardrail passes (``rendezvous ramp``: its
+   loss against champion and canary on the outcomes known by then, and its latency), and the
+   champion is hot-swapped to a new version with a token (``rendezvous swap``).
 3. Everything is stopped (always, whatever happened), and the log is read back: every answer is
-   its decision record; the rendezvous recomputed from the recorded arrivals serves the same model
-   for every request; the challenger replayed offline (`replay.run`) gives exactly the scores it
-   gave live as a shadow; `replay.evaluate` compares champion, challenger and canary; the status
-   screen (`rendezvous status`) shows lag, latency, served share and the canary's PSI.
+   its decision record; every decision replays from its recorded arrivals under its control
+   generation; the version that served each request is the one the tokens' cut gives; the
+   challenger replayed offline (`replay.run`) gives exactly the scores it gave live;
+   `replay.evaluate` compares the models and the HTML report adds the deployment timeline, a
+   counterfactual SLA and the off-policy value of always ramping the challenger; the status screen
+   (`rendezvous status`) shows lag, latency, served share and the canary's PSI.
 
 The model factories are importable (``rendezvous.demo:make_champion``, ``make_canary``,
 ``replay.demo:make_challenger``), so each runner is the same command a deployment would run.
@@ -34,11 +41,15 @@ import numpy as np
 import logstore
 from replay.datasets import fraud
 from replay.demo import Challenger, Printer
+from replay.engine.tokens import VersionCut
+from replay.ope import evaluate_policy
+from replay.report_sections import deployment_events
 
+from . import deploy, swap
 from .client import Result, percentile, post_outcomes, send
 from .config import load_config
+from .control import ControlPlane
 from .launch import Fleet
-from .policy import Policy
 from .status import status
 
 MARKER = ".rendezvous-demo"
@@ -55,6 +66,18 @@ model = "canary"
 after_ms = 40
 """
 REPLAYED = "replay.challenger"
+# a target policy for off-policy evaluation: the challenger first for every request
+ALWAYS_CHALLENGER = f"""sla_ms = {SLA_MS}
+default = {{ score = 0.0 }}
+[[schedule]]
+model = "challenger"
+[[schedule]]
+model = "champion"
+after_ms = 20
+[[schedule]]
+model = "canary"
+after_ms = 40
+"""
 
 
 class Logistic:
@@ -72,8 +95,19 @@ class Logistic:
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def make_champion() -> Logistic:
-    return Logistic(*fraud.CHAMPION, fraud.CHAMPION_WEIGHTS)
+HOTFIX = "3.3"  # the champion's next version: it learns the weight of new_device
+CHAMPION_VERSIONS = {
+    fraud.CHAMPION[1]: fraud.CHAMPION_WEIGHTS,
+    HOTFIX: {**fraud.CHAMPION_WEIGHTS, "new_device": 1.6},
+}
+
+
+def make_champion(version: str = fraud.CHAMPION[1]) -> Logistic:
+    """The champion at `version` (a factory taking a version: ``rendezvous swap`` can switch it)."""
+    weights = CHAMPION_VERSIONS.get(version)
+    if weights is None:
+        raise ValueError(f"no champion version {version!r} (known: {', '.join(CHAMPION_VERSIONS)})")
+    return Logistic(fraud.CHAMPION[0], version, weights)
 
 
 def make_canary() -> Logistic:
@@ -82,7 +116,7 @@ def make_canary() -> Logistic:
 
 RUNNERS = (
     ("champion", "rendezvous.demo:make_champion", "champion"),
-    ("challenger", "replay.demo:make_challenger", "shadow"),
+    ("challenger", "replay.demo:make_challenger", "challenger"),
     ("canary", "rendezvous.demo:make_canary", "canary"),
 )
 
@@ -111,6 +145,17 @@ def traffic(n: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return requests, outcomes
 
 
+def feedback(outcomes: list[dict[str, Any]], results: list[Result]) -> list[dict[str, Any]]:
+    """The outcomes of the answered requests, each with the reward of the answer served
+    (1 - squared error of its score): what off-policy evaluation values a policy by."""
+    out = []
+    for o, r in zip(outcomes, results, strict=True):
+        if r.answer:
+            err = float(r.answer["score"]) - o["label"]
+            out.append({**o, "reward": round(1.0 - err * err, 6)})
+    return out
+
+
 def prepare_out(out: Path) -> Path:
     """Create `out`, or clear what an earlier live demo wrote there; refuse anything else."""
     marker = out / MARKER
@@ -124,11 +169,13 @@ def prepare_out(out: Path) -> Path:
 
 
 def run_live(p: Printer, out: Path, log_dir: Path, n: int, rate: float, seed: int) -> list[Result]:
-    """Steps 1 and 2: the processes, the traffic and the outcomes; every process stopped after."""
+    """Steps 1 and 2: the processes, the traffic in three phases with a deployment step between
+    them, the outcomes; every process stopped after."""
     cfg = out / "rendezvous.toml"
     cfg.write_text(CONFIG)
     requests, outcomes = traffic(n, seed)
     p.section(1, "Starting the front door and three model runners on loopback")
+    answered: list[Result] = []
     with Fleet(log_dir, out / "processes", grace=5.0) as fleet:
         began = time.perf_counter()
         url = fleet.serve(cfg)
@@ -137,19 +184,62 @@ def run_live(p: Printer, out: Path, log_dir: Path, n: int, rate: float, seed: in
         p(f"rendezvous serve {log_dir} --config {cfg}   ->  {url}", 2)
         for _, spec, role in RUNNERS:
             p(f"rendezvous model {log_dir} --model {spec} --role {role}", 2)
+        with logstore.open(log_dir) as log:
+            done = deploy.step(
+                log,
+                "deploy",
+                "challenger",
+                config=load_config(cfg),
+                version=Challenger.version,
+                role="shadow",
+                why="retrained: uses new_device",
+            )
+        p(f"rendezvous deploy {log_dir} --model challenger --version {Challenger.version} --as shadow", 2)
+        p(f"  -> control offset {done.offset}: {done.state.describe()}", 2)
         ready = _warm_up(url, log_dir, requests[:1])
         p(f"(all listening and scoring after {time.perf_counter() - began:.1f} s; {ready} warm-up requests)", 2)
 
-        p.section(2, f"Traffic: {n:,} payments at {rate:g}/s, then their outcomes")
-        t = time.perf_counter()
-        results = asyncio.run(send(url, requests, rate=rate, concurrency=32, timeout=120))
-        secs = time.perf_counter() - t
-        answered = [r for r in results if r.status == 200 and r.answer]
-        posted = asyncio.run(post_outcomes(url, [o for o, r in zip(outcomes, results) if r.answer], rate=2000))
-        _print_traffic(p, results, answered, secs, sum(1 for r in posted if r.status == 200))
+        cuts = [0, n // 2, (3 * n) // 4, n]
+        phases = [(cuts[i], cuts[i + 1]) for i in range(3)]
+        for k, (lo, hi) in enumerate(phases):
+            p.section(2, f"Traffic, phase {k + 1} of 3: {hi - lo:,} payments at {rate:g}/s, then their outcomes")
+            t = time.perf_counter()
+            results = asyncio.run(send(url, requests[lo:hi], rate=rate, concurrency=32, timeout=120))
+            secs = time.perf_counter() - t
+            mine = [r for r in results if r.status == 200 and r.answer]
+            posted = asyncio.run(post_outcomes(url, feedback(outcomes[lo:hi], results), rate=2000))
+            _print_traffic(p, results, mine, secs, sum(1 for r in posted if r.status == 200))
+            answered += mine
+            if k == 0:
+                _ramp(p, log_dir, cfg)
+            elif k == 1:
+                _swap(p, log_dir, cfg)
     codes = fleet.stop()
     p(f"stopped: {', '.join(f'{k} exit {v}' for k, v in codes.items())}", 2)
     return answered
+
+
+def _ramp(p: Printer, log_dir: Path, cfg: Path) -> None:
+    """Ramp the challenger to half the traffic, if the guardrail passes on what the log holds now."""
+    p(f"rendezvous ramp {log_dir} --model challenger --weight 0.5 --config {cfg} --window '2 seconds'", 2)
+    with logstore.open(log_dir) as log:
+        done = deploy.step(
+            log, "ramp", "challenger", config=load_config(cfg), weight=0.5, window="2 seconds", bootstrap=500
+        )
+    assert done.report is not None
+    for line in done.report.lines():
+        p(line, 4)
+    verdict = "refused by the guardrail (only the refusal is recorded)" if done.refused else "applied"
+    p(f"  -> control offset {done.offset}: {verdict}; {done.state.describe()}", 2)
+
+
+def _swap(p: Printer, log_dir: Path, cfg: Path) -> None:
+    """Hot-swap the champion to its next version at a token in every inputs partition."""
+    p(f"rendezvous swap {log_dir} --model champion --to {HOTFIX} --config {cfg}", 2)
+    with logstore.open(log_dir) as log:
+        done = swap.swap(log, fraud.CHAMPION[0], HOTFIX, config=load_config(cfg), why="hotfix: learns new_device")
+    cut = ", ".join(f"{q}@{o}" for q, o in sorted(done.tokens.items()))
+    p(f"  -> control offset {done.offset}, token {done.token} at inputs partition@offset {cut}", 2)
 
 
 def _warm_up(url: str, log_dir: Path, sample: list[dict[str, Any]], timeout: float = 60.0) -> int:
@@ -202,16 +292,34 @@ def check(p: Printer, log: Any, answered: list[Result], config_path: Path) -> No
         model = "default" if a["model"] == "default" else f"{a['model']}:{a['model_version']}"
         same += (d["chosen_model"], d["reason"], d["score"]) == (model, a["reason"], a["score"])
     p(f"answers equal to their decision record (input archived first): {same:,} of {len(answered):,}", 2)
-    policy = Policy(load_config(config_path))
+    plane = ControlPlane(log, load_config(config_path))
+    plane.catch_up()
     rows = list(decisions.values())
-    again = sum(
-        policy.replay(
-            d["request_id"], d["arrivals"], set(d["failed"]), d["deadline_ms"], d["policy_version"]
-        ).chosen_model
-        == d["chosen_model"]
-        for d in rows
+    again = sum(plane.replay(d).chosen_model == d["chosen_model"] for d in rows)
+    gens = Counter(d["control_generation"] for d in rows)
+    p(
+        f"rendezvous recomputed from the recorded arrivals, each under its control generation "
+        f"({', '.join(f'gen {g}: {k:,}' for g, k in sorted(gens.items()))}): {again:,} of {len(rows):,} "
+        "serve the same model",
+        2,
     )
-    p(f"rendezvous recomputed from the recorded arrivals: {again:,} of {len(rows):,} serve the same model", 2)
+    cut = VersionCut.read(log)
+    where = {
+        r["request_id"]: (r["_partition"], r["_offset"])
+        for r in log.read("inputs", columns=["request_id", "_partition", "_offset"]).to_pylist()
+    }
+    served = [d for d in rows if d["chosen_model"].startswith(f"{fraud.CHAMPION[0]}:") and d["request_id"] in where]
+    same_version = sum(
+        (cut.version(fraud.CHAMPION[0], *where[d["request_id"]]) or fraud.CHAMPION[1])
+        == d["chosen_model"].split(":")[1]
+        for d in served
+    )
+    versions = Counter(d["chosen_model"] for d in served)
+    p(
+        f"champion answers served by the version the swap token's cut gives: {same_version:,} of {len(served):,} "
+        f"({', '.join(f'{m} {k:,}' for m, k in sorted(versions.items()))})",
+        2,
+    )
 
 
 def replay_and_evaluate(p: Printer, log: Any, out: Path) -> None:
@@ -244,7 +352,19 @@ def replay_and_evaluate(p: Printer, log: Any, out: Path) -> None:
         bootstrap=200,
     )
     p(replay.report.summary(ev), 2)
-    path = replay.report.write_html(ev, out / "report.html")
+    cf = replay.counterfactual(log, config=out / "rendezvous.toml", sla_ms=50)
+    p("Counterfactual: the same arrivals under a 50 ms SLA (replay.counterfactual)", 2)
+    p(cf.to_text(changes=3), 4)
+    (out / "always-challenger.toml").write_text(ALWAYS_CHALLENGER)
+    value = evaluate_policy(log, load_config(out / "always-challenger.toml"), reward="reward", intervals=True)
+    logged = evaluate_policy(log, load_config(out / "rendezvous.toml"), reward="reward", intervals=True)
+    p("Off-policy value (reward 1 - squared error of the answer served; IPW, SNIPW, DR, 95% intervals):", 2)
+    for name, res in (("as served (generation 0 schedule)", logged), ("always the challenger first", value)):
+        p(f"{name}: {res!r}", 4)
+    ope = {"rendezvous.toml": logged, "always-challenger.toml": value}
+    path = replay.report.write_html(
+        ev, out / "report.html", deployment=deployment_events(log), counterfactual=cf, ope=ope
+    )
     p(f"({time.perf_counter() - t:.1f} s)  HTML report: {path}", 2)
 
     p.section(6, "rendezvous status (from the log only)")

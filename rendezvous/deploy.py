@@ -217,6 +217,8 @@ def _what(r: dict[str, Any]) -> str:
     m = r["model_id"] + (f":{r['version']}" if r.get("version") else "")
     if r["kind"] == "deploy":
         return f"deploy {m} as {r.get('role') or 'challenger (or as it was)'}"
+    if r["kind"] == "swap":
+        return f"swap {r['model_id']} to {r['version']} (token {r.get('token')})"
     if r["kind"] in ("ramp",) or r.get("requested") == "ramp":
         return f"{r.get('requested') or r['kind']} {m} to {r['weight']:g}"
     return f"{r.get('requested') or r['kind']} {m}"

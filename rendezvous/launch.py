@@ -5,6 +5,7 @@
         fleet.model("mypkg.models:champion", role="champion")
         ...                                                # talk HTTP to `url`
     # every process is gone here: SIGTERM, then SIGKILL after `grace` seconds
+    # (and if the launcher itself dies, each process gets SIGTERM: PR_SET_PDEATHSIG on Linux)
 
 Each process runs ``python -m rendezvous ...`` with its output in a file of `out_dir` (a pipe
 nobody reads would fill and block it). The demo, the benchmark and the end-to-end tests use it.
@@ -24,6 +25,16 @@ from types import TracebackType
 from typing import Any
 
 _READY = re.compile(r"serving (http://\S+)")
+
+
+def _die_with_parent() -> None:
+    """(In the child, before exec.) SIGTERM the child when its launcher dies, however it dies
+    (Linux ``PR_SET_PDEATHSIG``): a fleet never outlives the process that owns it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
 
 
 class LaunchError(RuntimeError):
@@ -83,6 +94,7 @@ class Fleet:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,  # a Ctrl-C of the caller's terminal does not reach it first
+                preexec_fn=_die_with_parent,
             )
         self.procs[name] = proc
         return proc

@@ -11,6 +11,11 @@ Invariants:
   `arrivals` holds the ok scores, `failed` the error scores (``status = "error"``), each by the
   time it arrived: what `Policy.decide` takes.
 - Shadow scores are data, never served: they are not delivered.
+- Hot-swap markers (status ``"swap"``, `replay.engine.tokens`) are not scores: each adds its cut to
+  `cut`, and from then on a score of that model whose version contradicts the cut for its input
+  (``input_partition``, ``input_offset``) is dropped (`misaligned`). A runner appends its marker
+  before any score of the new version for that partition, into the same scores partition (both
+  keyed by request id of that input partition), so no score of it is delivered unaligned.
 
 Not thread-safe: used from the event loop only (the tailer's reads run on a worker thread, its
 deliveries on the loop).
@@ -25,8 +30,22 @@ from typing import Any
 
 import pyarrow as pa
 
+from replay.engine.tokens import MARKER_STATUS, VersionCut
+
 # the columns of `scores` the tailer reads (those the topic has; an old schema lacks status/role)
-SCORE_COLUMNS = ("request_id", "model_id", "model_version", "score", "status", "role", "_partition", "_offset")
+SCORE_COLUMNS = (
+    "request_id",
+    "model_id",
+    "model_version",
+    "score",
+    "status",
+    "role",
+    "input_partition",
+    "input_offset",
+    "swapped_from",
+    "_partition",
+    "_offset",
+)
 
 
 class DuplicateRequestError(ValueError):
@@ -102,6 +121,8 @@ class Mailboxes:
         self._open: dict[str, Mailbox] = {}
         self.delivered = 0  # scores handed to a waiting request
         self.unclaimed = 0  # scores for no waiting request (late, shadow, or another service's)
+        self.cut = VersionCut()  # the hot-swap cuts seen in markers
+        self.misaligned = 0  # scores dropped for contradicting the cut
 
     def __len__(self) -> int:
         return len(self._open)
@@ -126,13 +147,24 @@ class Mailboxes:
         rids = cols["request_id"]
         status = cols.get("status") or ["ok"] * n
         roles = cols.get("role") or [None] * n
+        cut = self.cut
+        if cut or MARKER_STATUS in status:
+            if MARKER_STATUS in status:
+                cut.add_markers(batch)
+            in_p = cols.get("input_partition") or [None] * n
+            in_o = cols.get("input_offset") or [None] * n
+            models = cut.models()
         delivered = 0
         for i in range(n):
             mb = self._open.get(rids[i])
-            if mb is None or roles[i] == "shadow":
+            if mb is None or roles[i] == "shadow" or status[i] == MARKER_STATUS:
                 self.unclaimed += 1
                 continue
-            key = f"{cols['model_id'][i]}:{cols['model_version'][i]}"
+            mid, version = cols["model_id"][i], cols["model_version"][i]
+            if cut and mid in models and not cut.allows(mid, version, in_p[i], in_o[i]):
+                self.misaligned += 1
+                continue
+            key = f"{mid}:{version}"
             ok = status[i] in (None, "ok") and cols["score"][i] is not None
             if mb.deliver(key, cols["score"][i], ok, cols["_partition"][i], cols["_offset"][i], now):
                 delivered += 1

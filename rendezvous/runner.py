@@ -45,7 +45,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -58,13 +58,14 @@ import logstore
 from logstore.timeutil import now_us
 from replay import Context, load_model
 from replay.engine.answers import coerce
-from replay.engine.context import AsOfState
-from replay.engine.lookups import resolve_key
+from replay.engine.tokens import MARKER_STATUS, strip, tokens_in
 from replay.models import check as check_model_attributes
 from replay.models import lookups_of
 
 from .config import Topics
 from .group import POLL_S, InputTail, OffsetCommits, advance, assigned_partitions, default_group
+from .livelookups import LiveLookups
+from .swap import Versions, version_loader
 from .topics import ensure_topics
 
 __all__ = [
@@ -123,50 +124,6 @@ def dedupe_scores(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep))
 
 
-class LiveLookups:
-    """The as-of states behind a live ``ctx``: per topic an `AsOfState` fed, on each lookup, with
-    what was appended up to the batch's clock (frames later than it wait for a later batch)."""
-
-    def __init__(
-        self, log: logstore.Log, declared: dict[str, str | None] | None = None, key: str = "request_id"
-    ) -> None:
-        self.log = log
-        self.declared = dict(declared or {})  # topic -> key field, as the model declared (`replay.models.lookups_of`)
-        self.key = key
-        self.states: dict[str, AsOfState] = {}
-        self._positions: dict[str, dict[int, int]] = {}
-        self._waiting: dict[str, list[tuple[int, int, int, pa.RecordBatch]]] = {}
-
-    def state(self, topic: str, key: str | None, upto_us: int, who: str, what: str) -> AsOfState:
-        st = self.states.get(topic)
-        if st is None:
-            k = resolve_key(self.log, topic, key if key is not None else self.declared.get(topic), self.key)
-            st = self.states[topic] = AsOfState(topic, k, self.log.arrow_schema(topic, system_columns=True))
-            self._positions[topic] = self.log.start_offsets(topic)
-            self._waiting[topic] = []
-        self._feed(topic, st, upto_us)
-        return st
-
-    def _feed(self, topic: str, st: AsOfState, upto_us: int) -> None:
-        pos = self._positions[topic]
-        frames = self._waiting[topic]
-        for batch in self.log.reader(topic, start=dict(pos)):
-            if not batch.num_rows:
-                continue
-            p = int(batch.column("_partition")[0].as_py())
-            first = int(batch.column("_offset")[0].as_py())
-            t = int(batch.column("_append_time").cast(pa.int64())[0].as_py())
-            frames.append((t, p, first, batch))
-            pos[p] = first + batch.num_rows
-        frames.sort(key=lambda f: f[:3])
-        due = [f for f in frames if f[0] <= upto_us]
-        self._waiting[topic] = frames[len(due) :]
-        for t, p, _, batch in due:
-            # partitions commit independently: a frame may become visible after a later one of
-            # another partition was applied; as of now, it counts from when it was seen
-            st.apply(batch, p, max(t, st.latest))
-
-
 @dataclass
 class RunnerStats:
     """What a runner has done since it started."""
@@ -204,6 +161,7 @@ class Runner:
         wait_s: float = 300.0,
         score_partitions: int | None = None,
         commit_interval_s: float = 1.0,
+        versions: Callable[[str], Any] | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, found {role!r}")
@@ -214,6 +172,10 @@ class Runner:
         self.log = log if isinstance(log, logstore.Log) else logstore.open(log)
         self.model = load_model(model) if isinstance(model, str) else model
         check_model_attributes(self.model)
+        # the version of each partition, switched at hot-swap tokens (`rendezvous.swap`)
+        self.versions = Versions(
+            self.model, version_loader(self.model, model if isinstance(model, str) else None, versions)
+        )
         self.role = role
         self.group = group or default_group(self.model.name, self.model.version)
         self.topics = topics or Topics()
@@ -300,6 +262,7 @@ class Runner:
         self.assigned = assigned_partitions(n, self.partitions, self.member)
         consumer = self.log.consumer(inputs, self.group, partitions=self.assigned)
         positions = dict(consumer.positions)  # the group's committed position (or the start)
+        self.versions = Versions.start(self.log, self.topics, self.model, self.versions.loader, positions)
         with self.log.writer(self.topics.scores, durability=self.durability, linger_ms=None) as writer:
             tail = InputTail(self.log, inputs, positions)
             commits = OffsetCommits(consumer, self.commit_interval_s)
@@ -332,11 +295,17 @@ class Runner:
         """Score polled input rows (one ``predict`` per partition's run of rows) and commit their
         score records; returns how many were recorded."""
         received = now_us()
+        records: pa.Table | list[dict[str, Any]]
+        if next(tokens_in(table), None) is not None:  # a hot-swap token among them (rare): in order, as dicts
+            records = self._score_across_tokens(table, received)
+            writer.append_batch(records)
+            self.stats.batches += 1
+            self.stats.inputs += sum(r["status"] != MARKER_STATUS for r in records)
+            return len(records)
         parts = table.column("_partition").to_numpy()
         cuts = np.flatnonzero(parts[1:] != parts[:-1]) + 1
         bounds = [0, *cuts.tolist(), table.num_rows]
         out = [self._score(table.slice(lo, hi - lo), int(parts[lo]), received) for lo, hi in zip(bounds, bounds[1:])]
-        records: pa.Table | list[dict[str, Any]]
         if table.num_rows <= SMALL_COMMIT:  # the log's cheap path for a few records: dicts
             records = [d for s in out for d in self._dicts(s)]
         else:
@@ -347,19 +316,65 @@ class Runner:
         self.stats.inputs += n
         return n
 
-    def _warn(self, n: int, error: str) -> None:
+    def _warn(self, m: Any, n: int, error: str) -> None:
         """Log a model's error: the first at once, then at most one line per `_WARN_EVERY_S`."""
         self._errors_unlogged += n
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:
-            m = self.model
             log.warning("model %s:%s raised on %d input(s): %s", m.name, m.version, self._errors_unlogged, error)
             self._warned_at, self._errors_unlogged = now, 0
 
+    def _score_across_tokens(self, table: pa.Table, received: int) -> list[dict[str, Any]]:
+        """Score a poll holding tokens: each partition's inputs before a token of this model by its
+        old version, then a marker, then the rest by the new version (`rendezvous.swap`)."""
+        batch = table.combine_chunks().to_batches()[0]
+        tokens = dict(tokens_in(batch))
+        parts = batch.column(batch.schema.get_field_index("_partition")).to_pylist()
+        offsets = batch.column(batch.schema.get_field_index("_offset")).to_pylist()
+        records: list[dict[str, Any]] = []
+        lo = 0
+        for i in range(batch.num_rows + 1):
+            if i < batch.num_rows and i not in tokens and parts[i] == parts[lo]:
+                continue
+            if i > lo:  # the run [lo, i) of one partition, no token in it
+                records += self._dicts(
+                    self._score(pa.Table.from_batches([batch.slice(lo, i - lo)]), parts[lo], received)
+                )
+            lo = i + 1 if i in tokens else i
+            tok = tokens.get(i)
+            if tok is not None and tok["model_id"] == self.model.name:
+                old = self.versions.switch(parts[i], tok["version"])
+                records.append(self._marker(batch, i, parts[i], offsets[i], old, tok["version"]))
+        return records
+
+    def _marker(
+        self, batch: pa.RecordBatch, row: int, partition: int, offset: int, old: str, new: str
+    ) -> dict[str, Any]:
+        """The record of this runner passing a token: where, and from which version to which."""
+        now = now_us()
+        rid = batch.column(batch.schema.get_field_index("request_id"))[row].as_py()
+        return {
+            "request_id": rid,
+            "event_time": now,
+            "model_id": self.model.name,
+            "model_version": new,
+            "swapped_from": old,
+            "host": self.host,
+            "code_version": self.code_version,
+            "role": self.role,
+            "runner_id": self.runner_id,
+            "input_topic": self.topics.inputs,
+            "input_partition": partition,
+            "input_offset": offset,
+            "received_time": now,
+            "answered_time": now,
+            "status": MARKER_STATUS,
+        }
+
     def _score(self, rows: pa.Table, partition: int, received: int) -> _Scored:
-        batch = rows.combine_chunks().to_batches()[0]  # `rows` is not empty: one batch
+        batch = strip(rows.combine_chunks().to_batches()[0])  # `rows` is not empty: one batch
         n = batch.num_rows
-        m = self.model
+        m = self.versions.model(partition)
         score: Any = None
         scores: Any = None
         label: Any = None
@@ -371,14 +386,14 @@ class Runner:
             score, scores, label = coerce(answer, n, m)
         except Exception as e:  # a model's failure is data, never the runner's end
             error = f"{type(e).__name__}: {e}"[:2000]
-            self._warn(n, error)
+            self._warn(m, n, error)
             self.stats.errors += n
-        return _Scored(batch, partition, received, now_us(), score, scores, label, error)
+        return _Scored(batch, partition, received, now_us(), score, scores, label, error, m)
 
     def _table(self, s: _Scored) -> pa.Table:
         """A scored run of inputs as `model_score` columns (every run's table has the same columns
         and types, so a poll's tables concatenate)."""
-        batch, n, m = s.batch, s.batch.num_rows, self.model
+        batch, n, m = s.batch, s.batch.num_rows, s.model
         cols: dict[str, Any] = {
             "request_id": batch.column(batch.schema.get_field_index("request_id")).cast(pa.string()),
             "event_time": pa.array(np.full(n, s.answered, np.int64)).view(TIME),
@@ -404,7 +419,7 @@ class Runner:
 
     def _dicts(self, s: _Scored) -> list[dict[str, Any]]:
         """The same records as `_table`, as dicts: a small commit's path (the log's row frames)."""
-        batch, n, m = s.batch, s.batch.num_rows, self.model
+        batch, n, m = s.batch, s.batch.num_rows, s.model
         ids = batch.column(batch.schema.get_field_index("request_id")).to_pylist()
         offsets = batch.column(batch.schema.get_field_index("_offset")).to_pylist()
         ok = s.error is None
@@ -452,6 +467,7 @@ class _Scored:
     scores: Any
     label: Any
     error: str | None
+    model: Any  # the version that scored them
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -23,12 +23,16 @@ from typing import Any
 
 from logstore.errors import LogIOError
 
+from . import report_sections as live
 from .evaluation import PSI_ALERT, PSI_SHIFT, Evaluation, format_window
 
 __all__ = ["summary", "write_html", "SECTIONS", "PLOTS"]
 
 SECTIONS = ("overview", "quality", "paired", "drift", "latency")
 PLOTS = ("plot-scores", "plot-calibration", "plot-latency", "plot-psi")
+# present when given: the deployment timeline, the counterfactual, off-policy values
+LIVE_SECTIONS = ("deployment", "counterfactual", "ope")
+LIVE_PLOTS = ("plot-timeline",)
 
 
 # ---- columns shown, shared by the text and HTML tables ---------------------------------------
@@ -302,6 +306,30 @@ def _psi_plot(ev: Evaluation) -> str:
     return _png(fig)
 
 
+def _timeline_plot(ev: Evaluation, events: list[live.Event]) -> str:
+    """Per-window quality and latency p99 of every model, the deployment events on the same axis."""
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(9, 5.5), dpi=100)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    metric = "log_loss" if ev.task == "classification" else "mae"
+    rows = ev.by_window.to_pylist()
+    for model in sorted({r["model"] for r in rows}):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["window_start"])
+        x = [r["window_start"] for r in mine]
+        top.plot(x, [r.get(metric) for r in mine], marker="o", markersize=3, label=model)
+        bottom.plot(x, [r.get("latency_p99") for r in mine], marker="o", markersize=3, label=model)
+    for ax in (top, bottom):
+        live.draw_events(ax, events)
+    if rows:
+        top.legend(fontsize="small")
+    top.set(title="Quality and latency per window, with the deployment steps", ylabel=metric.replace("_", " "))
+    bottom.set(xlabel="window", ylabel="latency p99 (ms)")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return _png(fig)
+
+
 # ---- HTML ----------------------------------------------------------------------------------
 
 _CSS = """
@@ -332,13 +360,22 @@ def _section(sid: str, title: str, *body: str) -> str:
     return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(body)}</section>'
 
 
-def render_html(evaluation: Evaluation) -> str:
-    """The report as one HTML string (what `write_html` writes)."""
+def render_html(
+    evaluation: Evaluation,
+    *,
+    deployment: list[live.Event] | None = None,
+    counterfactual: Any = None,
+    ope: dict[str, Any] | None = None,
+) -> str:
+    """The report as one HTML string (what `write_html` writes). `deployment` (events of
+    `report_sections.deployment_events`), `counterfactual` (a `replay.counterfactual` result) and
+    `ope` (target policy name -> `replay.ope` result) add their sections when given."""
     ev = evaluation
     overall = ev.overall.to_pylist()
     quality_by_window = [_col("model", "model"), _col("window", "window_start"), *_quality_columns(ev.task)]
     verdicts = "".join(f"<li>{html.escape(v)}</li>" for v in ev.verdicts) or "<li>(none)</li>"
-    nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
+    extra = _live_sections(ev, deployment, counterfactual, ope)
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in (*SECTIONS, *(sid for sid, _ in extra)))
     sections = [
         _section(
             "overview",
@@ -383,6 +420,7 @@ def render_html(evaluation: Evaluation) -> str:
                 "latency histogram per model",
             ),
         ),
+        *(body for _, body in extra),
     ]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -392,10 +430,62 @@ def render_html(evaluation: Evaluation) -> str:
     )
 
 
-def write_html(evaluation: Evaluation, path: str | Path) -> Path:
-    """Write the self-contained HTML report to `path` (parents created); returns the path."""
+def _live_sections(
+    ev: Evaluation, deployment: list[live.Event] | None, counterfactual: Any, ope: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    out = []
+    if deployment is not None:
+        timeline = [_col("appended (UTC)", "time"), _col("step", "step"), _col("who", "who"), _col("why", "why")]
+        out.append(
+            (
+                "deployment",
+                _section(
+                    "deployment",
+                    "Deployment timeline",
+                    "<p class='meta'>Every control record (deploy, ramp, promote, retire, swap, refusal) at its "
+                    "append time, on the time axis of the per-window quality and latency.</p>",
+                    _img("plot-timeline", _timeline_plot(ev, deployment), "quality and latency with deployment steps"),
+                    _html_table(timeline, live.timeline_rows(deployment)),
+                ),
+            )
+        )
+    if counterfactual is not None:
+        out.append(
+            (
+                "counterfactual",
+                _section(
+                    "counterfactual",
+                    "Counterfactual rendezvous (recorded arrivals, another schedule or SLA)",
+                    live.counterfactual_section(counterfactual),
+                ),
+            )
+        )
+    if ope is not None:
+        out.append(
+            (
+                "ope",
+                _section(
+                    "ope",
+                    "Off-policy evaluation (logged propensities, outcomes known by the cut-off)",
+                    live.ope_section(ope),
+                ),
+            )
+        )
+    return out
+
+
+def write_html(
+    evaluation: Evaluation,
+    path: str | Path,
+    *,
+    deployment: list[live.Event] | None = None,
+    counterfactual: Any = None,
+    ope: dict[str, Any] | None = None,
+) -> Path:
+    """Write the self-contained HTML report to `path` (parents created); returns the path.
+    The keyword arguments add the live-side sections (`render_html`)."""
     path = Path(path)
-    text = render_html(evaluation)
+    text = render_html(evaluation, deployment=deployment, counterfactual=counterfactual, ope=ope)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

@@ -54,11 +54,38 @@ def report_command(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             seed=args.seed,
         )
+        live = _live(log, args) if args.html else {}
     print(replay.report.summary(ev))
     if args.html:
-        path = replay.report.write_html(ev, args.html)
+        path = replay.report.write_html(ev, args.html, **live)
         print(f"\nHTML report: {path}")
     return 0
+
+
+def _live(log: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The HTML report's live-side sections: the deployment timeline when the log has a control
+    topic, the counterfactual of --counterfactual/--sla-ms/--config, off-policy values of --ope."""
+    from replay.report_sections import deployment_events
+
+    out: dict[str, Any] = {}
+    if args.control in log.topics():
+        out["deployment"] = deployment_events(log, args.control)
+    if args.counterfactual or args.sla_ms is not None:
+        from replay.counterfactuals.compute import counterfactual
+
+        out["counterfactual"] = counterfactual(
+            log, schedule=args.counterfactual, sla_ms=args.sla_ms, config=args.config, cutoff=_cutoff(args.cutoff)
+        )
+    if args.ope:
+        from rendezvous.config import load_config
+        from replay.ope import evaluate_policy
+
+        results = {}
+        for path in args.ope:
+            target = load_config(path, decoy_only=True)
+            results[os.path.basename(path)] = evaluate_policy(log, target, cutoff=_cutoff(args.cutoff), intervals=True)
+        out["ope"] = results
+    return out
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -93,4 +120,12 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--html", metavar="PATH", help="also write the self-contained HTML report here")
+    live = p.add_argument_group("live-side sections of the HTML report")
+    live.add_argument("--control", default="control", help="control topic of the deployment timeline (%(default)s)")
+    live.add_argument("--counterfactual", metavar="SCHEDULE", help="e.g. 'm2,m1@20': the counterfactual rendezvous")
+    live.add_argument("--sla-ms", type=float, help="the counterfactual's SLA (default: as recorded)")
+    live.add_argument("--config", metavar="TOML", help="the service config the counterfactual starts from")
+    live.add_argument(
+        "--ope", action="append", metavar="TOML", help="a target policy config to value off-policy (repeatable)"
+    )
     return p

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from rendezvous.policy import record_ms
 
+from ..engine.tokens import MARKER_COLUMNS, VersionCut
 from ..errors import ReplayValueError
 
 __all__ = ["CLOCKS", "Reconstruction", "Request", "Scored", "load_requests", "next_after"]
@@ -44,6 +45,7 @@ __all__ = ["CLOCKS", "Reconstruction", "Request", "Scored", "load_requests", "ne
 CLOCKS = ("append_time", "event_time")
 _COLUMN = {"append_time": "_append_time", "event_time": "event_time"}
 _SCORE_COLUMNS = ("request_id", "model_id", "model_version", "score", "status", "role", "event_time")
+_CUT_COLUMNS = ("input_partition", "input_offset", "swapped_from")  # hot-swap markers (`VersionCut`)
 _SYSTEM = ("_append_time", "_partition", "_offset")
 
 
@@ -138,13 +140,16 @@ def _present(log: Any, topic: str | None) -> bool:
     return topic is not None and topic in log.topics()
 
 
-def _read(log: Any, topic: str, wanted: Sequence[str], ids: pa.Array) -> pa.Table:
-    """`wanted` columns of `topic` (those it has) with the system columns, rows of `ids` only."""
+def _read(log: Any, topic: str, wanted: Sequence[str], ids: pa.Array, cut: VersionCut | None = None) -> pa.Table:
+    """`wanted` columns of `topic` (those it has) with the system columns, rows of `ids` only;
+    the hot-swap markers of the whole topic are added to `cut` (given)."""
     have = set(log.arrow_schema(topic, system_columns=True).names)
     cols = [c for c in (*wanted, *_SYSTEM) if c in have]
     if "request_id" not in have:
         raise ReplayValueError(f"topic {topic!r} has no request_id field: it is not a score or input topic")
     table = log.read(topic, columns=cols)
+    if cut is not None and set(MARKER_COLUMNS) <= set(cols):
+        cut.add_markers(table)
     return table.filter(pc.is_in(table.column("request_id"), value_set=ids))
 
 
@@ -179,7 +184,8 @@ def _score_rows(
     if not _present(log, topic):
         return {}
     assert topic is not None
-    table = _read(log, topic, _SCORE_COLUMNS, ids)
+    cut = VersionCut()  # a score contradicting a hot-swap cut was never served: left out, as live
+    table = _read(log, topic, (*_SCORE_COLUMNS, *_CUT_COLUMNS), ids, cut)
     if table.num_rows == 0:
         return {}
     times = pc.cast(table.column(_COLUMN[clock]), pa.int64())
@@ -193,10 +199,12 @@ def _score_rows(
     t_us = _us(table.column(_COLUMN[clock]))
     status = col.get("status") or [None] * n
     role = col.get("role") or [None] * n
+    in_p = table.column("input_partition").to_pylist() if cut else [None] * n
+    in_o = table.column("input_offset").to_pylist() if cut else [None] * n
     out: dict[str, dict[str, tuple[_Row, _Row | None]]] = {}
     for i in range(n):
         t = t_us[i]
-        if t is None:
+        if t is None or (cut and not cut.allows(col["model_id"][i], col["model_version"][i], in_p[i], in_o[i])):
             continue
         score = col["score"][i]
         ok = status[i] in (None, "ok") and score is not None and not math.isnan(score)

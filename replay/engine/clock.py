@@ -33,6 +33,7 @@ from logstore.timeutil import iso_z, to_us
 
 from ..errors import RangeError
 from .frames import by_append_time
+from .tokens import TOKEN_FIELD, strip
 
 OUTCOME, LOOKUP, INPUT = 0, 1, 2
 ROLE_NAMES = {OUTCOME: "outcomes", LOOKUP: "lookup", INPUT: "inputs"}
@@ -169,8 +170,15 @@ def _frames(log: Any, src: Source, p: int, lo: int, hi: int, columns: list[str] 
     # input frames are decoded a few ahead (the GIL is released), so a replay decides one frame
     # while the next is read; the order is the stream's and the clock still decides visibility
     ahead = READ_AHEAD if rank == INPUT else 0
+    if rank == INPUT and columns is not None and TOKEN_FIELD not in columns:
+        if any(f["name"] == TOKEN_FIELD for f in log.schema(src.topic)["fields"]):
+            columns = [*columns, TOKEN_FIELD]  # read to be left out (`strip`)
     reader = log.reader(src.topic, start={p: lo}, end={p: hi}, partitions=[p], columns=columns, read_ahead=ahead)
     for t, off, batch in by_append_time(reader):
+        if rank == INPUT:  # hot-swap tokens are barriers, not inputs (`tokens.strip`)
+            batch = strip(batch)
+            if not batch.num_rows:
+                continue
         yield Event((t, rank, src.topic, p, off), rank, src.topic, p, batch)
 
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine.clock import fmt_time
+from ..engine.tokens import TOKEN_FIELD
 from . import audit_manifest as am
 from . import manifest as mf
 from .hashing import ContentHash, map_lengths
@@ -41,6 +42,7 @@ from .sink import read_run
 
 MAX_VIOLATIONS = 20
 _UNREAD = np.iinfo(np.int64).min  # an offset of a range the log does not hold (already refused)
+_TOKEN = _UNREAD + 1  # a hot-swap token's offset: not an input, no row may answer it (replay.engine.tokens)
 
 
 @dataclass
@@ -130,20 +132,25 @@ def _append_times(log: Any, topic: str, p: int, lo: int, hi: int, extra: list[st
 
 
 def _input_times(log: Any, m: dict) -> dict[int, tuple[int, np.ndarray]]:
-    """Per input partition: (lo, expected clock per offset - lo; `_UNREAD` where the log holds none)."""
+    """Per input partition: (lo, expected clock per offset - lo; `_UNREAD` where the log holds none,
+    `_TOKEN` at a hot-swap token)."""
     topic = m["inputs"]["topic"]
     etf = m["inputs"].get("event_time_field")
     event = m.get("order") == "event_time"
     lateness = int(m.get("lateness_us") or 0)
+    tokens = any(f["name"] == TOKEN_FIELD for f in log.schema(topic)["fields"])
+    extra = ([etf] if event and etf else []) + ([TOKEN_FIELD] if tokens else [])
     out = {}
     for p, (lo, hi) in mf.ranges_from_json(m["inputs"]["partitions"]).items():
         arr = np.full(max(0, hi - lo), _UNREAD, np.int64)
-        for offs, at, b in _append_times(log, topic, p, lo, hi, [etf] if event and etf else None):
+        for offs, at, b in _append_times(log, topic, p, lo, hi, extra):
+            if tokens:
+                at = np.where(b.column(b.num_columns - 1).is_null().to_numpy(zero_copy_only=False), at, _TOKEN)
             if event and etf:
                 et = b.column(2).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0)
                 et = et.to_numpy(zero_copy_only=False) + lateness
                 nulls = b.column(2).is_null().to_numpy(zero_copy_only=False)
-                at = np.where(nulls, at, np.maximum(at, et))
+                at = np.where(nulls | (at == _TOKEN), at, np.maximum(at, et))
             arr[offs] = at
         out[p] = (lo, arr)
     return out
@@ -184,7 +191,8 @@ def audit(log: Any, run_id: str) -> Certificate:
     models = [r.get("name") for r in m.get("models") or []]
     cert.models = len(models)
     cert.partitions = len(times)
-    cert.inputs_expected = sum(len(a) for _, a in times.values())
+    counts = {p: int(np.count_nonzero(arr != _TOKEN)) for p, (_, arr) in times.items()}
+    cert.inputs_expected = sum(counts.values())
     found = am.Found()
     hasher = ContentHash()
     out = m["output"]
@@ -202,12 +210,12 @@ def audit(log: Any, run_id: str) -> Certificate:
         for p, (lo, arr) in times.items():
             for name in models:
                 got = found.counts.get((p, name), 0)
-                if got != len(arr):
+                if got != counts[p]:
                     cert._violate(
-                        f"partition {p}, model {name!r}: {got:,} rows for {len(arr):,} inputs in the range "
+                        f"partition {p}, model {name!r}: {got:,} rows for {counts[p]:,} inputs in the range "
                         f"[{lo}, {lo + len(arr)}) of manifest inputs.partitions"
                     )
-        am.check_complete(cert, m, found, {p: len(arr) for p, (_, arr) in times.items()})
+        am.check_complete(cert, m, found, counts, sum(len(arr) for _, arr in times.values()))
     return cert
 
 

@@ -228,14 +228,19 @@ def _check_output(cert: Refuses, log: Any, m: dict) -> bool:
     return ok
 
 
-def check_complete(cert: Refuses, m: dict, found: Found, inputs: dict[int, int]) -> None:
+def check_complete(cert: Refuses, m: dict, found: Found, inputs: dict[int, int], planned: int | None = None) -> None:
     """A complete run's recorded counts, models, streams, progress, output end and hash against
-    `found` (recomputed from its rows) and `inputs` (inputs in range per partition, from the log)."""
+    `found` (recomputed from its rows), `inputs` (inputs in range per partition, from the log) and
+    `planned` (offsets in range: the inputs and any hot-swap tokens; default the inputs)."""
     total = sum(inputs.values())
     rows = m.get("rows") or {}
     models = m.get("models") or []
     names = [r.get("name") for r in models]
-    for name, want in (("rows.inputs", total), ("rows.inputs_planned", total), ("rows.outputs", found.rows)):
+    for name, want in (
+        ("rows.inputs", total),
+        ("rows.inputs_planned", total if planned is None else planned),
+        ("rows.outputs", found.rows),
+    ):
         got = rows.get(name.split(".", 1)[1])
         if got != want:
             cert.refuse(name, f"expected {want:,} (recomputed from the log), found {_say(got)}")

@@ -74,6 +74,32 @@ def test_writers_of_one_log_in_threads_lose_nothing(tmp_path):
     assert again.verify().ok
 
 
+def test_a_writer_whose_log_was_deleted_and_created_again_writes_nothing_into_the_new_one(tmp_path):
+    """A writer left running while its log directory is removed and a new log created at the same
+    path (an orphaned process of an earlier run): its lock and tail belong to the old files, so its
+    next commit is refused, and the new log's acknowledged records stay intact."""
+    import shutil
+
+    path = tmp_path / "log"
+    old = logstore.open(path)
+    old.create_topic("scores", schema=SCORE_SCHEMA, partitions=1)
+    orphan = old.writer("scores", linger_ms=None)
+    orphan.append_batch(score_rows(5, start=0))
+    shutil.rmtree(path)
+    new = logstore.open(path)
+    new.create_topic("scores", schema=SCORE_SCHEMA, partitions=1)
+    with new.writer("scores", linger_ms=None) as w:
+        w.append_batch(score_rows(3, start=100))
+    with pytest.raises(logstore.LogIOError, match="deleted or replaced"):
+        orphan.append_batch(score_rows(2, start=200))
+    with new.writer("scores", linger_ms=None) as w:
+        w.append_batch(score_rows(2, start=300))
+    t = logstore.open(path, readonly=True).read("scores")
+    assert t["request_id"].to_pylist() == [r["request_id"] for r in score_rows(3, start=100) + score_rows(2, start=300)]
+    assert t["_offset"].to_pylist() == list(range(5))
+    assert new.verify().ok
+
+
 def test_a_damaged_last_frame_is_kept_and_reported_never_truncated(tmp_path):
     """A byte flip in the last committed frame (file length and hint both say committed) is
     damage: verify reports it, reads raise or skip-and-report, recovery and writers keep it."""

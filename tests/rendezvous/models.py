@@ -122,3 +122,8 @@ def failing() -> Failing:
 
 def stalling() -> Stalling:
     return Stalling()
+
+
+def swappable(version: str = "1") -> HashModel:
+    """``swappable`` at `version` (a factory taking ``version``: a runner can hot-swap it)."""
+    return HashModel("swappable", version)

@@ -92,7 +92,7 @@ def test_deploy_promote_retire_move_models_through_the_slots() -> None:
         (rec("promote", "m1"), "already the champion"),
         (rec("deploy", "m1", version="2", role="shadow"), "promote another model"),
         (rec("deploy", "m3", version="a:b"), "without ':'"),
-        (rec("swap", "m2", version="2"), "hot-swap token"),
+        (rec("swap", "m9", version="2"), "not deployed"),
         (rec("refusal", "m2", requested="ramp"), "changes nothing"),
         ({"kind": "nope", "model_id": "m2"}, "kind 'nope'"),
     ],

@@ -161,3 +161,85 @@ def test_write_html_wraps_os_errors(ev, tmp_path):
     blocker.write_text("x")
     with pytest.raises(LogIOError, match="report"):
         report.write_html(ev, blocker / "report.html")
+
+
+def test_html_report_adds_the_deployment_timeline_counterfactual_and_ope_sections(ev, tmp_path):
+    """Given control records, a counterfactual and OPE results, the page gains their sections:
+    the timeline plot (quality and latency with the steps), the steps as a table (escaped), the
+    counterfactual's tables and one row per target policy and estimator."""
+    import logstore
+    import replay
+    from rendezvous.control import CONTROL_TOPIC, ensure_control, make_record
+    from replay.ope import estimate
+    from replay.report_sections import deployment_events
+    from tests.replay.test_counterfactual import CFG, HAND, write_log
+
+    path = tmp_path / "log"
+    write_log(path, HAND)
+    with logstore.open(path) as log:
+        ensure_control(log)
+        steps = [
+            make_record("deploy", "m3", who="t@h", version="2", role="shadow", why=HOSTILE),
+            make_record("ramp", "m3", who="t@h", weight=0.25),
+            make_record("swap", "m3", who="t@h", version="3", token="abc"),
+        ]
+        with log.writer(CONTROL_TOPIC, linger_ms=None) as w:
+            for r in steps:
+                w.append_batch([r])
+        events = deployment_events(log)
+        cf = replay.counterfactual(log, config=CFG, sla_ms=15)
+    assert [e.label for e in events] == ["deploy m3 2", "ramp m3 to 0.25", "swap m3 to 3"]
+    rng = np.random.default_rng(0)
+    n = 200
+    ope = {
+        "uniform.toml": estimate(
+            action=rng.integers(0, 2, n),
+            reward=rng.integers(0, 2, n).astype(float),
+            pscore=np.full(n, 0.5),
+            action_dist=np.full((n, 2, 1), 0.5),
+            intervals=True,
+            n_bootstrap=50,
+        )
+    }
+    out = report.write_html(ev, tmp_path / "live.html", deployment=events, counterfactual=cf, ope=ope)
+    doc = _parse(out)
+    assert doc.sections == [*report.SECTIONS, *report.LIVE_SECTIONS]
+    assert set(doc.images) == set(report.PLOTS) | set(report.LIVE_PLOTS)
+    text = "".join(doc.text)
+    assert "ramp m3 to 0.25" in text and "swap m3 to 3" in text and HOSTILE in text
+    assert HOSTILE not in out.read_text(encoding="utf-8")
+    assert cf.to_text().splitlines()[0] in text
+    for est in ("ipw", "snipw", "dr"):
+        assert f"uniform.toml{est}{ope['uniform.toml'][est].value:.4g}" in text.replace("\n", "")
+    plain = report.write_html(ev, tmp_path / "plain.html")
+    assert _parse(plain).sections == list(report.SECTIONS)  # without them: the evaluation only
+
+
+def test_replay_report_html_gains_the_live_sections_from_the_command_line(tmp_path, capsys):
+    """`replay report --html` adds the deployment timeline when the log has a control topic, the
+    counterfactual with --counterfactual/--sla-ms and an off-policy row per --ope config."""
+    import logstore
+    from rendezvous.control import CONTROL_TOPIC, ensure_control, make_record
+    from replay.cli import main
+    from tests.replay.test_counterfactual import HAND, write_log
+
+    path = tmp_path / "log"
+    write_log(path, HAND)
+    with logstore.open(path) as log:
+        ensure_control(log)
+        with log.writer(CONTROL_TOPIC, linger_ms=None) as w:
+            w.append_batch([make_record("deploy", "m2", who="t@h", version="1", role="shadow")])
+    cfg = tmp_path / "rendezvous.toml"
+    cfg.write_text(
+        'sla_ms = 50\noverhead_ms = 0\ndefault = { score = 0.0 }\n[[schedule]]\nmodel = "m1"\n'
+        '[[schedule]]\nmodel = "m2"\nafter_ms = 20\n'
+    )
+    out = tmp_path / "r.html"
+    args = ["report", str(path), "--outcomes", "outcomes", "--html", str(out), "--bootstrap", "0"]
+    assert main([*args, "--counterfactual", "m2,m1@20", "--config", str(cfg), "--ope", str(cfg)]) == 0
+    doc = _parse(out)
+    assert doc.sections == [*report.SECTIONS, *report.LIVE_SECTIONS]
+    text = "".join(doc.text)
+    assert "deploy m2 1" in text and "counterfactual of" in text and "rendezvous.tomlipw" in text.replace("\n", "")
+    assert main([*args]) == 0
+    assert _parse(out).sections == [*report.SECTIONS, "deployment"]  # the control topic alone
