@@ -95,6 +95,8 @@ class Partition:
         self._reader_mutex = threading.Lock()  # serializes LOCK_SH/LOCK_UN on the readers' descriptor
         self._cache_mutex = threading.Lock()
         self._writer_fd: int | None = None
+        self._lock_path = ""  # the writers' descriptor's path and (inode, device): `_check_lock_file`
+        self._lock_id: tuple[int, int] = (0, 0)
         self._reader_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
@@ -173,11 +175,10 @@ class Partition:
         be written with the lock and the tail of the one it replaced; that would overwrite what
         the new log's writers committed."""
         try:
-            st = os.stat(self.dir / LOCK_NAME)
+            st = os.stat(self._lock_path)
         except FileNotFoundError:
             st = None
-        mine = os.fstat(fd)
-        if st is None or (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev):
+        if st is None or (st.st_ino, st.st_dev) != self._lock_id:
             raise LogIOError(
                 f"partition {self.dir} was deleted or replaced while this process had it open: "
                 "nothing written; open the log again"
@@ -189,6 +190,8 @@ class Partition:
             try:
                 make_dir(self.dir)
                 self._writer_fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
+                st = os.fstat(self._writer_fd)
+                self._lock_path, self._lock_id = str(path), (st.st_ino, st.st_dev)
             except OSError as e:
                 raise LogIOError(f"cannot open lock file {path}: {e.strerror or e}") from e
         return self._writer_fd

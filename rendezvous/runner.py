@@ -27,7 +27,10 @@ Invariants:
   with the same (request_id, model_id, model_version) and, for a deterministic model, the same
   score: every consumer counts each (request, model, version) once (`dedupe_scores`; the
   service's mailboxes keep the first arrival; replay's evaluation the last appended score);
-- a model error never stops the runner: it is recorded per request, and the loop goes on.
+- a model error never stops the runner: it is recorded per request, and the loop goes on;
+- a hot-swap token (`rendezvous.swap`) of its model switches the version of that partition
+  exactly there: the inputs before it are scored by the old version, a marker is appended, the
+  inputs after it are scored by the new one (tokens are never scored).
 
 Several runners of one group divide its partitions explicitly (logstore's groups have no member
 assignment): ``--partitions 0,2`` or ``--member I/N`` (partitions p with p % N == I), disjoint sets
@@ -139,7 +142,8 @@ class Runner:
 
     `run()` loops in the calling thread until `stop_event` is set (`stop()`, or SIGTERM/SIGINT
     after `install_signals()`); `start()` runs it on a thread of its own. A model's `learn` is not
-    called live: a runner serves a frozen model (a new version is a new runner).
+    called live: a runner serves frozen models (a new version comes with a hot-swap token or a new
+    runner). `versions` builds another version of the model (default: `rendezvous.swap`'s rule).
     """
 
     def __init__(
@@ -298,7 +302,8 @@ class Runner:
         records: pa.Table | list[dict[str, Any]]
         if next(tokens_in(table), None) is not None:  # a hot-swap token among them (rare): in order, as dicts
             records = self._score_across_tokens(table, received)
-            writer.append_batch(records)
+            if records:  # (a poll of another model's tokens only: nothing to record)
+                writer.append_batch(records)
             self.stats.batches += 1
             self.stats.inputs += sum(r["status"] != MARKER_STATUS for r in records)
             return len(records)

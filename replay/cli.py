@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         horizon=_duration(args.horizon),
         run_id=args.run_id,
         progress=None if not args.no_progress else False,
+        append=args.append,
     )
     _print_run(run)
     return 0
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lateness", help="event-time order: allowed lateness, e.g. 30s")
     p.add_argument("--horizon", help="how long an input waits for its outcome, e.g. 7d")
     p.add_argument("--run-id", help="the run id (default: time + random)")
+    p.add_argument(
+        "--append", action="store_true", help="add to an output topic that already holds other runs' scores"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
     p = _command(sub, "runs", cmd_runs, "list the runs recorded in a log")

@@ -39,6 +39,22 @@ from .plan import (
 from .sink import ensure_output, output_partitions
 
 
+def refuse_occupied_output(log: Any, output: str) -> None:
+    """ReplayError if `output` already holds records, naming the runs that wrote there."""
+    if output not in log.topics():
+        return
+    held = sum(log.end_offsets(output).values())
+    if not held:
+        return
+    ids = [rid for rid in mf.list_ids(log) if (mf.read(log, rid).get("output") or {}).get("topic") == output]
+    shown = ", ".join(ids[-3:]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    raise ReplayError(
+        f"output topic {output!r} already holds {held:,} records"
+        + (f" (run{'s' if len(ids) > 1 else ''} {shown})" if ids else "")
+        + ": pass append=True (replay run --append) to add this run beside them, or choose another output"
+    )
+
+
 def run(
     log: Any,
     inputs: str,
@@ -59,6 +75,7 @@ def run(
     run_id: str | None = None,
     progress: bool | None = None,
     durability: str = "flush",
+    append: bool = False,
 ) -> Run:
     """Replay `inputs` (and `outcomes`) of `log` through `models`, writing scores to `output`.
 
@@ -69,6 +86,8 @@ def run(
     ``max(event_time + lateness, append_time)`` (see `replay.engine.clock`). `horizon`: how long a decided
     input waits for its outcome (learning models; None: the whole run). `workers`: processes for
     stateless models (this one included). `progress`: a bar on stderr (default: when stderr is a terminal).
+    An `output` topic that already holds scores (another run's) is refused unless `append` is
+    true, so a rerun never piles duplicates into it silently.
     Returns the `Run` (``run.id``, ``run.manifest``, ``run.scores()``).
     """
     log = open_log(log)
@@ -132,6 +151,8 @@ def run(
     )
     if mf.path(log, run_id).exists():
         raise ReplayError(f"run {run_id!r} already exists in {log.path}")
+    if not append:
+        refuse_occupied_output(log, output)
     ensure_output(log, output, partitions=output_partitions(input_ranges, eff_workers))
     if workers > 1 and any_learner:
         warnings.warn("models that learn replay in one process, in clock order; workers set to 1", stacklevel=2)

@@ -177,3 +177,20 @@ def test_audit_of_a_failed_or_tampered_run_exits_1(logdir, capsys):
     mf.write(log, m)
     code, out, _ = _run(capsys, "audit", logdir, run_id)
     assert code == 1 and "models[0].version" in out and "'9'" in out
+
+
+def test_a_rerun_into_an_occupied_output_is_refused_unless_appended(logdir, capsys):
+    """A second `replay run` into an output topic that holds another run's scores writes nothing
+    and names that run; with --append it adds its own rows beside them."""
+    argv = ["run", logdir, "--inputs", "inputs", "--model", "tests.replay.builders:make_linear"]
+    argv += ["--output", "o", "--no-progress"]
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0
+    first = out.split()[1].rstrip(":")
+    ends = replay.runs(logdir)[0].log.end_offsets("o")
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and f"already holds {sum(ends.values()):,} records (run {first})" in err and "--append" in err
+    assert replay.runs(logdir)[-1].id == first and replay.runs(logdir)[0].log.end_offsets("o") == ends
+    code, out, _ = _run(capsys, *argv, "--append")
+    assert code == 0 and len(replay.runs(logdir)) == 2
+    assert sum(replay.runs(logdir)[0].log.end_offsets("o").values()) == 2 * sum(ends.values())

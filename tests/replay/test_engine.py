@@ -37,7 +37,7 @@ def rlog(tmp_path):
 
 def test_scores_every_input_once_per_model_with_audit_columns(rlog):
     """One output row per input and model, with clock = the input's append time."""
-    run = replay.run(rlog, "inputs", "outcomes", [Linear(), Linear((0, 1), name="b")], output="out")
+    run = replay.run(rlog, "inputs", "outcomes", [Linear(), Linear((0, 1), name="b")], output="out", append=True)
     t = run.scores()
     assert t.num_rows == 120
     assert sorted(set(t.column("model_id").to_pylist())) == ["b", "linear"]
@@ -73,7 +73,7 @@ def test_scores_every_input_once_per_model_with_audit_columns(rlog):
 
 def test_scores_match_the_model_on_the_same_rows(rlog):
     """The score of each row is what the model computes on that row."""
-    run = replay.run(rlog, "inputs", None, [Linear()], output="out")
+    run = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True)
     t = run.scores()
     inputs = rlog.read("inputs")
     want = dict(
@@ -86,7 +86,7 @@ def test_scores_match_the_model_on_the_same_rows(rlog):
 def test_future_lookup_raises_time_leak_and_marks_the_run_failed(rlog):
     """Asking ctx for data as of after the row's clock raises TimeLeakError naming model, ask and clock."""
     with pytest.raises(replay.TimeLeakError) as err:
-        replay.run(rlog, "inputs", "outcomes", [Peeker()], output="out")
+        replay.run(rlog, "inputs", "outcomes", [Peeker()], output="out", append=True)
     msg = str(err.value)
     assert "'peeker'" in msg and "ctx.lookup('outcomes')" in msg and "after the clock" in msg
     assert "2026-11-01T00:00:01.000000Z" in msg and "2026-11-01T00:00:00.000000Z" in msg
@@ -98,7 +98,7 @@ def test_a_cheating_model_cannot_see_its_own_outcome(tmp_path):
     """Looking up its own request on the outcomes topic finds nothing: it is appended after the clock."""
     log = make_log(tmp_path / "log", n=40, delay=0.5)
     cheat = Cheater()
-    run = replay.run(log, "inputs", "outcomes", [cheat], output="out")
+    run = replay.run(log, "inputs", "outcomes", [cheat], output="out", append=True)
     assert len(cheat.seen) == 40
     assert all(label is None for _, label in cheat.seen)
     assert set(run.scores()["score"].to_pylist()) == {-1.0}
@@ -120,7 +120,7 @@ def test_lookups_see_past_outcomes_of_other_requests_only(tmp_path):
             assert one.column("label").null_count == len(ids2)  # appended 1 s after the clock
             return np.array([-1.0 if v is None else v for v in two.column("label").to_pylist()])
 
-    run = replay.run(log, "inputs", "outcomes", [Prev()], output="out")
+    run = replay.run(log, "inputs", "outcomes", [Prev()], output="out", append=True)
     t = run.scores()
     xs = {
         r: v
@@ -140,7 +140,7 @@ def test_progressive_validation_with_delayed_labels_equals_a_hand_written_loop(t
     """Learning replay = predict each input, learn each outcome when its delay has passed."""
     n, delay = 80, 5
     log = make_log(tmp_path / "log", n=n, partitions=3, delay=delay)
-    run = replay.run(log, "inputs", "outcomes", [Perceptron()], output="out")
+    run = replay.run(log, "inputs", "outcomes", [Perceptron()], output="out", append=True)
     got = dict(zip(run.scores()["request_id"].to_pylist(), run.scores()["score"].to_pylist()))
     # the loop: at time t, first learn outcomes revealed at <= t (input i at i s, its outcome at i + delay)
     inputs = log.read("inputs").combine_chunks().to_batches()[0]
@@ -166,7 +166,7 @@ def test_progressive_validation_with_delayed_labels_equals_a_hand_written_loop(t
 def test_learning_batches_are_cut_where_outcomes_become_visible(tmp_path):
     """With several inputs per frame, a learner still sees exactly the outcomes known at each clock."""
     log = make_log(tmp_path / "log", n=50, partitions=2, delay=3, frame=4)
-    run = replay.run(log, "inputs", "outcomes", [OnlineMean()], output="out")
+    run = replay.run(log, "inputs", "outcomes", [OnlineMean()], output="out", append=True)
     t = run.scores()
     inputs = log.read("inputs")
     when = dict(zip(inputs["request_id"].to_pylist(), inputs["_append_time"].to_pylist()))
@@ -179,8 +179,8 @@ def test_learning_batches_are_cut_where_outcomes_become_visible(tmp_path):
 
 def test_two_runs_give_the_same_content_hash_and_rerun_reproduces_it(rlog):
     """Determinism: the same range, models and seed give the same content hash."""
-    a = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
-    b = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
+    a = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out", append=True)
+    b = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out", append=True)
     assert a.id != b.id and a.content_hash == b.content_hash
     # more data arrives; a rerun of the manifest still replays exactly the recorded ranges
     write_at(
@@ -190,7 +190,7 @@ def test_two_runs_give_the_same_content_hash_and_rerun_reproduces_it(rlog):
     )
     c = replay.rerun(rlog, a.id, models=[Linear(), OnlineMean()])
     assert c.content_hash == a.content_hash and c.manifest["rerun_of"] == a.id
-    d = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out")
+    d = replay.run(rlog, "inputs", "outcomes", [Linear(), OnlineMean()], output="out", append=True)
     assert d.content_hash != a.content_hash
 
 
@@ -199,10 +199,22 @@ def test_workers_give_the_same_content_hash_as_one_process(tmp_path):
     """workers=1 and workers=4 write the same content (stateless models, 4 partitions)."""
     log = make_log(tmp_path / "log", n=200, partitions=4, frame=5)
     one = replay.run(
-        log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")], output="out", workers=1
+        log,
+        "inputs",
+        None,
+        ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")],
+        output="out",
+        append=True,
+        workers=1,
     )
     four = replay.run(
-        log, "inputs", None, ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")], output="out", workers=4
+        log,
+        "inputs",
+        None,
+        ["tests.replay.builders:make_linear", Linear((2, 3), name="obj")],
+        output="out",
+        append=True,
+        workers=4,
     )
     assert four.manifest["workers"] == 4
     assert one.content_hash == four.content_hash
@@ -215,11 +227,11 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(tmp_path, learning):
     """Ctrl-C leaves the run incomplete with progress; resume completes it with the same hash."""
     log = make_log(tmp_path / "log", n=60, partitions=2, frame=3)
     extra = [Perceptron()] if learning else []
-    full = replay.run(log, "inputs", "outcomes", [Linear()] + extra, output="out")
+    full = replay.run(log, "inputs", "outcomes", [Linear()] + extra, output="out", append=True)
     InterruptAfter.armed = True
     models = [InterruptAfter(20)] + ([Perceptron()] if learning else [])
     with pytest.raises(RunInterrupted) as err:
-        replay.run(log, "inputs", "outcomes", models, output="out")
+        replay.run(log, "inputs", "outcomes", models, output="out", append=True)
     rid = err.value.run_id
     m = replay.get(log, rid).manifest
     assert m["status"] == "incomplete" and m["error"] == "interrupted"
@@ -240,12 +252,20 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(tmp_path, learning):
 def test_interrupt_and_resume_with_workers(tmp_path, monkeypatch):
     """A model interrupting inside a worker stops the run cleanly; resume gives the same hash."""
     log = make_log(tmp_path / "log", n=120, partitions=4, frame=5)
-    full = replay.run(log, "inputs", None, [Linear()], output="out", workers=2)
+    full = replay.run(log, "inputs", None, [Linear()], output="out", append=True, workers=2)
     marker = tmp_path / "interrupt-once"
     marker.write_text("")
     monkeypatch.setenv("REPLAY_TEST_INTERRUPT_FILE", str(marker))
     with pytest.raises(RunInterrupted) as err:
-        replay.run(log, "inputs", None, ["tests.replay.builders:make_interrupting_linear"], output="out", workers=2)
+        replay.run(
+            log,
+            "inputs",
+            None,
+            ["tests.replay.builders:make_interrupting_linear"],
+            output="out",
+            append=True,
+            workers=2,
+        )
     m = replay.get(log, err.value.run_id).manifest
     assert m["status"] == "incomplete" and m["rows"]["inputs"] < 120
     run = replay.resume(log, err.value.run_id, workers=2)
@@ -255,7 +275,7 @@ def test_interrupt_and_resume_with_workers(tmp_path, monkeypatch):
 
 def test_output_append_times_follow_the_replay_clock(rlog):
     """Output frames are appended with the replay clock of their rows (deterministic, never back)."""
-    run = replay.run(rlog, "inputs", None, [Linear()], output="out")
+    run = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True)
     t = run.scores()
     assert all(a >= c for a, c in zip(t["_append_time"].to_pylist(), t["clock"].to_pylist()))
     assert max(t["_append_time"].to_pylist()) == max(t["clock"].to_pylist())
@@ -265,7 +285,7 @@ def test_resume_checks_the_models_are_the_recorded_ones(rlog):
     """Resuming with a different model (version or parameters) is refused."""
     InterruptAfter.armed = True
     with pytest.raises(RunInterrupted) as err:
-        replay.run(rlog, "inputs", None, [InterruptAfter(10)], output="out")
+        replay.run(rlog, "inputs", None, [InterruptAfter(10)], output="out", append=True)
     with pytest.raises(ModelError, match="not the one"):
         replay.resume(rlog, err.value.run_id, models=[InterruptAfter(10, Linear((9, 9)))])
 
@@ -273,29 +293,29 @@ def test_resume_checks_the_models_are_the_recorded_ones(rlog):
 def test_ranges_are_exact_and_bad_bounds_are_refused(rlog):
     """Offsets and datetimes select exact ranges; out-of-range bounds raise RangeError."""
     ends = rlog.end_offsets("inputs")
-    run = replay.run(rlog, "inputs", None, [Linear()], output="out", start={0: 2, 1: 3}, end={0: 5, 1: 4})
+    run = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start={0: 2, 1: 3}, end={0: 5, 1: 4})
     assert run.manifest["inputs"]["partitions"] == {"0": [2, 5], "1": [3, 4]}
     assert run.scores().num_rows == 4
-    run = replay.run(rlog, "inputs", None, [Linear()], output="out", start=at(10), end=at(20))
+    run = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start=at(10), end=at(20))
     assert sorted(run.scores()["clock"].to_pylist()) == [at(i) for i in range(10, 20)]
     with pytest.raises(RangeError, match="past its end"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", start=ends[0] + 1)
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start=ends[0] + 1)
     with pytest.raises(RangeError, match="past its end"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", end={0: ends[0] + 5})
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, end={0: ends[0] + 5})
     with pytest.raises(RangeError, match="before start"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", start={0: 4}, end={0: 2})
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start={0: 4}, end={0: 2})
     with pytest.raises(RangeError, match="no time zone"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", start=T0.replace(tzinfo=None))
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start=T0.replace(tzinfo=None))
     with pytest.raises(RangeError, match="holds no records"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", start=at(1000))
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start=at(1000))
     with pytest.raises(RangeError, match="partition"):
-        replay.run(rlog, "inputs", None, [Linear()], output="out", start={7: 0})
+        replay.run(rlog, "inputs", None, [Linear()], output="out", append=True, start={7: 0})
 
 
 def test_output_topic_is_reused_only_with_the_same_lineage(rlog):
     """An existing output topic with another schema is refused with a clear error."""
-    a = replay.run(rlog, "inputs", None, [Linear()], output="out")
-    b = replay.run(rlog, "inputs", None, [Linear()], output="out")
+    a = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True)
+    b = replay.run(rlog, "inputs", None, [Linear()], output="out", append=True)
     assert a.scores().num_rows == b.scores().num_rows == 60
     rlog.create_topic("other", "model_score")
     with pytest.raises(ReplayError, match="another schema"):
@@ -306,12 +326,12 @@ def test_output_topic_is_reused_only_with_the_same_lineage(rlog):
 
 def test_models_load_from_specs_and_bad_models_are_refused(rlog):
     """'module:factory' strings load; bad specs, duplicate names and wrong shapes fail clearly."""
-    run = replay.run(rlog, "inputs", None, ["tests.replay.builders:make_linear"], output="out")
+    run = replay.run(rlog, "inputs", None, ["tests.replay.builders:make_linear"], output="out", append=True)
     assert run.manifest["models"][0]["spec"] == "tests.replay.builders:make_linear"
     with pytest.raises(ModelError, match="cannot import"):
-        replay.run(rlog, "inputs", None, ["no_such_module_xyz:f"], output="out")
+        replay.run(rlog, "inputs", None, ["no_such_module_xyz:f"], output="out", append=True)
     with pytest.raises(ModelError, match="unique"):
-        replay.run(rlog, "inputs", None, [Linear(), Linear()], output="out")
+        replay.run(rlog, "inputs", None, [Linear(), Linear()], output="out", append=True)
 
     class Short:
         name, version = "short", "1"
@@ -320,7 +340,7 @@ def test_models_load_from_specs_and_bad_models_are_refused(rlog):
             return [0.0, 1.0]
 
     with pytest.raises(ModelError, match="one score per row"):
-        replay.run(rlog, "inputs", None, [Short()], output="out")
+        replay.run(rlog, "inputs", None, [Short()], output="out", append=True)
 
 
 def test_event_time_order_decides_rows_at_event_time_plus_lateness(tmp_path):
@@ -342,7 +362,9 @@ def test_event_time_order_decides_rows_at_event_time_plus_lateness(tmp_path):
             for i in range(10)
         ],
     )
-    run = replay.run(log, "inputs", None, [Linear()], output="out", order="event_time", lateness=timedelta(seconds=2))
+    run = replay.run(
+        log, "inputs", None, [Linear()], output="out", append=True, order="event_time", lateness=timedelta(seconds=2)
+    )
     t = run.scores()
     got = dict(zip(t["request_id"].to_pylist(), t["clock"].to_pylist()))
     assert got == {f"r{i}": max(at(ev[i] + 2), at(i + 1)) for i in range(10)}
@@ -352,7 +374,7 @@ def test_event_time_order_decides_rows_at_event_time_plus_lateness(tmp_path):
 
 def test_progress_bar_is_silent_off_a_terminal(rlog, capsys):
     """No progress output when stderr is not a TTY."""
-    replay.run(rlog, "inputs", None, [Linear()], output="out")
+    replay.run(rlog, "inputs", None, [Linear()], output="out", append=True)
     assert capsys.readouterr().err == ""
 
 
@@ -383,7 +405,7 @@ def test_output_is_uncompressed_unless_its_topic_has_a_codec(rlog):
     and the rows and content hash are the same either way."""
     from replay.runner.sink import ensure_output, output_avro
 
-    plain = replay.run(rlog, "inputs", "outcomes", [Linear()], output="out")
+    plain = replay.run(rlog, "inputs", "outcomes", [Linear()], output="out", append=True)
     ensure_output(rlog, "packed")
     rlog.create_topic("zstd-out", schema=output_avro(), event_time_field="event_time", compression="zstd")
     packed = replay.run(rlog, "inputs", "outcomes", [Linear()], output="zstd-out")

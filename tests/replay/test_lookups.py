@@ -38,8 +38,8 @@ def _same_output(a: replay.Run, b: replay.Run) -> None:
 def test_an_undeclared_lookup_gives_the_declared_answers_and_output(plog, after):
     """A topic looked up without declaring it (first use at the start or mid-run) gives the same
     scores, fences and content hash as when declared."""
-    declared = replay.run(plog, "inputs", None, [ProfileScore(declare=True, after=after)], output="out")
-    on_demand = replay.run(plog, "inputs", None, [ProfileScore(after=after)], output="out")
+    declared = replay.run(plog, "inputs", None, [ProfileScore(declare=True, after=after)], output="out", append=True)
+    on_demand = replay.run(plog, "inputs", None, [ProfileScore(after=after)], output="out", append=True)
     _same_output(declared, on_demand)
     assert on_demand.scores(["fence"]).column("fence").null_count < on_demand.scores().num_rows
     (lk,) = on_demand.manifest["lookups"]
@@ -54,13 +54,15 @@ def test_undeclared_lookups_match_declared_ones_in_event_time_order_and_with_wor
     """Event-time order (rows of one batch with different clocks) and worker processes keep the
     declared and the on-demand outputs identical."""
     log = make_profile_log(tmp_path / "log", INPUTS, PROFILES, event_lag=1.5)
-    kw = dict(output="out", order="event_time", lateness=timedelta(seconds=2))
+    kw = dict(output="out", append=True, order="event_time", lateness=timedelta(seconds=2))
     declared = replay.run(log, "inputs", None, [ProfileScore(declare=True)], **kw)
     on_demand = replay.run(log, "inputs", None, [ProfileScore()], **kw)
     _same_output(declared, on_demand)
     assert replay.audit(log, on_demand.id).certified
-    one = replay.run(log, "inputs", None, ["tests.replay.builders:make_profile_declared"], output="out")
-    two = replay.run(log, "inputs", None, ["tests.replay.builders:make_profile_on_demand"], output="out", workers=2)
+    one = replay.run(log, "inputs", None, ["tests.replay.builders:make_profile_declared"], output="out", append=True)
+    two = replay.run(
+        log, "inputs", None, ["tests.replay.builders:make_profile_on_demand"], output="out", append=True, workers=2
+    )
     _same_output(one, two)
     assert [lk["topic"] for lk in two.manifest["lookups"]] == ["profiles"]
     assert replay.audit(log, two.id).certified
@@ -70,7 +72,7 @@ def test_a_record_appended_after_the_clock_is_never_visible(plog):
     """Every answer of an undeclared lookup was appended at or before its row's clock, and is the
     latest such record of the row's user."""
     model = ProfileScore()
-    replay.run(plog, "inputs", None, [model], output="out")
+    replay.run(plog, "inputs", None, [model], output="out", append=True)
     prof = plog.read("profiles")
     rows = sorted(zip(prof["_append_time"].to_pylist(), prof["user"].to_pylist()))
     user = {f"r{i}": u for i, (_, u) in enumerate(INPUTS)}
@@ -83,7 +85,7 @@ def test_a_record_appended_after_the_clock_is_never_visible(plog):
 def test_records_appended_after_the_run_started_are_not_read(plog):
     """An on-demand lookup reads the topic's range as of the run's start, even when it is
     discovered later: what it sees does not depend on when it first asked."""
-    base = replay.run(plog, "inputs", None, [ProfileScore(after=12.0)], output="out")
+    base = replay.run(plog, "inputs", None, [ProfileScore(after=12.0)], output="out", append=True)
     late = {"user": "u0", "event_time": at(1), "value": 99.0}
 
     class AppendsFirst(ProfileScore):
@@ -94,7 +96,7 @@ def test_records_appended_after_the_run_started_are_not_read(plog):
             return super().predict(batch, ctx)
 
     model = AppendsFirst(after=12.0)
-    run = replay.run(plog, "inputs", None, [model], output="out2")
+    run = replay.run(plog, "inputs", None, [model], output="out2", append=True)
     assert run.scores(["score"]).column("score").to_pylist() == base.scores(["score"]).column("score").to_pylist()
     assert 99.0 not in run.scores(["score"]).column("score").to_pylist()
 
@@ -110,7 +112,7 @@ def test_a_lookup_of_a_topic_that_does_not_exist_names_it(plog):
             return np.zeros(batch.num_rows)
 
     with pytest.raises(LookupTopicError, match="no topic 'profilez'") as err:
-        replay.run(plog, "inputs", None, [Typo()], output="out")
+        replay.run(plog, "inputs", None, [Typo()], output="out", append=True)
     assert "'typo'" in str(err.value) and "'profiles'" in str(err.value)
     (run,) = replay.runs(plog)
     assert run.status == "failed" and "LookupTopicError" in run.manifest["error"]
@@ -127,9 +129,9 @@ def test_a_run_cannot_look_up_its_own_output(plog):
             ctx.lookup("out", batch.column("request_id"))
             return np.zeros(batch.num_rows)
 
-    replay.run(plog, "inputs", None, [ProfileScore()], output="out")
+    replay.run(plog, "inputs", None, [ProfileScore()], output="out", append=True)
     with pytest.raises(ReplayError, match="its own scores"):
-        replay.run(plog, "inputs", None, [Self()], output="out")
+        replay.run(plog, "inputs", None, [Self()], output="out", append=True)
 
 
 def test_an_undeclared_topic_without_key_field_takes_the_lookups_key(tmp_path):
@@ -145,7 +147,7 @@ def test_an_undeclared_topic_without_key_field_takes_the_lookups_key(tmp_path):
             return np.array([-1.0 if v is None else v for v in found.column("label").to_pylist()])
 
     write_at(log, "notes", [(at(-1), {"request_id": "r5", "event_time": at(-1), "label": 7.0})])
-    run = replay.run(log, "inputs", None, [Notes()], output="out")
+    run = replay.run(log, "inputs", None, [Notes()], output="out", append=True)
     scores = dict(zip(run.scores()["request_id"].to_pylist(), run.scores()["score"].to_pylist()))
     assert scores["r5"] == 7.0 and scores["r4"] == -1.0
     assert run.manifest["lookups"][0]["key"] == "request_id"
@@ -153,7 +155,7 @@ def test_an_undeclared_topic_without_key_field_takes_the_lookups_key(tmp_path):
 
 def test_resume_after_an_interrupt_before_the_discovery_gives_the_same_hash(plog):
     """Interrupted before its first lookup, a run resumed from the manifest reads the same range."""
-    full = replay.run(plog, "inputs", None, [ProfileScore(after=12.0)], output="out")
+    full = replay.run(plog, "inputs", None, [ProfileScore(after=12.0)], output="out", append=True)
 
     class Stops(ProfileScore):
         armed = True
@@ -165,7 +167,7 @@ def test_resume_after_an_interrupt_before_the_discovery_gives_the_same_hash(plog
             return super().predict(batch, ctx)
 
     with pytest.raises(replay.RunInterrupted) as err:
-        replay.run(plog, "inputs", None, [Stops(after=12.0)], output="out")
+        replay.run(plog, "inputs", None, [Stops(after=12.0)], output="out", append=True)
     assert replay.get(plog, err.value.run_id).manifest["lookups"] == []
     write_at(plog, "profiles", [(at(3), {"user": "u0", "event_time": at(3), "value": 50.0})])  # after the start
     run = replay.resume(plog, err.value.run_id, models=[Stops(after=12.0)])
@@ -197,7 +199,7 @@ def test_declared_and_on_demand_are_identical_over_random_logs(inputs, profiles,
     the on-demand output equals the declared one and the audit certifies it."""
     with tempfile.TemporaryDirectory() as d:
         log = make_profile_log(Path(d) / "log", inputs, profiles, event_lag=lag or 0.0)
-        kw = dict(output="out")
+        kw = dict(output="out", append=True)
         if lag is not None:
             kw.update(order="event_time", lateness=timedelta(seconds=1))
         declared = replay.run(log, "inputs", None, [ProfileScore(declare=True, after=after)], **kw)
