@@ -203,9 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lateness", help="event-time order: allowed lateness, e.g. 30s")
     p.add_argument("--horizon", help="how long an input waits for its outcome, e.g. 7d")
     p.add_argument("--run-id", help="the run id (default: time + random)")
-    p.add_argument(
-        "--append", action="store_true", help="add to an output topic that already holds other runs' scores"
-    )
+    p.add_argument("--append", action="store_true", help="add to an output topic that already holds other runs' scores")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
     p = _command(sub, "runs", cmd_runs, "list the runs recorded in a log")
