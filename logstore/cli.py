@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .clirun import INTERNAL_ERROR, USER_ERRORS, add_command, add_version, print_error, run
+from .completion import add_completion
 from .errors import ArgumentError
 
 if TYPE_CHECKING:
     from .log import Log
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "USER_ERRORS",
+    "add_command",
+    "add_completion",
+    "add_version",
+    "build_parser",
+    "main",
+    "print_error",
+    "run",
+]
 
 PROG = "logstore"
 
@@ -62,36 +75,75 @@ def _open(args: argparse.Namespace, readonly: bool = False) -> Log:
     return logstore.open(args.log, readonly=readonly)
 
 
+CREATE_DEFAULTS: dict[str, Any] = {"partitions": 1, "compatibility": "BACKWARD", "compression": "zstd"}
+
+
+def _create_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `create_topic` keyword arguments the user gave (options left out are absent)."""
+    given: dict[str, Any] = {}
+    for name in ("partitions", "compatibility", "segment_bytes", "retention_bytes"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.key is not None:
+        given["key_field"] = args.key
+    if args.compression is not None:
+        given["compression"] = None if args.compression == "none" else args.compression
+    if args.event_time is not None:
+        given["event_time_field"] = None if args.event_time == "none" else args.event_time
+    for name, unit in (("segment_ms", "ms"), ("retention_ms", "ms")):
+        text, with_unit = getattr(args, name), getattr(args, name.removesuffix("_ms"))
+        if text is not None and with_unit is not None:
+            flag = name.removesuffix("_ms").replace("_", "-")
+            raise ArgumentError(f"give --{flag} or --{flag}-ms, not both")
+        from .durations import duration_ms
+
+        if with_unit is not None:
+            given[name] = duration_ms(with_unit, f"--{name.removesuffix('_ms').replace('_', '-')}")
+        elif text is not None:
+            given[name] = duration_ms(text, f"--{name.replace('_', '-')}", bare_unit=unit)
+    return given
+
+
+def _differences(log: Log, topic: str, schema: Any, given: dict[str, Any]) -> list[str]:
+    """What the existing `topic` has other than `schema` and the `given` settings, in words."""
+    import schemas
+    from schemas.avro import full_form
+
+    config = log.config(topic)
+    out = [
+        f"{key.replace('_', '-')}: exists with {getattr(config, key)!r}, asked for {value!r}"
+        for key, value in given.items()
+        if getattr(config, key) != value
+    ]
+    versions = log.schemas(topic)
+    wanted = full_form(schemas.parse(schema, name=topic.replace(".", "_").replace("-", "_")))
+    if full_form(versions[-1].schema) != wanted:
+        older = [v.version for v in versions if full_form(v.schema) == wanted]
+        state = f"it is version {older[0]}, not the latest" if older else "it is not any of its versions"
+        out.append(f"schema: {state} (latest: version {versions[-1].version})")
+    return out
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     log = _open(args)
     schema: Any = args.schema
     if schema.lstrip().startswith("{"):
         schema = json.loads(schema)
-    kw: dict[str, Any] = dict(
-        partitions=args.partitions,
-        key_field=args.key,
-        compatibility=args.compatibility,
-        compression=None if args.compression == "none" else args.compression,
-        segment_bytes=args.segment_bytes,
-        segment_ms=args.segment_ms,
-        retention_ms=args.retention_ms,
-        retention_bytes=args.retention_bytes,
-        exist_ok=args.exist_ok,
-    )
-    if args.event_time is not None:
-        kw["event_time_field"] = None if args.event_time == "none" else args.event_time
-    cfg = log.create_topic(args.topic, schema, **kw)
+    given = _create_settings(args)
+    if args.exist_ok and args.topic in log.topics():
+        diffs = _differences(log, args.topic, schema, given)
+        if diffs:
+            raise ArgumentError(
+                f"topic {args.topic!r} exists with other settings than asked (--exist-ok accepts only the same):\n"
+                + "\n".join(diffs)
+            )
+        print(f"topic {args.topic!r} exists with these settings")
+        return 0
+    cfg = log.create_topic(args.topic, schema, **{**CREATE_DEFAULTS, **given})
     print(
         f"created topic {cfg.name!r}: {cfg.partitions} partition(s), key {cfg.key_field}, "
         f"event time {cfg.event_time_field}, compression {cfg.compression}"
     )
-    return 0
-
-
-def cmd_topics(args: argparse.Namespace) -> int:
-    log = _open(args, readonly=True)
-    for name in log.topics():
-        print(name)
     return 0
 
 
@@ -123,28 +175,54 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """The command line that continues an interrupted append or import (``--skip N`` goes after)."""
+    import shlex
+
+    fmt = f" --format {args.format}" if args.format else ""
+    return shlex.join([PROG, args.command, args.log, args.topic, args.file]) + fmt
+
+
 def cmd_append(args: argparse.Namespace) -> int:
-    from .textio import read_input
+    from .interchange import append_file
 
     log = _open(args)
-    data = read_input(args.file, args.format, log.arrow_schema(args.topic))
-    with log.writer(args.topic, durability=args.durability) as w:
-        w.append_batch(data)
-    print(f"appended {len(data)} records to {args.topic!r}", file=sys.stderr)
+    hint = _resume_hint(args) if args.file != "-" else None
+    n = append_file(
+        log,
+        args.topic,
+        args.file,
+        args.format,
+        args.durability,
+        skip=args.skip,
+        delimiter=args.delimiter,
+        resume_hint=hint,
+        progress=not args.no_progress,
+    )
+    print(f"appended {n} records to {args.topic!r}", file=sys.stderr)
     return 0
 
 
+TERMINAL_ROWS = 200  # rows `cat` prints as a table on a terminal when no --limit is given
+
+
 def cmd_cat(args: argparse.Namespace) -> int:
+    from .term import color_enabled
     from .textio import write_jsonl, write_table
 
     log = _open(args, readonly=True)
     kw = dict(partitions=_ints(args.partitions), columns=_cols(args.columns), by=args.by)
-    if args.format == "jsonl":
+    fmt, limit = args.format, args.limit
+    if fmt is None:  # a table on a terminal (the first rows), JSON lines down a pipe (all of them)
+        fmt = "table" if sys.stdout.isatty() else "jsonl"
+        if fmt == "table" and limit is None:
+            limit = TERMINAL_ROWS
+    if fmt == "jsonl":
         reader = log.reader(args.topic, parse_bound(args.start), parse_bound(args.end), **kw)
-        write_jsonl(reader, sys.stdout, args.limit)
+        write_jsonl(reader, sys.stdout, limit)
     else:
         table = log.read(args.topic, parse_bound(args.start), parse_bound(args.end), **kw)
-        write_table(table, args.format, limit=args.limit)
+        write_table(table, fmt, limit=limit, color=color_enabled(sys.stdout))
     return 0
 
 
@@ -163,14 +241,27 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar(args: argparse.Namespace, total: int, label: str, unit: str) -> Any:
+    """A progress bar on stderr when it is a terminal and --no-progress is not given."""
+    from .progress import Progress
+
+    return Progress(total, label, unit=unit, enabled=False if args.no_progress else None)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .term import color_enabled, style
+
     log = _open(args, readonly=True)
-    report = log.verify(args.topic)
+    info = log.describe(args.topic)
+    total = sum(int(d.get("bytes") or 0) for d in ([info] if args.topic else info.values()))
+    with _bar(args, total, "verify", "bytes") as bar:
+        report = log.verify(args.topic, progress=bar.update)
+    color = color_enabled(sys.stdout)
     for p in report.problems:
-        print(f"DAMAGED {p.topic}[{p.partition}] {p}")
+        print(f"{style('DAMAGED', 'red', color)} {p.topic}[{p.partition}] {p}")
     for note in report.notes:
-        print(f"note: {note}")
-    status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"{style('note:', 'yellow', color)} {note}")
+    status = style("ok", "green", color) if report.ok else style(f"{len(report.problems)} problem(s)", "red", color)
     print(
         f"verified {report.topics} topic(s), {report.partitions} partition(s), {report.segments} segment(s), "
         f"{report.frames} frames, {report.bytes} bytes: {status}"
@@ -180,10 +271,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     log = _open(args)
-    report = log.enforce_retention(args.topic)
-    for _topic, _p, path, size in report.deleted:
-        print(f"deleted {path} ({size} bytes)")
-    print(f"retention: {len(report.deleted)} segment(s) deleted, {report.bytes_freed} bytes freed")
+    names = [args.topic] if args.topic is not None else log.topics()
+    deleted, freed = 0, 0
+    with _bar(args, len(names), "retention", "topics") as bar:
+        for i, name in enumerate(names):
+            report = log.enforce_retention(name)
+            for _topic, _p, path, size in report.deleted:
+                print(f"deleted {path} ({size} bytes)")
+            deleted, freed = deleted + len(report.deleted), freed + report.bytes_freed
+            bar.update(i + 1)
+    print(f"retention: {deleted} segment(s) deleted, {freed} bytes freed")
     return 0
 
 
@@ -200,46 +297,70 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from .sql import query
-    from .textio import write_table
+    from .sqlcli import run_sql
 
-    log = _open(args, readonly=True)
-    table = query(log, args.query, start=parse_bound(args.start), end=parse_bound(args.end))
-    write_table(table, args.format, limit=args.limit)
-    return 0
+    return run_sql(
+        _open(args, readonly=True),
+        args.query,
+        file=args.file,
+        interactive=args.interactive,
+        start=parse_bound(args.start),
+        end=parse_bound(args.end),
+        fmt=args.format,
+        limit=args.limit,
+        stdin=sys.stdin,
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .interchange import export_topic
+    from .interchange import export_topic, file_format
 
+    fmt = file_format(args.out, args.format, "export")  # refused before the log is opened
     log = _open(args, readonly=True)
-    n = export_topic(log, args.topic, args.out, args.format, start=parse_bound(args.start), end=parse_bound(args.end))
-    print(f"exported {n} records of {args.topic!r} to {args.out} ({args.format})", file=sys.stderr)
+    n = export_topic(
+        log,
+        args.topic,
+        args.out,
+        fmt,
+        start=parse_bound(args.start),
+        end=parse_bound(args.end),
+        progress=not args.no_progress,
+    )
+    print(f"exported {n} records of {args.topic!r} to {args.out} ({fmt})", file=sys.stderr)
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .interchange import import_avro
+    from .interchange import file_format, import_file
 
+    fmt = file_format(args.file, args.format, "import")
     log = _open(args)
-    n = import_avro(log, args.topic, args.file)
-    print(f"imported {n} records into {args.topic!r}", file=sys.stderr)
+    n = import_file(
+        log,
+        args.topic,
+        args.file,
+        fmt,
+        skip=args.skip,
+        delimiter=args.delimiter,
+        resume_hint=_resume_hint(args),
+        progress=not args.no_progress,
+    )
+    print(f"imported {n} records of {args.file} ({fmt}) into {args.topic!r}", file=sys.stderr)
     return 0
 
 
-def add_command(sub: Any, name: str, func: Callable[..., Any], help: str, example: str) -> argparse.ArgumentParser:
-    """A subcommand taking the log directory first, its help with an example (logstore and replay)."""
-    p = sub.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _file_options(p: argparse.ArgumentParser) -> None:
+    _progress_option(p)
+    p.add_argument("--delimiter", default=",", help="CSV: the column separator (default ','; '\\t' for a tab)")
+    p.add_argument(
+        "--skip", type=int, default=0, metavar="N", help="leave out the file's first N records (an interrupted run's)"
     )
-    assert isinstance(p, argparse.ArgumentParser)
-    p.add_argument("log", help="path of the log directory")
-    p.set_defaults(func=func)
-    return p
 
 
 def _range_options(p: argparse.ArgumentParser) -> None:
@@ -255,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  logstore append ./log scores scores.jsonl\n  logstore cat ./log scores --format table --limit 5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = add_command(
@@ -266,18 +388,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("topic")
     p.add_argument("--schema", required=True, help="shipped record type name, .avsc path or Avro JSON")
-    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--partitions", type=int, help="number of partitions (default 1)")
     p.add_argument("--key", help="key field: records with the same key go to the same partition")
     p.add_argument("--event-time", help="event-time field (default event_time when present; 'none' for none)")
-    p.add_argument("--compression", default="zstd", choices=["zstd", "lz4", "none"])
-    p.add_argument("--compatibility", default="BACKWARD")
-    p.add_argument("--segment-bytes", type=int)
-    p.add_argument("--segment-ms", type=int)
-    p.add_argument("--retention-ms", type=int)
-    p.add_argument("--retention-bytes", type=int)
-    p.add_argument("--exist-ok", action="store_true", help="succeed if the topic already exists")
+    p.add_argument("--compression", choices=["zstd", "lz4", "none"], help="frame compression (default zstd)")
+    p.add_argument("--compatibility", help="schema evolution rule (default BACKWARD)")
+    p.add_argument("--segment-bytes", type=int, help="roll the active segment at this size")
+    p.add_argument(
+        "--segment-age", dest="segment", metavar="DURATION", help="roll the active segment at this age, e.g. 1h"
+    )
+    p.add_argument("--segment-ms", help="the same in milliseconds")
+    p.add_argument("--retention", metavar="DURATION", help="delete sealed segments older than this, e.g. 7d")
+    p.add_argument("--retention-ms", help="the same in milliseconds")
+    p.add_argument("--retention-bytes", type=int, help="keep at most this many bytes per partition")
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="succeed if the topic exists with the same schema and the settings given; fail saying what differs",
+    )
 
-    add_command(sub, "topics", cmd_topics, "list the topics", "logstore topics ./log")
+    from . import admin_cli
+
+    admin_cli.add_commands(sub, add_command)  # topics, alter, delete-topic, groups, delete-group
 
     p = add_command(
         sub,
@@ -301,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="input file, '-' for stdin (default)")
     p.add_argument("--format", choices=["jsonl", "csv", "parquet", "avro"], help="default: from the file name")
     p.add_argument("--durability", default="fsync", choices=["none", "flush", "fsync"])
+    _file_options(p)
 
     p = add_command(
         sub,
@@ -314,7 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="append_time", choices=["append_time", "event_time"])
     p.add_argument("--partitions", help="comma-separated partition numbers")
     p.add_argument("--columns", help="comma-separated column names")
-    p.add_argument("--format", default="jsonl", choices=["jsonl", "table", "csv", "json"])
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "table", "csv", "json"],
+        help=f"default: a table of the first {TERMINAL_ROWS} rows on a terminal, JSON lines when piped",
+    )
     p.add_argument("--limit", type=int)
 
     p = add_command(
@@ -337,11 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
         "logstore verify ./log",
     )
     p.add_argument("topic", nargs="?")
+    _progress_option(p)
 
     p = add_command(
         sub, "retention", cmd_retention, "delete sealed segments past retention", "logstore retention ./log scores"
     )
     p.add_argument("topic", nargs="?")
+    _progress_option(p)
 
     p = add_command(
         sub,
@@ -357,34 +496,68 @@ def build_parser() -> argparse.ArgumentParser:
         "sql",
         cmd_sql,
         "run SQL (DuckDB) over the topics; each topic is a view",
-        "logstore sql ./log 'SELECT model_id, count(*) FROM scores GROUP BY 1' --format table",
+        "logstore sql ./log 'SELECT model_id, count(*) FROM scores GROUP BY 1' --format table\n"
+        "  logstore sql ./log -f report.sql --format csv\n"
+        "  logstore sql ./log              # a prompt: end statements with ';', .quit to leave",
     )
-    p.add_argument("query")
+    p.add_argument(
+        "query",
+        nargs="?",
+        help="the SQL, one or more statements; '-' reads it from stdin (default: stdin when it is "
+        "not a terminal, else a prompt)",
+    )
+    p.set_defaults(late_positional="query")  # `sql ./log --format csv 'SELECT 1'` works too
+    p.add_argument("-f", "--file", help="read the SQL from FILE ('-': stdin)")
+    p.add_argument("-i", "--interactive", action="store_true", help="prompt for statements even on a pipe")
     _range_options(p)
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "jsonl"])
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="print at most N rows of each result (DuckDB stops once it has them)")
 
     p = add_command(
         sub,
         "export",
         cmd_export,
         "export a topic to Avro (zstandard), Parquet or JSON lines",
-        "logstore export ./log scores scores.avro --format avro",
+        "logstore export ./log scores scores.avro\n"
+        "  logstore export ./log scores scores.ndjson --start 2026-11-20T00:00Z",
+    )
+    p.description = (
+        "export a topic to Avro (zstandard), Parquet or JSON lines, the format named by the file's\n"
+        "extension (.avro, .parquet, .jsonl, .ndjson) unless --format gives it (a --format the\n"
+        "extension contradicts is refused). Avro holds the topic's fields only; Parquet and JSON\n"
+        "lines add the system columns _partition, _offset, _append_time, which `import` drops, so\n"
+        "any export re-imports into a topic of the same schema. JSON lines: ISO 8601 times,\n"
+        "base64 bytes, decimals as strings, maps as objects."
     )
     p.add_argument("topic")
-    p.add_argument("out")
-    p.add_argument("--format", default="avro", choices=["avro", "parquet", "jsonl"])
+    p.add_argument("out", help="output file; its extension names the format")
+    p.add_argument("--format", choices=["avro", "parquet", "jsonl"], help="default: from the extension of OUT")
     _range_options(p)
+    _progress_option(p)
 
     p = add_command(
         sub,
         "import",
         cmd_import,
-        "import an Avro object container file into a topic",
-        "logstore import ./log scores scores.avro",
+        "import an Avro, Parquet, JSON lines or CSV file into a topic (all records or none)",
+        "logstore import ./log scores scores.avro\n  logstore import ./log scores-copy scores.jsonl",
+    )
+    p.description = (
+        "import an Avro, Parquet, JSON lines or CSV file into a topic, the format named by the file's\n"
+        "extension (.avro, .parquet, .jsonl, .ndjson, .csv) unless --format gives it. Every record is\n"
+        "checked against the topic's schema, as `append` checks it, before anything is written: a\n"
+        "rejected file writes nothing, and the error names the record (line of JSON lines, row of\n"
+        "Parquet), field and reason. System columns (_partition, _offset, _append_time) in the file\n"
+        "are dropped: the log assigns them. Parquet, JSON lines and CSV need the topic to exist; Avro\n"
+        "creates it from the file's schema, or registers that schema as a new version if compatible.\n"
+        "Memory stays one batch of records. An import stopped after some commits (Ctrl-C, a full\n"
+        "disk) says how many records are in and the command that continues it (--skip N)."
     )
     p.add_argument("topic")
-    p.add_argument("file")
+    p.add_argument("file", help="input file; its extension names the format")
+    p.add_argument("--format", choices=["avro", "parquet", "jsonl", "csv"], help="default: from the extension of FILE")
+    _file_options(p)
+    add_completion(parser, sub)
     return parser
 
 
@@ -402,60 +575,6 @@ def _hint(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(PROG, build_parser(), argv, _hint)
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
-INTERNAL_ERROR = 70  # EX_SOFTWARE: a fault of the tool, not of its user
-
-
-def run(
-    prog: str,
-    parser: argparse.ArgumentParser,
-    argv: Sequence[str] | None,
-    hint: Callable[[BaseException], str],
-    user_errors: tuple[type[BaseException], ...] = (),
-) -> int:
-    """Parse `argv` and run the chosen command: user mistakes (LogstoreError, `USER_ERRORS`, then
-    `user_errors`) print one line and return 2; Ctrl-C returns 130 (printing what the interrupt
-    says, if anything, e.g. how to resume a run); a closed pipe returns 0. Set LOGSTORE_DEBUG=1
-    to get the traceback instead."""
-    from .errors import LogstoreError
-
-    args = parser.parse_args(argv)
-    caught: tuple[type[BaseException], ...] = (LogstoreError, *USER_ERRORS, *user_errors)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt as err:
-        if str(err):
-            print(f"{prog}: {err}", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except caught as err:
-        if os.environ.get("LOGSTORE_DEBUG"):
-            raise
-        return print_error(prog, err, hint(err))
-    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, never a traceback
-        if os.environ.get("LOGSTORE_DEBUG"):
-            raise
-        if _is_query_error(err):
-            return print_error(prog, err)
-        print_error(prog, err, f" ({type(err).__name__}; set LOGSTORE_DEBUG=1 for the traceback)")
-        return INTERNAL_ERROR
-
-
-def _is_query_error(err: BaseException) -> bool:
-    """A DuckDB error (bad SQL, a type mismatch): the user's query, not the tool."""
-    return type(err).__module__.split(".")[0] in ("duckdb", "_duckdb")
-
-
-def print_error(prog: str, err: BaseException, hint: str = "") -> int:
-    """Print a user mistake as one line on stderr (then its listed reasons, if any); returns 2."""
-    lines = str(err).splitlines() or [type(err).__name__]
-    print(f"{prog}: error: {lines[0]}{hint}", file=sys.stderr)
-    for line in lines[1:21]:
-        print(f"{prog}:   {line.strip()}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

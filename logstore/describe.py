@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -128,8 +129,9 @@ def describe_topic(topic: Topic) -> dict[str, Any]:
     return out
 
 
-def verify_topic(topic: Topic, report: VerifyReport) -> None:
-    """Check every frame of every segment of `topic`: checksums, offsets, append-time order, index."""
+def verify_topic(topic: Topic, report: VerifyReport, progress: Callable[[int], None] | None = None) -> None:
+    """Check every frame of every segment of `topic`: checksums, offsets, append-time order, index.
+    `progress` is called with the report's bytes checked so far after each segment."""
     report.topics += 1
     for p in range(topic.config.partitions):
         part = topic.partition(p)
@@ -156,6 +158,8 @@ def verify_topic(topic: Topic, report: VerifyReport) -> None:
                     )
             result = scan(view, 0)
             report.bytes += size
+            if progress is not None:
+                progress(report.bytes)
             problems = list(result.problems)
             for prob in problems:
                 report.problems.append(VerifyProblem(topic.name, p, prob.path, prob.position, prob.reason))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -49,6 +49,9 @@ from .segment import Recovery
 from .timeutil import to_us
 from .topic import Topic, TopicConfig
 from .writer import Writer
+
+if TYPE_CHECKING:
+    from .admin import DeletedTopic
 
 FORMAT = 2  # the log format this code writes and the newest it reads (docs/architecture.md, formats)
 
@@ -296,6 +299,21 @@ class Log:
         """The settings of `topic`."""
         return self._existing(topic).config
 
+    def alter_topic(self, topic: str, **settings: Any) -> TopicConfig:
+        """Change settings of `topic` (retention_ms, retention_bytes, compression, segment_bytes,
+        segment_ms, compatibility, max_record_bytes) and return the new ones; partitions, key and
+        event-time field are refused. When writers see a change: `logstore.admin.alter_topic`."""
+        from .admin import alter_topic
+
+        return alter_topic(self, topic, **settings)[1]
+
+    def delete_topic(self, topic: str) -> DeletedTopic:
+        """Delete `topic` and every consumer group's cursor of it, crash-safely (whole or gone after
+        a power cut); refused while a writer holds one of its partitions (`logstore.admin`)."""
+        from .admin import delete_topic
+
+        return delete_topic(self, topic)
+
     def schema(self, topic: str) -> dict[str, Any]:
         """The latest Avro schema of `topic` (a copy: changing it changes nothing in the log)."""
         return copy.deepcopy(self._existing(topic).version().schema)
@@ -524,11 +542,12 @@ class Log:
             return out
         return describe_topic(self._existing(topic))
 
-    def verify(self, topic: str | None = None) -> VerifyReport:
-        """Check every frame's checksums, offsets and the indexes; `report.ok` is False on damage."""
+    def verify(self, topic: str | None = None, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Check every frame's checksums, offsets and the indexes; `report.ok` is False on damage.
+        `progress(bytes_checked)` is called after each segment."""
         report = VerifyReport()
         if topic is not None:
-            verify_topic(self._existing(topic), report)
+            verify_topic(self._existing(topic), report, progress)
             return report
         for name in self.topics():
             try:
@@ -539,7 +558,7 @@ class Log:
                     VerifyProblem(name, -1, str(self.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e))
                 )
                 continue
-            verify_topic(t, report)
+            verify_topic(t, report, progress)
         return report
 
     def enforce_retention(self, topic: str | None = None, *, now: datetime | None = None) -> RetentionReport:

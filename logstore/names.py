@@ -5,6 +5,9 @@ Layout of a log directory::
 
     <log>/logstore.json                         format marker {"format": 2} (1: no row frames)
     <log>/topics/<topic>/topic.json             topic settings (TopicConfig)
+    <log>/topics/<topic>/.topic.json.lock       serializes `alter_topic` and `delete_topic` (logstore.admin)
+    <log>/topics/.deleted-<ns>-<pid>-<topic>/   a deleted topic being removed (never read; the next
+                                                deletion finishes a removal a crash interrupted)
     <log>/topics/<topic>/schemas/v00001.avsc    schema versions (schemas.registry)
     <log>/topics/<topic>/schemas/v00001.fingerprint  SHA-256 of that version's canonical form
     <log>/topics/<topic>/00000/                 partition 0

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,19 +170,22 @@ class Partition:
             self._mutex.release()
 
     def _check_lock_file(self, fd: int) -> None:
-        """(Under the lock.) Raise unless `fd` is still the partition's lock file: a directory
-        deleted or replaced under a writer (a log removed and created again at its path) must not
-        be written with the lock and the tail of the one it replaced; that would overwrite what
-        the new log's writers committed."""
-        try:
-            st = os.stat(self._lock_path)
-        except FileNotFoundError:
-            st = None
-        if st is None or (st.st_ino, st.st_dev) != self._lock_id:
+        """(Under the lock.) Raise unless `fd` is still the partition's lock file: a directory deleted
+        or replaced under a writer (a log removed and created again at its path) must not be written
+        with the lock and tail of the one it replaced: that would overwrite the new one's commits."""
+        if self.replaced():
             raise LogIOError(
                 f"partition {self.dir} was deleted or replaced while this process had it open: "
                 "nothing written; open the log again"
             )
+
+    def replaced(self) -> bool:
+        """Whether the lock file this process's writers opened is no longer the partition's."""
+        try:
+            st = os.stat(self._lock_path)
+        except FileNotFoundError:
+            return bool(self._lock_path)
+        return (st.st_ino, st.st_dev) != self._lock_id
 
     def _open_writer_fd(self) -> int:
         if self._writer_fd is None:
@@ -535,11 +538,20 @@ class Partition:
 
     def sync_tail(self) -> None:
         """Make what this process committed unsynced durable, and record the recovery point."""
-        commit_mod.sync_tail(self)
+        self._at_close(commit_mod.sync_tail)
 
     def close_tail(self) -> None:
         """Release the active segment's descriptor the commit protocol keeps open."""
-        commit_mod.close_tail(self)
+        self._at_close(commit_mod.close_tail)
+
+    def _at_close(self, step: Callable[[Partition], None]) -> None:
+        """Run `step`; a partition deleted or replaced meanwhile is only released: its records went with it."""
+        try:
+            step(self)
+        except LogIOError:
+            if not self.replaced():
+                raise
+            self.tail.close()
 
     # --- writing (caller holds the exclusive lock) -------------------------------------------
     def open_segment(self, base: int, *, create: bool, durable: bool) -> int:

@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 
 from . import parallel
 from .encodings import is_stored_dictionary
+from .errors import ArgumentError
 from .frame import DICTIONARY_TYPE, HEADER_SIZE, FrameHeader
 from .plan import Bound, plan
 from .reader import APPEND_TIME_TYPE, FrameJob, FrameReader, Gap, Loaded, output_schema
@@ -82,6 +83,17 @@ def fetch_arrow(result: duckdb.DuckDBPyRelation | duckdb.DuckDBPyConnection) -> 
         if fetch is not None:
             return fetch()
     raise TypeError(f"cannot fetch {type(result).__name__} as Arrow")
+
+
+def fetch_reader(result: duckdb.DuckDBPyRelation, batch_rows: int = 65_536) -> pa.RecordBatchReader:
+    """A DuckDB relation's result as a stream of batches of at most `batch_rows` rows, computed as
+    they are read (``to_arrow_reader`` from 1.4, ``fetch_arrow_reader``/``fetch_record_batch`` before)."""
+    for spelling in ("to_arrow_reader", "fetch_arrow_reader", "fetch_record_batch"):
+        fetch = getattr(result, spelling, None)
+        if fetch is not None:
+            reader: pa.RecordBatchReader = fetch(batch_rows)
+            return reader
+    raise TypeError(f"cannot fetch {type(result).__name__} as an Arrow stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,13 +469,20 @@ def query(
     start: Bound = None,
     end: Bound = None,
     by: str = "append_time",
+    limit: int | None = None,
 ) -> pa.Table | None:
-    """Run `sql` over the topics' views; returns a pyarrow Table (None for a statement)."""
+    """Run `sql` over the topics' views; returns a pyarrow Table (None for a statement).
+
+    `limit` caps the rows, inside DuckDB (``LIMIT`` over the query's relation): a scan stops once
+    that many rows are produced and an ``ORDER BY`` becomes a top-N, so only what is needed is read.
+    """
+    if limit is not None and limit < 0:
+        raise ArgumentError(f"limit {limit}: must be 0 or more")
     con = attach(log, None, topics=topics, start=start, end=end, by=by)
     try:
         rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
         if rel is None:  # a statement, not a query
             return None
-        return fetch_arrow(rel)
+        return fetch_arrow(rel if limit is None else rel.limit(limit))
     finally:
         con.close()

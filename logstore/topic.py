@@ -1,8 +1,9 @@
 """Topics: their settings (``<log>/topics/<topic>/topic.json``), partitions and schema versions.
 
-A JSON object with the fields of `TopicConfig`, written once at creation (inside the topic's
-temporary directory, which is renamed into place whole). The topic's schemas live beside it in
-``schemas/`` (the registry, see `schemas.registry`).
+A JSON object with the fields of `TopicConfig`, written at creation (inside the topic's
+temporary directory, which is renamed into place whole) and replaced whole by `alter_topic`
+(temp file, fsync, rename, under ``.topic.json.lock``; `logstore.admin` says when writers see a
+change). The topic's schemas live beside it in ``schemas/`` (the registry, see `schemas.registry`).
 """
 
 from __future__ import annotations

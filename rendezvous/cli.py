@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from logstore.cli import add_command, run
+from logstore.cli import add_command, add_completion, add_version, run
 
 from . import deploy, runner, swap
 from .commits import MODES
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = add_command(sub, "serve", cmd_serve, "serve POST /v1/score, /v1/outcome, /healthz, /metrics", EXAMPLES["serve"])
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="VERSION", help="the version every input after the token gets")
     p.add_argument("--why", default="", help="the reason, kept with the control record")
     p.add_argument("--config", help="the service's config (its schedule is generation 0 of the fold)")
+    add_completion(parser, sub)
     return parser
 
 
@@ -162,12 +164,7 @@ def _hint(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list:
-        parser.print_help()
-        return 0
-    return run(PROG, parser, args_list, _hint)
+    return run(PROG, build_parser(), argv, _hint)
 
 
 if __name__ == "__main__":

@@ -384,6 +384,13 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:  # the demo ends in the HTML report: say what to install before doing any work
+        from replay.report_plots import require
+
+        require()
+    except ImportError as e:
+        print(f"python -m rendezvous.demo: {e}", file=sys.stderr)
+        return 2
     if args.requests < 1 or args.rate <= 0:
         parser.error("--requests must be at least 1 and --rate positive")
     p = Printer(out)

@@ -7,6 +7,7 @@
     run.id, run.manifest["content_hash"], run.scores()     # -> pyarrow.Table
     print(replay.audit(log, run.id))                       # a certificate, or the violations
     replay.resume(log, run_id)                             # finish an interrupted run
+    replay.delete_run(log, run_id, with_output=True)       # its record (and an output of its own)
 
 Models follow `replay.Model` (``name``, ``version``, ``predict(batch, ctx)``, optional
 ``learn(batch, ctx)``; `check_model` checks one); adapters: `FunctionModel`, `SklearnModel`,
@@ -45,6 +46,7 @@ from .errors import (
 from .models import FunctionModel, Model, RiverModel, SklearnModel
 from .models import load as load_model
 from .runner.audit import Certificate, audit
+from .runner.delete import delete_run
 from .runner.handle import Run, get, runs
 from .runner.start import rerun, resume, run
 
@@ -55,6 +57,7 @@ __all__ = [
     "runs",
     "get",
     "audit",
+    "delete_run",
     "Run",
     "Certificate",
     "Model",

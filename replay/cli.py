@@ -15,25 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ReplayValueError
-
 PROG = "replay"
 
 
-def _duration(text: str | None) -> Any:
-    """'30s', '5m', '2h', '1d' or plain seconds -> timedelta."""
+def _duration(text: str | None, what: str = "duration") -> Any:
+    """'30s', '5m', '2h', '7d', '1h30m' -> timedelta (`logstore.durations`; a bare number is refused)."""
     if text is None:
         return None
-    from datetime import timedelta
+    from logstore.durations import parse_duration
 
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    for u in sorted(units, key=len, reverse=True):
-        if text.endswith(u) and text[: -len(u)].replace(".", "", 1).isdigit():
-            return timedelta(seconds=float(text[: -len(u)]) * units[u])
-    try:
-        return timedelta(seconds=float(text))
-    except ValueError:
-        raise ReplayValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 2h, 1d)") from None
+    return parse_duration(text, what)
 
 
 def _lookups(values: list[str] | None) -> dict[str, str | None] | None:
@@ -66,7 +57,28 @@ def _print_run(run: Any) -> None:
         print(f"content hash {m['content_hash']}")
 
 
+def _shell_resume(args: argparse.Namespace, err: BaseException) -> KeyboardInterrupt:
+    """A run's interruption, saying how to finish it in the shell (not in Python)."""
+    import shlex
+
+    run_id = getattr(err, "run_id", None)
+    if run_id is None:
+        return KeyboardInterrupt(str(err))
+    return KeyboardInterrupt(
+        f"run {run_id} interrupted; finish it with: {shlex.join(['replay', 'resume', args.log, run_id])}"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import RunInterrupted
+
+    try:
+        return _run(args)
+    except RunInterrupted as err:
+        raise _shell_resume(args, err) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     import replay
     from logstore.cli import parse_bound
 
@@ -85,8 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         label=args.label,
         lookups=_lookups(args.lookup),
         order=args.order,
-        lateness=_duration(args.lateness),
-        horizon=_duration(args.horizon),
+        lateness=_duration(args.lateness, "--lateness"),
+        horizon=_duration(args.horizon, "--horizon"),
         run_id=args.run_id,
         progress=None if not args.no_progress else False,
         append=args.append,
@@ -98,13 +110,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import replay
 
-    run = replay.resume(
-        _open(args.log),
-        args.run,
-        workers=args.workers,
-        force=args.force,
-        progress=None if not args.no_progress else False,
-    )
+    from .errors import RunInterrupted, RunStateError
+
+    try:
+        run = replay.resume(
+            _open(args.log),
+            args.run,
+            workers=args.workers,
+            force=args.force,
+            progress=None if not args.no_progress else False,
+        )
+    except RunInterrupted as err:
+        raise _shell_resume(args, err) from None
+    except RunStateError as err:  # the library's words name its keyword; the shell's, the option
+        raise RunStateError(str(err).replace("resume with force=True (CLI: --force)", "add --force")) from None
     _print_run(run)
     return 0
 
@@ -163,6 +182,7 @@ EXAMPLES = {
     "show": "replay show ./log 20261108T120000Z-3fa9c1",
     "audit": "replay audit ./log 20261108T120000Z-3fa9c1",
     "resume": "replay resume ./log 20261108T120000Z-3fa9c1",
+    "delete": "replay delete ./log 20261108T120000Z-3fa9c1 --with-output --yes",
 }
 
 
@@ -173,12 +193,16 @@ def _command(sub: Any, name: str, func: Callable[..., Any], help_: str) -> argpa
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from logstore.cli import add_version
+    from logstore.completion import add_completion
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Replay recorded model inputs and outcomes into candidate models, with no time leaks.",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "run", cmd_run, "replay a range of inputs (and outcomes) through models into a score topic")
@@ -226,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="resume a run marked running whose process is gone")
     p.add_argument("--no-progress", action="store_true")
 
+    from .runner.delete import add_delete_parser
+
+    add_delete_parser(sub, _command)
+
     from .report_cli import add_report_parser
 
     add_report_parser(sub)
@@ -233,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .counterfactuals.cli import add_counterfactual_parser
 
     add_counterfactual_parser(sub)
+    add_completion(parser, sub)
     return parser
 
 
@@ -246,7 +275,7 @@ def _hint(err: BaseException) -> str:
     if isinstance(err, RunNotFoundError):
         return ""
     if isinstance(err, TimeLeakError):
-        return " (the run is marked failed; `replay show LOG RUN` has the details)"
+        return " (the run is marked failed; `replay show LOG RUN_ID` has the details)"
     if isinstance(err, RunInterrupted):
         return ""
     if isinstance(err, FileNotFoundError):

@@ -352,6 +352,13 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
         help="replay worker processes for the stateless candidate (default %(default)s)",
     )
     args = parser.parse_args(argv)
+    try:  # the demo ends in the HTML report: say what to install before doing any work
+        from replay.report_plots import require
+
+        require()
+    except ImportError as e:
+        print(f"python -m replay.demo: {e}", file=sys.stderr)
+        return 2
     if args.days <= 0 or args.rate <= 0 or args.tick <= 0 or args.workers < 1:
         parser.error("--days, --rate and --tick must be positive, --workers at least 1")
 

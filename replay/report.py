@@ -5,210 +5,122 @@
 
 The HTML page needs nothing but a browser: CSS is inline and the plots are PNGs embedded as
 `data:` URIs, so it can be mailed, archived next to a run, or opened offline. Sections carry
-stable ids (`overview`, `quality`, `paired`, `drift`, `latency`) and so do the plots
-(`plot-scores`, `plot-calibration`, `plot-latency`, `plot-psi`). Plots are drawn with matplotlib's
-object API on an Agg canvas, so writing a report never switches the backend of a notebook.
+stable ids (`SECTIONS`: overview, quality, paired, drift, feature-drift, latency, provenance) and
+so do the plots (`PLOTS`). Plots are drawn with matplotlib's object API on an Agg canvas
+(`report_plots`), so writing a report never switches the backend of a notebook; model names reach
+matplotlib with ``$`` escaped (`report_tables.tex`). Every table sits in a box that scrolls
+sideways (`report_tables.html_table`).
+
+Classification reports add ROC and precision-recall curves, lift, a confusion matrix per model
+and the calibration bins with their counts (`report_curves`); the calibration plot draws the
+Wilson 95% interval of each bin's label rate. The matrices' threshold is chosen by
+`confusion_at`: "max_f1" (default, the score maximising each model's F1) or "given" (the
+evaluation's threshold); threshold metrics that mean nothing are flagged among the verdicts.
+Windows whose labels have not all arrived are marked provisional (`Evaluation.label_maturity`).
+Histograms use a log count axis where the tail matters (`log_y`): latency always, scores when a
+model's skewness exceeds `SKEWED` in size; latency bins are log-spaced when max / p50 > 20.
+`report_json` gives the same numbers as one JSON document, `report_gate` the `--fail-on` rules.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import html
-import io
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from logstore.errors import LogIOError
 
+from . import report_curves as curves
 from . import report_sections as live
-from .evaluation import PSI_ALERT, PSI_SHIFT, Evaluation, format_window
+from . import report_tables as t
+from .evaluation import PSI_ALERT, PSI_SHIFT, Evaluation
+from .report_plots import figure as _figure
+from .report_plots import no_data as _no_data
+from .report_plots import png as _png
+from .report_tables import drift_rows
 
-__all__ = ["summary", "write_html", "SECTIONS", "PLOTS"]
+__all__ = ["summary", "write_html", "render_html", "drift_rows", "SECTIONS", "PLOTS"]
 
-SECTIONS = ("overview", "quality", "paired", "drift", "latency")
-PLOTS = ("plot-scores", "plot-calibration", "plot-latency", "plot-psi")
+SECTIONS = ("overview", "quality", "paired", "drift", "feature-drift", "latency", "provenance")
+PLOTS = ("plot-scores", "plot-calibration", "plot-roc", "plot-pr", "plot-latency", "plot-psi")
+SKEWED = 2.0  # |sample skewness| of a model's scores above which the score histogram is log-scaled
 # present when given: the deployment timeline, the counterfactual, off-policy values
 LIVE_SECTIONS = ("deployment", "counterfactual", "ope")
 LIVE_PLOTS = ("plot-timeline",)
 
 
-# ---- columns shown, shared by the text and HTML tables ---------------------------------------
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.{digits}f}"
-    if isinstance(value, dt.datetime):
-        return format_window(value)
-    return str(value)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _with_ci(row: dict[str, Any], name: str) -> str:
-    value, low, high = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
-    if value is None:
-        return "-"
-    if low is None or high is None:
-        return f"{value:+.3f}"
-    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
-
-
-Column = tuple[str, Callable[[dict[str, Any]], str]]
-
-
-def _col(header: str, key: str, fmt: Callable[[Any], str] = _fmt) -> Column:
-    return header, lambda row: fmt(row.get(key))
-
-
-def _quality_columns(task: str) -> list[Column]:
-    if task == "classification":
-        return [
-            _col("labeled", "n_labeled"),
-            _col("AUC", "auc"),
-            _col("log loss", "log_loss"),
-            _col("Brier", "brier"),
-            _col("accuracy", "accuracy"),
-            _col("precision", "precision"),
-            _col("recall", "recall"),
-        ]
-    return [_col("labeled", "n_labeled"), _col("MAE", "mae"), _col("RMSE", "rmse"), _col("bias", "bias")]
-
-
-_LATENCY = [
-    _col("latency n", "latency_n"),
-    _col("p50 ms", "latency_p50", lambda v: _fmt(v, 1)),
-    _col("p95 ms", "latency_p95", lambda v: _fmt(v, 1)),
-    _col("p99 ms", "latency_p99", lambda v: _fmt(v, 1)),
-]
-
-
-def _overview_columns(task: str) -> list[Column]:
-    return [
-        _col("model", "model"),
-        _col("source", "sources"),
-        _col("n", "n"),
-        _col("coverage", "coverage", _pct),
-        *_LATENCY[1:3],
-        *[c for c in _quality_columns(task) if c[0] in ("labeled", "AUC", "log loss", "RMSE")],
-    ]
-
-
-def _paired_columns(task: str) -> list[Column]:
-    quality = (
-        [("AUC delta", "auc_delta"), ("log loss delta", "log_loss_delta"), ("Brier delta", "brier_delta")]
-        if task == "classification"
-        else [("MAE delta", "mae_delta"), ("RMSE delta", "rmse_delta")]
-    )
-    return [
-        _col("model", "model"),
-        _col("vs", "reference_role"),
-        _col("paired", "n_paired"),
-        ("mean delta", lambda r: _with_ci(r, "mean_delta")),
-        ("disagreement", lambda r: _with_ci(r, "disagreement")),
-        ("Spearman", lambda r: _with_ci(r, "spearman")),
-        *[(header, lambda r, key=key: _with_ci(r, key)) for header, key in quality],
-    ]
-
-
-def _drift_rows(ev: Evaluation) -> list[dict[str, Any]]:
-    """One row per model: distribution vs champion, and the worst window vs its first window."""
-    rows: dict[str, dict[str, Any]] = {m: {"model": m} for m in ev.models}
-    for r in ev.drift.to_pylist():
-        out = rows.setdefault(r["model"], {"model": r["model"]})
-        if r["kind"] == "vs_champion" and r["window_start"] is None:
-            out.update(psi_champion=r["psi"], flag_champion=r["psi_flag"], ks=r["ks"], wasserstein=r["wasserstein"])
-        elif r["kind"] in ("vs_first_window", "gap_vs_first_window") and r["psi"] is not None:
-            key = "time" if r["kind"] == "vs_first_window" else "gap"
-            if r["psi"] > (out.get(f"psi_{key}") or -1.0):
-                out[f"psi_{key}"] = r["psi"]
-                out[f"window_{key}"] = r["window_start"]
-    return [rows[m] for m in sorted(rows)]
-
-
-_DRIFT = [
-    _col("model", "model"),
-    _col("PSI vs champion", "psi_champion"),
-    _col("flag", "flag_champion"),
-    _col("KS", "ks"),
-    _col("Wasserstein", "wasserstein"),
-    _col("max PSI vs 1st window", "psi_time"),
-    _col("in window", "window_time"),
-    _col("max gap PSI vs canary", "psi_gap"),
-    _col("in window", "window_gap"),
-]
+def _notes(ev: Evaluation) -> list[str]:
+    """The verdicts, then a warning per threshold metric that says nothing (`report_curves`)."""
+    return [*ev.verdicts, *(f"warning: {w}" for w in curves.threshold_warnings(ev))]
 
 
 # ---- text ----------------------------------------------------------------------------------
 
 
-def _text_table(columns: list[Column], rows: list[dict[str, Any]]) -> str:
-    headers = [h for h, _ in columns]
-    cells = [[fn(r) for _, fn in columns] for r in rows]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        out = []
-        for i, v in enumerate(values):
-            numeric = i > 0 and (v[:1].isdigit() or v[:1] in "+-")
-            out.append(v.rjust(widths[i]) if numeric else v.ljust(widths[i]))
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(c) for c in cells)]) if rows else "(none)"
-
-
-def _header_lines(ev: Evaluation) -> list[str]:
-    p = ev.params
-    cutoff = p.get("cutoff")
-    cutoff_s = cutoff.strftime("%Y-%m-%d %H:%M:%S UTC") if cutoff else "-"
+def _curve_text(ev: Evaluation, confusion_at: str) -> list[str]:
+    calibration = ["", "Calibration (score bins with their row counts)"]
+    calibration.append(t.text_table(t.spec(curves.CALIBRATION), curves.calibration_rows(ev)))
+    if ev.task != "classification":
+        return calibration
     return [
-        f"task {ev.task}, {len(ev.models)} models, champion {ev.champion or '-'}, canary {ev.canary or '-'}",
-        f"scores {', '.join(p.get('scores', []))}; outcomes {p.get('outcomes') or '-'} "
-        f"(known by {cutoff_s}); inputs {p.get('inputs') or '-'}",
-        f"window {p.get('window')}, threshold {p.get('threshold')}, "
-        f"bootstrap {p.get('bootstrap')} (seed {p.get('seed')}), 95% intervals over windows",
+        "",
+        "Ranking (ROC and precision-recall; lift of the top 10% of scores)",
+        t.text_table(t.spec(curves.RANKING), curves.ranking_rows(ev)),
+        "",
+        "Confusion matrices",
+        curves.rule_sentence(ev, confusion_at),
+        t.text_table(t.spec(curves.CONFUSION), curves.confusion_rows(ev, confusion_at)),
+        *calibration,
     ]
 
 
-def summary(evaluation: Evaluation) -> str:
-    """The evaluation as plain-text tables and verdict sentences, for a terminal."""
+def _provenance_text(ev: Evaluation) -> list[str]:
+    return [
+        "",
+        "Provenance",
+        *t.provenance_lines(ev),
+        t.text_table(t.PROVENANCE_MODELS, t.provenance_model_rows(ev)),
+        "runs:",
+        t.text_table(t.PROVENANCE_RUNS, t.provenance_run_rows(ev)),
+    ]
+
+
+def summary(evaluation: Evaluation, *, confusion_at: str = "max_f1") -> str:
+    """The evaluation as plain-text tables and verdict sentences, for a terminal. The confusion
+    matrices are at the threshold `confusion_at` picks ("max_f1" or "given", `report_curves`)."""
     ev = evaluation
     overall = ev.overall.to_pylist()
     parts = [
         "Evaluation",
-        *_header_lines(ev),
+        *t.header_lines(ev),
         "",
         "Models",
-        _text_table(_overview_columns(ev.task), overall),
+        t.text_table(t.overview_columns(ev.task), overall),
         "",
         "Quality",
-        _text_table([_col("model", "model"), *_quality_columns(ev.task)], overall),
+        t.text_table([t.col("model", "model"), *t.quality_columns(ev.task)], overall),
+        *_curve_text(ev, confusion_at),
+        "",
+        "Label maturity",
+        t.maturity_note(ev),
+        t.text_table(t.MATURITY, ev.label_maturity.to_pylist()),
         "",
         "Latency",
-        _text_table([_col("model", "model"), *_LATENCY], overall),
+        t.text_table([t.col("model", "model"), *t.LATENCY], overall),
         "",
         "Paired (model - reference, 95% block-bootstrap interval)",
-        _text_table(_paired_columns(ev.task), ev.paired.to_pylist()),
+        t.text_table(t.paired_columns(ev.task), ev.paired.to_pylist()),
         "",
         f"Drift (PSI: shift >= {PSI_SHIFT}, alert >= {PSI_ALERT})",
-        _text_table(_DRIFT, _drift_rows(ev)),
+        t.text_table(t.DRIFT, drift_rows(ev)),
+        "",
+        "Input feature drift",
+        t.feature_note(ev),
+        t.text_table(t.FEATURES, t.feature_rows(ev)),
+        *_provenance_text(ev),
         "",
         "Verdicts",
-        *(f"- {v}" for v in ev.verdicts or ["(none)"]),
+        *(f"- {v}" for v in _notes(ev) or ["(none)"]),
     ]
     return "\n".join(parts) + "\n"
 
@@ -216,27 +128,27 @@ def summary(evaluation: Evaluation) -> str:
 # ---- plots ---------------------------------------------------------------------------------
 
 
-def _figure():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the HTML report draws its plots with matplotlib: pip install 'logstore[report]'") from exc
-    fig = Figure(figsize=(7.5, 3.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+def _edges(rows: list[dict[str, Any]]) -> list[float]:
+    """The bin edges of one column's histogram (every model's rows): bins no model has values in
+    are absent from the table, so the grid is rebuilt, equal-width or geometric (`log_x`)."""
+    first = min(rows, key=lambda r: r["bin"])
+    nbins = max(r["bin"] for r in rows) + 1
+    if first.get("log_x") and first["bin_lo"] > 0:
+        ratio = first["bin_hi"] / first["bin_lo"]
+        return [first["bin_lo"] * ratio ** (i - first["bin"]) for i in range(nbins + 1)]
+    width = (first["bin_hi"] - first["bin_lo"]) or 1.0
+    lo = first["bin_lo"] - first["bin"] * width
+    return [lo + i * width for i in range(nbins + 1)]
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _no_data(ax, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666")
-    ax.set_xticks([])
-    ax.set_yticks([])
+def log_y(ev: Evaluation, column: str) -> bool:
+    """Whether a histogram's count axis is logarithmic: always for latency (its tail is the point),
+    for scores when any model's sample skewness exceeds `SKEWED` in size (a pile of scores near 0
+    or 1 would flatten every other bin)."""
+    if column == "latency_ms":
+        return True
+    skews = [r.get("skewness") for r in ev.histograms.to_pylist() if r["column"] == column]
+    return any(s is not None and abs(s) > SKEWED for s in skews)
 
 
 def _histogram_plot(ev: Evaluation, column: str, xlabel: str, title: str) -> str:
@@ -244,23 +156,31 @@ def _histogram_plot(ev: Evaluation, column: str, xlabel: str, title: str) -> str
     rows = [r for r in ev.histograms.to_pylist() if r["column"] == column]
     if not rows:
         _no_data(ax, f"no {xlabel} recorded")
+        ax.set(title=title, xlabel=xlabel, ylabel="share of rows")
+        return _png(fig)
+    edges = _edges(rows)
+    logged = log_y(ev, column)
     for model in sorted({r["model"] for r in rows}):
-        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["bin"])
+        mine = [r for r in rows if r["model"] == model]
         total = sum(r["n"] for r in mine)
-        # bins a model has no values in are absent from the table: rebuild the full grid
-        width = (mine[0]["bin_hi"] - mine[0]["bin_lo"]) or 1.0
-        lo = mine[0]["bin_lo"] - mine[0]["bin"] * width
         counts = {r["bin"]: r["n"] / total for r in mine}
-        nbins = max(counts) + 1
-        edges = [lo + i * width for i in range(nbins + 1)]
-        ax.stairs([counts.get(i, 0.0) for i in range(nbins)], edges, label=model, linewidth=1.5)
+        shares = [counts.get(i, 0.0) for i in range(len(edges) - 1)]
+        ax.stairs(shares, edges, label=t.tex(model), linewidth=1.5, baseline=None if logged else 0)
+    if rows[0].get("log_x"):
+        ax.set_xscale("log")
+        title += ", log-spaced bins"
+    elif column == "latency_ms":
+        title += " (top 1% in the last bin)"
+    if logged:
+        ax.set_yscale("log")
+        title += ", log scale"
     ax.set(title=title, xlabel=xlabel, ylabel="share of rows")
-    if rows:
-        ax.legend(fontsize="small")
+    ax.legend(fontsize="small")
     return _png(fig)
 
 
 def _calibration_plot(ev: Evaluation) -> str:
+    """Mean label against mean score per bin; bars: the Wilson 95% interval of the label rate."""
     fig, ax = _figure()
     rows = ev.calibration.to_pylist()
     if not rows:
@@ -271,11 +191,25 @@ def _calibration_plot(ev: Evaluation) -> str:
         ax.plot([lo, hi], [lo, hi], color="#999", linestyle="--", linewidth=1, label="ideal")
         for model in sorted({r["model"] for r in rows}):
             mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["bin"])
-            ax.plot(
-                [r["mean_score"] for r in mine], [r["mean_label"] for r in mine], marker="o", markersize=3, label=model
-            )
+            x, y = [r["mean_score"] for r in mine], [r["mean_label"] for r in mine]
+            (line,) = ax.plot(x, y, marker="o", markersize=3, label=t.tex(model))
+            bars = [r for r in mine if r.get("mean_label_low") is not None and r.get("mean_label_high") is not None]
+            if bars:
+                ax.errorbar(
+                    [r["mean_score"] for r in bars],
+                    [r["mean_label"] for r in bars],
+                    yerr=[
+                        [max(r["mean_label"] - r["mean_label_low"], 0.0) for r in bars],
+                        [max(r["mean_label_high"] - r["mean_label"], 0.0) for r in bars],
+                    ],
+                    fmt="none",
+                    ecolor=line.get_color(),
+                    elinewidth=0.8,
+                    capsize=2,
+                    alpha=0.7,
+                )
         ax.legend(fontsize="small")
-    what = "observed rate" if ev.task == "classification" else "mean label"
+    what = "observed rate (Wilson 95%)" if ev.task == "classification" else "mean label"
     ax.set(title="Calibration (reliability diagram)", xlabel="mean score in bin", ylabel=what)
     return _png(fig)
 
@@ -289,13 +223,13 @@ def _psi_plot(ev: Evaluation) -> str:
         for model in sorted({r["model"] for r in rows}):
             mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["window_start"])
             is_canary = model == ev.canary
-            label = f"{model} (canary)" if is_canary and model != "canary" else model
+            label = t.role_name("canary", model) if is_canary else model
             ax.plot(
                 [r["window_start"] for r in mine],
                 [r["psi"] for r in mine],
                 marker="o",
                 markersize=3,
-                label=label,
+                label=t.tex(label),
                 linewidth=2.5 if is_canary else 1.2,
             )
         ax.axhline(PSI_SHIFT, color="#d9a400", linestyle=":", linewidth=1, label="shift")
@@ -317,8 +251,8 @@ def _timeline_plot(ev: Evaluation, events: list[live.Event]) -> str:
     for model in sorted({r["model"] for r in rows}):
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["window_start"])
         x = [r["window_start"] for r in mine]
-        top.plot(x, [r.get(metric) for r in mine], marker="o", markersize=3, label=model)
-        bottom.plot(x, [r.get("latency_p99") for r in mine], marker="o", markersize=3, label=model)
+        top.plot(x, [r.get(metric) for r in mine], marker="o", markersize=3, label=t.tex(model))
+        bottom.plot(x, [r.get("latency_p99") for r in mine], marker="o", markersize=3, label=t.tex(model))
     for ax in (top, bottom):
         live.draw_events(ax, events)
     if rows:
@@ -339,17 +273,10 @@ h1{font-size:1.5rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bot
 margin-top:2rem}table{border-collapse:collapse;margin:.6rem 0;font-size:13px}
 th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}pre{overflow-x:auto}
 .verdicts li{margin:.2rem 0}.meta{color:#555}img{max-width:100%;display:block;margin:.8rem 0}
 nav a{margin-right:1rem}
 """
-
-
-def _html_table(columns: list[Column], rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p class='meta'>(none)</p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fn(r))}</td>" for _, fn in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(plot_id: str, src: str, alt: str) -> str:
@@ -366,59 +293,81 @@ def render_html(
     deployment: list[live.Event] | None = None,
     counterfactual: Any = None,
     ope: dict[str, Any] | None = None,
+    confusion_at: str = "max_f1",
 ) -> str:
     """The report as one HTML string (what `write_html` writes). `deployment` (events of
     `report_sections.deployment_events`), `counterfactual` (a `replay.counterfactual` result) and
-    `ope` (target policy name -> `replay.ope` result) add their sections when given."""
+    `ope` (target policy name -> `replay.ope` result) add their sections when given;
+    `confusion_at` picks the confusion matrices' threshold (see `summary`)."""
     ev = evaluation
     overall = ev.overall.to_pylist()
-    quality_by_window = [_col("model", "model"), _col("window", "window_start"), *_quality_columns(ev.task)]
-    verdicts = "".join(f"<li>{html.escape(v)}</li>" for v in ev.verdicts) or "<li>(none)</li>"
     extra = _live_sections(ev, deployment, counterfactual, ope)
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in (*SECTIONS, *(sid for sid, _ in extra)))
+    latency_title = "Latency distribution"
     sections = [
         _section(
             "overview",
             "Overview",
-            "".join(f"<p class='meta'>{html.escape(line)}</p>" for line in _header_lines(ev)),
-            f"<h3>Verdicts</h3><ul class='verdicts'>{verdicts}</ul>",
-            _html_table(_overview_columns(ev.task), overall),
+            "".join(t.meta(line) for line in t.header_lines(ev)),
+            f"<h3>Verdicts</h3>{t.items(_notes(ev))}",
+            t.html_table(t.overview_columns(ev.task), overall),
         ),
         _section(
             "quality",
             "Quality against outcomes",
-            _html_table([_col("model", "model"), *_quality_columns(ev.task)], overall),
-            _img("plot-calibration", _calibration_plot(ev), "calibration curve per model"),
+            t.html_table([t.col("model", "model"), *t.quality_columns(ev.task)], overall),
+            *_curve_html(ev, curves.check_rule(confusion_at)),
+            "<h3>Label maturity</h3>",
+            t.meta(t.maturity_note(ev)),
+            t.html_table(t.MATURITY, ev.label_maturity.to_pylist()),
             "<h3>Per window</h3>",
-            _html_table(quality_by_window, ev.by_window.to_pylist()),
+            t.meta("labels: provisional where the window's labels have not all arrived by the cut-off."),
+            t.html_table(t.by_window_columns(ev.task), ev.by_window.to_pylist()),
         ),
         _section(
             "paired",
             "Paired comparisons (model - reference, same requests)",
-            "<p class='meta'>95% intervals from a block bootstrap that resamples whole windows.</p>",
-            _html_table(_paired_columns(ev.task), ev.paired.to_pylist()),
+            t.meta("95% intervals from a block bootstrap that resamples whole windows."),
+            t.html_table(t.paired_columns(ev.task), ev.paired.to_pylist()),
         ),
         _section(
             "drift",
             "Score distributions and drift",
-            f"<p class='meta'>PSI flags: shift at {PSI_SHIFT}, alert at {PSI_ALERT}. The canary is "
-            "frozen, so its movement over time is input drift; a model's gap to the canary moving "
-            "is a model change.</p>",
-            _html_table(_DRIFT, _drift_rows(ev)),
+            t.meta(
+                f"PSI flags: shift at {PSI_SHIFT}, alert at {PSI_ALERT}. The canary is frozen, so its movement "
+                "over time is input drift; a model's gap to the canary moving is a model change."
+            ),
+            t.html_table(t.DRIFT, drift_rows(ev)),
             _img(
                 "plot-scores", _histogram_plot(ev, "score", "score", "Score distribution"), "score histogram per model"
             ),
             _img("plot-psi", _psi_plot(ev), "PSI over time per model"),
         ),
         _section(
+            "feature-drift",
+            "Input feature drift",
+            t.meta(t.feature_note(ev)),
+            t.items(t.feature_flags(ev), "(no feature at the shift level)") if ev.feature_drift.num_rows else "",
+            t.html_table(t.FEATURES, t.feature_rows(ev)),
+        ),
+        _section(
             "latency",
             "Latency",
-            _html_table([_col("model", "model"), *_LATENCY], overall),
+            t.html_table([t.col("model", "model"), *t.LATENCY], overall),
             _img(
                 "plot-latency",
-                _histogram_plot(ev, "latency_ms", "latency (ms)", "Latency distribution (top 1% in the last bin)"),
+                _histogram_plot(ev, "latency_ms", "latency (ms)", latency_title),
                 "latency histogram per model",
             ),
+        ),
+        _section(
+            "provenance",
+            "Provenance",
+            "".join(t.meta(line) for line in t.provenance_lines(ev)),
+            t.html_table(t.PROVENANCE_MODELS, t.provenance_model_rows(ev)),
+            "<h3>Replay runs</h3>",
+            t.meta("status as the run's manifest records it; audit: replay audit LOG RUN_ID certifies a run."),
+            t.html_table(t.PROVENANCE_RUNS, t.provenance_run_rows(ev)),
         ),
         *(body for _, body in extra),
     ]
@@ -430,12 +379,40 @@ def render_html(
     )
 
 
+def _curve_html(ev: Evaluation, confusion_at: str) -> list[str]:
+    """The quality section's curves: ROC, PR, lift, confusion matrices, calibration with counts."""
+    out = []
+    if ev.task == "classification":
+        out += [
+            "<h3>Ranking: ROC, precision-recall, lift</h3>",
+            t.html_table(t.spec(curves.RANKING), curves.ranking_rows(ev)),
+        ]
+    out += [
+        _img("plot-roc", curves.roc_plot(ev, confusion_at), "ROC curve per model"),
+        _img("plot-pr", curves.pr_plot(ev, confusion_at), "precision-recall curve per model"),
+    ]
+    if ev.task == "classification":
+        rows = curves.confusion_rows(ev, confusion_at)
+        out += [
+            "<h3>Confusion matrices</h3>",
+            t.meta(f"{curves.rule_sentence(ev, confusion_at)}."),
+            t.scroll(curves.confusion_html(rows)),
+            t.html_table(t.spec(curves.CONFUSION), rows),
+        ]
+    return [
+        *out,
+        "<h3>Calibration</h3>",
+        _img("plot-calibration", _calibration_plot(ev), "calibration curve per model"),
+        t.html_table(t.spec(curves.CALIBRATION), curves.calibration_rows(ev)),
+    ]
+
+
 def _live_sections(
     ev: Evaluation, deployment: list[live.Event] | None, counterfactual: Any, ope: dict[str, Any] | None
 ) -> list[tuple[str, str]]:
     out = []
     if deployment is not None:
-        timeline = [_col("appended (UTC)", "time"), _col("step", "step"), _col("who", "who"), _col("why", "why")]
+        timeline = [t.col("appended (UTC)", "time"), t.col("step", "step"), t.col("who", "who"), t.col("why", "why")]
         out.append(
             (
                 "deployment",
@@ -445,7 +422,7 @@ def _live_sections(
                     "<p class='meta'>Every control record (deploy, ramp, promote, retire, swap, refusal) at its "
                     "append time, on the time axis of the per-window quality and latency.</p>",
                     _img("plot-timeline", _timeline_plot(ev, deployment), "quality and latency with deployment steps"),
-                    _html_table(timeline, live.timeline_rows(deployment)),
+                    t.html_table(timeline, live.timeline_rows(deployment)),
                 ),
             )
         )
@@ -481,11 +458,14 @@ def write_html(
     deployment: list[live.Event] | None = None,
     counterfactual: Any = None,
     ope: dict[str, Any] | None = None,
+    confusion_at: str = "max_f1",
 ) -> Path:
     """Write the self-contained HTML report to `path` (parents created); returns the path.
-    The keyword arguments add the live-side sections (`render_html`)."""
+    The keyword arguments add the live-side sections and pick the confusion threshold (`render_html`)."""
     path = Path(path)
-    text = render_html(evaluation, deployment=deployment, counterfactual=counterfactual, ope=ope)
+    text = render_html(
+        evaluation, deployment=deployment, counterfactual=counterfactual, ope=ope, confusion_at=confusion_at
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

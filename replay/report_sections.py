@@ -80,7 +80,7 @@ def draw_events(ax: Any, events: Sequence[Event]) -> None:
     for e in events:
         ax.axvline(e.time, color=colors.get(e.kind, "#555"), linestyle=styles.get(e.kind, "-"), linewidth=1)
         ax.annotate(
-            e.label,
+            e.label.replace("$", r"\$"),  # a model name is text, never mathtext
             (e.time, 1.0),
             xycoords=("data", "axes fraction"),
             rotation=90,
@@ -92,7 +92,8 @@ def draw_events(ax: Any, events: Sequence[Event]) -> None:
 
 
 def counterfactual_section(cf: Any) -> str:
-    """The counterfactual's summary tables (its `to_text()`), preformatted."""
+    """The counterfactual's summary tables (its `to_text()`), preformatted (the page's CSS lets a
+    wide `pre` scroll sideways)."""
     return f"<pre>{html.escape(cf.to_text())}</pre>"
 
 
@@ -107,4 +108,4 @@ def ope_section(results: Mapping[str, Any]) -> str:
         return "<p class='meta'>(none)</p>"
     head = "".join(f"<th>{h}</th>" for h in ("target policy", "estimator", "value", "interval", "rounds", "ESS"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"

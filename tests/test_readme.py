@@ -36,6 +36,6 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
         argv = shlex.split(cmd)
         assert argv[0] == "logstore"
         out = io.StringIO()
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             assert main(argv[1:]) == 0, cmd
-        assert out.getvalue().strip(), cmd
+        assert out.getvalue().strip(), cmd  # every command says what it did

@@ -10,7 +10,11 @@
 - `queries`: the shipped SQL files of `replay/sql/` (`sql`, `run_sql`, `quote_ident`, ...), to
   read and reuse from a notebook;
 - `metrics`: the block bootstrap (numpy), what SQL is the wrong tool for;
-- `verdicts`: the sentences that sum an evaluation up.
+- `verdicts`: the sentences that sum an evaluation up;
+- `curves`: ROC and precision-recall curves, AUC/AP/lift and confusion counts at thresholds;
+- `maturity`: which windows' labels are still arriving (provisional quality numbers);
+- `feature_drift`: PSI of each input feature, window by window against the first;
+- `provenance`: what the numbers come from (log, cut-off, versions, runs, hashes).
 
 What counts (the decisions an evaluation makes, in one place):
 

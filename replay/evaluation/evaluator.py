@@ -19,13 +19,17 @@ from logstore.errors import EvaluationError, TopicNotFoundError
 from logstore.names import SYSTEM_COLUMNS, quote_ident
 
 from ..errors import ReplayTypeError
-from . import metrics
+from . import curves as score_curves
+from . import metrics, provenance
+from .feature_drift import FEATURE_DRIFT_SCHEMA, feature_drift
+from .maturity import MATURITY_SCHEMA, label_maturity, mark_windows
 from .queries import TempTables, prepare, run_sql, scalar
 from .result import Evaluation
 from .verdicts import PSI_ALERT, PSI_SHIFT, verdicts
 
 HISTOGRAM_BINS = 30
 CALIBRATION_BINS = 10
+LOG_BINS_RATIO = 20  # latency bins are log-spaced when max / p50 exceeds this (histogram.sql)
 
 SCORE_COLUMNS = ("request_id", "event_time", "model_id", "model_version", "score", "latency_ms")
 OUTCOME_COLUMNS = ("request_id", "event_time", "label", "reward")
@@ -285,7 +289,11 @@ def evaluate(
     `con_or_log` is a logstore Log (its `.duckdb()` views are used) or a DuckDB connection where
     each topic is a table or view with the system columns. `scores` is one score topic or several
     (production and replay outputs alike). `outcomes` enables quality metrics, counting only
-    outcomes appended by `cutoff` (default: now). `inputs` gives the coverage denominator.
+    outcomes appended by `cutoff` (default: now); `label_maturity` (and `by_window.mature`) says
+    which windows' labels have not all arrived by then (`replay.evaluation.maturity`). `inputs`
+    gives the coverage denominator and the per-feature input drift (`feature_drift`,
+    `replay.evaluation.feature_drift`). `provenance` records what was read
+    (`replay.evaluation.provenance`).
     `champion`/`canary` name models (model_id, or `model_id@topic` when a model_id is in several
     topics) to pair every other model with. `bootstrap` replicates (0: no intervals), drawn
     from `seed`, give 95% block-bootstrap intervals over windows.
@@ -338,6 +346,15 @@ def evaluate(
 
         overall = _metric_table(con, scored, requests, quality, threshold, False)
         by_window = _metric_table(con, scored, requests, quality, threshold, True)
+        if outcomes is not None:
+            maturity = label_maturity(con, scored, window, cutoff)
+        else:
+            maturity = MATURITY_SCHEMA.empty_table()
+        by_window = mark_windows(by_window, maturity)
+        if inputs is not None:
+            drifted = feature_drift(con, tmp, inputs, window, PSI_SHIFT, PSI_ALERT)
+        else:
+            drifted = FEATURE_DRIFT_SCHEMA.empty_table()
         roles = {r: m for r, m in (("champion", champion_label), ("canary", canary_label)) if m}
         paired, paired_by_window = _paired(con, scored, roles, task, threshold, bootstrap, seed)
         drift = _drift(con, tmp, scored, champion_label, canary_label)
@@ -353,10 +370,14 @@ def evaluate(
         calibration = run_sql(con, "calibration", {"lo": lo, "hi": hi, "bins": CALIBRATION_BINS}, scored=scored)
         histograms = pa.concat_tables(
             [
-                _histogram(con, scored, "score", 1.0),
-                _histogram(con, scored, "latency_ms", 0.99),
+                _histogram(con, scored, "score", 1.0, None),
+                _histogram(con, scored, "latency_ms", 0.99, LOG_BINS_RATIO),
             ]
         )
+        if task == "classification":
+            curves, ranking, thresholds = score_curves.score_curves(con, scored, models, threshold)
+        else:
+            curves, ranking, thresholds = score_curves.empty_tables()
 
     params = {
         "scores": topics,
@@ -378,6 +399,11 @@ def evaluate(
         drift=drift,
         calibration=calibration,
         histograms=histograms,
+        curves=curves,
+        ranking=ranking,
+        thresholds=thresholds,
+        label_maturity=maturity,
+        feature_drift=drifted,
         verdicts=[],
         task=task,
         models=models,
@@ -385,10 +411,12 @@ def evaluate(
         canary=canary_label,
         params=params,
     )
+    ev.provenance = provenance.collect(con_or_log, ev, con=con)
     ev.verdicts = verdicts(ev)
     return ev
 
 
-def _histogram(con, scored, column, upper_q) -> pa.Table:
-    t = run_sql(con, "histogram", {"bins": HISTOGRAM_BINS, "upper_q": upper_q}, scored=scored, column=column)
+def _histogram(con, scored, column, upper_q, log_ratio) -> pa.Table:
+    p = {"bins": HISTOGRAM_BINS, "upper_q": upper_q, "log_ratio": log_ratio}
+    t = run_sql(con, "histogram", p, scored=scored, column=column)
     return t.add_column(1, "column", pa.array([column] * t.num_rows, pa.string()))

@@ -10,20 +10,36 @@ import pyarrow.compute as pc
 
 from logstore.errors import EvaluationError
 
+from .curves import CURVES_SCHEMA, RANKING_SCHEMA, THRESHOLDS_SCHEMA
+from .feature_drift import FEATURE_DRIFT_SCHEMA
+from .maturity import MATURITY_SCHEMA
+from .provenance import Provenance
+
 
 @dataclass
 class Evaluation:
     """What `evaluate` found. Tables are pyarrow; `to_pandas()` converts them.
 
     overall           one row per model: volume, coverage, latency percentiles, quality
-    by_window         the same per (model, window_start)
+    by_window         the same per (model, window_start), with `mature`: whether the window's
+                      labels have all arrived by the cut-off (null: unknown)
     paired            one row per (model, reference): deltas, disagreement, Spearman, with
                       `<metric>_low`/`<metric>_high` 95% block-bootstrap bounds
     paired_by_window  paired point estimates per window
     drift             PSI (+ flag), KS and Wasserstein per comparison (see drift_samples.sql)
     calibration       mean score vs mean label per score bin, per model
     histograms        score and latency histograms per model (`column` says which)
+    curves            ROC and precision-recall curve points per model (classification;
+                      `replay.evaluation.curves` says how they are counted)
+    ranking           per model: AUC, average precision, lift of the top decile
+    thresholds        per (model, rule): confusion counts at the max-F1 and the given threshold
+    label_maturity    per window: label rate, label delay quantiles, `mature` and why not
+                      (`replay.evaluation.maturity`; empty without outcomes)
+    feature_drift     per (input feature, later window): PSI against the feature's first window
+                      (`replay.evaluation.feature_drift`; empty without inputs)
     verdicts          plain sentences
+    provenance        the log, topics, cut-off, model versions and replay runs read
+                      (`replay.evaluation.provenance`; empty unless `evaluate` made it)
     """
 
     overall: pa.Table
@@ -39,8 +55,27 @@ class Evaluation:
     champion: str | None = None
     canary: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    curves: pa.Table = field(default_factory=CURVES_SCHEMA.empty_table)
+    ranking: pa.Table = field(default_factory=RANKING_SCHEMA.empty_table)
+    thresholds: pa.Table = field(default_factory=THRESHOLDS_SCHEMA.empty_table)
+    label_maturity: pa.Table = field(default_factory=MATURITY_SCHEMA.empty_table)
+    feature_drift: pa.Table = field(default_factory=FEATURE_DRIFT_SCHEMA.empty_table)
+    provenance: Provenance = field(default_factory=Provenance)
 
-    TABLES = ("overall", "by_window", "paired", "paired_by_window", "drift", "calibration", "histograms")
+    TABLES = (
+        "overall",
+        "by_window",
+        "paired",
+        "paired_by_window",
+        "drift",
+        "calibration",
+        "histograms",
+        "curves",
+        "ranking",
+        "thresholds",
+        "label_maturity",
+        "feature_drift",
+    )
 
     def table(self, name: str) -> pa.Table:
         if name not in self.TABLES:

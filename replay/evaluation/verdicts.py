@@ -52,14 +52,55 @@ def _quality_verdict(row: dict[str, Any], task: str, n_boot: int) -> str | None:
     return f"{model} vs {role}: no outcomes known by the cut-off on their common requests"
 
 
+def maturity_verdicts(ev: Evaluation) -> list[str]:
+    """A sentence per window whose labels are immature (`replay.evaluation.maturity`)."""
+    out = []
+    for r in ev.label_maturity.to_pylist():
+        if r["mature"] is not False:
+            continue
+        ratio = r["rate_vs_typical"]
+        rate = (
+            "no mature window to compare its label rate with"
+            if ratio is None
+            else f"{ratio:.0%} of the typical label rate"
+        )
+        when = format_window(r["window_start"])
+        out.append(f"window {when} has immature labels ({rate}): its quality numbers are provisional")
+    return out
+
+
+def feature_verdicts(ev: Evaluation, most: int = 5) -> list[str]:
+    """One sentence naming the input features whose PSI reached the shift level in a window
+    (the `most` worst, worst first), or saying none did."""
+    rows = ev.feature_drift.to_pylist()
+    if not rows:
+        return []
+    worst: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["feature"] not in worst or r["psi"] > worst[r["feature"]]["psi"]:
+            worst[r["feature"]] = r
+    moved = sorted((r for r in worst.values() if r["psi"] >= PSI_SHIFT), key=lambda r: -r["psi"])
+    if not moved:
+        top = max(r["psi"] for r in worst.values())
+        return [f"input features stable: {len(worst)} feature(s), max PSI {top:.2f} against the first window"]
+    named = ", ".join(
+        f"{r['feature']} (PSI {r['psi']:.2f} in window {format_window(r['window_start'])}, {r['psi_flag']})"
+        for r in moved[:most]
+    )
+    more = f" and {len(moved) - most} more" if len(moved) > most else ""
+    return [f"input features drifted against the first window: {named}{more}"]
+
+
 def verdicts(ev: Evaluation) -> list[str]:
-    """The verdict sentences for `ev`: quality against the champion, coverage, distribution and drift."""
+    """The verdict sentences for `ev`: quality against the champion, label maturity, coverage,
+    distribution and drift (scores, then input features)."""
     out: list[str] = []
     n_boot = ev.params.get("bootstrap", 0)
     labelled = sum(ev.overall["n_labeled"].to_pylist()) if ev.overall.num_rows else 0
     if ev.params.get("outcomes") is not None and labelled == 0:
         cutoff = ev.params["cutoff"].strftime("%Y-%m-%d %H:%M:%S UTC")
         out.append(f"no outcomes known by the cut-off {cutoff}: quality not measured")
+    out += maturity_verdicts(ev)
     for row in ev.paired.to_pylist():
         if row["reference_role"] == "champion":
             sentence = _quality_verdict(row, ev.task, n_boot)
@@ -115,6 +156,7 @@ def verdicts(ev: Evaluation) -> list[str]:
                 out.append(sentence)
             else:
                 out.append(f"{model} steady against the canary (max gap PSI {top['psi']:.2f})")
+    out += feature_verdicts(ev)
     return out
 
 

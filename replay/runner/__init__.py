@@ -8,8 +8,9 @@
 - `workers`: stateless models replayed in several processes;
 - `sink`: the output topic, its schema and writer thread; `hashing`: the content hash;
 - `audit`, `audit_manifest`: every output row and manifest field checked against the log;
+- `delete`: `delete_run` (``replay delete``): a run's record, and an output topic of its own;
 - `progress`, `logs`: the progress bar; the log a call was given.
 
-The package's own namespace is kept empty: `replay.run`, `replay.runs` and the rest are
-re-exported by `replay`. Design: docs/architecture.md (invariants 7 to 9).
+The package's own namespace is kept empty: `replay.run`, `replay.runs`, `replay.delete_run` and
+the rest are re-exported by `replay`. Design: docs/architecture.md (invariants 7 to 9).
 """
