@@ -12,7 +12,8 @@ float, double                   a number (``nan``, ``inf`` too)
 boolean                         true/false, t/f, yes/no, 1/0 (any case)
 timestamp, date, time           ISO 8601, as JSON lines take it (`logstore.jsonvalues`)
 bytes, fixed, decimal           base64, base64, a number
-record, array, map              JSON text (what ``cat --format csv`` writes for nested values)
+record, array, map, union       JSON text (what ``cat --format csv`` writes for nested values); a
+                                union with a string branch takes text that is not JSON as a string
 ==============================  ==============================================================
 
 An empty cell is null for a nullable field of any type; for a non-nullable string it is the
@@ -75,8 +76,10 @@ def _bool(text: str) -> bool:
 
 
 def _via_json(field: pa.Field, nested: bool) -> Cell:
-    """A cell read as its JSON form: parsed as JSON first when the type is nested."""
+    """A cell read as its JSON form: parsed as JSON first when the type is nested. A union with a
+    string branch takes a cell that is not JSON as that string (``hello`` as ``"hello"``)."""
     decode = record_reader(pa.schema([field]))
+    text_branch = pa.types.is_union(field.type) and any(pa.types.is_string(f.type) for f in field.type)
 
     def cell(text: str) -> Any:
         value: Any = text
@@ -84,7 +87,8 @@ def _via_json(field: pa.Field, nested: bool) -> Cell:
             try:
                 value = json.loads(text)
             except ValueError:
-                raise _Bad(f"{text[:60]!r} is not JSON (a {field.type} is written as JSON text)") from None
+                if not text_branch:
+                    raise _Bad(f"{text[:60]!r} is not JSON (a {field.type} is written as JSON text)") from None
         try:
             return decode({field.name: value})[field.name]
         except JsonValueError as e:

@@ -12,7 +12,9 @@ Export (`export_topic`):
   latest schema; records are resolved to it. Only the topic's fields are written, so any Avro
   reader, and `import_file`, sees exactly what producers wrote.
 - ``parquet`` and ``jsonl``: the table `Log.read` returns, system columns (`_partition`,
-  `_offset`, `_append_time`) included, for analysis elsewhere. JSON lines use the forms of
+  `_offset`, `_append_time`) included, for analysis elsewhere. Parquet has no unions: a union
+  column is written as a struct of its branches (the row's branch set, the others null), which
+  import reads back as the union. JSON lines use the forms of
   `logstore.jsonvalues`: ISO 8601 times, base64 bytes, decimals as strings, maps as objects.
 
 Every file appears whole or not at all (written to a temp name, fsynced, renamed).
@@ -174,17 +176,47 @@ def _offset_range(log: Log, topic: str, start: Any, end: Any) -> tuple[dict[int,
     return lo, {p: max(lo[p], hi[p]) for p in lo}
 
 
+def _undictionary(t: pa.DataType) -> pa.DataType:
+    """`t` with every dictionary (an enum) inside a nested type made its plain value type."""
+    if pa.types.is_dictionary(t):
+        return t.value_type
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_undictionary(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_undictionary(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_undictionary(t.value_type)))
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field, t.item_field.with_type(_undictionary(t.item_type)))
+    return t
+
+
+def _parquet_form(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Enums nested in structs, lists or maps as plain strings: Parquet readers cannot stream a
+    nested dictionary column whose dictionary changes between row groups (top-level ones can)."""
+    cols, fields = [], []
+    for f, col in zip(batch.schema, batch.columns, strict=True):
+        t = f.type if pa.types.is_dictionary(f.type) else _undictionary(f.type)
+        cols.append(col if t.equals(f.type) else col.cast(t))
+        fields.append(f.with_type(t))
+    return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields, batch.schema.metadata))
+
+
 def _write_parquet(path: str | os.PathLike[str], schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
     import pyarrow.parquet as pq
+
+    from schemas import unions
 
     writer: pq.ParquetWriter | None = None
     try:
         for batch in batches:
+            batch = _parquet_form(unions.map_columns(batch, unions.storable))  # a union: a struct of branches
             if writer is None:
                 writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
             writer.write_batch(batch)
         if writer is None:  # nothing to export: a file with the schema and no rows
-            pq.write_table(schema.empty_table(), path, compression="zstd")
+            empty = _parquet_form(unions.map_columns(pa.RecordBatch.from_pylist([], schema=schema), unions.storable))
+            pq.write_table(pa.Table.from_batches([empty]), path, compression="zstd")
     finally:
         if writer is not None:
             writer.close()

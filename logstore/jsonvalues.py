@@ -13,6 +13,7 @@ decimal128/256                   string (``"12.500"``)              string or nu
 map<string, V>                   object                             object (or [key, value] pairs)
 list, struct                     array, object                      array, object
 enum (dictionary)                its symbol                         its symbol
+dense union (an Avro union)      its branch's value, as above       by the branch rules (`_union`)
 ===============================  =================================  ================================
 
 Reading only turns text into the Python value Arrow wants; whether the value fits the schema is
@@ -33,6 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+
+from schemas import unions
+from schemas.validate import choose
 
 from .errors import ArgumentError, ArgumentTypeError
 
@@ -72,9 +76,13 @@ def _is_text(t: pa.DataType) -> bool:
 def _writer(t: pa.DataType) -> Convert | None:
     """What turns `to_pylist`'s value of type `t` into its JSON form, or None when it already is.
 
-    Only maps need it: `to_pylist` gives them as lists of (key, value) tuples."""
+    Only maps need it: `to_pylist` gives them as lists of (key, value) tuples; and unions, whose
+    values come tagged (`schemas.unions.tagged_pylist`): written as the branch's plain value."""
     if pa.types.is_dictionary(t) or pa.types.is_run_end_encoded(t):
         return _writer(t.value_type)
+    if pa.types.is_union(t):
+        subs = {f.name: _writer(f.type) for f in t}
+        return lambda v: None if v is None else (v[1] if (sub := subs[v[0]]) is None else sub(v[1]))
     if pa.types.is_map(t):
         sub = _writer(t.item_type)
         if not _is_text(t.key_type):  # JSON object keys are strings: other keys stay pairs
@@ -114,7 +122,7 @@ def _fields(subs: list[tuple[str, Decode]]) -> Decode | None:
 
 def json_rows(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
     """The rows of `batch` as dicts ready for `json.dumps(default=json_default)`: maps as objects."""
-    rows = batch.to_pylist()
+    rows = unions.tagged_rows(batch)
     fix = _writer(pa.struct(list(batch.schema)))
     return rows if fix is None else [fix(r) for r in rows]
 
@@ -196,7 +204,39 @@ def _reader(t: pa.DataType) -> Decode | None:
         return lambda v, path: [each(x, f"{path}[{i}]") for i, x in enumerate(v)] if isinstance(v, list) else v
     if pa.types.is_struct(t):
         return _fields([(f.name, s) for f in t if (s := _reader(f.type)) is not None])
+    if pa.types.is_union(t):
+        return _union(t)
     return None
+
+
+def _union(t: pa.DataType) -> Decode:
+    """A union value from its plain JSON value: as is when the branch rules (`schemas.validate.choose`)
+    take it and that branch has no text form; else the first branch, that one first, whose text
+    form decodes it into a value it takes, as ``(branch, value)``; Avro's ``{"branch": value}``
+    too. ``"aGk="`` is thus a string in ``["string", "bytes"]`` and bytes in ``["null", "bytes"]``."""
+    branches = unions.avro_branches(t)
+    names = [f.name for f in t]
+    decoders = [_reader(f.type) for f in t]
+
+    def decode(v: Any, path: str) -> Any:
+        if v is None:
+            return None
+        i, x, _ = choose(v, branches, path)
+        if i is not None and (decoders[i] is None and x is v):
+            return v
+        order = ([i] if i is not None else []) + [j for j in range(len(names)) if j != i]
+        for j in order:
+            dec = decoders[j]
+            given = x if j == i else v
+            try:
+                value = given if dec is None else dec(given, path)
+            except JsonValueError:
+                continue
+            if choose((names[j], value), branches, path)[0] == j:
+                return (names[j], value)
+        return v
+
+    return decode
 
 
 def _map(value: Decode | None) -> Decode:

@@ -25,6 +25,11 @@ String columns that the topic's frames store dictionary-encoded (sampled from a 
 the view is made) are ``dictionary<int32, string>`` in the view, so DuckDB groups and filters
 them by code; a frame storing such a column plain is encoded as it is read, and the other way
 round. DuckDB sees VARCHAR either way.
+
+Avro unions (Arrow dense unions in the log) are sparse unions in the view (`sparse_union_schema`,
+converted as frames are read): DuckDB imports those as its UNION type and refuses dense ones, so
+``union_tag(x)``, ``union_extract(x, 'long')`` and ``x.long`` work on them; a null value (the null
+branch) is NULL. Query results with such a column come back as sparse unions.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+
+from schemas import unions
 
 from . import parallel
 from .encodings import is_stored_dictionary
@@ -293,7 +300,8 @@ def _scan(
     per thread in flight while the consumer holds the one handed over (`ahead`: how many)."""
     if not chunks:
         return
-    fr = FrameReader(files.topic, schema.names, "raise", use_threads=False, types=schema, latest=files.latest)
+    stored = _stored_unions(files, schema)
+    fr = FrameReader(files.topic, schema.names, "raise", use_threads=False, types=stored, latest=files.latest)
 
     def jobs() -> Iterator[list[FrameJob | Gap]]:
         group: list[FrameJob | Gap] = []
@@ -316,7 +324,39 @@ def _scan(
         before = fr.bytes_read
         batches = [b for b in map(fr.deliver, loaded) if b is not None]  # a gap raises here
         files.count(fr.bytes_read - before)
+        if stored is not schema:
+            batches = [_sparse_unions(b, schema) for b in batches]
         yield from batches
+
+
+def _stored_unions(files: _ChunkFiles, schema: pa.Schema) -> pa.Schema:
+    """`schema` (view fields) with its union columns typed as stored (dense unions), for the frame
+    reader; `schema` itself when it has none."""
+    if not any(unions.contains_union(t) for t in schema.types):
+        return schema
+    logical = output_schema(files.latest.arrow, None)
+    return pa.schema([logical.field(f.name) if unions.contains_union(f.type) else f for f in schema], schema.metadata)
+
+
+def _sparse_unions(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A decoded batch with its dense union columns made the view's sparse ones (`view_schema`)."""
+    cols = [unions.sparse(c) if unions.contains_union(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def sparse_union_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every column holding an Avro union (an Arrow dense union, as the log stores it)
+    typed with sparse unions instead: DuckDB imports sparse unions as its UNION type
+    (``union_tag``, ``union_extract``) and refuses dense ones. Same branches, names, type codes."""
+    if not any(unions.contains_union(t) for t in schema.types):
+        return schema
+    return pa.schema(
+        [
+            pa.field(f.name, unions.sparse_type(f.type), f.nullable, f.metadata) if unions.contains_union(f.type) else f
+            for f in schema
+        ],
+        schema.metadata,
+    )
 
 
 def view_schema(schema: pa.Schema, probes: Sequence[tuple[SegmentView, int]]) -> pa.Schema:
@@ -397,7 +437,7 @@ def topic_dataset(
             probes.append((topic.partition(c.partition).snapshot_view(pl.snapshots[c.partition], c.base), pos))
         except FileNotFoundError:  # deleted by retention since the snapshot
             continue
-    schema = view_schema(logical, probes)
+    schema = sparse_union_schema(view_schema(logical, probes))
     files = _ChunkFiles(topic, latest, pl.snapshots, schema)
     guarantees: list[ds.Expression] = []
     for c in chunks:

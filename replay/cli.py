@@ -102,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         progress=None if not args.no_progress else False,
         append=args.append,
+        engine=args.engine,
+        address=args.address,
     )
     _print_run(run)
     return 0
@@ -119,6 +121,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
             workers=args.workers,
             force=args.force,
             progress=None if not args.no_progress else False,
+            engine=args.engine,
+            address=args.address,
         )
     except RunInterrupted as err:
         raise _shell_resume(args, err) from None
@@ -192,6 +196,24 @@ def _command(sub: Any, name: str, func: Callable[..., Any], help_: str) -> argpa
     return add_command(sub, name, func, help_, EXAMPLES[name])
 
 
+def _engine_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    """--engine and --address of `run` (default local) and `resume` (default: the run's own)."""
+    p.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default=default,
+        help="where models that do not learn replay: this machine's processes (--workers), or a task per "
+        "input partition on Dask distributed (extra 'cluster'); "
+        + ("default %(default)s" if default else "default: the engine the run recorded"),
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDRESS",
+        help="--engine dask: the scheduler, e.g. tcp://127.0.0.1:8786 (default: a cluster of --workers "
+        "processes on loopback for the run); the log directory must be visible to its workers",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from logstore.cli import add_version
     from logstore.completion import add_completion
@@ -229,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="the run id (default: time + random)")
     p.add_argument("--append", action="store_true", help="add to an output topic that already holds other runs' scores")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    _engine_options(p, "local")
 
     p = _command(sub, "runs", cmd_runs, "list the runs recorded in a log")
     p.add_argument("--json", action="store_true")
@@ -249,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--force", action="store_true", help="resume a run marked running whose process is gone")
     p.add_argument("--no-progress", action="store_true")
+    _engine_options(p, None)
 
     from .runner.delete import add_delete_parser
 

@@ -7,8 +7,9 @@
 
 Submodules: `avro` (normal form, canonical form, fingerprint), `parse` (a schema from anything),
 `arrow` (type mapping), `compat` (compatibility), `resolve` (reading old data with a new schema),
-`conform` (validating appended data; `validate` names the bad record), `registry` (versions on
-disk), `wire` (Confluent wire format), `avrofile` (Avro files).
+`conform` (validating appended data; `validate` names the bad record and holds the union branch
+rules), `unions` (Avro unions as Arrow dense unions: building them, their other forms),
+`registry` (versions on disk), `wire` (Confluent wire format), `avrofile` (Avro files).
 """
 
 from schemas import avrofile, wire

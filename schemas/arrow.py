@@ -17,6 +17,13 @@ map<T>                                 map<string, T> (keys non-null)
 enum                                   dictionary<int32, string> (symbols, default in metadata)
 fixed(n)                               fixed_size_binary(n) (name, size in metadata)
 ["null", T] or [T, "null"]             nullable T (``avro.null = last`` for [T, "null"])
+other unions (["null", "string",       dense_union, one child per Avro branch in declaration order:
+"long"], [A, B] of records, ...)       child i is branch i, type code i, named as Avro's JSON
+                                       encoding names the branch (``null``, ``string``, ``long`` for
+                                       any long, ``array``, ``map``, a named type's full name); the
+                                       null branch is a child of Arrow type null (a null value is
+                                       that branch's type code), other children are non-nullable;
+                                       the field is nullable iff the union has a null branch
 int date                               date32
 int time-millis                        time32(ms)
 long time-micros                       time64(us)
@@ -26,9 +33,6 @@ long local-timestamp-millis            timestamp(ms) (no time zone)
 long local-timestamp-micros            timestamp(us) (no time zone)
 bytes/fixed decimal(p, s)              decimal128(p, s) (decimal256 when p > 38)
 string uuid                            string (logicalType kept in metadata)
-other unions (e.g. ["int", "string"])  refused with SchemaError at parse time (pyarrow cannot build
-                                       union arrays from Python rows, and no lossless plain Arrow
-                                       type exists; model them as a record of nullable fields)
 recursive types                        refused (Arrow types are finite trees)
 nesting deeper than MAX_NESTING (32)   refused with SchemaError naming the field path (see below)
 unknown / mismatched logical types     the underlying type (the Avro type is kept in metadata)
@@ -38,7 +42,9 @@ Non-union fields are non-nullable in Arrow. Field metadata (all values UTF-8, JS
 ``avro.doc`` (the field doc), ``avro.default`` (JSON), ``avro.aliases`` (JSON list),
 ``avro.type`` (JSON: the attributes of a named, logical or annotated type that the Arrow type
 alone does not carry: a record's name/doc/aliases, an enum's symbols, a fixed's name and size,
-``uuid``, custom properties), ``avro.null`` (``last`` for [T, "null"]). The schema-level metadata
+``uuid``, custom properties), ``avro.null`` (``last`` for [T, "null"]), ``avro.union`` (JSON: the
+branch names in Avro order, which are the type codes: a reader maps type code i to Avro branch i
+without knowing Avro's rules; on a dense union field). The schema-level metadata
 ``avro.type`` holds the top record's name, namespace-qualified, doc and aliases, and marks the
 Arrow schema as made by `to_arrow`: `from_arrow` then trusts the field metadata (a nullable field
 without ``avro.default`` has no default), so ``from_arrow(to_arrow(s))`` returns ``s``.
@@ -52,13 +58,20 @@ then cast safely on append: a value with sub-microsecond digits is refused, neve
 timestamps with a time zone -> timestamp-*, without -> local-timestamp-*; decimal -> bytes
 decimal; list, large_list, fixed_size_list -> array; struct -> record named after its path; map
 with string keys -> map; dictionary<_, V> -> V (an enum only with ``avro.type`` metadata);
-nullable fields -> ["null", T] with default null. Anything else raises SchemaError.
+nullable fields -> ["null", T] with default null; dense and sparse unions -> a union of their
+children's types (a null child -> "null"; type codes need not be 0..n-1). Anything else raises
+SchemaError.
+
+Unions with one non-null branch keep the nullable-T mapping (logs written before general unions
+read as before); the writers' rules for union values (which branch a Python value takes) are in
+`schemas.unions`.
 
 Nesting: Arrow's IPC reader refuses a type nested 64 levels deep ("Max recursion depth reached"),
 so a schema whose data could be appended but never read back is refused up front. A field's
 *nesting* counts the Arrow levels inside it: one per record (struct) and array (list), two per map
-(a list of key/value structs); a plain column is 0. `MAX_NESTING` (32) is half of what Arrow
-reads back, leaving room for the readers that wrap rows (SQL, exports). The limit is checked on
+(a list of key/value structs), one per union stored as a dense union; a plain column is 0.
+`MAX_NESTING` (32) is half of what Arrow reads back, leaving room for the readers that wrap rows
+(SQL, exports). The limit is checked on
 the expanded tree (named types referenced by name count where they are used).
 """
 
@@ -76,6 +89,7 @@ from schemas.avro import (
     MAX_NESTING,
     NAMED,
     PRIMITIVES,
+    branch_name,
     check_nesting,
     expand,
     full_form,
@@ -126,13 +140,11 @@ def tree_to_arrow(tree: Any) -> pa.Schema:
 def _field(name: str, t: Any, fdef: dict[str, Any] | None, path: str, depth: int) -> pa.Field:
     """The Arrow field of Avro type `t`; `depth`: the Arrow levels the enclosing types take."""
     inner, nullable = non_null(t)
-    if isinstance(inner, list):
-        raise SchemaError(
-            f'field {path!r}: union {type_name(inner)} cannot be stored in Arrow; only ["null", T] unions '
-            "are supported (model the alternatives as a record with one nullable field per branch)"
-        )
     meta: dict[bytes, bytes] = {}
-    if inner == "null":
+    if isinstance(inner, list):
+        arrow_type, type_meta, nullable = _union(inner, path, depth), None, "null" in inner
+        meta[b"avro.union"] = json.dumps([branch_name(b) for b in inner]).encode()
+    elif inner == "null":
         arrow_type, type_meta, nullable = pa.null(), None, True
     else:
         arrow_type, type_meta = _type(inner, path, depth)
@@ -186,6 +198,27 @@ def _type(t: Any, path: str, depth: int) -> tuple[pa.DataType, dict[str, Any] | 
     raise SchemaError(f"field {path!r}: unknown Avro type {kind!r}")  # pragma: no cover (fastavro refuses first)
 
 
+MAX_BRANCHES = 127  # Arrow's type codes are int8
+
+
+def _union(branches: list[Any], path: str, depth: int) -> pa.DataType:
+    """The dense union of Avro union `branches`: child i is branch i, type code i (module docstring)."""
+    depth += 1
+    if depth > MAX_NESTING:
+        raise nesting_error(path, depth)
+    if len(branches) > MAX_BRANCHES:
+        raise SchemaError(f"field {path!r}: a union of {len(branches)} branches; Arrow holds at most {MAX_BRANCHES}")
+    names = [branch_name(b) for b in branches]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SchemaError(f"field {path!r}: union {type_name(branches)} holds {', '.join(twice)} more than once")
+    children = [
+        pa.field("null", pa.null()) if b == "null" else _field(name, b, None, path, depth)
+        for name, b in zip(names, branches)
+    ]
+    return pa.dense_union(children, list(range(len(children))))
+
+
 def _annotations(t: dict[str, Any], child: str) -> dict[str, Any] | None:
     extra = {k: v for k, v in t.items() if k not in ("type", child)}
     return {"type": t["type"], **extra} if extra else None
@@ -237,14 +270,15 @@ class _FromArrow:
         md = f.metadata or {}
         t = self.type(f, path, f"{record_name}_{f.name}")
         out: dict[str, Any] = {"name": f.name}
-        if f.nullable and t != "null":
+        union = isinstance(t, list)
+        if f.nullable and t != "null" and not union:
             t = [t, "null"] if md.get(b"avro.null") == b"last" else ["null", t]
         out["type"] = t
         if b"avro.doc" in md:
             out["doc"] = md[b"avro.doc"].decode()
         if b"avro.default" in md:
             out["default"] = _meta_json(md, b"avro.default")
-        elif f.nullable and not self.trusted:
+        elif f.nullable and not self.trusted and not (union and t[0] != "null"):
             out["default"] = None
             if t != "null" and t[0] != "null":
                 out["type"] = ["null", t[0]]
@@ -288,6 +322,8 @@ class _FromArrow:
             if isinstance(meta, dict) and meta.get("type") == "enum":
                 return self.named(dict(meta))
             return self.type(pa.field(f.name, at.value_type, metadata=f.metadata), path, derived)
+        if pa.types.is_union(at):
+            return self._union(at, path, derived)
         if pa.types.is_struct(at):
             rec = (
                 {k: v for k, v in meta.items()}
@@ -317,9 +353,13 @@ class _FromArrow:
             return meta
         return _plain(at, path, self, derived)
 
+    def _union(self, at: pa.DataType, path: str, derived: str) -> list[Any]:
+        """The Avro union of an Arrow union: a branch per child, in child order (a null child: "null")."""
+        return ["null" if pa.types.is_null(c.type) else self.type(c, path, f"{derived}_{i}") for i, c in enumerate(at)]
+
     def _child(self, f: pa.Field, path: str, derived: str) -> Any:
         t = self.type(f, path, derived)
-        if f.nullable and t != "null":
+        if f.nullable and t != "null" and not isinstance(t, list):
             return [t, "null"] if (f.metadata or {}).get(b"avro.null") == b"last" else ["null", t]
         return t
 

@@ -85,6 +85,10 @@ def check_nesting(schema: Any) -> None:
     while stack:
         t, path, depth = stack.pop()
         if isinstance(t, list):
+            if is_union(t):  # a dense union: one Arrow level
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise nesting_error(path, depth)
             stack.extend((b, path, depth) for b in t)
             continue
         if not isinstance(t, dict):
@@ -109,13 +113,16 @@ def check_nesting(schema: Any) -> None:
 
 
 # --------------------------------------------------------------------------- expansion
-def expand(schema: Any) -> Any:
-    """The expanded tree of `schema` (see the module docstring). Raises SchemaError on recursion."""
-    return _Expander().run(schema, None, "schema")
+def expand(schema: Any, recursive: bool = False) -> Any:
+    """The expanded tree of `schema` (see the module docstring). Raises SchemaError on recursion,
+    unless `recursive`: then a record used inside itself is the same dict (a cyclic tree, for the
+    compatibility checks, which answer the Avro question whatever Arrow can store)."""
+    return _Expander(recursive).run(schema, None, "schema")
 
 
 class _Expander:
-    def __init__(self) -> None:
+    def __init__(self, recursive: bool = False) -> None:
+        self.recursive = recursive
         self.named: dict[str, Any] = {}
         self.in_progress: set[str] = set()
 
@@ -124,7 +131,7 @@ class _Expander:
             if s in PRIMITIVES:
                 return s
             for cand in (_fullname(s, ns), s):
-                if cand in self.in_progress:
+                if cand in self.in_progress and not self.recursive:
                     raise SchemaError(f"{where}: recursive type {cand!r} cannot be stored in Arrow")
                 if cand in self.named:
                     return self.named[cand]
@@ -163,6 +170,8 @@ class _Expander:
             out["aliases"] = [_fullname(a, inner_ns) for a in s["aliases"]]
         if t in ("record", "error"):
             self.in_progress.add(full)
+            if self.recursive:
+                self.named[full] = out  # references inside it are this very dict
             fields = []
             seen = set()
             for f in s["fields"]:
@@ -203,15 +212,17 @@ def _strip(s: Any) -> Any:
     return s
 
 
-def _check_defaults(tree: Any, where: str = "") -> None:
+def _check_defaults(tree: Any, where: str = "", seen: set[int] | None = None) -> None:
     """Union defaults must match the first branch (the Avro spec; Java readers enforce it)."""
+    seen = set() if seen is None else seen
     if isinstance(tree, list):
         for b in tree:
-            _check_defaults(b, where)
+            _check_defaults(b, where, seen)
         return
-    if not isinstance(tree, dict):
+    if not isinstance(tree, dict) or id(tree) in seen:
         return
     if tree["type"] == "record":
+        seen.add(id(tree))
         for f in tree["fields"]:
             path = f"{where}.{f['name']}" if where else f["name"]
             if "default" in f and isinstance(f["type"], list) and f["type"]:
@@ -222,12 +233,11 @@ def _check_defaults(tree: Any, where: str = "") -> None:
                         f"({type_name(first)}), found default {f['default']!r}; "
                         + ('put "null" first' if f["default"] is None else "reorder the branches")
                     )
-            if id(f["type"]) != id(tree):
-                _check_defaults(f["type"], path)
+            _check_defaults(f["type"], path, seen)
     elif tree["type"] == "array":
-        _check_defaults(tree["items"], where + "[]")
+        _check_defaults(tree["items"], where + "[]", seen)
     elif tree["type"] == "map":
-        _check_defaults(tree["values"], where + "{}")
+        _check_defaults(tree["values"], where + "{}", seen)
 
 
 # --------------------------------------------------------------------------- shipped schemas
@@ -328,6 +338,33 @@ def base_type(t: Any) -> str:
     if isinstance(t, list):
         return "union"
     return str(t["type"])
+
+
+def is_union(t: Any) -> bool:
+    """Whether `t` is a union stored as an Arrow dense union: any list but T, [T], ["null", T] and
+    [T, "null"] (those are a plain, possibly nullable, T)."""
+    if not isinstance(t, list):
+        return False
+    rest = [b for b in t if b != "null"]
+    return not (len(rest) == 1 and len(t) <= 2)
+
+
+def nullable(t: Any) -> bool:
+    """Whether a value of type `t` may be null: "null" or a union with a null branch."""
+    return t == "null" or (isinstance(t, list) and "null" in t)
+
+
+def branch_name(t: Any) -> str:
+    """The name of a union branch as Avro's JSON encoding spells it: the primitive's name (a logical
+    type's base: ``long`` for timestamp-micros), ``array``, ``map``, or a named type's full name."""
+    if isinstance(t, str):
+        return t
+    kind = t["type"]
+    if isinstance(kind, (dict, list)):
+        return branch_name(kind)
+    if kind in NAMED:
+        return str(t["name"])
+    return str(kind)
 
 
 def non_null(t: Any) -> tuple[Any, bool]:

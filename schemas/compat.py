@@ -20,6 +20,13 @@ long turning into a timestamp-micros is reported.
 Modes (Confluent Schema Registry): BACKWARD (the new schema reads data of the latest previous),
 FORWARD (the latest previous reads data of the new), FULL (both); the _TRANSITIVE forms check
 against every previous version; NONE checks nothing.
+
+`check_compatibility` answers the Avro question only: schemas are parsed without the Arrow
+mapping's limits (recursive types, any nesting and any union are checked as Avro has them), so
+no verdict depends on how the log stores a type. Unions follow Java's Avro (and so Confluent's
+registry): adding a branch to a union is BACKWARD compatible, removing one is not; a plain type
+becoming a union holding it (int -> [int, string]) is BACKWARD compatible, the reverse only when
+every branch is readable as the plain type.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ def check_compatibility(new: Any, previous: list[Any], mode: str = "BACKWARD") -
         raise SchemaError(f"unknown compatibility mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "NONE" or not previous:
         return []
-    return check_expanded(expand(parse(new)), [expand(parse(p)) for p in previous], mode)
+    trees = [expand(parse(s, arrow=False), recursive=True) for s in [new, *previous]]
+    return check_expanded(trees[0], trees[1:], mode)
 
 
 def check_expanded(new_tree: Any, olds: list[Any], mode: str) -> list[str]:
@@ -95,6 +103,27 @@ def reader_writer_issues(reader: Any, writer: Any, direction: str = "BACKWARD") 
     return out
 
 
+def best_branch(branches: list[Any], writer: Any) -> int | None:
+    """The reader union branch that values of (non-union) type `writer` resolve to: the first of
+    the same type (same full name, for named types), else of the same named kind under another
+    name or an alias, else the first that reads it (a promotion); None when none reads it."""
+    wk = base_type(writer)
+
+    def reads(b: Any) -> bool:
+        return not reader_writer_issues(b, writer)
+
+    def rank(b: Any) -> int:  # 0: the same type, 1: the same kind, 2: any other
+        if base_type(b) != wk:
+            return 2
+        return 0 if wk not in ("record", "enum", "fixed") or b["name"] == writer["name"] else 1
+
+    for level in (0, 1, 2):
+        for j, b in enumerate(branches):
+            if rank(b) <= level and reads(b):
+                return j
+    return None
+
+
 def _logical(t: Any) -> str | None:
     """The logical type of `t` as it should appear in messages: decimal(9, 2), timestamp-micros or None."""
     if not isinstance(t, dict) or "logicalType" not in t:
@@ -105,10 +134,12 @@ def _logical(t: Any) -> str | None:
 
 
 class _Checker:
-    def __init__(self, direction: str, out: list[str]) -> None:
+    def __init__(self, direction: str, out: list[str], active: set[tuple[int, int]] | None = None) -> None:
         self.d = direction
         self.out = out
-        self.active: set[tuple[int, int]] = set()
+        # record pairs being checked (shared with probes): a recursive record is assumed to
+        # read itself while its check is under way, so cyclic trees terminate
+        self.active: set[tuple[int, int]] = set() if active is None else active
 
     def _where(self, path: str) -> str:
         return f"field '{path}'" if path else "the record"
@@ -127,7 +158,7 @@ class _Checker:
 
     def readable(self, reader: Any, writer: Any) -> bool:
         probe: list[str] = []
-        _Checker(self.d, probe).check(reader, writer, "")
+        _Checker(self.d, probe, self.active).check(reader, writer, "")
         return not probe
 
     def check(self, reader: Any, writer: Any, path: str) -> None:

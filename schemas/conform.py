@@ -16,6 +16,11 @@ This is on the append hot path, so it is two-speed:
   (int widening, float32 -> float64, timestamp units and zones, large_string -> string, ...).
 - slow path, only when something failed (a check or a pyarrow exception): a per-record
   pure-Python walk over the Avro type finds the exact record, field and reason.
+- union columns (Avro unions, Arrow dense unions) are built apart by `schemas.unions` (pyarrow
+  cannot convert Python values into a union): each value's branch is chosen by
+  `schemas.validate.choose`, which checks it in full; columns without unions keep the path above.
+  Arrow input for a union field may be a union (branches matched by name), the Parquet form of
+  one (`schemas.unions.storable`) or a plain column (into the branch of its type).
 
 Defaults: a record (or an Arrow input) lacking a non-nullable field that has an Avro default gets
 the default, as fastavro's writer does, so a producer built against an older version of an evolved
@@ -39,8 +44,11 @@ import pyarrow.compute as pc
 
 from logstore.encodings import decode_runs, run_end_decode, whole_runs
 from logstore.errors import RecordValidationError
+from schemas import unions
 from schemas.avro import expand
-from schemas.resolve import default_array
+from schemas.casts import castable
+from schemas.resolve import default_array, default_value
+from schemas.unions import contains_union
 from schemas.validate import first_error, show_value, suggest
 
 _NoneType = type(None)
@@ -64,7 +72,19 @@ class _Plan:
             for i, f in enumerate(schema.get("fields", []))
             if "default" in f and not arrow_schema.field(i).nullable
         ]
+        # columns holding a union: built by `schemas.unions` (pyarrow cannot), defaults included
+        self.union_cols = [i for i, f in enumerate(arrow_schema) if contains_union(f.type)]
         self._tree = None
+        self._union_defaults: dict[int, Any] | None = None
+
+    @property
+    def union_defaults(self) -> dict[int, Any]:
+        if self._union_defaults is None:
+            fields = self.tree["fields"]
+            self._union_defaults = {
+                i: default_value(f["default"], fields[i]["type"]) for i, f in self.defaults if i in self.union_cols
+            }
+        return self._union_defaults
 
     @property
     def tree(self) -> Any:
@@ -105,6 +125,9 @@ def _node(f: pa.Field) -> tuple[Any, ...] | None:
         n = _node(t.item_field)
         children = [(0, n)] if n is not None else []
         kind = "map"
+    elif pa.types.is_union(t):
+        children = [(i, n) for i, c in enumerate(t) if (n := _node(c)) is not None]
+        return (f.nullable, "union", children, None)
     elif pa.types.is_dictionary(t):
         import json
 
@@ -121,9 +144,18 @@ def _node(f: pa.Field) -> tuple[Any, ...] | None:
 
 def _ok(arr: pa.Array, node: tuple[Any, ...], parent_nulls: int) -> bool:
     nullable, kind, children, symbols = node
+    if kind == "union":
+        return _union_ok(arr, children, parent_nulls)
     if not nullable and arr.null_count != parent_nulls:
         return False
     if kind == "struct":
+        if any(pa.types.is_union(c.type) for c in arr.type):  # flatten() aborts on a union child
+            return all(
+                _union_ok(arr.field(i), child[2], arr.null_count)
+                if child[1] == "union"
+                else _ok(pc.struct_field(arr, [i]), child, arr.null_count)
+                for i, child in children
+            )
         flat = arr.flatten()
         return all(_ok(flat[i], child, arr.null_count) for i, child in children)
     if kind == "list" and children:
@@ -135,6 +167,18 @@ def _ok(arr: pa.Array, node: tuple[Any, ...], parent_nulls: int) -> bool:
     if kind == "enum" and symbols is not None:
         return bool(pc.all(pc.is_in(arr.dictionary, value_set=symbols)).as_py() is not False)
     return True
+
+
+def _union_ok(arr: pa.Array, children: list[Any], parent_nulls: int) -> bool:
+    """A union's children checked; nulls in its non-null branches may only be the placeholders
+    under null parents (`schemas.unions`), so at most `parent_nulls` of them."""
+    placeholders = 0
+    for i, child in children:
+        kid = arr.field(i)
+        placeholders += kid.null_count
+        if not _ok(kid, child, kid.null_count):
+            return False
+    return placeholders <= parent_nulls
 
 
 def _key_checks(t: pa.DataType, steps: list[Any]) -> list[Any]:
@@ -205,7 +249,7 @@ def _conform_rows(rows: list[Any], plan: _Plan, topic: str | None, offset: int) 
     try:
         if not set().union(*rows) <= plan.fieldnames:  # C loop over stored key hashes
             raise _Slow
-        batch = pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+        batch = _build(rows, plan)
         if plan.defaults:
             batch = _fill_defaults(batch, rows, plan)
         for name in plan.int_cols:
@@ -227,13 +271,20 @@ def _conform_rows(rows: list[Any], plan: _Plan, topic: str | None, offset: int) 
     return _localize(rows, plan, topic, offset, error)
 
 
+def _build(rows: list[Any], plan: _Plan) -> pa.RecordBatch:
+    """The batch of `rows` as pyarrow converts them (union columns: `schemas.unions`)."""
+    if plan.union_cols:
+        return unions.rows_batch(rows, plan.tree, plan.arrow_schema, plan.union_defaults)
+    return pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+
+
 def _fill_defaults(batch: pa.RecordBatch, rows: list[Any], plan: _Plan) -> pa.RecordBatch:
     """`batch` with each defaulted field's default where its row lacks the key (one C-level
     membership test per row, and only for a column that has nulls)."""
     columns = None
     for i, f in plan.defaults:
         col = batch.column(i)
-        if not col.null_count:
+        if not col.null_count or i in plan.union_cols:  # union columns: filled as built
             continue
         absent = [f["name"] not in r for r in rows]
         if not any(absent):
@@ -249,11 +300,11 @@ def _localize(rows: list[Any], plan: _Plan, topic: str | None, offset: int, erro
     """The slow path found nothing but pyarrow refused: find the first row pyarrow refuses alone."""
     for i, row in enumerate(rows):
         try:
-            pa.RecordBatch.from_pylist([row], schema=plan.arrow_schema)
+            _build([row], plan)
         except Exception as e:  # noqa: BLE001 - any conversion failure is the answer
             raise RecordValidationError(i + offset, None, f"cannot be converted to Arrow: {e}", topic=topic) from None
     try:
-        return pa.RecordBatch.from_pylist(rows, schema=plan.arrow_schema)
+        return _build(rows, plan)
     except Exception as e:  # noqa: BLE001
         raise RecordValidationError(
             None, None, f"the batch cannot be converted to Arrow: {error or e}", topic=topic
@@ -277,7 +328,7 @@ def _one_batch(data: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
     if not batches:
-        return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in data.schema], schema=data.schema)
+        return pa.RecordBatch.from_arrays([unions.empty(f.type) for f in data.schema], schema=data.schema)
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]  # pragma: no cover
 
 
@@ -323,7 +374,7 @@ def _conform_arrow(
                     raise RecordValidationError(
                         None, f.name, f"missing required column (expected {f.type})", topic=topic
                     )
-                cols.append(pa.nulls(src.num_rows, f.type))
+                cols.append(unions.nulls(src.num_rows, f.type))
             elif i in kept:
                 cols.append(kept[i])
             else:
@@ -340,6 +391,12 @@ def _conform_arrow(
     if found is not None:
         i, field, reason = found
         raise RecordValidationError(i + offset, field, reason, topic=topic)
+    if plan.union_cols:  # e.g. a null in a union's non-null child: rebuilt as its null branch
+        cols = list(batch.columns)
+        for i in plan.union_cols:
+            f = batch.schema.field(i)
+            cols[i] = unions.build(unions.tagged_pylist(cols[i]), plan.tree["fields"][i]["type"], f.type, f.name)
+        return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
     return batch
 
 
@@ -378,6 +435,8 @@ def _string_dictionary(col: pa.Array) -> pa.Array | None:
 def _view(col: pa.Array, t: pa.DataType) -> pa.Array:
     if col.type.equals(t, check_metadata=True):
         return col
+    if contains_union(t):
+        return unions.retype(col, t)
     try:
         return col.view(t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
@@ -388,6 +447,8 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
     dst = f.type
     if arr.type.equals(dst):
         return _view(arr, dst)
+    if contains_union(dst) and not pa.types.is_struct(dst):
+        return _coerce_union(arr, f, path, topic, offset)
     if pa.types.is_struct(arr.type) and pa.types.is_struct(dst):
         src_names = {c.name for c in arr.type}
         dst_names = [c.name for c in dst]
@@ -405,7 +466,7 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
             if c.name in src_names:
                 children.append(_coerce(arr.field(c.name), c, f"{path}.{c.name}", topic, offset))
             elif c.nullable:
-                children.append(pa.nulls(len(arr), c.type))
+                children.append(unions.nulls(len(arr), c.type))
             else:
                 raise RecordValidationError(
                     None, f"{path}.{c.name}", f"missing required field (expected {c.type})", topic=topic
@@ -431,6 +492,32 @@ def _coerce(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: in
         ) from None
 
 
+def _coerce_union(arr: pa.Array, f: pa.Field, path: str, topic: str | None, offset: int) -> pa.Array:
+    """An Arrow column for a field of type `f.type` holding a union (module docstring of
+    `schemas.unions`): a union (children matched by name), its Parquet form (a struct of
+    branches), a plain column (into the branch of its type), or a list or map of those."""
+    dst = f.type
+
+    def child(a: pa.Array, c: pa.Field, where: str) -> pa.Array:
+        return _coerce(a, c, where, topic, offset)
+
+    try:
+        if pa.types.is_union(dst):
+            return unions.coerce(arr, dst, child, path)
+        if (pa.types.is_list(dst) and (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type))) or (
+            pa.types.is_map(dst) and pa.types.is_map(arr.type)
+        ):
+            return unions.rebuild_nested(arr, dst, child, path)
+    except unions.NoBranch as e:
+        raise RecordValidationError(e.row + offset if e.row is not None else None, path, str(e), topic=topic) from None
+    raise RecordValidationError(
+        None,
+        path,
+        f"expected Arrow {dst}, found a column of Arrow type {arr.type} (no lossless conversion under Avro's rules)",
+        topic=topic,
+    )
+
+
 def _first_failing_row(arr: pa.Array, dst: pa.DataType) -> int:
     lo, hi = 0, len(arr)  # invariant: arr[lo:hi] fails to cast
     while hi - lo > 1:
@@ -441,52 +528,3 @@ def _first_failing_row(arr: pa.Array, dst: pa.DataType) -> int:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             hi = mid
     return lo
-
-
-def castable(src: pa.DataType, dst: pa.DataType) -> bool:
-    """Whether an Arrow column of type `src` may be cast (safely) to `dst` under Avro's rules."""
-    t = pa.types
-    if src.equals(dst) or t.is_null(src):
-        return True
-    if t.is_dictionary(src) and not t.is_dictionary(dst):
-        return castable(src.value_type, dst)
-    if t.is_dictionary(dst):
-        inner = src.value_type if t.is_dictionary(src) else src
-        return bool(t.is_string(inner) or t.is_large_string(inner))
-    if t.is_integer(dst):
-        return bool(t.is_integer(src))  # overflow is caught by the safe cast
-    if t.is_floating(dst):
-        return bool(t.is_integer(src) or (t.is_floating(src) and src.bit_width <= dst.bit_width))
-    if t.is_string(dst) or t.is_large_string(dst):
-        return bool(
-            t.is_string(src)
-            or t.is_large_string(src)
-            or t.is_binary(src)
-            or t.is_large_binary(src)
-            or getattr(t, "is_string_view", lambda _: False)(src)
-        )
-    if t.is_binary(dst) or t.is_large_binary(dst):
-        return bool(t.is_binary(src) or t.is_large_binary(src) or t.is_string(src) or t.is_large_string(src))
-    if t.is_fixed_size_binary(dst):
-        return bool(t.is_fixed_size_binary(src) and src.byte_width == dst.byte_width)
-    if t.is_timestamp(dst):
-        return bool(t.is_timestamp(src))
-    if t.is_date(dst):
-        return bool(t.is_date(src))
-    if t.is_time(dst):
-        return bool(t.is_time(src))
-    if t.is_decimal(dst):
-        return bool(t.is_decimal(src) or t.is_integer(src))
-    if t.is_list(dst) or t.is_large_list(dst):
-        return (t.is_list(src) or t.is_large_list(src) or t.is_fixed_size_list(src)) and castable(
-            src.value_type, dst.value_type
-        )
-    if t.is_map(dst):
-        return bool(t.is_map(src) and castable(src.key_type, dst.key_type) and castable(src.item_type, dst.item_type))
-    if t.is_struct(dst):
-        return (
-            t.is_struct(src)
-            and [c.name for c in src] == [c.name for c in dst]
-            and all(castable(a.type, b.type) for a, b in zip(src, dst))
-        )
-    return False

@@ -24,11 +24,13 @@ from schemas.avro import SHIPPED_DIR, _check_defaults, _strip, check_nesting, ex
 _SHIPPED_CACHE: dict[str, dict[str, Any]] = {}
 
 
-def parse(schema: Any, name: str | None = None) -> dict[str, Any]:
+def parse(schema: Any, name: str | None = None, *, arrow: bool = True) -> dict[str, Any]:
     """A normalized Avro record schema from a dict, JSON text, a .avsc path, a shipped name or a pyarrow.Schema.
 
     `name` is the record name used when converting a pyarrow.Schema (default ``"record"``).
-    Raises SchemaError for anything invalid or that cannot be stored in Arrow.
+    Raises SchemaError for anything invalid or (with `arrow`, the default) that cannot be stored
+    in Arrow; ``arrow=False`` checks the Avro alone (recursive types, any nesting: what the
+    compatibility checks take).
     """
     if isinstance(schema, pa.Schema):
         return parse(from_arrow(schema, name or "record"))
@@ -55,16 +57,18 @@ def parse(schema: Any, name: str | None = None) -> dict[str, Any]:
         )
     if schema.get("type") not in ("record", "error"):
         raise SchemaError(f"a topic schema must be an Avro record, found type {schema.get('type')!r}")
-    check_nesting(schema)  # before fastavro and expand, which recurse per level
+    if arrow:
+        check_nesting(schema)  # before fastavro and expand, which recurse per level
 
     try:
         fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False)
     except Exception as e:  # fastavro raises SchemaParseException, UnknownType, KeyError, TypeError...
         raise SchemaError(f"invalid Avro schema: {type(e).__name__}: {e}") from None
     normalized = _strip(copy.deepcopy(schema))
-    tree = expand(normalized)
+    tree = expand(normalized, recursive=not arrow)
     _check_defaults(tree)
-    tree_to_arrow(tree)  # refuses what Arrow cannot hold, at parse time
+    if arrow:
+        tree_to_arrow(tree)  # refuses what Arrow cannot hold, at parse time
     assert isinstance(normalized, dict)
     return normalized
 

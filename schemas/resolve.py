@@ -8,7 +8,12 @@ promotions are Arrow casts (int32 -> int64/float32/float64, float32 -> float64, 
 binary with UTF-8 validation, timestamp/time millis -> micros, wider decimals); enum
 dictionaries are re-indexed onto the reader's symbols (unknown symbols take the reader enum's
 default); structs, lists and maps are rebuilt from resolved children; T -> ["null", T] just
-becomes nullable, and ["null", T] -> T is refused if a null is actually present.
+becomes nullable, and ["null", T] -> T is refused if a null is actually present. Unions (dense
+unions): a writer union's branch goes into the reader union's first branch that reads it
+(`schemas.compat.best_branch`: the same type first, as Java's Avro resolves); a writer union read
+as a plain type resolves each branch as that type, and a row of a branch it cannot read raises
+SchemaError at read time (the Avro spec); a plain writer goes into the reader union's branch
+for its type.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from logstore.errors import SchemaError
+from schemas import unions
 from schemas.arrow import tree_to_arrow
-from schemas.avro import base_type, expand, full_form, non_null, type_name
+from schemas.avro import base_type, branch_name, expand, full_form, is_union, non_null, nullable, type_name
+from schemas.compat import best_branch, reader_writer_issues
+from schemas.unions import contains_union
 
 _CACHE: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any], Any, Any, pa.Schema, bool]] = {}
 
@@ -83,6 +91,8 @@ def _view(col: Any, t: pa.DataType) -> Any:
         return col
     if isinstance(col, pa.ChunkedArray):
         return pa.chunked_array([_view(c, t) for c in col.chunks], type=t)
+    if contains_union(t):
+        return unions.retype(col, t)
     try:
         return col.view(t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
@@ -99,6 +109,8 @@ def _match(rf: dict[str, Any], wfields: dict[str, dict[str, Any]]) -> dict[str, 
 
 
 def _resolve(arr: pa.Array, rtype: Any, wtype: Any, target: pa.DataType, path: str) -> pa.Array:
+    if is_union(rtype) or is_union(wtype):
+        return _resolve_union(arr, rtype, wtype, target, path)
     rt, r_null = non_null(rtype)
     wt, w_null = non_null(wtype)
     if w_null and not r_null and arr.null_count:
@@ -123,6 +135,93 @@ def _resolve(arr: pa.Array, rtype: Any, wtype: Any, target: pa.DataType, path: s
         raise SchemaError(
             f"field '{path}': cannot resolve {type_name(wtype)} data as {type_name(rtype)}: {e}"
         ) from None
+
+
+def _resolve_union(arr: pa.Array, rtype: Any, wtype: Any, target: pa.DataType, path: str) -> pa.Array:
+    """Avro's union rules: a writer union's value is resolved as its branch's type (into the reader
+    union's first branch that reads it, `schemas.compat.best_branch`; or, for a non-union reader,
+    as that type: a row whose branch the reader cannot read raises SchemaError); a non-union
+    writer's values go into the reader union's branch for that type (nulls into its null branch)."""
+    if not is_union(wtype):
+        return _into_union(arr, rtype, wtype, target, path)
+    codes, offsets = unions.codes_offsets(arr)
+    where = unions.child_index(arr.type)
+    lookup = np.zeros(128, dtype=np.int64)
+    lookup[list(where)] = list(where.values())
+    index = lookup[codes.astype(np.int64)]  # the writer branch of each row
+    used = set(np.unique(index).tolist())
+    if is_union(rtype):
+        return _union_to_union(arr, rtype, wtype, target, path, index, offsets, used)
+    parts: list[pa.Array] = []
+    for i, wb in enumerate(wtype):
+        child = arr.field(i)
+        if wb == "null":
+            ok = nullable(rtype)
+            part = pa.nulls(len(child), target) if ok else None
+        else:
+            ok = not reader_writer_issues(rtype, wb)
+            part = _resolve(child, rtype, wb, target, path) if ok and i in used else None
+        if not ok and i in used:
+            row = int(np.flatnonzero(index == i)[0])
+            raise SchemaError(
+                f"field '{path}': row {row} holds a value of branch {type_name(wb)} (writer union {type_name(wtype)}), "
+                f"which the reader type {type_name(rtype)} cannot read"
+            )
+        parts.append(part if part is not None else unions.empty(target))
+    return unions.gather(parts, index, offsets, target)
+
+
+def _union_to_union(
+    arr: pa.Array,
+    rtype: list[Any],
+    wtype: list[Any],
+    target: pa.DataType,
+    path: str,
+    index: np.ndarray,
+    offsets: np.ndarray,
+    used: set[int],
+) -> pa.Array:
+    into = np.zeros(len(wtype), dtype=np.int8)  # writer branch -> reader branch
+    base = np.zeros(len(wtype), dtype=np.int32)  # where its values start in the reader child
+    pieces: dict[int, list[pa.Array]] = {}
+    for i, wb in enumerate(wtype):
+        j = best_branch(rtype, wb)
+        if j is None:
+            if i in used:
+                row = int(np.flatnonzero(index == i)[0])
+                raise SchemaError(
+                    f"field '{path}': row {row} holds a value of branch {type_name(wb)}, for which the reader union "
+                    f"{type_name(rtype)} has no branch"
+                )
+            continue
+        child = _resolve(arr.field(i), rtype[j], wb, target.field(j).type, path)
+        into[i] = j
+        base[i] = sum(len(p) for p in pieces.get(j, []))
+        pieces.setdefault(j, []).append(child)
+    kids = [
+        (pa.concat_arrays(pieces[j]) if len(pieces[j]) > 1 else pieces[j][0]) if j in pieces else unions.empty(f.type)
+        for j, f in enumerate(target)
+    ]
+    return unions.dense(target, into[index], offsets + base[index], kids)
+
+
+def _into_union(arr: pa.Array, rtype: list[Any], wtype: Any, target: pa.DataType, path: str) -> pa.Array:
+    wt, _ = non_null(wtype)
+    j = best_branch(rtype, wt)
+    if j is None:
+        raise SchemaError(f"field '{path}': the reader union {type_name(rtype)} has no branch for {type_name(wtype)}")
+    valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    k = unions.null_branch(target)
+    if not valid.all() and k is None:
+        row = int(np.flatnonzero(~valid)[0])
+        raise SchemaError(f"field '{path}': row {row} is null, which the reader union {type_name(rtype)} cannot hold")
+    values = arr if valid.all() else arr.filter(pa.array(valid))
+    parts = {j: _resolve(values, rtype[j], wt, target.field(j).type, path)}
+    codes = np.where(valid, j, -1 if k is None else k).astype(np.int8)
+    if k is not None:
+        parts[k] = pa.nulls(int((~valid).sum()), pa.null())
+    kids = [parts.get(i, unions.empty(f.type)) for i, f in enumerate(target)]
+    return unions.dense(target, codes, unions.ranks(codes), kids)
 
 
 def _mask(arr: pa.Array) -> pa.Array | None:
@@ -170,6 +269,8 @@ def _resolve_enum(arr: pa.Array, rt: dict[str, Any], target: pa.DataType, path: 
 # --------------------------------------------------------------------------- defaults
 def default_value(value: Any, t: Any) -> Any:
     """An Avro JSON default as the Python value pyarrow builds the column from."""
+    if is_union(t):  # Avro: a union's default is of its first branch
+        return (branch_name(t[0]), default_value(value, t[0])) if t[0] != "null" else None
     if isinstance(t, list):
         return default_value(value, t[0])
     kind = base_type(t)
@@ -199,7 +300,10 @@ def default_value(value: Any, t: Any) -> Any:
 def default_array(value: Any, t: Any, arrow_type: pa.DataType, n: int, path: str) -> pa.Array:
     """A column of `n` rows of `arrow_type`, each the Avro default `value` of type `t`."""
     try:
-        one = pa.array([default_value(value, t)], type=arrow_type)
+        if contains_union(arrow_type):
+            one = unions.build([default_value(value, t)], t, arrow_type, path)
+        else:
+            one = pa.array([default_value(value, t)], type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, KeyError) as e:
         raise SchemaError(f"field '{path}': default {value!r} does not fit {type_name(t)}: {e}") from None
     return one.take(pa.array(np.zeros(n, dtype=np.int32)))

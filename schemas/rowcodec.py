@@ -17,12 +17,17 @@ scalars, bytes for strings, ...) or names the record, field and reason it refuse
 paths never disagree on what is accepted, and a record reads back the same whichever path
 stored it (tested).
 
-Schemas with types outside that set (nested records, fixed, decimal, uuid, date, time, unions
-other than ``["null", T]``) have no row codec (`RowCodec.supported` is False): their commits are
-always Arrow frames.
+Unions (other than ``["null", T]``) of such types and of records of them: a value takes the branch
+`schemas.validate.choose` picks (the batch path's rule), written as that branch (Avro binary: the
+branch index, then the value); declined when the value as decoded would pick another branch, or
+is given in an explicit form (``(branch, value)``, ``{"branch": value}``), which the batch path
+stores. Schemas with types outside that set (records other than union branches, fixed, decimal,
+uuid, date, time) have no row codec (`RowCodec.supported` is False): their commits are always
+Arrow frames.
 
 `RowCodec.rows` and `RowCodec.batch` turn a row frame's body back into a record batch of the version's Arrow schema
-(``RecordBatch.from_pylist``, the conversion the batch path makes).
+(``RecordBatch.from_pylist``, or `schemas.unions.rows_batch` with union columns: the conversion the
+batch path makes).
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
-from schemas.avro import expand
+from schemas import unions
+from schemas.avro import branch_name, expand, is_union
+from schemas.unions import untag
+from schemas.validate import choose
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -76,14 +84,17 @@ def _millis(v: Any) -> int:
     return _micros(v)  # an int is taken as is
 
 
-def _converter(t: Any) -> Convert | None:
+def _converter(t: Any, records: bool = False) -> Convert | None:
     """A function returning the Avro-writable value of `t` for a value, or raising _Decline;
-    None when the type is outside the row path."""
+    None when the type is outside the row path. `records`: inside a union (nested records are
+    row-path types only there)."""
+    if is_union(t):
+        return _union(t)
     if isinstance(t, list):
         branches = [b for b in t if b != "null"]
         if len(t) != 2 or len(branches) != 1:
             return None
-        inner = _converter(branches[0])
+        inner = _converter(branches[0], records)
         if inner is None:
             return None
         return lambda v: None if v is None else inner(v)
@@ -96,7 +107,7 @@ def _converter(t: Any) -> Convert | None:
         if kind == "long" and logical == "timestamp-millis":
             return _millis
         return None
-    return _PLAIN.get(kind) or _complex(kind, t)
+    return _PLAIN.get(kind) or _complex(kind, t, records)
 
 
 def _exact(py: type) -> Convert:
@@ -137,7 +148,60 @@ _PLAIN: dict[str, Convert] = {
 }
 
 
-def _complex(kind: Any, t: dict[str, Any]) -> Convert | None:
+def _union(t: list[Any]) -> Convert | None:
+    """A union's converter: the branch `schemas.validate.choose` picks, as fastavro's ``(branch
+    name, value)`` (so the row holds that branch), declined unless the converted value, as it will
+    be decoded (tags removed), picks the same branch again: decoding rebuilds the column with the
+    same rules, so both paths store the same branch."""
+    convs: list[Convert | None] = []
+    for b in t:
+        if b == "null":
+            convs.append(None)
+            continue
+        conv = _converter(b, records=True)
+        if conv is None:
+            return None
+        convs.append(conv)
+    names = [branch_name(b) for b in t]
+
+    def union(v: Any) -> Any:
+        if type(v) is tuple:
+            raise _Decline  # the explicit form: the batch path stores it
+        i, x, _ = choose(v, t, "")
+        if i is None:
+            raise _Decline
+        conv = convs[i]
+        if conv is None:
+            return None
+        c = conv(x)
+        if choose(untag(c), t, "")[0] != i:
+            raise _Decline
+        return (names[i], c)
+
+    return union
+
+
+def _record(t: dict[str, Any]) -> Convert | None:
+    fields: list[tuple[str, Convert]] = []
+    for f in t["fields"]:
+        conv = _converter(f["type"], records=True)
+        if conv is None:
+            return None
+        fields.append((f["name"], conv))
+    names = frozenset(name for name, _ in fields)
+
+    def record(v: Any) -> Any:
+        if type(v) is not dict or not names.issuperset(v):
+            raise _Decline
+        get = v.get
+        return {name: conv(get(name)) for name, conv in fields}
+
+    return record
+
+
+def _complex(kind: Any, t: dict[str, Any], records: bool = False) -> Convert | None:
+    if kind == "record":
+        return _record(t) if records else None
     if kind == "enum":
         symbols = frozenset(t["symbols"])
 
@@ -148,7 +212,7 @@ def _complex(kind: Any, t: dict[str, Any]) -> Convert | None:
 
         return enum
     if kind == "array":
-        item = _converter(t["items"])
+        item = _converter(t["items"], records)
         if item is None:
             return None
 
@@ -159,7 +223,7 @@ def _complex(kind: Any, t: dict[str, Any]) -> Convert | None:
 
         return array
     if kind == "map":
-        value = _converter(t["values"])
+        value = _converter(t["values"], records)
         if value is None:
             return None
 
@@ -218,6 +282,8 @@ class RowCodec:
         self._names = frozenset(name for name, _, _ in fields)
         self._event = event_field if event_field in self._names else None
         self._schema = fastavro.parse_schema(_strip(copy.deepcopy(schema))) if supported else None
+        self._tree = tree
+        self._unions = any(unions.contains_union(f.type) for f in arrow_schema)
         self._timestamps = {i for i, f in enumerate(arrow_schema) if pa.types.is_timestamp(f.type)}
         self._int_schema = (
             pa.schema(
@@ -285,15 +351,24 @@ class RowCodec:
         a tailer's first record)."""
         keep = range(len(self.arrow_schema)) if names is None else self._indices(tuple(names))
         target = pa.schema([self.arrow_schema.field(i) for i in keep], self.arrow_schema.metadata)
+        build = self._build(keep)
         ints = self._int_schema
         if ints is None:
-            return pa.RecordBatch.from_pylist(rows, schema=target)
-        raw = pa.RecordBatch.from_pylist(rows, schema=pa.schema([ints.field(i) for i in keep], ints.metadata))
+            return build(rows, target)
+        raw = build(rows, pa.schema([ints.field(i) for i in keep], ints.metadata))
         cols = [
             c.view(target.field(k).type) if i in self._timestamps else c
             for k, (i, c) in enumerate(zip(keep, raw.columns))
         ]
         return pa.RecordBatch.from_arrays(cols, schema=target)
+
+    def _build(self, keep: Sequence[int]) -> Callable[[list[dict[str, Any]], pa.Schema], pa.RecordBatch]:
+        """How rows become a batch of the fields `keep`: ``from_pylist``, or `schemas.unions`
+        (the batch path's own conversion) when a union column is among them."""
+        if not self._unions:
+            return lambda rows, schema: pa.RecordBatch.from_pylist(rows, schema=schema)
+        tree = {"fields": [self._tree["fields"][i] for i in keep]}
+        return lambda rows, schema: unions.rows_batch(rows, tree, schema)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - codecs are few and long-lived (see `codec`)
     def _indices(self, names: tuple[str, ...]) -> list[int]:

@@ -8,9 +8,10 @@ import datetime as _dt
 import decimal
 import difflib
 import numbers
+import uuid
 from typing import Any
 
-from schemas.avro import base_type, non_null, type_name
+from schemas.avro import base_type, branch_name, is_union, non_null, nullable, type_name
 
 _NoneType = type(None)
 
@@ -49,8 +50,7 @@ def _check_record(row: Any, t: dict[str, Any], path: str) -> tuple[str | None, s
     for f in t["fields"]:
         where = f"{path}.{f['name']}" if path else f["name"]
         if f["name"] not in row:
-            _, nullable = non_null(f["type"])
-            if nullable or f["type"] == "null" or ("default" in f and not path):  # top level: filled in
+            if nullable(f["type"]) or ("default" in f and not path):  # top level: filled in
                 continue
             return (where, f"missing required field (expected {_expected(f['type'])})")
         found = _check(row[f["name"]], f["type"], where)
@@ -76,7 +76,9 @@ def _lookup(t: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _expected(t: Any) -> str:
-    inner, nullable = non_null(t)
+    if is_union(t):
+        return "a value of one of the branches " + ", ".join(type_name(b) for b in t)
+    inner, null_ok = non_null(t)
     kind = base_type(inner)
     logical = inner.get("logicalType") if isinstance(inner, dict) else None
     text = {
@@ -110,16 +112,18 @@ def _expected(t: Any) -> str:
     if text is None and kind == "fixed":
         text = f"{inner['size']} bytes (fixed {inner['name']})"
     text = text or type_name(inner)
-    return text + " or null" if nullable else text
+    return text + " or null" if null_ok else text
 
 
 _BAD = ("", "")  # _check_value's answer for "not of the type": _check words it (only then)
 
 
 def _check(v: Any, t: Any, path: str) -> tuple[str | None, str] | None:
-    inner, nullable = non_null(t)
+    if is_union(t):
+        return choose(v, t, path)[2]
+    inner, null_ok = non_null(t)
     if v is None:
-        if nullable or inner == "null":
+        if null_ok or inner == "null":
             return None
         return (path, f"null is not allowed (expected {_expected(t)})")
     found = _check_value(v, t, inner, path)
@@ -211,3 +215,86 @@ def _check_value(v: Any, t: Any, inner: Any, path: str) -> tuple[str | None, str
     if kind == "null":
         return bad
     return None
+
+
+# --------------------------------------------------------------------------- union branches
+_KINDS: tuple[tuple[type | tuple[type, ...], frozenset[str]], ...] = (
+    (bool, frozenset({"boolean"})),
+    (numbers.Integral, frozenset({"int", "long"})),
+    (numbers.Real, frozenset({"float", "double"})),
+    (str, frozenset({"string", "enum"})),
+    ((bytes, bytearray, memoryview, decimal.Decimal), frozenset({"bytes", "fixed"})),
+    (dict, frozenset({"record"})),
+    ((list, tuple), frozenset({"array"})),
+    ((_dt.datetime, _dt.date, _dt.time), frozenset({"int", "long"})),
+)
+
+
+def _natural(v: Any) -> frozenset[str]:
+    """The branch kinds a Python value of `v`'s type takes first (before the lenient ones)."""
+    if v is None:
+        return frozenset({"null"})
+    for py, kinds in _KINDS:
+        if isinstance(v, py):
+            return kinds
+    return frozenset()
+
+
+def _uuid_branch(b: Any) -> bool:
+    return isinstance(b, dict) and b.get("logicalType") == "uuid"
+
+
+def _check_uuid(v: Any, b: Any, path: str) -> tuple[str | None, str] | None:
+    """A uuid branch takes only a UUID's text (so "A" of [uuid, SomeEnum] is the enum's)."""
+    found = _check(v, b, path)
+    if found is not None:
+        return found
+    try:
+        uuid.UUID(v if isinstance(v, str) else bytes(v).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return (path, f"expected a UUID's text, found {show_value(v)}")
+    return None
+
+
+Choice = tuple[int, Any, None] | tuple[None, None, tuple[str | None, str]]
+
+
+def choose(v: Any, branches: list[Any], path: str) -> Choice:
+    """The branch of union `branches` a value takes: (index, the branch's value, None), or (None,
+    None, (path, reason)) naming the branches tried.
+
+    Rules, in order: a ``(branch name, value)`` tuple takes that branch; then the first branch, in
+    declaration order, of the kinds natural to the value's Python type that accepts it (bool:
+    boolean; int: int, long (in range; also their logical types, as datetimes and dates are); float:
+    float, double; str: string, enum; bytes, Decimal: bytes, fixed; dict: record (a record branch
+    whose fields fit); list: array; None: null); then the first other branch that accepts it as
+    the non-union rules do (an int for a double, a list of pairs or a dict for a map, str for bytes,
+    ...); last, Avro's JSON form ``{"branch name": value}``. A uuid branch takes a UUID's text only.
+    """
+    names = [branch_name(b) for b in branches]
+    if type(v) is tuple and len(v) == 2 and isinstance(v[0], str) and v[0] in names:
+        i = names.index(v[0])
+        found = _check(v[1], branches[i], path)
+        if found is None:
+            return i, v[1], None
+        return None, None, (found[0], f"{found[1]} (the value given for branch {v[0]})")
+    natural = _natural(v)
+    tried: list[str] = []
+    for first in (True, False):
+        for i, b in enumerate(branches):
+            if (base_type(b) in natural) != first:
+                continue
+            found = _check(v, b, path) if not _uuid_branch(b) else _check_uuid(v, b, path)
+            if found is None:
+                return i, v, None
+            if first:
+                where = f"{found[0]}: " if found[0] and found[0] != path else ""
+                tried.append(f"{names[i]}: {where}{found[1]}")
+    if type(v) is dict and len(v) == 1:
+        ((key, inner),) = v.items()
+        if key in names and _check(inner, branches[names.index(key)], path) is None:
+            return names.index(key), inner, None
+    if v is None:
+        return None, None, (path, f"null is not allowed (union {type_name(branches)} has no null branch)")
+    detail = f"; tried {'; '.join(tried)}" if tried else ""
+    return None, None, (path, f"no branch of union {type_name(branches)} takes {show_value(v)}{detail}")

@@ -6,6 +6,8 @@
 - `manifest`: the run's record, ``<log>/runs/<run_id>/manifest.json`` (`Manifest`);
 - `execute`: replaying a plan, checkpointing, ending every run in a terminal state;
 - `workers`: stateless models replayed in several processes;
+- `cluster`, `cluster_task`: the same on a cluster engine (Dask distributed: ``engine="dask"``,
+  one task per input partition, retries that never duplicate output);
 - `sink`: the output topic, its schema and writer thread; `hashing`: the content hash;
 - `audit`, `audit_manifest`: every output row and manifest field checked against the log;
 - `delete`: `delete_run` (``replay delete``): a run's record, and an output topic of its own;

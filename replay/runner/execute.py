@@ -1,9 +1,10 @@
 """Executing a run: replaying its plan, checkpointing its manifest, and ending it in a terminal state.
 
 `execute` replays (in this process, or for stateless models with ``workers=N`` in N processes:
-`replay.runner.workers`) and marks the manifest ``complete`` with row counts and the content
-hash. On Ctrl-C the rows queued so far are written (each output frame is whole), the manifest
-says ``incomplete`` with per-partition progress and `RunInterrupted` is raised. Any other error
+`replay.runner.workers`, or as tasks on a cluster engine: `replay.runner.cluster`) and marks the
+manifest ``complete`` with row counts and the content hash. On Ctrl-C the rows queued so far are
+written (each output frame is whole), the manifest says ``incomplete`` with per-partition
+progress and `RunInterrupted` is raised. Any other error
 once the manifest exists (a model's, e.g. `TimeLeakError`, or one while finishing the run) marks
 the run ``failed`` with the error and re-raises it: a manifest never stays ``running`` after its
 process returned.
@@ -22,6 +23,7 @@ from ..engine.replayer import Plan, Replayer, Stop
 from ..errors import RunInterrupted
 from ..models import learns
 from . import manifest as mf
+from .cluster import Engine, run_cluster
 from .handle import Run
 from .hashing import ContentHash
 from .progress import Progress
@@ -126,9 +128,11 @@ def execute(
     skip: dict | None = None,
     done0: dict | None = None,
     resumed: bool = False,
+    engine: Engine | None = None,
 ) -> Run:
     """Replay `plan` and mark `manifest` complete; on any error mark it failed (or incomplete on
-    Ctrl-C) with the error recorded, then re-raise it (`RunInterrupted` for Ctrl-C)."""
+    Ctrl-C) with the error recorded, then re-raise it (`RunInterrupted` for Ctrl-C). `engine`: a
+    cluster engine for stateless models (`replay.runner.cluster`; None: this machine's processes)."""
     t0 = time.monotonic()
     base = {
         "seconds": float(manifest.seconds or 0.0),
@@ -141,7 +145,7 @@ def execute(
         tracker = Tracker(log, manifest, bar, done0 or {})
         try:
             bar.update(tracker.inputs_done())
-            result = _replay(log, plan, loaded, tracker, workers, skip or {}, resumed)
+            result = _replay(log, plan, loaded, tracker, workers, skip or {}, resumed, engine, manifest)
         finally:
             bar.close()
         _account(manifest, tracker, base, result, t0)
@@ -155,9 +159,25 @@ def execute(
     return Run(log, manifest.to_dict())
 
 
-def _replay(log: Any, plan: Plan, loaded: list, tracker: Tracker, workers: int, skip: dict, resumed: bool) -> dict:
+def _replay(
+    log: Any,
+    plan: Plan,
+    loaded: list,
+    tracker: Tracker,
+    workers: int,
+    skip: dict,
+    resumed: bool,
+    engine: Engine | None,
+    manifest: mf.Manifest,
+) -> dict:
     parts = [p for p, (lo, hi) in sorted(plan.input_ranges.items()) if hi > lo]
     stateless = not any(learns(m) for m, _ in loaded)
+    if stateless and engine is not None:
+        start = {int(p): int(o) for p, o in manifest.output["start"].items()}
+        models = [m for m, _ in loaded]
+        return run_cluster(
+            log, plan, models, parts, engine, tracker, skip, hash_streams=not resumed, output_start=start
+        )
     if stateless and workers > 1 and len(parts) > 1:
         return run_workers(log, plan, loaded, parts, min(workers, len(parts)), tracker, skip, hash_streams=not resumed)
     return _run_local(log, plan, [m for m, _ in loaded], tracker, skip, hash_streams=not resumed)

@@ -19,6 +19,8 @@ at checkpoints while it runs (every few seconds), and when it ends. Format 1::
       "output":   {"topic": t, "start": {"0": offset, ...}, "end": {...} | null},  # per output partition
       "models":   [{"name", "version", "spec" | null, "class", "params_hash", "learns", "lookups"}],
       "seed": 0, "workers": 1,
+      "engine": {"name": "local"} | {"name": "dask", "address": a | null, "workers": n},  # where it
+                                                  # ran (the last start or resume); not in the hash
       "code_version": "git:<sha>[-dirty]" | "logstore <version>",
       "progress": {"0": {"clock": us, "offset": o, "inputs": n}, ...},   # last input written per partition
       "rows": {"inputs": n, "outputs": n, "learned": n, "outcomes_unmatched": n},
@@ -133,6 +135,7 @@ class Manifest:
     streams: dict = field(default_factory=dict)
     content_hash: str | None = None
     seconds: float = 0.0
+    engine: dict = ABSENT  # where the run (its last start or resume) replayed: `replay.runner.cluster`
     resumed: int = ABSENT  # how many times `replay.resume` continued the run
     rerun_of: str = ABSENT  # the run a `replay.rerun` replayed again
     others: dict = field(default_factory=dict)
@@ -150,10 +153,17 @@ class Manifest:
 
 
 def new_manifest(
-    plan: Plan, models: list[dict], *, workers: int, request: tuple, output_start: Mapping[int, int]
+    plan: Plan,
+    models: list[dict],
+    *,
+    workers: int,
+    request: tuple,
+    output_start: Mapping[int, int],
+    engine: dict | None = None,
 ) -> Manifest:
     """The manifest of a run about to start: `plan`'s ranges and settings, the `models` records,
-    the bounds as given (`request`) and the output topic's end offsets now (`output_start`)."""
+    the bounds as given (`request`), the output topic's end offsets now (`output_start`) and the
+    `engine` record (default: this machine's processes)."""
     return Manifest(
         run_id=plan.run_id,
         inputs={
@@ -181,6 +191,7 @@ def new_manifest(
         models=models,
         seed=plan.seed,
         workers=workers,
+        engine=engine if engine is not None else {"name": "local"},
         code_version=plan.code_version,
         host=plan.host,
         rows={

@@ -297,10 +297,12 @@ def read_run(
     start: dict[int, int] | None,
     end: dict[int, int] | None = None,
     columns: list[str] | None = None,
+    partitions: list[int] | None = None,
 ) -> Iterable[pa.Table]:
-    """The output rows of `run_id` in `topic` from offsets `start` on, a table per batch read, in order."""
+    """The output rows of `run_id` in `topic` from offsets `start` on (of `partitions`, None: all),
+    a table per batch read, in order."""
     cols = None if columns is None else list(dict.fromkeys(list(columns) + ["run_id"]))
-    for batch in log.reader(topic, start=start, end=end, columns=cols):
+    for batch in log.reader(topic, start=start, end=end, columns=cols, partitions=partitions):
         mask = pc.equal(batch.column(batch.schema.get_field_index("run_id")), run_id)
         t = pa.Table.from_batches([batch]).filter(mask)
         if t.num_rows:

@@ -3,9 +3,10 @@
 A run resolves its ranges exactly (`log.snapshot` of every topic first: the run's horizon is that
 instant), checks every name it records (`replay.names`), writes its manifest (status
 ``running``) and replays (`replay.runner.execute`). Stateless models may replay in several
-processes (`replay.runner.workers`); models that learn replay in one, in clock order. `resume`
-continues an interrupted or failed run from what its output topic holds, so an
-interrupted-and-resumed run has the content hash of an uninterrupted one.
+processes (`replay.runner.workers`) or as tasks on a cluster engine (`replay.runner.cluster`);
+models that learn replay in one, in clock order. `resume` continues an interrupted or failed run
+from what its output topic holds, so an interrupted-and-resumed run has the content hash of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..engine.replayer import Plan
 from ..errors import RangeError, ReplayError, RunStateError
 from ..models import learns
 from . import manifest as mf
+from .cluster import check_engine, engine_record, open_engine
 from .execute import execute, scan_progress
 from .handle import Run
 from .logs import open_log
@@ -76,6 +78,8 @@ def run(
     progress: bool | None = None,
     durability: str = "flush",
     append: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> Run:
     """Replay `inputs` (and `outcomes`) of `log` through `models`, writing scores to `output`.
 
@@ -87,12 +91,17 @@ def run(
     input waits for its outcome (learning models; None: the whole run). `workers`: processes for
     stateless models (this one included). `progress`: a bar on stderr (default: when stderr is a terminal).
     An `output` topic that already holds scores (another run's) is refused unless `append` is
-    true, so a rerun never piles duplicates into it silently.
+    true, so a rerun never piles duplicates into it silently. `engine="dask"` replays stateless
+    models as a task per input partition on Dask distributed (`replay.runner.cluster`; the extra
+    ``cluster``): on the scheduler at `address` (``"tcp://127.0.0.1:8786"``), or with `address`
+    None on a cluster of `workers` processes on loopback started for the run and closed after it;
+    the log directory must be visible to the workers (a shared file system or this machine).
     Returns the `Run` (``run.id``, ``run.manifest``, ``run.scores()``).
     """
     log = open_log(log)
     loaded = load_models(models)
     check_options(order, lateness, workers)
+    check_engine(engine, address)
     run_id = names.run_id(mf.new_run_id() if run_id is None else run_id)
     names.output_topic(output)
     records = model_records(loaded)
@@ -153,14 +162,32 @@ def run(
         raise ReplayError(f"run {run_id!r} already exists in {log.path}")
     if not append:
         refuse_occupied_output(log, output)
-    ensure_output(log, output, partitions=output_partitions(input_ranges, eff_workers))
     if workers > 1 and any_learner:
         warnings.warn("models that learn replay in one process, in clock order; workers set to 1", stacklevel=2)
-    manifest = mf.new_manifest(
-        plan, records, workers=eff_workers, request=(start, end), output_start=log.end_offsets(output)
-    )
-    mf.create(log, manifest)
-    return execute(log, plan, loaded, manifest, workers=eff_workers, progress=progress)
+    if engine != "local" and any_learner:
+        warnings.warn(
+            f"models that learn replay in this process, in clock order; engine {engine!r} unused", stacklevel=2
+        )
+    eng = None if any_learner else open_engine(engine, address, workers)
+    try:
+        if eng is not None:  # a task per input partition, each writing an output partition of its own
+            eff_workers = eng.workers()
+            ensure_output(log, output, partitions=output_partitions(input_ranges, len(input_ranges)))
+        else:
+            ensure_output(log, output, partitions=output_partitions(input_ranges, eff_workers))
+        manifest = mf.new_manifest(
+            plan,
+            records,
+            workers=eff_workers,
+            request=(start, end),
+            output_start=log.end_offsets(output),
+            engine=engine_record(eng),
+        )
+        mf.create(log, manifest)
+        return execute(log, plan, loaded, manifest, workers=eff_workers, progress=progress, engine=eng)
+    finally:
+        if eng is not None:
+            eng.close()
 
 
 def resume(
@@ -171,12 +198,15 @@ def resume(
     workers: int | None = None,
     progress: bool | None = None,
     force: bool = False,
+    engine: str | None = None,
+    address: str | None = None,
 ) -> Run:
     """Finish an incomplete (or failed) run from what its output topic holds.
 
     Stateless models continue each partition after its last written row; learning models (and
     event-time order) replay again from the start, writing only rows past the progress, so their
-    state is rebuilt exactly. The content hash is then computed from the whole output.
+    state is rebuilt exactly. The content hash is then computed from the whole output. `engine`
+    and `address` (see `run`) default to those the run recorded; the manifest records the one used.
     """
     log = open_log(log)
     m = mf.read(log, run_id)
@@ -189,6 +219,8 @@ def resume(
     loaded = models_for(m, models)
     plan = with_topics(log, plan_from_manifest(m))
     stateful = any(learns(x) for x, _ in loaded)
+    name, addr = recorded_engine(m, engine, address)
+    check_engine(name, addr)
     written = scan_progress(log, m)
     skip: dict[int, tuple[int, int]] = {}
     done0: dict[int, int] = {}
@@ -201,23 +233,42 @@ def resume(
         plan = replace(plan, input_ranges=ranges)
     else:
         skip = {p: (c, off) for p, (c, off, n) in written.items()}
-    manifest = mf.Manifest.from_dict(m)
-    manifest.status = "running"
-    manifest.error = None
-    manifest.resumed = int(manifest.resumed or 0) + 1
-    mf.write(log, manifest)
     w = workers if workers is not None else int(m.get("workers", 1))
-    return execute(
-        log,
-        plan,
-        loaded,
-        manifest,
-        workers=1 if stateful else w,
-        progress=progress,
-        skip=skip,
-        done0=done0,
-        resumed=True,
-    )
+    eng = None if stateful else open_engine(name, addr, w)
+    try:
+        manifest = mf.Manifest.from_dict(m)
+        manifest.status = "running"
+        manifest.error = None
+        manifest.resumed = int(manifest.resumed or 0) + 1
+        manifest.engine = engine_record(eng)
+        mf.write(log, manifest)
+        return execute(
+            log,
+            plan,
+            loaded,
+            manifest,
+            workers=1 if stateful else w,
+            progress=progress,
+            skip=skip,
+            done0=done0,
+            resumed=True,
+            engine=eng,
+        )
+    finally:
+        if eng is not None:
+            eng.close()
+
+
+def recorded_engine(m: dict, engine: str | None, address: str | None) -> tuple[str, str | None]:
+    """The engine and scheduler address a resume of run `m` uses: those given (an address alone
+    means dask), else those recorded (a scheduler address only with the engine that recorded it)."""
+    rec = m.get("engine") or {"name": "local"}
+    if engine is None and address is not None:
+        engine = "dask"
+    name = engine if engine is not None else str(rec.get("name", "local"))
+    if address is None and name == rec.get("name"):
+        address = rec.get("address")
+    return name, address
 
 
 def rerun(

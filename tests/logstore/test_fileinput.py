@@ -240,3 +240,24 @@ def test_append_memory_stays_bounded(tmp_path):
     with logstore.open(d, readonly=True) as log:
         assert sum(log.end_offsets("rows").values()) == 200_000
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+def test_csv_union_cells_are_json_or_text_for_a_string_branch(tmp_path):
+    d = tmp_path / "log"
+    schema = {
+        "type": "record",
+        "name": "u",
+        "fields": [{"name": "id", "type": "string"}, {"name": "v", "type": ["null", "string", "long"]}],
+    }
+    with logstore.open(d) as log:
+        log.create_topic("u", schema=schema, event_time_field=None)
+    p = tmp_path / "u.csv"
+    p.write_text('id,v\na,hello\nb,12\nc,\nd,"""12"""\n')
+    assert run("append", str(d), "u", str(p))[0] == 0
+    with logstore.open(d, readonly=True) as log:
+        assert log.read("u", columns=["id", "v"]).to_pylist() == [
+            {"id": "a", "v": "hello"},
+            {"id": "b", "v": 12},
+            {"id": "c", "v": None},
+            {"id": "d", "v": "12"},
+        ]

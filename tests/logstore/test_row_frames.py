@@ -45,6 +45,26 @@ ALL_TYPES = {
         {"name": "ns", "type": ["null", "string"], "default": None},
         {"name": "nd", "type": ["null", "double"], "default": None},
         {"name": "nxs", "type": ["null", {"type": "array", "items": "long"}], "default": None},
+        # unions (dense unions in Arrow): primitives, logical types, records, named references, nested
+        {"name": "u", "type": ["null", "string", "long", "double", "boolean"], "default": None},
+        {"name": "ut", "type": ["int", {"type": "long", "logicalType": "timestamp-micros"}, "bytes"]},
+        {
+            "name": "ur",
+            "type": [
+                {"type": "record", "name": "Point", "fields": [{"name": "x", "type": "long"}]},
+                {
+                    "type": "record",
+                    "name": "Label",
+                    "fields": [
+                        {"name": "text", "type": ["null", "string"]},
+                        {"name": "tag", "type": ["Colour", "long"]},
+                    ],
+                },
+                "string",
+            ],
+        },
+        {"name": "ua", "type": {"type": "array", "items": ["null", "Point", "float", "Colour"]}},
+        {"name": "um", "type": {"type": "map", "values": ["boolean", {"type": "array", "items": "string"}]}},
     ],
 }
 
@@ -56,6 +76,11 @@ _millis = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 
     lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000)
 )
 _real = st.floats(allow_nan=False, width=64) | st.integers(-(2**40), 2**40)
+_colour = st.sampled_from(["red", "green", "blue"])
+_point = st.fixed_dictionaries({"x": st.integers(-(2**63), 2**63 - 1)})
+_label = st.fixed_dictionaries({"tag": _colour | st.integers(-5, 5)}, optional={"text": st.none() | _text})
+_u = st.none() | _text | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.booleans()
+_ut = st.integers(-(2**31), 2**31) | _times | st.binary(max_size=4)  # 2**31: not an int, a timestamp
 RECORD = st.fixed_dictionaries(
     {
         "s": _text,
@@ -70,8 +95,13 @@ RECORD = st.fixed_dictionaries(
         "tm": _millis,
         "xs": st.lists(st.floats(allow_nan=False), max_size=3),
         "m": st.dictionaries(_text, _text, max_size=3),
+        "ut": _ut,
+        "ur": _point | _label | _text,
+        "ua": st.lists(st.none() | _point | st.floats(allow_nan=False, width=32) | _colour, max_size=3),
+        "um": st.dictionaries(_text, st.booleans() | st.lists(_text, max_size=2), max_size=3),
     },
     optional={
+        "u": _u,
         "ns": st.none() | _text,
         "nd": st.none() | _real,
         "nxs": st.none() | st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
@@ -328,9 +358,9 @@ def test_a_format_1_log_reads_and_is_raised_to_format_2_by_its_first_row_frame(t
 def test_a_log_of_a_newer_format_is_refused_never_misread(tmp_path):
     lg = logstore.open(tmp_path / "log")
     lg.create_topic("s", schema="model_score")
-    (tmp_path / "log" / "logstore.json").write_text(json.dumps({"format": 3}))
+    (tmp_path / "log" / "logstore.json").write_text(json.dumps({"format": 4}))
     for readonly in (False, True):
-        with pytest.raises(logstore.LogIOError, match="format 3, written by a newer logstore"):
+        with pytest.raises(logstore.LogIOError, match="format 4, written by a newer logstore"):
             logstore.open(tmp_path / "log", readonly=readonly)
 
 

@@ -112,8 +112,10 @@ def _named(schema: dict) -> dict:
 def values(t):
     """A strategy of Python values fastavro accepts for `t` and Arrow stores exactly."""
     if isinstance(t, list):
-        inner = [b for b in t if b != "null"][0]
-        return st.none() | values(inner)
+        branches = [b for b in t if b != "null"]
+        if len(branches) > 1:  # a general union: a value of any branch
+            return st.one_of([st.none()] * ("null" in t) + [values(b) for b in branches])
+        return st.none() | values(branches[0])
     if isinstance(t, str):
         return {
             "boolean": st.booleans(),
