@@ -408,8 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from . import admin_cli
+    from .bridge import cli as bridge_cli
 
     admin_cli.add_commands(sub, add_command)  # topics, alter, delete-topic, groups, delete-group
+    bridge_cli.add_commands(sub, add_command)  # bridge from-kafka, to-kafka, status
 
     p = add_command(
         sub,

@@ -10,15 +10,20 @@ import importlib
 import sys
 
 
-def render(module: str, prog: str) -> str:
-    """Markdown with the --help of `prog` and of each of its subcommands."""
-    parser: argparse.ArgumentParser = importlib.import_module(module).build_parser()
-    out = [f"## `{prog}`", "", "```", parser.format_help().rstrip(), "```", ""]
+def _sections(parser: argparse.ArgumentParser, prog: str, level: int) -> list[str]:
+    """The --help of `parser`, then of each of its subcommands, nested ones included."""
+    out = [f"{'#' * level} `{prog}`", "", "```", parser.format_help().rstrip(), "```", ""]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                out += [f"### `{prog} {name}`", "", "```", sub.format_help().rstrip(), "```", ""]
-    return "\n".join(out)
+                out += _sections(sub, f"{prog} {name}", min(level + 1, 4))
+    return out
+
+
+def render(module: str, prog: str) -> str:
+    """Markdown with the --help of `prog` and of each of its subcommands (at every depth)."""
+    parser: argparse.ArgumentParser = importlib.import_module(module).build_parser()
+    return "\n".join(_sections(parser, prog, 2))
 
 
 def main() -> str:
@@ -27,10 +32,8 @@ def main() -> str:
     os.environ["COLUMNS"] = "100"
     text = "# CLI reference\n\nGenerated from `--help` by `python -m logstore.clidoc`; do not edit.\n\n"
     text += render("logstore.cli", "logstore")
-    try:
-        text += "\n" + render("replay.cli", "replay")
-    except (ImportError, AttributeError):
-        pass
+    for module, prog in (("replay.cli", "replay"), ("rendezvous.cli", "rendezvous")):
+        text += "\n" + render(module, prog)
     return text
 
 
