@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("logstore")
 
-ALTERABLE = "retention_ms retention_bytes compression segment_bytes segment_ms compatibility max_record_bytes".split()
+ALTERABLE = (
+    "retention_ms retention_bytes compression segment_bytes segment_ms compatibility max_record_bytes "
+    "remote local_retention_ms local_retention_bytes"
+).split()
 FIXED = {  # what cannot be changed, and why
     "partitions": "a keyed record's partition is its key's hash modulo the partition count: keys would "
     "move and lose their order; create a new topic and copy",
@@ -158,6 +161,8 @@ def alter_topic(log: Log, name: str, **settings: Any) -> tuple[TopicConfig, Topi
             old = load_config(path, name)
         except FileNotFoundError:
             raise errors.TopicNotFoundError(f"topic {name!r} does not exist in {log.path}") from None
+        if "remote" in settings:
+            settings["remote"] = _new_remote(log, name, old.remote, settings["remote"])
         new = replace(old, **settings)  # TopicConfig.__post_init__ checks every value
         if new != old:
             write_atomic(path, new.to_json().encode(), "alter topic settings")
@@ -165,6 +170,22 @@ def alter_topic(log: Log, name: str, **settings: Any) -> tuple[TopicConfig, Topi
     if cached is not None:
         cached._config = None  # read again at next use
     return old, new
+
+
+def _new_remote(log: Log, name: str, old: str | None, new: str | None) -> str | None:
+    """The remote store `new` for topic `name` (credentials kept in this process only), refused
+    while any of its segments is in another store: they would no longer be found."""
+    public = None if new is None else log.remotes.configure(new)
+    if public != old and old is not None:
+        topic = log.topic(name)
+        for p in range(topic.config.partitions):
+            placed = topic.partition(p).placement.current()
+            if placed.segments:
+                raise errors.TopicError(
+                    f"topic {name!r}: its segments are in {old} (partition {p} has some there): the remote "
+                    "cannot change while they are; it can be set on a topic that has none"
+                )
+    return public
 
 
 @contextmanager
@@ -201,8 +222,33 @@ def delete_topic(log: Log, name: str) -> DeletedTopic:
     with _config_lock(log, name):
         hidden = retire_topic(log, name)
     cleaned = remove_cursors(log, name)
-    _remove_tree(hidden)
+    if _remove_remote(log, hidden):
+        _remove_tree(hidden)
     return DeletedTopic(name, size[0], size[1], tuple(cleaned))
+
+
+def _remove_remote(log: Log, tree: Path) -> bool:
+    """Delete the remote objects (segments and indexes) the partition manifests of a retired topic
+    `tree` name, in any state; True when none is left (the tree may go: it is what names them),
+    False (logged; the next deletion's `sweep` tries again) when the store refused some."""
+    from . import manifest as manifest_mod
+
+    left = 0
+    for part in sorted(tree.iterdir()) if tree.is_dir() else []:
+        try:
+            m = manifest_mod.load(part) if part.is_dir() else None
+        except errors.LogstoreError as e:  # a damaged manifest: its objects cannot be named
+            logger.warning("remote objects of %s are not deleted: %s", part, e)
+            continue
+        for entry in [] if m is None else m.segments.values():
+            store = log.remotes.store(entry.remote)
+            for key in (entry.key, entry.index_key):
+                try:
+                    store.delete(key)
+                except errors.LogstoreError as e:
+                    left += 1
+                    logger.warning("cannot delete %s yet (%s): the next deletion tries again", key, e)
+    return left == 0
 
 
 def retire_topic(log: Log, name: str) -> Path:
@@ -319,6 +365,8 @@ def sweep(log: Log) -> list[Path]:
                 continue
             if sub == TOPICS_DIR:
                 remove_cursors(log, name, written_before_ns=int(ns))
+                if not _remove_remote(log, log.path / sub / entry):
+                    continue
             if _remove_tree(log.path / sub / entry):
                 done.append(log.path / sub / entry)
     return done

@@ -97,6 +97,9 @@ LABELS = {
     "segment_ms": "segment-age",
     "compatibility": "compatibility",
     "max_record_bytes": "max-record-bytes",
+    "remote": "remote",
+    "local_retention_ms": "local-retention",
+    "local_retention_bytes": "local-retention-bytes",
 }
 
 
@@ -118,7 +121,11 @@ def alter_settings(args: argparse.Namespace) -> dict[str, Any]:
     from .durations import duration_ms
 
     given: dict[str, Any] = {}
-    for key, flag in (("retention_ms", "--retention"), ("segment_ms", "--segment-age")):
+    for key, flag in (
+        ("retention_ms", "--retention"),
+        ("segment_ms", "--segment-age"),
+        ("local_retention_ms", "--local-retention"),
+    ):
         text, ms = getattr(args, key.removesuffix("_ms")), getattr(args, key)
         ms_flag = f"--{key.replace('_', '-')}"
         if text is not None and ms is not None:
@@ -127,9 +134,12 @@ def alter_settings(args: argparse.Namespace) -> dict[str, Any]:
             given[key] = None if text.strip().lower() == "none" else duration_ms(text, flag)
         elif ms is not None:
             given[key] = None if ms.strip().lower() == "none" else duration_ms(ms, ms_flag, bare_unit="ms")
-    for key in ("retention_bytes", "segment_bytes", "max_record_bytes"):
+    for key in ("retention_bytes", "segment_bytes", "max_record_bytes", "local_retention_bytes"):
         if getattr(args, key) is not None:
-            given[key] = _count(getattr(args, key), f"--{key.replace('_', '-')}", none=key == "retention_bytes")
+            none = key in ("retention_bytes", "local_retention_bytes")
+            given[key] = _count(getattr(args, key), f"--{key.replace('_', '-')}", none=none)
+    if args.remote is not None:
+        given["remote"] = None if args.remote.strip().lower() == "none" else args.remote
     if args.compression is not None:
         given["compression"] = None if args.compression == "none" else args.compression
     if args.compatibility is not None:
@@ -137,7 +147,8 @@ def alter_settings(args: argparse.Namespace) -> dict[str, Any]:
     if not given:
         raise ArgumentError(
             "nothing to change: give --retention, --retention-ms, --retention-bytes, --compression, "
-            "--segment-bytes, --segment-age, --segment-ms, --compatibility or --max-record-bytes"
+            "--segment-bytes, --segment-age, --segment-ms, --compatibility, --max-record-bytes, --remote, "
+            "--local-retention, --local-retention-ms or --local-retention-bytes"
         )
     return given
 
@@ -239,8 +250,26 @@ def cmd_delete_group(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- tier --------------------------------------------------------------------------------------
+def cmd_tier(args: argparse.Namespace) -> int:
+    import logstore
+
+    log = logstore.open(args.log, **({"remote": args.remote} if args.remote else {}))
+    if args.topic is not None and log.topic(args.topic).remote is None:
+        raise ArgumentError(f"topic {args.topic!r} has no remote: give --remote URI (or create it with --remote)")
+    report = log.tier(args.topic)
+    for step in report.finished:
+        print(f"finished: {step}")
+    for topic, p, base, size in report.moved:
+        print(f"moved {topic}[{p}] segment {base} ({human_bytes(size)})")
+    for topic, p in report.busy:
+        print(f"skipped {topic}[{p}]: another process is tiering it")
+    print(f"tier: moved {len(report.moved)} segment(s), {human_bytes(report.bytes_moved)}")
+    return 0
+
+
 def add_commands(sub: Any, add_command: AddCommand) -> None:
-    """Register `topics`, `alter`, `delete-topic`, `groups` and `delete-group` on `sub`."""
+    """Register `topics`, `alter`, `delete-topic`, `groups`, `delete-group` and `tier` on `sub`."""
     p = add_command(
         sub,
         "topics",
@@ -273,6 +302,14 @@ def add_commands(sub: Any, add_command: AddCommand) -> None:
     p.add_argument("--segment-ms", metavar="N", help="the same in milliseconds")
     p.add_argument("--compatibility", metavar="MODE", help="schema evolution rule, e.g. BACKWARD, FULL, NONE")
     p.add_argument("--max-record-bytes", metavar="N", help="refuse records larger than this")
+    p.add_argument(
+        "--remote", metavar="URI", help="the store sealed segments move to (pyarrow.fs URI; only while none is there)"
+    )
+    p.add_argument(
+        "--local-retention", dest="local_retention", metavar="DURATION", help="history kept on local disk, e.g. 1d"
+    )
+    p.add_argument("--local-retention-ms", metavar="N", help="the same in milliseconds")
+    p.add_argument("--local-retention-bytes", metavar="N", help="local bytes kept per partition ('none')")
     p.description = (
         f"{p.description}.\nPartitions, key and event-time field cannot be changed. Processes that have "
         "the log open keep\nthe settings they read until they open it again."
@@ -306,3 +343,17 @@ def add_commands(sub: Any, add_command: AddCommand) -> None:
     )
     p.add_argument("group")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+
+    p = add_command(
+        sub,
+        "tier",
+        cmd_tier,
+        "move sealed segments past their local retention to the topic's remote store",
+        "logstore tier ./log scores\n  logstore tier ./log --remote 's3://bucket/logs?endpoint_override=127.0.0.1:9000&scheme=http'",
+    )
+    p.add_argument("topic", nargs="?", help="only this topic (default: every topic with a remote)")
+    p.add_argument("--remote", metavar="URI", help="the store of topics created without their own (pyarrow.fs URI)")
+    p.description = (
+        f"{p.description}.\nFirst finishes (or undoes) what an interrupted run left. Credentials come from the\n"
+        "environment (AWS_*) or the URI; endpoint options from its query (endpoint_override, scheme)."
+    )

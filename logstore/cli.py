@@ -90,7 +90,10 @@ def _create_settings(args: argparse.Namespace) -> dict[str, Any]:
         given["compression"] = None if args.compression == "none" else args.compression
     if args.event_time is not None:
         given["event_time_field"] = None if args.event_time == "none" else args.event_time
-    for name, unit in (("segment_ms", "ms"), ("retention_ms", "ms")):
+    for name in ("remote", "local_retention_bytes"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    for name, unit in (("segment_ms", "ms"), ("retention_ms", "ms"), ("local_retention_ms", "ms")):
         text, with_unit = getattr(args, name), getattr(args, name.removesuffix("_ms"))
         if text is not None and with_unit is not None:
             flag = name.removesuffix("_ms").replace("_", "-")
@@ -170,7 +173,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
                 for s in p["segments"]:
                     print(
                         f"    {s['base_offset']:020d}.seg  {s['bytes']:>12} bytes  {s['frames']:>6} frames"
-                        f"{'  (active)' if s['active'] else ''}"
+                        f"{'  (active)' if s['active'] else ''}{'  remote ' + s['uri'] if 'uri' in s else ''}"
                     )
     return 0
 
@@ -401,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention", metavar="DURATION", help="delete sealed segments older than this, e.g. 7d")
     p.add_argument("--retention-ms", help="the same in milliseconds")
     p.add_argument("--retention-bytes", type=int, help="keep at most this many bytes per partition")
+    p.add_argument(
+        "--remote", metavar="URI", help="move sealed segments to this store (s3://bucket/prefix, file:///...)"
+    )
+    p.add_argument("--local-retention", metavar="DURATION", help="keep this much history on local disk, e.g. 1d")
+    p.add_argument("--local-retention-ms", help="the same in milliseconds")
+    p.add_argument("--local-retention-bytes", type=int, help="keep at most this many bytes per partition locally")
     p.add_argument(
         "--exist-ok",
         action="store_true",

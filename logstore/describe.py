@@ -6,16 +6,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import index as index_mod
-from . import summary
-from .errors import LogIOError
+from . import summary, tier
+from .errors import LogIOError, LogstoreError
 from .files import fsync_dir
+from .names import TOPIC_FILE, TOPICS_DIR
 from .segment import SegmentView, scan
 from .timeutil import MAX_TIME, MIN_TIME, clock_us, iso
 
 if TYPE_CHECKING:
+    from .log import Log
+    from .partition import Partition
     from .topic import Topic
 
 
@@ -78,6 +84,9 @@ def describe_topic(topic: Topic) -> dict[str, Any]:
         "segment_bytes": cfg.segment_bytes,
         "retention_ms": cfg.retention_ms,
         "retention_bytes": cfg.retention_bytes,
+        "remote": topic.remote,
+        "local_retention_ms": cfg.local_retention_ms,
+        "local_retention_bytes": cfg.local_retention_bytes,
         "schema_versions": [v.version for v in topic.registry.versions()],
         "records": 0,
         "bytes": 0,
@@ -90,21 +99,28 @@ def describe_topic(topic: Topic) -> dict[str, Any]:
         first_append = last_append = None
         min_event = max_event = None
         for base in snap.bases:
-            entries = part.entries(snap, base)
-            size = part.segment_size(snap, base)
+            placed = part.placement.remote(base)  # a remote segment is described by its manifest entry
+            if placed is not None:
+                size, frames, span = placed.bytes, placed.frames, placed.summary() if placed.frames else None
+            else:
+                entries = part.entries(snap, base)
+                size, frames, span = part.segment_size(snap, base), len(entries), _span(entries)
             seg: dict[str, Any] = {
                 "base_offset": base,
                 "bytes": size,
-                "frames": int(len(entries)),
+                "frames": int(frames),
                 "active": base == snap.bases[-1],
+                "place": "local" if placed is None else "remote",
             }
-            if len(entries):
-                seg["end_offset"] = int(entries["base_offset"][-1] + entries["count"][-1])
-                seg["first_append_time"] = _iso(int(entries["append_time"][0]))
-                seg["last_append_time"] = _iso(int(entries["append_time"][-1]))
-                first_append = first_append if first_append is not None else int(entries["append_time"][0])
-                last_append = int(entries["append_time"][-1])
-                lo, hi = int(entries["min_event_time"].min()), int(entries["max_event_time"].max())
+            if placed is not None:
+                seg["uri"] = placed.uri
+            if span is not None:
+                seg["end_offset"] = span[0]
+                seg["first_append_time"] = _iso(span[1])
+                seg["last_append_time"] = _iso(span[2])
+                first_append = first_append if first_append is not None else span[1]
+                last_append = span[2]
+                lo, hi = span[3], span[4]
                 if lo != MIN_TIME:
                     min_event = lo if min_event is None else min(min_event, lo)
                     max_event = hi if max_event is None else max(max_event, hi)
@@ -117,6 +133,7 @@ def describe_topic(topic: Topic) -> dict[str, Any]:
                 "end_offset": snap.end_offset,
                 "records": snap.end_offset - snap.start_offset,
                 "bytes": total,
+                "remote_bytes": sum(s["bytes"] for s in segs if s["place"] == "remote"),
                 "segments": segs,
                 "first_append_time": _iso(first_append),
                 "last_append_time": _iso(last_append),
@@ -127,6 +144,51 @@ def describe_topic(topic: Topic) -> dict[str, Any]:
         out["records"] += snap.end_offset - snap.start_offset
         out["bytes"] += total
     return out
+
+
+def _span(entries: np.ndarray) -> tuple[int, int, int, int, int] | None:
+    """(end offset, first append, last append, min event, max event) of a segment's entries."""
+    if not len(entries):
+        return None
+    end = int(entries["base_offset"][-1] + entries["count"][-1])
+    times = entries["append_time"]
+    return (
+        end,
+        int(times[0]),
+        int(times[-1]),
+        int(entries["min_event_time"].min()),
+        int(entries["max_event_time"].max()),
+    )
+
+
+def describe_log(log: Log, topic: str | None) -> dict[str, Any]:
+    """`Log.describe`: one topic's description, or every topic's by name (a damaged one's error)."""
+    if topic is not None:
+        return describe_topic(log._existing(topic))
+    out: dict[str, Any] = {}
+    for name in log.topics():
+        try:
+            out[name] = describe_topic(log._existing(name))
+        except LogstoreError as e:  # one damaged topic costs only itself
+            out[name] = {"topic": name, "error": str(e)}
+    return out
+
+
+def verify_log(log: Log, topic: str | None, progress: Callable[[int], None] | None) -> VerifyReport:
+    """`Log.verify`: every frame of one topic, or of every topic (a damaged one reported)."""
+    report = VerifyReport()
+    if topic is not None:
+        verify_topic(log._existing(topic), report, progress)
+        return report
+    for name in log.topics():
+        try:
+            t = log._existing(name)
+        except LogstoreError as e:  # one damaged topic costs only itself
+            report.topics += 1
+            report.problems.append(VerifyProblem(name, -1, str(log.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e)))
+            continue
+        verify_topic(t, report, progress)
+    return report
 
 
 def verify_topic(topic: Topic, report: VerifyReport, progress: Callable[[int], None] | None = None) -> None:
@@ -142,13 +204,22 @@ def verify_topic(topic: Topic, report: VerifyReport, progress: Callable[[int], N
         last_time = MIN_TIME
         for base in snap.bases:
             report.segments += 1
-            path = part.seg_path(base)
+            placed = part.placement.remote(base)
+            path: Path | str = part.seg_path(base) if placed is None else placed.uri
             try:
-                size = part.segment_size(snap, base)
-                view = SegmentView(path, size)
+                if placed is not None:  # read whole from its store, not the cache
+                    remote_view, wrong = tier.verify_remote(topic, part, placed)
+                    report.problems += [VerifyProblem(topic.name, p, str(path), 0, w) for w in wrong]
+                    if remote_view is None:
+                        expected = None
+                        continue
+                    view: SegmentView = remote_view
+                else:
+                    view = SegmentView(part.seg_path(base), part.segment_size(snap, base))
             except FileNotFoundError:  # deleted by retention since the snapshot
                 expected = None
                 continue
+            size = view.size
             if base == snap.bases[-1]:
                 torn = os.lstat(path).st_size - size
                 if torn > 0:
@@ -200,7 +271,11 @@ def verify_topic(topic: Topic, report: VerifyReport, progress: Callable[[int], N
                     )
                 expected = header.next_offset
                 last_time = header.append_time
-            loaded = index_mod.load(part.idx_path(base))
+            if placed is None:
+                loaded, idx_path = index_mod.load(part.idx_path(base)), str(part.idx_path(base))
+            else:
+                raw = tier.remote_index(topic, placed)
+                loaded, idx_path = None if raw is None else index_mod.parse(raw), placed.index_uri
             idx_problem = None
             if loaded is None:
                 idx_problem = "index file missing (rebuilt on next use)"
@@ -218,13 +293,14 @@ def verify_topic(topic: Topic, report: VerifyReport, progress: Callable[[int], N
             )
             if idx_problem is not None and (result.frames or loaded is not None):
                 # an index is derived state: reads derive what it should say, a writer rewrites it
-                report.notes.append(f"{part.idx_path(base)}: {idx_problem}")
+                report.notes.append(f"{idx_path}: {idx_problem}")
             if idx_problem is not None:
                 part.forget_index(base)
 
 
 def retention_topic(topic: Topic, report: RetentionReport, now: datetime | None) -> None:
-    """Delete whole sealed segments of `topic` older than retention_ms or beyond retention_bytes."""
+    """Delete whole sealed segments of `topic` older than retention_ms or beyond retention_bytes,
+    oldest first: remote ones (`tier.expire_remote`), then local ones."""
     cfg = topic.config
     if cfg.retention_ms is None and cfg.retention_bytes is None:
         return
@@ -233,34 +309,46 @@ def retention_topic(topic: Topic, report: RetentionReport, now: datetime | None)
         part = topic.partition(p)
         if part.readonly:
             continue
-        with part.exclusive():
-            bases = part.segment_bases()
-            sealed = bases[:-1]  # the active segment is never deleted
-            sizes = {b: os.lstat(part.seg_path(b)).st_size for b in bases}
-            total = sum(sizes.values())
-            for base in sealed:
-                expired = False
-                if cfg.retention_ms is not None:
-                    last = part.last_entry(base)
-                    expired = last is not None and int(last["append_time"]) < now_us - cfg.retention_ms * 1000
-                oversize = cfg.retention_bytes is not None and total > cfg.retention_bytes
-                if not (expired or oversize):
-                    break  # segments are deleted oldest first, never leaving a hole
-                path = part.seg_path(base)
-                try:
-                    os.remove(path)
-                    try:
-                        os.remove(part.idx_path(base))
-                    except FileNotFoundError:
-                        pass
-                except OSError as e:
-                    raise LogIOError(f"retention cannot delete {path}: {e.strerror or e}") from e
-                total -= sizes[base]
-                report.deleted.append((topic.name, p, str(path), sizes[base]))
-            if any(d[1] == p and d[0] == topic.name for d in report.deleted):
-                try:
-                    # the deletes survive a power cut together, oldest first (never a hole)
-                    fsync_dir(part.dir)
-                    summary.rewrite(part.dir, set(part.segment_bases()))
-                except OSError as e:
-                    raise LogIOError(f"retention in {part.dir}: {e.strerror or e}") from e
+        with tier.retention_guard(part) as tiered:
+            # remote segments are the oldest: while one is kept, every local one is
+            if tiered and not tier.expire_remote(topic, part, now_us, report):
+                continue
+            with part.exclusive():
+                _expire_local(topic, part, now_us, report)
+
+
+def _expire_local(topic: Topic, part: Partition, now_us: int, report: RetentionReport) -> None:
+    """(Under the write lock.) Retention of the partition's local sealed segments."""
+    cfg, p = topic.config, part.number
+    bases = part.local_bases()
+    sealed = bases[:-1]  # the active segment is never deleted
+    sizes = {b: os.lstat(part.seg_path(b)).st_size for b in bases}
+    total = sum(sizes.values())
+    deleted = False
+    for base in sealed:
+        expired = False
+        if cfg.retention_ms is not None:
+            last = part.last_entry(base)
+            expired = last is not None and int(last["append_time"]) < now_us - cfg.retention_ms * 1000
+        oversize = cfg.retention_bytes is not None and total > cfg.retention_bytes
+        if not (expired or oversize):
+            break  # segments are deleted oldest first, never leaving a hole
+        path = part.seg_path(base)
+        try:
+            os.remove(path)
+            try:
+                os.remove(part.idx_path(base))
+            except FileNotFoundError:
+                pass
+        except OSError as e:
+            raise LogIOError(f"retention cannot delete {path}: {e.strerror or e}") from e
+        total -= sizes[base]
+        report.deleted.append((topic.name, p, str(path), sizes[base]))
+        deleted = True
+    if deleted:
+        try:
+            # the deletes survive a power cut together, oldest first (never a hole)
+            fsync_dir(part.dir)
+            summary.rewrite(part.dir, set(part.segment_bases()))
+        except OSError as e:
+            raise LogIOError(f"retention in {part.dir}: {e.strerror or e}") from e

@@ -130,6 +130,11 @@ def load(path: Path) -> tuple[np.ndarray, bool] | None:
         return None
     except OSError:  # a symlink, a directory, unreadable: not an index we can trust
         return np.zeros(0, dtype=ENTRY_DTYPE), True
+    return parse(data)
+
+
+def parse(data: bytes) -> tuple[np.ndarray, bool]:
+    """An index file's bytes: (its valid prefix of entries, whether anything after it was damaged)."""
     n = len(data) // ENTRY_SIZE
     damaged = len(data) % ENTRY_SIZE != 0
     view = memoryview(data)
@@ -197,6 +202,27 @@ def is_consistent(entries: np.ndarray) -> bool:
     if np.any(entries["position"][1:] != frame_end[:-1]):
         return False
     return bool(np.all(np.diff(entries["append_time"]) >= 0))
+
+
+def consistent_from(entries: np.ndarray, checked: int) -> bool:
+    """`is_consistent(entries)`, knowing the first `checked` entries already passed it."""
+    if checked <= 1:
+        return is_consistent(entries)
+    tail = entries[checked - 1 :]
+    if len(tail) <= 1:
+        return True
+    ends = tail["base_offset"] + tail["count"]
+    frame_end = tail["position"] + HEADER_SIZE + tail["body_len"].astype(np.int64)
+    return bool(
+        np.all(tail["base_offset"][1:] == ends[:-1])
+        and np.all(tail["position"][1:] == frame_end[:-1])
+        and np.all(np.diff(tail["append_time"]) >= 0)
+    )
+
+
+def frame_ends(entries: np.ndarray) -> np.ndarray:
+    """The byte just past each entry's frame."""
+    return entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)
 
 
 def write(path: Path, entries: np.ndarray) -> None:

@@ -30,30 +30,32 @@ from schemas.registry import Registry, SchemaVersion
 
 from . import files
 from .consumer import Consumer
-from .describe import RetentionReport, VerifyProblem, VerifyReport, describe_topic, retention_topic, verify_topic
+from .describe import RetentionReport, VerifyReport, describe_log, retention_topic, verify_log
 from .errors import (
     ClockError,
     LogIOError,
     LogNotFoundError,
     LogstoreError,
-    SchemaError,
     TopicError,
     TopicExistsError,
 )
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir, write_all, write_atomic
-from .names import LOG_FILE, SCHEMAS_DIR, SYSTEM_COLUMNS, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
+from .names import CACHE_DIR, LOG_FILE, SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname, validate_name
 from .partition import Snapshot
 from .plan import Bound
 from .reader import Reader, output_schema, read_table
+from .remote import DEFAULT_BLOCK_BYTES, DEFAULT_CACHE_BYTES, Remotes, RemoteStats
 from .segment import Recovery
-from .timeutil import to_us
-from .topic import Topic, TopicConfig
+from .tier import TIERED_FORMAT, BackgroundTier, TierReport, finish_topic, tier_topic
+from .timeutil import now_us, to_us
+from .topic import Topic, TopicConfig, check_fields
 from .writer import Writer
 
 if TYPE_CHECKING:
     from .admin import DeletedTopic
 
-FORMAT = 2  # the log format this code writes and the newest it reads (docs/architecture.md, formats)
+FORMAT = 2  # the log format this code creates (docs/architecture.md, formats)
+READS = TIERED_FORMAT  # the newest it reads: 3 adds remote segments (`tier.py`)
 
 log = logging.getLogger("logstore")
 _DEFAULT = object()
@@ -62,9 +64,26 @@ _DEFAULT = object()
 class Log:
     """An opened log directory. Create with `logstore.open(path)`."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, recover: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        recover: bool = False,
+        remote: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        tier_in_background: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        # a read-only log writes nothing inside the log: its cache is a temporary directory
+        cache = Path(cache_dir) if cache_dir is not None else None if readonly else self.path / CACHE_DIR
+        self.remotes = Remotes(cache, cache_bytes=cache_bytes, block_bytes=block_bytes, temporary=readonly)
+        self.remote = self.remotes.configure(remote) if remote is not None else None
+        self.tier_in_background = tier_in_background
+        self._background: dict[str, BackgroundTier] = {}
         self._topics: dict[str, Topic] = {}
         self.recoveries: list[Recovery] = []
         self._format = FORMAT
@@ -101,10 +120,10 @@ class Log:
                 raise ValueError(found)
         except (ValueError, KeyError, TypeError) as e:
             raise LogIOError(f"{self.path / LOG_FILE}: not a logstore marker ({e!r})") from None
-        if found > FORMAT:
+        if found > READS:
             raise LogIOError(
                 f"log {self.path} is of format {found}, written by a newer logstore; this one reads formats "
-                f"1..{FORMAT}: upgrade logstore to read it"
+                f"1..{READS}: upgrade logstore to read it"
             )
         return int(found)
 
@@ -156,8 +175,12 @@ class Log:
         self.close()
 
     def close(self) -> None:
+        for bg in self._background.values():
+            bg.close()
+        self._background.clear()
         for t in self._topics.values():
             t.close()
+        self.remotes.close()
 
     # --- topics ------------------------------------------------------------------------------
     def topics(self) -> list[str]:
@@ -198,12 +221,17 @@ class Log:
         retention_ms: int | None = None,
         retention_bytes: int | None = None,
         max_record_bytes: int | None = None,
+        remote: str | None = None,
+        local_retention_ms: int | None = None,
+        local_retention_bytes: int | None = None,
         exist_ok: bool = False,
     ) -> TopicConfig:
         """Create a topic with `schema` (Avro dict/JSON/.avsc path/shipped name, or pyarrow.Schema).
 
         The event-time field defaults to ``event_time`` when the schema has one; it must be a
         timestamp. `key_field` (a string, bytes or integer field) picks the partition of each record.
+        `remote` (a `pyarrow.fs` URI) is where sealed segments past the local retention move
+        (`Log.tier`); credentials in it are used by this process, never written to the topic.
         """
         validate_name(name, "topic")
         if self.readonly:
@@ -215,35 +243,9 @@ class Log:
             raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
         avro = schemas.parse(schema, name=name.replace(".", "_").replace("-", "_"))
         arrow = schemas.to_arrow(avro)
-        reserved = [f for f in arrow.names if f in SYSTEM_COLUMNS]
-        if reserved:
-            raise SchemaError(f"topic {name!r}: field name(s) {reserved} are reserved for the log's system columns")
         if event_time_field is _DEFAULT:
             event_time_field = "event_time" if "event_time" in arrow.names else None
-        if event_time_field is not None:
-            if event_time_field not in arrow.names:
-                raise SchemaError(
-                    f"topic {name!r}: event-time field {event_time_field!r} is not in the schema {arrow.names}"
-                )
-            f = arrow.field(event_time_field)
-            if not pa.types.is_timestamp(f.type):
-                raise SchemaError(
-                    f"topic {name!r}: event-time field {event_time_field!r} must be a timestamp "
-                    f"(Avro timestamp-micros/millis), found {f.type}"
-                )
-        if key_field is not None:
-            if key_field not in arrow.names:
-                raise SchemaError(f"topic {name!r}: key field {key_field!r} is not in the schema {arrow.names}")
-            kt = arrow.field(key_field).type
-            if not (
-                pa.types.is_string(kt)
-                or pa.types.is_binary(kt)
-                or pa.types.is_integer(kt)
-                or pa.types.is_large_string(kt)
-            ):
-                raise SchemaError(
-                    f"topic {name!r}: key field {key_field!r} must be a string, bytes or integer, found {kt}"
-                )
+        check_fields(name, arrow, event_time_field, key_field)
         kwargs = {
             k: v
             for k, v in dict(segment_bytes=segment_bytes, max_record_bytes=max_record_bytes).items()
@@ -259,6 +261,9 @@ class Log:
             segment_ms=segment_ms,
             retention_ms=retention_ms,
             retention_bytes=retention_bytes,
+            remote=None if remote is None else self.remotes.configure(remote),
+            local_retention_ms=local_retention_ms,
+            local_retention_bytes=local_retention_bytes,
             **kwargs,
         )
         self._ensure_created()
@@ -301,8 +306,9 @@ class Log:
 
     def alter_topic(self, topic: str, **settings: Any) -> TopicConfig:
         """Change settings of `topic` (retention_ms, retention_bytes, compression, segment_bytes,
-        segment_ms, compatibility, max_record_bytes) and return the new ones; partitions, key and
-        event-time field are refused. When writers see a change: `logstore.admin.alter_topic`."""
+        segment_ms, compatibility, max_record_bytes, remote, local_retention_ms/bytes) and return the
+        new ones; partitions, key and event-time field are refused. When writers see a change:
+        `logstore.admin.alter_topic`."""
         from .admin import alter_topic
 
         return alter_topic(self, topic, **settings)[1]
@@ -368,6 +374,10 @@ class Log:
         if self.readonly:
             raise TopicError(f"log {self.path} is open read-only")
         t = self.topic(topic)
+        if t.exists():
+            finish_topic(t)  # what a tiering process killed half-way left (`tier.finish`)
+            if self.tier_in_background and t.remote is not None and topic not in self._background:
+                self._background[topic] = BackgroundTier(t)
         version = None
         if schema is not None:
             if not t.exists():
@@ -531,35 +541,29 @@ class Log:
         return done
 
     def describe(self, topic: str | None = None) -> dict[str, Any]:
-        """Partitions, segments, offset and time ranges, bytes of one topic (or of all, by name)."""
-        if topic is None:
-            out: dict[str, Any] = {}
-            for name in self.topics():
-                try:
-                    out[name] = describe_topic(self._existing(name))
-                except LogstoreError as e:  # one damaged topic costs only itself
-                    out[name] = {"topic": name, "error": str(e)}
-            return out
-        return describe_topic(self._existing(topic))
+        """Partitions, segments (local or remote), offset and time ranges, bytes of one topic (or of
+        all, by name; a damaged topic's entry says its error)."""
+        return describe_log(self, topic)
 
     def verify(self, topic: str | None = None, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Check every frame's checksums, offsets and the indexes; `report.ok` is False on damage.
-        `progress(bytes_checked)` is called after each segment."""
-        report = VerifyReport()
-        if topic is not None:
-            verify_topic(self._existing(topic), report, progress)
-            return report
-        for name in self.topics():
-            try:
-                t = self._existing(name)
-            except LogstoreError as e:  # one damaged topic costs only itself
-                report.topics += 1
-                report.problems.append(
-                    VerifyProblem(name, -1, str(self.path / TOPICS_DIR / name / TOPIC_FILE), 0, str(e))
-                )
-                continue
-            verify_topic(t, report, progress)
+        """Check every frame's checksums, offsets and the indexes, remote segments read from their
+        store; `report.ok` is False on damage. `progress(bytes_checked)` is called after each segment."""
+        return verify_log(self, topic, progress)
+
+    def tier(self, topic: str | None = None, *, now: datetime | None = None) -> TierReport:
+        """Move the sealed segments past their topic's local retention to its remote store (every
+        topic with a remote, or `topic`), after finishing what an interrupted run left (`tier.py`)."""
+        if self.readonly:
+            raise TopicError(f"log {self.path} is open read-only")
+        report = TierReport()
+        when = to_us(now) if now is not None else now_us()
+        for name in [topic] if topic is not None else self.topics():
+            tier_topic(self._existing(name), report, now=when)
         return report
+
+    def remote_stats(self) -> RemoteStats:
+        """What this log's remote reads fetched (bytes, requests), uploaded and found cached."""
+        return self.remotes.stats()
 
     def enforce_retention(self, topic: str | None = None, *, now: datetime | None = None) -> RetentionReport:
         """Delete whole sealed segments past the topics' retention time or size."""
@@ -569,11 +573,16 @@ class Log:
         return report
 
 
-def open(path: str | os.PathLike[str], *, readonly: bool = False, recover: bool = False) -> Log:  # noqa: A001
+def open(  # noqa: A001
+    path: str | os.PathLike[str], *, readonly: bool = False, recover: bool = False, **remote: Any
+) -> Log:
     """Open the log at `path`. Writes nothing: a missing log is created by its first topic.
 
     ``readonly=True`` refuses every write and raises `LogNotFoundError` when there is no log at
     `path`. ``recover=True`` runs `Log.recover()` now (a writer recovers a partition's torn tail
-    before its first commit to it anyway).
+    before its first commit to it anyway). The remote tier: ``remote=URI`` (the store of topics
+    without their own), ``cache_dir`` (default ``<log>/cache``; a read-only log's is a temporary
+    directory), ``cache_bytes``, ``block_bytes`` (of a range read), ``tier_in_background`` (a
+    writer's log moves what is due while it appends).
     """
-    return Log(path, readonly=readonly, recover=recover)
+    return Log(path, readonly=readonly, recover=recover, **remote)

@@ -3,7 +3,7 @@ files are named.
 
 Layout of a log directory::
 
-    <log>/logstore.json                         format marker {"format": 2} (1: no row frames)
+    <log>/logstore.json                         format marker {"format": 2} (1: no row frames; 3: remote segments)
     <log>/topics/<topic>/topic.json             topic settings (TopicConfig)
     <log>/topics/<topic>/.topic.json.lock       serializes `alter_topic` and `delete_topic` (logstore.admin)
     <log>/topics/.deleted-<ns>-<pid>-<topic>/   a deleted topic being removed (never read; the next
@@ -15,9 +15,12 @@ Layout of a log directory::
         00000000000000000000.idx                its frame index (derived, rebuildable)
         segments.sum                            summaries of sealed segments (derived)
         .lock                                   writers' exclusive / readers' shared flock; tail hints
+        tier.json                               where sealed segments live, local or remote (manifest.py)
+        .tier.lock                              serializes tiering and remote retention (tier.py)
     <log>/groups/<group>/<topic>.json           consumer group cursors
     <log>/groups/<group>/.<topic>.json.lock     serializes commits of the group's consumers
     <log>/runs/<run>/manifest.json              replay run manifests
+    <log>/cache/                                blocks of remote segments (blockcache.py; derived, safe to delete)
 
 A log is created by its first topic (`Log.create_topic`, or a writer's first use): opening one
 writes nothing. Files whose names match none of these (temp files ``.<name>.<pid>.<thread>.tmp``
@@ -43,6 +46,7 @@ LOG_FILE = "logstore.json"
 TOPICS_DIR = "topics"
 GROUPS_DIR = "groups"
 RUNS_DIR = "runs"
+CACHE_DIR = "cache"
 SCHEMAS_DIR = "schemas"
 
 SYSTEM_COLUMNS = ("_partition", "_offset", "_append_time")  # the columns the log adds to every row read

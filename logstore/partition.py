@@ -6,7 +6,8 @@ the segment summary (``segments.sum``) and ``.lock``. Writers commit under an ex
 threads and processes can append to one partition: offsets stay dense and frames never
 interleave. The partition owns its commit protocol (`Partition.commit`, in `commit.py`: tail
 sync, roll, write, sync, index, hint) and the tail state it keeps between commits. Readers take
-the lock shared for an instant to snapshot the committed end.
+the lock shared for an instant to snapshot the committed end. Sealed segments moved to a remote
+store (`tier.py`) are read where the tier manifest places them (`manifest.py`, `remote.py`).
 
 ``.lock`` also holds the *tail hints* (`hint.py`). A trusted hint that matches the active
 segment's size gives a snapshot without reading the segment, and tells recovery what was
@@ -38,14 +39,17 @@ from . import summary
 from .commit import GroupCommit, TailState
 from .errors import LogIOError, TopicError
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir
-from .frame import HEADER_SIZE, FrameHeader
+from .frame import FrameHeader
 from .hint import HINT_SLOT, Hint, _hints, pack_hint, parse_hint, recovery_point
+from .manifest import Placement
 from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
+from .remote import Remotes
 from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
-from .tailindex import REINDEX_BYTES, Entries, frames_end
+from .tailindex import ActiveIndex, frames_end
 from .timeutil import MIN_TIME
 
 SETTLED_NS = 50_000_000  # a directory mtime this old is past any coarse timestamp tick
+INDEX_AHEAD = 8  # remote indexes fetched ahead when a partition's are read in order
 
 if TYPE_CHECKING:
     from .commit import CommitSettings, Committed, Encode
@@ -87,8 +91,10 @@ class Partition:
     partition nobody wrote yet sees it empty, and reading never writes.
     """
 
-    def __init__(self, directory: Path, number: int, *, readonly: bool = False) -> None:
+    def __init__(self, directory: Path, number: int, *, readonly: bool = False, remotes: Remotes | None = None) -> None:
         self.dir = directory
+        self.placement = Placement(directory)  # where sealed segments live (the tier manifest)
+        self.remotes = remotes
         self.number = number
         self.readonly = readonly
         self._mutex = threading.Lock()  # held with the exclusive flock
@@ -100,10 +106,8 @@ class Partition:
         self._reader_fd: int | None = None
         self._sealed_entries: dict[tuple[int, int], np.ndarray] = {}
         self._views: dict[tuple[int, int], SegmentView] = {}
-        # the active segment's index as last read: (base, (inode, bytes read, entries), entries checked)
-        self._active_index: tuple[int, tuple[int, int, np.ndarray], int] | None = None
         self._summary: tuple[int, dict[int, tuple[int, int, int, int, int]]] | None = None
-        self._active_acc: Entries | None = None  # the active segment's entries as far as read
+        self.active_index = ActiveIndex()  # the active segment's entries as far as read
         self.tail = TailState()  # the commit protocol's view of the tail, guarded by `exclusive()`
         self.group = GroupCommit()  # this process's committers waiting for the partition
         self._derived: tuple[tuple[Any, ...], Tail] | None = None
@@ -117,14 +121,24 @@ class Partition:
         return self.dir / index_name(base)
 
     def segment_bases(self) -> list[int]:
-        """Base offsets of the segments on disk, ascending."""
+        """Base offsets of the segments, ascending: on local disk, or remote by the tier manifest."""
         try:
             names = os.listdir(self.dir)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as e:
             raise LogIOError(f"cannot list partition directory {self.dir}: {e.strerror or e}") from e
-        return sorted(b for b in map(parse_segment_name, names) if b is not None)
+        return self.placement.merge(names, {b for b in map(parse_segment_name, names) if b is not None})
+
+    def local_bases(self) -> list[int]:
+        """Base offsets of the segments whose local file is authoritative, ascending."""
+        m = self.placement.current()
+        return [b for b in self.segment_bases() if b not in m.segments or m.segments[b].state == "uploading"]
+
+    def _remotes(self) -> Remotes:
+        if self.remotes is None:
+            self.remotes = Remotes(None)
+        return self.remotes
 
     def listed_bases(self) -> list[int]:
         """`segment_bases`, re-listed only when the directory's mtime moved: a tailer snapshots on
@@ -270,7 +284,10 @@ class Partition:
                 len(rec.problems),
             )
         last = tail.last_append_time
-        if last is None:
+        remote = self.placement.remote(bases[-2]) if len(bases) > 1 else None
+        if last is None and remote is not None:  # a writer needs no remote store: the manifest says it
+            last = remote.last_append
+        elif last is None:
             prev = self.last_entry(bases[-2]) if len(bases) > 1 else None
             last = int(prev["append_time"]) if prev is not None else MIN_TIME
         hint = Hint(base, tail.committed_size, tail.end_offset, last, synced=False)
@@ -280,8 +297,8 @@ class Partition:
         return hint, rec
 
     def _repair_sealed_indexes(self) -> None:
-        """(Under the exclusive lock.) Rewrite missing or damaged indexes of sealed segments."""
-        for base in self.segment_bases()[:-1]:
+        """(Under the exclusive lock.) Rewrite missing or damaged indexes of local sealed segments."""
+        for base in self.local_bases()[:-1]:
             entries, ok = self._load_sealed_index(base, _size(self.seg_path(base)))
             if not ok:
                 result = scan(SegmentView(self.seg_path(base)), 0)
@@ -294,10 +311,13 @@ class Partition:
         try:
             size = os.path.getsize(self.dir / summary.SUMMARY_NAME)
         except OSError:
-            return {}
+            size = -1
         if self._summary is None or self._summary[0] != size:
-            self._summary = (size, summary.load(self.dir))
-        return self._summary[1]
+            self._summary = (size, summary.load(self.dir) if size >= 0 else {})
+        if not self.placement.known:
+            return self._summary[1]
+        remote = self.placement.current().segments.values()  # a remote segment's is in the manifest
+        return {**self._summary[1], **{e.base: e.summary() for e in remote if e.state == "remote"}}
 
     def first_append_time(self, base: int) -> int | None:
         """Append time of the first frame of segment `base` (None if it has none yet)."""
@@ -357,7 +377,19 @@ class Partition:
     def segment_size(self, snap: Snapshot, base: int) -> int:
         """Bytes of segment `base` that `snap` sees: the active segment's committed size, a sealed
         segment's file size."""
-        return snap.active_size if base == snap.bases[-1] else _size(self.seg_path(base))
+        return snap.active_size if base == snap.bases[-1] else self.sealed_size(base)
+
+    def sealed_size(self, base: int) -> int:
+        """Bytes of sealed segment `base`, where it lives (FileNotFoundError: retention deleted it)."""
+        entry = self.placement.remote(base)
+        if entry is None:
+            try:
+                return _size(self.seg_path(base))
+            except FileNotFoundError:
+                entry = self.placement.current().remote(base)  # moved to the remote store meanwhile?
+                if entry is None:
+                    raise
+        return entry.bytes
 
     def snapshot_view(self, snap: Snapshot, base: int) -> SegmentView:
         """The (cached) mapped view of segment `base` as `snap` sees it."""
@@ -369,17 +401,44 @@ class Partition:
         with self._cache_mutex:
             v = self._views.get(key)
         if v is None:
-            v = SegmentView(self.seg_path(base), size)
+            v = self._open_view(base, size)
             with self._cache_mutex:
                 while len(self._views) >= 32:  # mapped pages count in RSS: keep few
                     self._views.pop(next(iter(self._views)))
                 self._views[key] = v
         return v
 
+    def _open_view(self, base: int, size: int) -> SegmentView:
+        """Segment `base` where the tier manifest places it: the local file, or the remote object
+        read through the cache. A local file gone since the snapshot may have moved: the manifest,
+        read again, says where (evicted only once the remote copy is recorded)."""
+        entry = self.placement.remote(base)
+        if entry is None:
+            try:
+                return SegmentView(self.seg_path(base), size)
+            except FileNotFoundError:
+                entry = self.placement.current().remote(base)
+                if entry is None:
+                    raise
+        return self._remotes().view(entry, size, next(iter(self.placement.current().following(base, 1)), None))
+
+    def index_file(self, base: int) -> tuple[np.ndarray, bool] | None:
+        """`index.load` of sealed segment `base`'s index, local or remote (None: there is none)."""
+        entry = self.placement.remote(base)
+        if entry is None:
+            loaded = index_mod.load(self.idx_path(base))
+            if loaded is not None or os.path.lexists(self.seg_path(base)):
+                return loaded
+            entry = self.placement.current().remote(base)
+            if entry is None:
+                return None
+        raw = self._remotes().index_bytes(entry, self.placement.current().following(base, INDEX_AHEAD))
+        return None if raw is None else index_mod.parse(raw)
+
     def _load_sealed_index(self, base: int, size: int) -> tuple[np.ndarray, bool]:
         """A sealed segment's index file if it is whole and matches the segment: (entries, True);
         else (empty, False)."""
-        loaded = index_mod.load(self.idx_path(base))
+        loaded = self.index_file(base)
         if loaded is not None:
             entries, damaged = loaded
             if (
@@ -395,7 +454,7 @@ class Partition:
     def sealed_entries(self, base: int) -> np.ndarray:
         """All index entries of a sealed segment: its index file, or (missing or damaged) derived
         from the frames in memory. Reads only: a writer's `recover` rewrites such an index."""
-        size = _size(self.seg_path(base))
+        size = self.sealed_size(base)
         key = (base, size)
         with self._cache_mutex:
             cached = self._sealed_entries.get(key)
@@ -409,64 +468,14 @@ class Partition:
         return entries
 
     def forget_index(self, base: int) -> None:
-        """Drop the cached index of segment `base` (it will be reloaded, or rebuilt, on next use)."""
+        """Drop the cached index and views of segment `base` (reloaded, or rebuilt, on next use)."""
         with self._cache_mutex:
             self._sealed_entries = {k: v for k, v in self._sealed_entries.items() if k[0] != base}
+            self._views = {k: v for k, v in self._views.items() if k[0] != base}
 
     def active_entries(self, base: int, size: int) -> np.ndarray:
-        """Index entries of the active segment's first `size` committed bytes.
-
-        Read once, then only extended: a tailer's cost per commit is O(new frames), not O(segment).
-        The first read takes the index, then a header scan of the frames it does not cover yet;
-        later reads of a larger size scan the new frames' (checksummed) headers, or take the index
-        again when many bytes were added. A smaller `size` (an older snapshot) is a prefix.
-        """
-        with self._cache_mutex:
-            acc = self._active_acc
-        if acc is None or acc.base != base or acc.end > size and not acc.covers(size):
-            acc = Entries(base, self._active_entries_fresh(base, size))
-        elif acc.end < size:
-            if size - acc.end > REINDEX_BYTES:
-                acc = Entries(base, self._active_entries_fresh(base, size))
-            else:
-                found = scan(self.view(base, size), acc.end, verify_bodies=False)
-                acc.extend(build_index(found))
-        with self._cache_mutex:
-            self._active_acc = acc
-        return acc.prefix(size)
-
-    def _active_entries_fresh(self, base: int, size: int) -> np.ndarray:
-        """Index entries of the active segment's first `size` committed bytes: the index, then a
-        header scan of the frames it does not cover yet."""
-        view = self.view(base, size)
-        entries = index_mod.empty()
-        start = 0
-        with self._cache_mutex:
-            cached = self._active_index if self._active_index and self._active_index[0] == base else None
-        loaded = index_mod.load_more(self.idx_path(base), cached[1] if cached else None)
-        if loaded is not None:
-            known, damaged, extended = loaded
-            checked = cached[2] if cached and extended else 0
-            entries = known[2]
-            ok = _consistent_from(entries, checked)
-            with self._cache_mutex:  # an index read once is not read again: tailing stays O(new frames)
-                self._active_index = (base, known, len(entries) if ok and not damaged else 0)
-            if not ok:
-                entries = index_mod.empty()
-            elif len(entries) and frames_end(entries) > size:
-                entries = entries[_frames_end_each(entries) <= size]
-            if len(entries):
-                last = entries[-1]
-                header = view.header_at(int(last["position"]))
-                if isinstance(header, FrameHeader) and header.base_offset == int(last["base_offset"]):
-                    start = frames_end(entries)
-                else:
-                    entries, start = index_mod.empty(), 0
-        if start < size:
-            more = build_index(scan(view, start, verify_bodies=False))
-            if len(more):
-                entries = np.concatenate([entries, more]) if len(entries) else more
-        return entries
+        """Index entries of the active segment's first `size` committed bytes (`tailindex.ActiveIndex`)."""
+        return self.active_index.entries(base, size, lambda: self.view(base, size), self.idx_path(base))
 
     def entries(self, snap: Snapshot, base: int) -> np.ndarray:
         """Index entries of segment `base` as far as snapshot `snap` sees it."""
@@ -578,23 +587,3 @@ class Partition:
 def _size(path: Path) -> int:
     """A segment's size in bytes (of the link itself, for a symlink: opening it will be refused)."""
     return os.lstat(path).st_size
-
-
-def _consistent_from(entries: np.ndarray, checked: int) -> bool:
-    """`index.is_consistent(entries)`, knowing the first `checked` entries already passed it."""
-    if checked <= 1:
-        return index_mod.is_consistent(entries)
-    tail = entries[checked - 1 :]
-    if len(tail) <= 1:
-        return True
-    ends = tail["base_offset"] + tail["count"]
-    frame_end = tail["position"] + HEADER_SIZE + tail["body_len"].astype(np.int64)
-    return bool(
-        np.all(tail["base_offset"][1:] == ends[:-1])
-        and np.all(tail["position"][1:] == frame_end[:-1])
-        and np.all(np.diff(tail["append_time"]) >= 0)
-    )
-
-
-def _frames_end_each(entries: np.ndarray) -> np.ndarray:
-    return entries["position"] + HEADER_SIZE + entries["body_len"].astype(np.int64)

@@ -46,6 +46,7 @@ class SegmentView:
     """
 
     __slots__ = ("path", "size", "buffer", "_view")
+    path: Path | str  # a local file, or (`remote.RemoteSegmentView`) the URI of a remote object
 
     def __init__(self, path: Path, size: int | None = None) -> None:
         self.path = path
@@ -68,18 +69,22 @@ class SegmentView:
             os.close(fd)
         self._view = memoryview(self.buffer)
 
+    def _bytes(self, start: int, stop: int) -> memoryview:
+        """Bytes [start, stop) of the segment (a remote view fetches them)."""
+        return self._view[start:stop]
+
     def header_at(self, position: int) -> FrameHeader | str:
         """The verified header at `position`, or why there is none."""
         if position + HEADER_SIZE > self.size:
             return f"header truncated ({self.size - position} of {HEADER_SIZE} bytes before end of file)"
-        return parse_header(self._view[position : position + HEADER_SIZE])
+        return parse_header(self._bytes(position, position + HEADER_SIZE))
 
     def check_frame(self, position: int, header: FrameHeader) -> str | None:
         """None if the whole frame at `position` is present and its body checksum matches."""
         end = position + header.size
         if end > self.size:
             return f"frame truncated: needs {header.size} bytes, {self.size - position} present"
-        found = crc(self._view[position + HEADER_SIZE : end])
+        found = crc(self._bytes(position + HEADER_SIZE, end))
         if found != header.body_crc:
             return f"body checksum mismatch: expected crc 0x{header.body_crc:08x}, found 0x{found:08x}"
         return None
@@ -96,7 +101,7 @@ class SegmentView:
         pos = start
         while pos + HEADER_SIZE <= self.size:
             chunk_end = min(self.size, pos + (1 << 20))
-            chunk = bytes(self._view[pos:chunk_end])
+            chunk = bytes(self._bytes(pos, chunk_end))
             rel = chunk.find(MAGIC)
             while rel >= 0:
                 if isinstance(self.header_at(pos + rel), FrameHeader):

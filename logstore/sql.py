@@ -431,6 +431,8 @@ def topic_dataset(
                 chunks.append(_Chunk(p, base, run, c_lo, c_hi))
     # the view's types: string columns that sampled frames store dictionary-encoded stay dictionaries
     frames = [(c, int(pos)) for c in chunks for pos in c.entries["position"]]
+    remote = {(c.partition, c.base) for c in chunks if topic.partition(c.partition).placement.remote(c.base)}
+    frames = [f for f in frames if (f[0].partition, f[0].base) not in remote] or frames  # a remote one costs a fetch
     probes = []
     for c, pos in frames[:: max(1, len(frames) // PROBES)][: PROBES - 1] + frames[-1:]:
         try:

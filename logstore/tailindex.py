@@ -17,14 +17,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import index as index_mod
 from .files import CLOEXEC, NOFOLLOW, write_all
-from .frame import HEADER_SIZE
-from .segment import build_index, scan
+from .frame import HEADER_SIZE, FrameHeader
+from .segment import SegmentView, build_index, scan
 
 if TYPE_CHECKING:
     from .commit import TailState
@@ -126,3 +129,68 @@ def frames_end(entries: np.ndarray) -> int:
         return 0
     last = entries[-1]
     return int(last["position"]) + HEADER_SIZE + int(last["body_len"])
+
+
+class ActiveIndex:
+    """A reader's entries of a partition's active segment, read once, then only extended: a
+    tailer's cost per commit is O(new frames), not O(segment). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # the index file as last read: (base, (inode, bytes read, entries), entries checked)
+        self._file: tuple[int, tuple[int, int, np.ndarray], int] | None = None
+        self._acc: Entries | None = None
+
+    def entries(self, base: int, size: int, view: Callable[[], SegmentView], idx_path: Path) -> np.ndarray:
+        """Index entries of active segment `base`'s first `size` committed bytes (`view()` maps them).
+
+        The first read takes the index, then a header scan of the frames it does not cover yet;
+        later reads of a larger size scan the new frames' (checksummed) headers, or take the index
+        again when many bytes were added. A smaller `size` (an older snapshot) is a prefix.
+        """
+        with self._lock:
+            acc = self._acc
+        if acc is None or acc.base != base or acc.end > size and not acc.covers(size):
+            acc = Entries(base, self._fresh(base, size, view, idx_path))
+        elif acc.end < size:
+            if size - acc.end > REINDEX_BYTES:
+                acc = Entries(base, self._fresh(base, size, view, idx_path))
+            else:
+                found = scan(view(), acc.end, verify_bodies=False)
+                acc.extend(build_index(found))
+        with self._lock:
+            self._acc = acc
+        return acc.prefix(size)
+
+    def _fresh(self, base: int, size: int, view_of: Callable[[], SegmentView], idx_path: Path) -> np.ndarray:
+        """Entries of the first `size` bytes: the index, then a header scan of the frames it does
+        not cover yet."""
+        view = view_of()
+        entries = index_mod.empty()
+        start = 0
+        with self._lock:
+            cached = self._file if self._file and self._file[0] == base else None
+        loaded = index_mod.load_more(idx_path, cached[1] if cached else None)
+        if loaded is not None:
+            known, damaged, extended = loaded
+            checked = cached[2] if cached and extended else 0
+            entries = known[2]
+            ok = index_mod.consistent_from(entries, checked)
+            with self._lock:  # an index read once is not read again: tailing stays O(new frames)
+                self._file = (base, known, len(entries) if ok and not damaged else 0)
+            if not ok:
+                entries = index_mod.empty()
+            elif len(entries) and frames_end(entries) > size:
+                entries = entries[index_mod.frame_ends(entries) <= size]
+            if len(entries):
+                last = entries[-1]
+                header = view.header_at(int(last["position"]))
+                if isinstance(header, FrameHeader) and header.base_offset == int(last["base_offset"]):
+                    start = frames_end(entries)
+                else:
+                    entries, start = index_mod.empty(), 0
+        if start < size:
+            more = build_index(scan(view, start, verify_bodies=False))
+            if len(more):
+                entries = np.concatenate([entries, more]) if len(entries) else more
+        return entries

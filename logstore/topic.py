@@ -20,13 +20,14 @@ from schemas.registry import Registry
 
 from .errors import ArgumentError, LogIOError, SchemaError, TopicError, TopicNotFoundError
 from .files import read_small
-from .names import SCHEMAS_DIR, TOPIC_FILE, TOPICS_DIR, partition_dirname
+from .names import SCHEMAS_DIR, SYSTEM_COLUMNS, TOPIC_FILE, TOPICS_DIR, partition_dirname
 from .partition import Partition
 
 if TYPE_CHECKING:
     from .log import Log
 
 COMPRESSIONS = (None, "zstd", "lz4")
+TIER_FIELDS = ("remote", "local_retention_ms", "local_retention_bytes")
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 COMPATIBILITY_MODES = (
@@ -55,6 +56,11 @@ class TopicConfig:
     retention_ms: int | None = None
     retention_bytes: int | None = None
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # the remote tier (`tier.py`): the store's URI (without credentials) and how much history
+    # stays on local disk; written to topic.json only when set, so a topic without stays as it was
+    remote: str | None = None
+    local_retention_ms: int | None = None
+    local_retention_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.partitions, int) or not 1 <= self.partitions <= 10_000:
@@ -74,13 +80,18 @@ class TopicConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise TopicError(f"topic {self.name!r}: {name} must be a positive int, found {value!r}")
-        for name in ("segment_ms", "retention_ms", "retention_bytes"):
+        if self.remote is not None and (not isinstance(self.remote, str) or "://" not in self.remote):
+            raise TopicError(
+                f"topic {self.name!r}: remote must be a URI such as s3://bucket/prefix, found {self.remote!r}"
+            )
+        for name in ("segment_ms", "retention_ms", "retention_bytes", "local_retention_ms", "local_retention_bytes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise TopicError(f"topic {self.name!r}: {name} must be a non-negative int or None, found {value!r}")
 
     def to_json(self) -> str:
-        return json.dumps({"format": 1, **asdict(self)}, indent=2, sort_keys=True)
+        data = {k: v for k, v in asdict(self).items() if v is not None or k not in TIER_FIELDS}
+        return json.dumps({"format": 1, **data}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, path: Path, name: str | None = None) -> TopicConfig:
@@ -98,6 +109,33 @@ class TopicConfig:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, TopicError) as e:
             raise TopicError(f"{path}: {e}") from e
+
+
+def check_fields(name: str, arrow: pa.Schema, event_time_field: str | None, key_field: str | None) -> None:
+    """Refuse (SchemaError) system column names, an event-time field that is no timestamp and a
+    key field that is not a string, bytes or integer field of `arrow`."""
+    reserved = [f for f in arrow.names if f in SYSTEM_COLUMNS]
+    if reserved:
+        raise SchemaError(f"topic {name!r}: field name(s) {reserved} are reserved for the log's system columns")
+    if event_time_field is not None:
+        if event_time_field not in arrow.names:
+            raise SchemaError(
+                f"topic {name!r}: event-time field {event_time_field!r} is not in the schema {arrow.names}"
+            )
+        f = arrow.field(event_time_field)
+        if not pa.types.is_timestamp(f.type):
+            raise SchemaError(
+                f"topic {name!r}: event-time field {event_time_field!r} must be a timestamp "
+                f"(Avro timestamp-micros/millis), found {f.type}"
+            )
+    if key_field is not None:
+        if key_field not in arrow.names:
+            raise SchemaError(f"topic {name!r}: key field {key_field!r} is not in the schema {arrow.names}")
+        kt = arrow.field(key_field).type
+        if not (
+            pa.types.is_string(kt) or pa.types.is_binary(kt) or pa.types.is_integer(kt) or pa.types.is_large_string(kt)
+        ):
+            raise SchemaError(f"topic {name!r}: key field {key_field!r} must be a string, bytes or integer, found {kt}")
 
 
 def load_config(path: Path, name: str | None = None) -> TopicConfig:
@@ -164,7 +202,9 @@ class Topic:
         if part is None:
             if not 0 <= number < self.config.partitions:
                 raise ArgumentError(f"topic {self.name!r} has partitions 0..{self.config.partitions - 1}, not {number}")
-            part = Partition(self.dir / partition_dirname(number), number, readonly=self.log.readonly)
+            part = Partition(
+                self.dir / partition_dirname(number), number, readonly=self.log.readonly, remotes=self.log.remotes
+            )
             self._partitions[number] = part
         return part
 
@@ -182,6 +222,11 @@ class Topic:
             v = Version(sv.version, sv.id, sv.schema, schemas.to_arrow(sv.schema))
             self._versions[number] = v
         return v
+
+    @property
+    def remote(self) -> str | None:
+        """The URI this topic's sealed segments move to: its own, else its log's (None: none)."""
+        return self.config.remote or self.log.remote
 
     def create_from_data(self, data: Any) -> None:
         """Create this topic on first use, with the schema of the first data written to it."""
