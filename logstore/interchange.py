@@ -197,9 +197,18 @@ def _parquet_form(batch: pa.RecordBatch) -> pa.RecordBatch:
     cols, fields = [], []
     for f, col in zip(batch.schema, batch.columns, strict=True):
         t = f.type if pa.types.is_dictionary(f.type) else _undictionary(f.type)
-        cols.append(col if t.equals(f.type) else col.cast(t))
+        cols.append(col if t.equals(f.type) else _cast_nested(col, t))
         fields.append(f.with_type(t))
     return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields, batch.schema.metadata))
+
+
+def _cast_nested(col: pa.Array, t: pa.DataType) -> pa.Array:
+    """`col` as type `t` (its nested enums as strings). Arrow's cast decodes the dictionary under
+    null parents too, where the indices mean nothing (an empty dictionary's 0): then by value."""
+    try:
+        return col.cast(t)
+    except (pa.ArrowIndexError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array(col.to_pylist(), type=t)
 
 
 def _write_parquet(path: str | os.PathLike[str], schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:

@@ -285,3 +285,35 @@ def test_csv_is_an_import_format_not_an_export_one():
         file_format("x.csv", "csv", "export")
     with pytest.raises(logstore.LogstoreError, match="cannot tell the format of 'x.csv'"):
         file_format("x.csv", verb="export")
+
+
+def test_parquet_export_of_a_null_record_holding_an_enum(tmp_path):
+    """A nested enum under a null record (its dictionary empty) exports to Parquet and back."""
+    schema = {
+        "type": "record",
+        "name": "Top",
+        "fields": [
+            {
+                "name": "f0",
+                "type": [
+                    "null",
+                    {
+                        "type": "record",
+                        "name": "Rec1",
+                        "fields": [
+                            {"name": "f0", "type": {"type": "enum", "name": "Enum2", "symbols": ["A"]}},
+                            {"name": "f1", "type": "boolean"},
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    with logstore.open(tmp_path / "log") as log:
+        log.create_topic("t", schema=schema)
+        with log.writer("t", linger_ms=None) as w:
+            w.append_batch([{"f0": None}, {"f0": {"f0": "A", "f1": True}}])
+        export_topic(log, "t", tmp_path / "t.parquet")
+        log.create_topic("copy", schema=schema)
+        assert import_file(log, "copy", tmp_path / "t.parquet") == 2
+        assert _user(log.read("copy")) == [{"f0": None}, {"f0": {"f0": "A", "f1": True}}]
