@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --timeout 900
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --timeout 900
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,6 +2,7 @@
 
     rendezvous serve LOG --config FILE [--host 127.0.0.1] [--port 8700] [--decoy-only]
     rendezvous model LOG --model MODULE:FACTORY [--role ROLE] [--group NAME]
+        (either with --kafka SERVERS --registry URL: inputs and scores on Kafka, rendezvous.kafka_transport)
     rendezvous status LOG [--config FILE]
     rendezvous deploy|ramp|promote|retire LOG --model M ...   (rendezvous.deploy: control records)
     rendezvous history LOG
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from logstore.cli import add_command, add_completion, add_version, run
 
-from . import deploy, runner, swap
+from . import deploy, runner, swap, transport
 from .commits import MODES
 from .config import ConfigError, Topics, load_config
 
@@ -45,9 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, decoy_only=args.decoy_only)
     _logging()
     log = logstore.open(args.log)
+    streams = transport.from_args(args, log)
 
     def ready(url: str) -> None:
-        print(f"{PROG}: serving {url} on log {args.log}: {describe(config, args.decoy_only)}", flush=True)
+        where = f"; inputs and scores on Kafka at {args.kafka}" if args.kafka else ""
+        print(f"{PROG}: serving {url} on log {args.log}: {describe(config, args.decoy_only)}{where}", flush=True)
 
     asyncio.run(
         serve(
@@ -58,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             decoy_only=args.decoy_only,
             commit_mode=args.commit_in,
             ready=ready,
+            transport=streams,
         )
     )
     log.close()
@@ -97,6 +101,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_swap(args: argparse.Namespace) -> int:
+    """``rendezvous swap``: the tokens into the log's inputs, or with ``--kafka`` into Kafka's."""
+    transport.check_args(args)
+    if not args.kafka:
+        return swap.cmd_swap(args)
+    from .deploy import _config, _open
+
+    with _open(args) as log:
+        streams = transport.kafka_from_args(args, log)
+        try:
+            done = transport.kafka_swap(streams, args.model, args.to, config=_config(args), why=args.why)
+        finally:
+            streams.close()
+    cut = ", ".join(f"{p}:{o}" for p, o in sorted(done.tokens.items()))
+    print(
+        f"control offset {done.offset}: swap {args.model} to {args.to} (token {done.token}); Kafka inputs cut at {cut}"
+    )
+    print(done.state.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -121,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where commits run: on the event loop or a committer thread (default: thread; benchmarks/RENDEZVOUS.md)",
     )
+    transport.add_arguments(p, service=True)
 
     what = "run a model on the inputs, appending its scores"
     p = sub.add_parser(
@@ -142,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_commands(sub, add_command)
     what = "switch a model's version at a token in every inputs partition (a consistent cut)"
     example = "rendezvous swap ./log --model m1 --to 2 --config rendezvous.toml --why 'hotfix'"
-    p = add_command(sub, "swap", swap.cmd_swap, what, example)
+    p = add_command(sub, "swap", cmd_swap, what, example)
     p.add_argument("--model", required=True, help="the model id (its runners switch)")
     p.add_argument("--to", required=True, metavar="VERSION", help="the version every input after the token gets")
     p.add_argument("--why", default="", help="the reason, kept with the control record")
     p.add_argument("--config", help="the service's config (its schedule is generation 0 of the fold)")
+    transport.add_arguments(p, service=False)
     add_completion(parser, sub)
     return parser
 

@@ -8,7 +8,9 @@
     # (and if the launcher itself dies, each process gets SIGTERM: PR_SET_PDEATHSIG on Linux)
 
 Each process runs ``python -m rendezvous ...`` with its output in a file of `out_dir` (a pipe
-nobody reads would fill and block it). The demo, the benchmark and the end-to-end tests use it.
+nobody reads would fill and block it); `common` arguments go to every ``serve`` and ``model``
+(``Fleet(..., common=["--kafka", servers, "--registry", url])``: the fleet on Kafka). The demo,
+the benchmark and the end-to-end tests use it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -64,6 +66,7 @@ class Fleet:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         grace: float = 5.0,
+        common: Sequence[str] = (),
     ) -> None:
         self.log_dir = str(log_dir)
         self.out_dir = Path(out_dir)
@@ -71,6 +74,7 @@ class Fleet:
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.grace = grace
+        self.common = list(common)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Fleet:
@@ -103,7 +107,8 @@ class Fleet:
         """Start the front door on 127.0.0.1 (a free port unless `args` give one); its URL once listening."""
         port = [] if "--port" in args else ["--port", "0"]
         start = self.output(name).stat().st_size if self.output(name).exists() else 0
-        proc = self.start(name, "serve", self.log_dir, "--config", str(config), "--host", "127.0.0.1", *port, *args)
+        cmd = ["serve", self.log_dir, "--config", str(config), "--host", "127.0.0.1", *port, *self.common, *args]
+        proc = self.start(name, *cmd)
         deadline = time.monotonic() + timeout
         while True:
             text = self.output(name).read_bytes()[start:].decode(errors="replace")
@@ -119,9 +124,8 @@ class Fleet:
 
     def model(self, spec: str, *args: str, role: str = "champion", name: str | None = None) -> subprocess.Popen[bytes]:
         """Start a runner of model `spec` (``module:factory``) with `role`."""
-        return self.start(
-            name or spec.rpartition(":")[2], "model", self.log_dir, "--model", spec, "--role", role, *args
-        )
+        cmd = ["model", self.log_dir, "--model", spec, "--role", role, *self.common, *args]
+        return self.start(name or spec.rpartition(":")[2], *cmd)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
         """Send `sig` to process `name` and wait (SIGKILL after `timeout`); its exit code."""

@@ -32,6 +32,10 @@ Invariants:
   exactly there: the inputs before it are scored by the old version, a marker is appended, the
   inputs after it are scored by the new one (tokens are never scored).
 
+With ``--kafka SERVERS --registry URL`` the inputs are read from, and the scores produced to, Kafka
+(`rendezvous.kafka_transport`: the group's offsets are Kafka's, committed the same way); the log
+still gives the lookups and the hot-swap records.
+
 Several runners of one group divide its partitions explicitly (logstore's groups have no member
 assignment): ``--partitions 0,2`` or ``--member I/N`` (partitions p with p % N == I), disjoint sets
 covering the topic (`rendezvous.group`). Default: every partition.
@@ -66,10 +70,12 @@ from replay.models import check as check_model_attributes
 from replay.models import lookups_of
 
 from .config import Topics
-from .group import POLL_S, InputTail, OffsetCommits, advance, assigned_partitions, default_group
+from .group import POLL_S, OffsetCommits, advance, assigned_partitions, default_group
 from .livelookups import LiveLookups
 from .swap import Versions, version_loader
-from .topics import ensure_topics
+from .transport import LogTransport, Transport
+from .transport import add_arguments as add_transport_arguments
+from .transport import from_args as transport_from_args
 
 __all__ = [
     "ROLES",
@@ -166,6 +172,7 @@ class Runner:
         score_partitions: int | None = None,
         commit_interval_s: float = 1.0,
         versions: Callable[[str], Any] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, found {role!r}")
@@ -174,6 +181,7 @@ class Runner:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, found {batch}")
         self.log = log if isinstance(log, logstore.Log) else logstore.open(log)
+        self.transport: Transport = transport or LogTransport(self.log)  # inputs and scores: the log, or Kafka
         self.model = load_model(model) if isinstance(model, str) else model
         check_model_attributes(self.model)
         # the version of each partition, switched at hot-swap tokens (`rendezvous.swap`)
@@ -241,35 +249,27 @@ class Runner:
         signal.signal(signal.SIGINT, handler)
 
     # --- the loop --------------------------------------------------------------------------------
-    def _wait_for_inputs(self) -> bool:
-        deadline = time.monotonic() + self.wait_s
-        name = self.topics.inputs
-        announced = False
-        while name not in self.log.topics():
-            if not announced:
-                log.info("runner %s: waiting up to %.0f s for topic %r", self.runner_id, self.wait_s, name)
-                announced = True
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"topic {name!r} did not appear in {self.log.path} within {self.wait_s} s")
-            if self.stop_event.wait(0.05):
-                return False
-        return True
-
     def run(self) -> RunnerStats:
         """Score until stopped; returns the stats. Raises only for what is not a model's error
         (the log unwritable, the inputs topic never appearing)."""
-        if not self._wait_for_inputs():
-            return self.stats
+        try:
+            return self._run(self.transport)
+        finally:
+            self.transport.close()
+
+    def _run(self, transport: Transport) -> RunnerStats:
         inputs = self.topics.inputs
-        n = self.log.config(inputs).partitions
-        ensure_topics(self.log, self.topics, partitions=self.score_partitions or n, roles=["scores"])
+        if not transport.wait_for_inputs(inputs, self.stop_event, self.wait_s):
+            return self.stats
+        n = transport.input_partitions(inputs)
+        transport.prepare_scores(self.topics, self.score_partitions or n)
         self.assigned = assigned_partitions(n, self.partitions, self.member)
-        consumer = self.log.consumer(inputs, self.group, partitions=self.assigned)
-        positions = dict(consumer.positions)  # the group's committed position (or the start)
+        cursor = transport.cursor(inputs, self.group, self.assigned)
+        positions = dict(cursor.positions)  # the group's committed position (or the start)
         self.versions = Versions.start(self.log, self.topics, self.model, self.versions.loader, positions)
-        with self.log.writer(self.topics.scores, durability=self.durability, linger_ms=None) as writer:
-            tail = InputTail(self.log, inputs, positions)
-            commits = OffsetCommits(consumer, self.commit_interval_s)
+        with transport.scores_writer(self.topics.scores, self.durability) as writer:
+            tail = transport.tail(inputs, positions, cursor)
+            commits = OffsetCommits(cursor, self.commit_interval_s)
             self.ready.set()
             log.info(
                 "runner %s: model %s:%s (%s), group %r, partitions %s of %r from %s",
@@ -295,7 +295,7 @@ class Runner:
                 self.stats.commits = commits.commits
         return self.stats
 
-    def score_table(self, table: pa.Table, writer: logstore.Writer) -> int:
+    def score_table(self, table: pa.Table, writer: Any) -> int:
         """Score polled input rows (one ``predict`` per partition's run of rows) and commit their
         score records; returns how many were recorded."""
         received = now_us()
@@ -529,13 +529,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long to wait for the inputs topic to appear (default 300)",
     )
+    add_transport_arguments(parser, service=False)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``rendezvous model`` until SIGTERM/SIGINT; 0 on a clean stop, 1 on a failure (one line)."""
     try:
+        lg = logstore.open(args.log)
         runner = Runner(
-            args.log,
+            lg,
             args.model,
             role=args.role,
             group=args.group,
@@ -549,6 +551,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             code_version=args.code_version,
             wait_s=args.wait_s,
             commit_interval_s=args.commit_interval_s,
+            transport=transport_from_args(args, lg),
         )
         runner.install_signals()
         stats = runner.run()

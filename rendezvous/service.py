@@ -19,6 +19,8 @@ For each ``POST /v1/score`` (``{"request_id": optional, "features": {name: numbe
 So an answered request's input and decision are in the log with the configured durability (`flush`:
 they survive a crash of the service; `fsync`: a power cut); a request in flight at a crash may be
 lost, never an answered one. ``--decoy-only`` archives and answers the default at once.
+``inputs`` and ``scores`` are topics of the log, or of Kafka (`transport.py`, `kafka_transport.py`:
+an input acknowledged by Kafka is archived, and the bridge records both topics into the log).
 
 The overhead allowance (`Allowance`) is the service's own time past the moment a decision was due
 (wake-up lag, deciding, the decision's commit, sending): a high quantile of recent requests, unless
@@ -48,11 +50,11 @@ from .commits import DEFAULT_MODE, Committer
 from .config import Config
 from .control import ControlPlane, now_us
 from .feedback import Feedback
-from .mailbox import SCORE_COLUMNS, DuplicateRequestError, Mailbox, Mailboxes
+from .mailbox import DuplicateRequestError, Mailbox, Mailboxes
 from .metrics import Prometheus, Window
 from .policy import Choice, Policy
 from .selection import seed_of
-from .topics import ensure_topics
+from .transport import InputsSink, LogTransport, Transport
 
 log = logging.getLogger("rendezvous")
 
@@ -175,8 +177,10 @@ class Service:
         commit_mode: str | None = None,
         name: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.log = log
+        self.transport: Transport = transport or LogTransport(log)  # inputs and scores: the log, or Kafka
         self.config = config
         self.decoy_only = decoy_only
         self.commit_mode = commit_mode or DEFAULT_MODE
@@ -190,6 +194,7 @@ class Service:
         self.window = Window()
         sampling = self.policy.selector.sampling
         self.feedback = Feedback(self.policy.selector, config.selection.reward) if sampling else None
+        self.inputs: InputsSink  # the transport's archive of requests, from start()
         self._committers: dict[str, Committer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._readers: list[Any] = []
@@ -203,16 +208,17 @@ class Service:
         if self.started:
             return
         self._stopping = asyncio.Event()
-        t = self.config.topics
-        ensure_topics(self.log, t)
-        for topic in (t.inputs, t.decisions, t.outcomes, t.metrics):
-            w = self.log.writer(topic, durability=self.config.durability, linger_ms=None)
+        t, durability = self.config.topics, self.config.durability
+        self.transport.prepare_service(t)
+        self.inputs = self.transport.inputs_sink(t, durability, self.commit_mode)
+        for topic in (t.decisions, t.outcomes, t.metrics):
+            w = self.log.writer(topic, durability=durability, linger_ms=None)
             self._committers[topic] = Committer(w, self.commit_mode)
         await asyncio.to_thread(self._warm_up)
+        for what, coro in self.transport.background(t, durability):  # Kafka: the recording bridges
+            self._spawn(coro, what)
         if not self.decoy_only:
-            have = set(self.log.arrow_schema(t.scores, system_columns=True).names)
-            cols = [c for c in SCORE_COLUMNS if c in have]
-            scores = self.log.reader(t.scores, start=self.log.end_offsets(t.scores), follow=True, columns=cols)
+            scores = self.transport.scores_source(t.scores)
             self._spawn(self._tail(scores, self.mailboxes.deliver_batch), "scores")
             self._spawn(self._tail(self.control.start(), self.control.apply), "control")
         if self.feedback is not None:
@@ -234,9 +240,9 @@ class Service:
         inp = {"request_id": "", "event_time": now, "features": {"x": 0.0}, "raw": "{}", "source": ""}
         dec = {"request_id": "", "event_time": now, "candidates": [], "chosen_model": "", "reason": "default"}
         dec.update(propensity=1.0, deadline_ms=0.0, arrivals={"m": 0.0}, failed=[], propensities={"m": 1.0})
-        for topic, rec in ((t.inputs, inp), (t.decisions, dec)):
-            schema = self.log.arrow_schema(topic)
-            pa.RecordBatch.from_pylist([{f: rec.get(f) for f in schema.names}], schema=schema)
+        self.inputs.warm_up(inp)
+        schema = self.log.arrow_schema(t.decisions)
+        pa.RecordBatch.from_pylist([{f: dec.get(f) for f in schema.names}], schema=schema)
 
     def _rebuild(self, feedback: Feedback) -> dict[int, int]:
         """Feed the outcomes of the log's recent decisions; returns where the outcomes tail starts."""
@@ -270,14 +276,17 @@ class Service:
             # the tail's next wait (at most its poll interval) then ends the iteration: a worker
             # thread blocked in the reader is never left behind
             r.follow = False
+        await self.transport.stop()  # Kafka: the bridges record what was archived and seen, then stop
         assert self._stopping is not None
         self._stopping.set()
         await asyncio.wait(self._tasks, timeout=5)
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        self.inputs.close()
         for c in self._committers.values():
             c.close()
+        self.transport.close()
 
     async def _metrics_loop(self) -> None:
         assert self._stopping is not None
@@ -331,8 +340,8 @@ class Service:
                 "source": "rendezvous",
             }
             since = now_us()  # before the input's commit: see rendezvous/control.py for the rule
-            await self._committers[self.config.topics.inputs].commit([record])
-            route = self.control.route(request_id, since)
+            await self.inputs.append(record)  # committed to the log, or acknowledged by Kafka
+            route = self.inputs.route(self.control, request_id, since)
             archived = mb.elapsed_ms()
             deadline = self.deadline_ms()
             choice = route.finish(await self._decide(mb, deadline, route.policy))
@@ -506,6 +515,7 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     switch_interval: float | None = 0.0005,
+    transport: Transport | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM): in-flight requests are answered, then the
     writers are closed. `ready` gets the URL once the service is listening (port 0: a free one)."""
@@ -515,7 +525,7 @@ async def serve(
         # the loop thread waits for the GIL behind the tailer's and committer's threads for up to
         # this long (CPython's default, 5 ms, is a tenth of a 50 ms SLA)
         sys.setswitchinterval(switch_interval)
-    service = Service(log, config, decoy_only=decoy_only, commit_mode=commit_mode)
+    service = Service(log, config, decoy_only=decoy_only, commit_mode=commit_mode, transport=transport)
     runner = web.AppRunner(service.app(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:

@@ -24,6 +24,10 @@ from rendezvous.runner import dedupe_scores
 from tests.rendezvous.models import hash_score
 from tests.rendezvous.procs import ROOT, wait_for
 
+# the live end-to-end tests run one at a time (on one xdist worker, `--dist loadgroup`): two
+# fleets at once on a 2-core machine starve each other's event loops past the SLA
+pytestmark = pytest.mark.xdist_group("live")
+
 SLA = 150.0  # loose enough for a shared 2-core machine; the speed is measured in benchmarks/
 CONFIG = f"""
 sla_ms = {SLA}
