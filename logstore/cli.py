@@ -153,6 +153,12 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     log = _open(args, readonly=True)
     info = log.describe(args.topic)
+    from .bridge.status import by_topic, describe_lines
+
+    bridges = by_topic(log, args.topic)
+    for d in [info] if args.topic else info.values():
+        if d.get("topic") in bridges:
+            d["bridge"] = bridges[d["topic"]]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -175,6 +181,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
                         f"    {s['base_offset']:020d}.seg  {s['bytes']:>12} bytes  {s['frames']:>6} frames"
                         f"{'  (active)' if s['active'] else ''}{'  remote ' + s['uri'] if 'uri' in s else ''}"
                     )
+        for line in describe_lines(d.get("bridge", {})):
+            print(f"  {line}")
     return 0
 
 

@@ -9,6 +9,7 @@ named ``bridge.*`` (the default), their committed cursor, the partition's end an
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from logstore.errors import LogstoreError
@@ -72,7 +73,12 @@ def bridge_status(
             fed.append({"topic": name, "partitions": [], "error": str(e)})
             continue
         fed.append(_from_kafka(lg, name, bootstrap, kafka_topic))
-    out = []
+    out: list[dict[str, Any]] = []
+    from logstore.names import GROUPS_DIR
+
+    root = lg.path / GROUPS_DIR
+    if not (root.is_dir() and any(n.startswith("bridge.") for n in os.listdir(root))):
+        return {"from_kafka": fed, "to_kafka": out}  # no bridge group: skip reading every cursor
     for g in groups(lg):
         if not g["group"].startswith("bridge."):
             continue
@@ -104,3 +110,31 @@ def print_status(found: dict[str, Any]) -> None:
     widths = [max(len(r[i]) for r in rows if r) for i in range(6)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if r else "")
+
+
+def by_topic(lg: Log, topic: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per topic, where its Kafka bridges stand (what `logstore describe` shows): ``from_kafka``
+    (the next Kafka offset per partition) and ``to_kafka`` (the bridge groups' cursors and lag)."""
+    found = bridge_status(lg, topic)
+    out: dict[str, dict[str, Any]] = {}
+    for t in found["from_kafka"]:
+        out.setdefault(t["topic"], {})["from_kafka"] = t["partitions"]
+    for g in found["to_kafka"]:
+        for t in g["topics"]:
+            out.setdefault(t["topic"], {}).setdefault("to_kafka", []).append({"group": g["group"], **t})
+    return out
+
+
+def describe_lines(bridge: dict[str, Any]) -> list[str]:
+    """`by_topic`'s entry of one topic as lines of `logstore describe`."""
+    lines = [
+        f"bridge from Kafka, partition {p['partition']}: next Kafka offset {p['next_kafka_offset']}"
+        for p in bridge.get("from_kafka", [])
+    ]
+    for g in bridge.get("to_kafka", []):
+        lines += [
+            f"bridge to Kafka ({g['group']}), partition {p['partition']}: committed {p['committed']}, "
+            f"end {p['end']}, lag {p['lag']}"
+            for p in g["partitions"]
+        ]
+    return lines

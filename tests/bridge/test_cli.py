@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import logstore
 from logstore.bridge.registry_client import RegistryClient
@@ -108,3 +109,18 @@ def test_sigterm_stops_cleanly_and_status_shows_both_directions(tmp_path, cluste
     assert [(p["committed"], p["lag"]) for p in group["topics"][0]["partitions"]] == [(50, 0), (50, 0)]
     table = run_bridge("status", str(log_dir))
     assert table.returncode == 0 and "NEXT KAFKA OFFSET" in table.stdout and f"bridge.{out}" in table.stdout
+    # `logstore describe` shows both bridges' positions too (text and JSON)
+    described = subprocess.run(
+        [str(Path(sys.executable).with_name("logstore")), "describe", str(log_dir), "pay"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert described.returncode == 0, described.stderr
+    assert "bridge from Kafka, partition 0: next Kafka offset 50" in described.stdout
+    assert f"bridge to Kafka (bridge.{out}), partition 1: committed 50, end 50, lag 0" in described.stdout
+    as_json = subprocess.run(
+        [str(Path(sys.executable).with_name("logstore")), "describe", str(log_dir), "pay", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    bridge = json.loads(as_json.stdout)["bridge"]
+    assert [p["next_kafka_offset"] for p in bridge["from_kafka"]] == [50, 50]
+    assert bridge["to_kafka"][0]["group"] == f"bridge.{out}"
