@@ -43,8 +43,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import index as index_mod
 from . import summary
@@ -52,6 +52,8 @@ from .errors import ClockSkewError, LogIOError
 from .files import write_frames
 from .frame import HEADER_SIZE, EncodedBody, build_header
 from .hint import Hint
+from .tailclose import close_tail as close_tail  # the close steps of `Partition`
+from .tailclose import sync_tail as sync_tail
 from .tailindex import INDEX_BATCH, INDEX_LAG_S, flush_index
 from .timeutil import MIN_TIME, iso, now_us
 
@@ -87,8 +89,7 @@ class TailState:
         self.index_pending = []
 
 
-@dataclass(frozen=True)
-class Committed:
+class Committed(NamedTuple):
     """Where a commit landed."""
 
     base_offset: int
@@ -144,7 +145,7 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
         return [_publish(st, settings.durable) for st in staged]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     """One committer's single-partition commit waiting in its partition's group."""
 
@@ -172,18 +173,27 @@ class GroupCommit:
 
 
 def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
-    """`commit` through the partition's group (see `GroupCommit`): same result, same errors."""
+    """`commit` through the partition's group (see `GroupCommit`): same result, same errors.
+
+    A committer that finds the group idle leads a batch of its own commit at once; it wakes the
+    group's waiters when it is done only if some arrived meanwhile (a waiter is always in the
+    queue or in a leader's batch, and a leader wakes its batch's)."""
     group = part.group
     req = _Request(counts, encode, settings)
-    with group.cv:
-        group.queue.append(req)
-        while group.busy and not req.done:
-            group.cv.wait()
-        if not req.done:
+    cv = group.cv
+    with cv:
+        if not group.busy and not group.queue:
             group.busy = True
-            batch, group.queue = group.queue, []
+            batch = [req]
         else:
-            batch = []
+            group.queue.append(req)
+            while group.busy and not req.done:
+                cv.wait()
+            if not req.done:
+                group.busy = True
+                batch, group.queue = group.queue, []
+            else:
+                batch = []
     if batch:
         try:
             _commit_batch(part, batch)
@@ -192,9 +202,10 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
                 if not r.done:
                     r.error, r.done = e, True
         finally:
-            with group.cv:
+            with cv:
                 group.busy = False
-                group.cv.notify_all()
+                if group.queue or len(batch) > 1:
+                    cv.notify_all()
     if req.error is not None:
         raise req.error
     assert req.result is not None
@@ -239,7 +250,7 @@ def _commit_batch(part: Partition, batch: list[_Request]) -> None:
             written.append((req, st))
         if not written:
             return
-        durable = any(r.settings.durable for r, _ in written)
+        durable = written[0][0].settings.durable if len(written) == 1 else any(r.settings.durable for r, _ in written)
         if not durable:
             for r, st in written:
                 r.result, r.done = _publish(st, False), True
@@ -306,7 +317,7 @@ def _note_synced(part: Partition, tail: TailState) -> None:
     done, tail.synced = tail.synced, None
     if done is not None and tail.hint is not None and done.base == tail.hint.base and done.size <= tail.hint.size:
         try:
-            part.write_hint(replace(done, synced=True), slot=1)
+            part.write_hint(done.marked(synced=True), slot=1)
         except OSError as e:
             log.warning("synced tail hint of %s not updated (%s)", part.dir, e)
 
@@ -376,7 +387,7 @@ def _check_skew(part: Partition, now: int, settings: CommitSettings) -> None:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Staged:
     """One partition's part of a commit, between its roll and its commit point."""
 
@@ -389,25 +400,6 @@ class _Staged:
     entries: list[Any] = field(default_factory=list)
     end: int = 0  # bytes of the segment after this commit
     next_offset: int = 0
-
-
-def close_tail(part: Partition) -> None:
-    """Release the segment descriptor the commit protocol keeps open for `part`."""
-    tail = part.tail
-    if tail.fd is not None:
-        with part.exclusive():
-            if tail.undo is None:
-                if tail.index_pending and _tail_unmoved(part, tail):
-                    flush_index(part, tail)
-                tail.close()
-
-
-def _tail_unmoved(part: Partition, tail: TailState) -> bool:
-    """(Under the lock.) True if the partition's tail is still the one this process left."""
-    try:
-        return tail.hint is not None and part.read_hint() == tail.hint
-    except OSError:
-        return False
 
 
 def _write(st: _Staged) -> None:
@@ -456,7 +448,7 @@ def _undo(st: _Staged) -> None:
             e,
         )
         tail.undo = hint
-        _write_hint_quietly(st.part, replace(hint, exact=True))
+        _write_hint_quietly(st.part, hint.marked(exact=True))
         return
     tail.close()
 
@@ -468,10 +460,11 @@ def _publish(st: _Staged, durable: bool) -> Committed:
         tail.first_append_time = st.append_time
     tail.hint = Hint(hint.base, st.end, st.next_offset, st.append_time, synced=durable)
     if tail.index_ok:
+        now = time.monotonic()
         if not tail.index_pending:
-            tail.index_since = time.monotonic()
+            tail.index_since = now
         tail.index_pending.extend(st.entries)
-        if len(tail.index_pending) >= INDEX_BATCH or time.monotonic() - tail.index_since >= INDEX_LAG_S:
+        if len(tail.index_pending) >= INDEX_BATCH or now - tail.index_since >= INDEX_LAG_S:
             flush_index(part, tail)
     _write_hint_quietly(part, tail.hint)
     return Committed(hint.next_offset, st.next_offset, st.append_time)
@@ -487,7 +480,7 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
         undo, tail.undo = tail.undo, None
         # only if nobody moved the tail since: another process that took the lock meanwhile saw
         # the exact hint, truncated the bytes itself and may have committed after them
-        if tail.fd is not None and hint in (replace(undo, exact=True), undo):
+        if tail.fd is not None and hint in (undo.marked(exact=True), undo):
             try:
                 os.ftruncate(tail.fd, undo.size)
             except OSError as e:
@@ -499,7 +492,7 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
             tail.hint = undo
             _write_hint_quietly(part, undo)
             return
-    if tail.fd is not None and tail.hint is not None and hint == tail.hint:
+    if tail.fd is not None and tail.hint is not None and (hint is tail.hint or hint == tail.hint):
         try:
             st = os.fstat(tail.fd)
             if st.st_size == hint.size and st.st_nlink > 0:
@@ -572,25 +565,3 @@ def _write_hint_quietly(part: Partition, hint: Hint) -> None:
         part.write_hint(hint)
     except OSError as e:
         log.warning("tail hint of %s not updated (%s): readers derive the tail", part.dir, e)
-
-
-def sync_tail(part: Partition) -> None:
-    """Append the pending index entries, make what was committed to `part` without a sync durable
-    (fdatasync) and record the recovery point in the hint's synced slot; for writers at close.
-    A failure is logged: it costs only the protection the slot would give after a reboot."""
-    tail = part.tail
-    with part.exclusive():
-        hint = tail.hint
-        if tail.fd is None or hint is None:
-            return
-        if tail.index_pending and _tail_unmoved(part, tail):
-            flush_index(part, tail)
-        if hint.synced:
-            return
-        try:
-            if os.fstat(tail.fd).st_size != hint.size:
-                return
-            os.fdatasync(tail.fd)
-            part.write_hint(Hint(hint.base, hint.size, hint.next_offset, hint.last_append_time, synced=True), slot=1)
-        except OSError as e:
-            log.warning("could not sync %s at close (%s)", part.seg_path(hint.base), e)

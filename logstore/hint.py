@@ -58,10 +58,37 @@ class Hint:
     boot: bytes = BOOT_ID
     exact: bool = False  # nothing past `size` is committed (a failed commit left bytes it could not take back)
 
+    def marked(self, *, synced: bool | None = None, exact: bool | None = None) -> Hint:
+        """This hint with its `synced` or `exact` flag set as given (`dataclasses.replace`, cheaper)."""
+        return Hint(
+            self.base,
+            self.size,
+            self.next_offset,
+            self.last_append_time,
+            self.synced if synced is None else synced,
+            self.boot,
+            self.exact if exact is None else exact,
+        )
+
     @property
     def trusted(self) -> bool:
         """True if the bytes it names are on disk: synced, or written in this boot (no power cut since)."""
         return self.synced or (self.boot == BOOT_ID and BOOT_ID != bytes(16))
+
+
+_CRC = struct.Struct("<I")
+PACKED_SIZE = _HINT.size + _CRC.size  # 60 bytes
+# the last hints packed or parsed, by their bytes: a writer reads back, at its next commit, the hint
+# it wrote at its last one (`commit._sync_tail`) and gets the very object it holds, unparsed. Exact:
+# a parsed hint is a function of its bytes alone, and immutable (`trusted` reads the boot id when asked)
+_KNOWN: dict[bytes, Hint] = {}
+_KNOWN_MAX = 64
+
+
+def _remember(raw: bytes, h: Hint) -> None:
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[raw] = h
 
 
 def pack_hint(h: Hint) -> bytes:
@@ -74,20 +101,29 @@ def pack_hint(h: Hint) -> bytes:
         h.boot,
         (HINT_SYNCED if h.synced else 0) | (HINT_EXACT if h.exact else 0),
     )
-    return raw + struct.pack("<I", crc(raw))
+    raw += _CRC.pack(crc(raw))
+    if len(h.boot) == 16 and type(h.synced) is bool and type(h.exact) is bool:  # what parsing `raw` gives
+        _remember(raw, h)
+    return raw
 
 
 def parse_hint(data: bytes) -> Hint | None:
     """The hint in `data`, or None if there is none that passes its checksum and sanity checks."""
-    if len(data) < _HINT.size + 4:
+    key = bytes(data[:PACKED_SIZE])
+    known = _KNOWN.get(key)
+    if known is not None:
+        return known
+    if len(key) < PACKED_SIZE:
         return None
-    raw = data[: _HINT.size]
-    if raw[:4] != _HINT_MAGIC or struct.unpack_from("<I", data, _HINT.size)[0] != crc(raw):
+    raw = key[: _HINT.size]
+    if raw[:4] != _HINT_MAGIC or _CRC.unpack_from(key, _HINT.size)[0] != crc(raw):
         return None
     _, base, size, nxt, last, boot, flags = _HINT.unpack(raw)
     if base < 0 or size < 0 or nxt < base:
         return None
-    return Hint(base, size, nxt, last, bool(flags & HINT_SYNCED), boot, bool(flags & HINT_EXACT))
+    h = Hint(base, size, nxt, last, bool(flags & HINT_SYNCED), boot, bool(flags & HINT_EXACT))
+    _remember(key, h)
+    return h
 
 
 def _hints(raw: bytes) -> list[Hint]:

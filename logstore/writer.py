@@ -51,34 +51,18 @@ from schemas import rowcodec
 
 from .commit import CommitSettings, Encode, commit_many
 from .encodings import decode_runs, mark_runs
-from .errors import ArgumentError, RecordTooLargeError, RecordValidationError, WriterClosedError
+from .errors import ArgumentError, RecordValidationError, WriterClosedError
 from .frame import ROW_FRAME_MAX, Dictionaries, EncodedBody, encode_body, rows_body, with_system_columns
 from .keyhash import partition_of, partitions_for
 from .parallel import imap_ordered
 from .partition import Partition
+from .recordsize import check_sizes
 from .timeutil import MAX_TIME, MIN_TIME, Clock, clock_us
 from .topic import Topic, Version
 
 DURABILITY = ("none", "flush", "fsync")
 COMPRESS_MIN_BYTES = 64 * 1024
 _PLAIN = pa.ipc.IpcWriteOptions(compression=None, use_threads=False)
-
-
-def _is_var_binary(t: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
-    )
-
-
-def _widest(col: pa.Array) -> int:
-    """Bytes of the longest value of a string/binary column, from its offsets (nulls count 0)."""
-    if len(col) == 0:
-        return 0
-    width = 8 if pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type) else 4
-    offsets = np.frombuffer(
-        col.buffers()[1], np.int32 if width == 4 else np.int64, count=len(col) + 1, offset=col.offset * width
-    )
-    return int(np.diff(offsets).max())
 
 
 @dataclass(slots=True)
@@ -97,6 +81,14 @@ class RowBlock:
 
 
 Piece: TypeAlias = "pa.RecordBatch | RowBlock"  # what one frame will hold
+RowFrame: TypeAlias = "tuple[int, RowBlock, tuple[int, int]]"  # partition, records, event-time range
+
+
+def _span(events: list[int] | None) -> tuple[int, int]:
+    """The event-time range of a row frame's records (the whole range without an event-time field)."""
+    return (MIN_TIME, MAX_TIME) if events is None else (min(events), max(events))
+
+
 ROWS_FORMAT = 2  # the log format that added row frames
 
 
@@ -298,7 +290,10 @@ class Writer:
         if self._deferred is not None:
             self._raise_deferred()
         if self._rows:
-            self._cut_rows()
+            alone = self._cut_rows(stage=bool(self._pending))
+            if alone is not None:  # the live path: one row frame to one partition, nothing else pending
+                self._commit_alone(*alone)
+                return
         self._commit_all()
 
     def _conform(self, data: Any, offset_index: int) -> pa.RecordBatch:
@@ -320,61 +315,24 @@ class Writer:
             keep_dictionaries=bool(self._dictionaries.strings),
             keep_runs=True,
         )
-        self._check_sizes(batch, offset_index)
+        check_sizes(batch, self.topic.config.max_record_bytes, offset_index, self.topic.name)
         return batch
 
-    def _check_sizes(self, batch: pa.RecordBatch, offset_index: int) -> None:
-        """Refuse the first record over `max_record_bytes`; O(columns) when every record is small.
-
-        A record is at most the sum of each column's widest value, which the value offsets give
-        without a per-row pass; only a batch whose bound is over the limit is measured row by row.
-        """
-        limit = self.topic.config.max_record_bytes
-        if batch.nbytes <= limit:
-            return
-        bound = 0
-        for col in batch.columns:
-            t = col.type
-            if _is_var_binary(t):
-                bound += _widest(col)
-            elif pa.types.is_dictionary(t) and _is_var_binary(t.value_type):
-                bound += _widest(col.dictionary)
-            elif pa.types.is_primitive(t) and not pa.types.is_boolean(t):
-                bound += t.bit_width // 8
-            else:  # nested, dictionary, ...: the whole column bounds any one value
-                bound += col.nbytes
-        if bound <= limit:
-            return
-        sizes = np.zeros(batch.num_rows, np.int64)
-        for col in batch.columns:
-            t = col.type
-            if pa.types.is_dictionary(t) and _is_var_binary(t.value_type):
-                col = col.dictionary_decode()
-            if _is_var_binary(col.type):
-                sizes += pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            else:
-                try:
-                    sizes += t.bit_width // 8
-                except ValueError:
-                    sizes += col.nbytes // max(1, len(col))
-        big = np.nonzero(sizes > limit)[0]
-        if len(big):
-            i = int(big[0])
-            raise RecordTooLargeError(
-                i + offset_index,
-                None,
-                f"record is about {int(sizes[i])} bytes, over the topic's max_record_bytes of {limit}",
-                topic=self.topic.name,
-            )
-
-    def _cut_rows(self) -> None:
-        """Turn the record buffer into encoded frames; a bad record is rejected alone."""
+    def _cut_rows(self, *, stage: bool = True) -> RowFrame | None:
+        """Turn the record buffer into encoded frames; a bad record is rejected alone. Without
+        `stage`, a single row frame is returned rather than staged, to be committed at once."""
         n = len(self._rows)
         rows, first = self._rows[:n], self._row_seq
         del self._rows[:n]  # records appended meanwhile (no lock) stay, after these
         self._row_seq = first + n
-        if n <= ROW_FRAME_MAX and self._stage_rows(rows):
-            return
+        if n <= ROW_FRAME_MAX:
+            frames = self._row_frames(rows)
+            if frames is not None:
+                if not stage and len(frames) == 1:
+                    return frames[0]
+                for frame in frames:
+                    self._pend(*frame)
+                return None
         seqs = list(range(first, first + len(rows)))
         errors: list[RecordValidationError] = []
         batch = None
@@ -398,52 +356,63 @@ class Writer:
             if len(errors) > 1:
                 errors[0].add_note(f"{len(errors) - 1} more appended records were rejected too")
             raise errors[0]
+        return None
 
     def _stage_rows(self, rows: list[dict[str, Any]], partition: int | None = None) -> bool:
         """Stage a small commit's `rows` as row frames if the row codec is certain of every one
         (`schemas.rowcodec`); False to take the batch path, which decides (and names the bad record)."""
+        frames = self._row_frames(rows, partition)
+        if frames is None:
+            return False
+        for frame in frames:
+            self._pend(*frame)
+        return True
+
+    def _row_frames(self, rows: list[dict[str, Any]], partition: int | None = None) -> list[RowFrame] | None:
+        """A small commit's `rows` as row frames, one a partition, if the row codec is certain of
+        every one (`schemas.rowcodec`); None to take the batch path."""
         if self._version is None:
             if not self.topic.exists():
-                return False  # the batch path creates the topic from the first data
+                return None  # the batch path creates the topic from the first data
             self._bind_version()
         encoded = self._rows_codec.encode(rows)
         if encoded is None:
-            return False
+            return None
         if not self._rows_format:
             self.topic.log.require_format(ROWS_FORMAT)  # older readers cannot decode row frames
             self._rows_format = True
         bodies, events = encoded
         cfg = self.topic.config
         if 2 * max(map(len, bodies)) > cfg.max_record_bytes:
-            return False  # near the limit: the batch path measures records its way
+            return None  # near the limit: the batch path measures records its way
         n = cfg.partitions
-        if n == 1 or partition is not None:
-            places = [partition or 0] * len(rows)
-        elif cfg.key_field is None:
-            places = [self._sticky % n] * len(rows)
-            self._sticky += 1
-        else:
-            assert self._version is not None
-            key_type, keys = self._version.arrow.field(cfg.key_field).type, [r.get(cfg.key_field) for r in rows]
-            if pa.types.is_string(key_type) or pa.types.is_int64(key_type):  # the codec checked: str / int
-                places = [partition_of(k, n) for k in keys]  # the scalar reference: ~2 us a key, no arrays
+        if n == 1 or partition is not None or cfg.key_field is None:  # one partition takes them all
+            if n == 1 or partition is not None:
+                place = partition or 0
             else:
-                places = partitions_for(pa.array(keys, type=key_type), n).tolist()
+                place = self._sticky % n
+                self._sticky += 1
+            return [(place, RowBlock(bodies), _span(events))]
+        assert self._version is not None
+        key_type, keys = self._version.arrow.field(cfg.key_field).type, [r.get(cfg.key_field) for r in rows]
+        if pa.types.is_string(key_type) or pa.types.is_int64(key_type):  # the codec checked: str / int
+            places = [partition_of(k, n) for k in keys]  # the scalar reference: ~2 us a key, no arrays
+        else:
+            places = partitions_for(pa.array(keys, type=key_type), n).tolist()
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(places):
             groups.setdefault(p, []).append(i)
-        for p, at in groups.items():
-            if not self._pending_bytes:
-                self._pending_since = time.monotonic()
-            block = RowBlock([bodies[i] for i in at])
-            if events is None:
-                span = (MIN_TIME, MAX_TIME)
-            else:
-                times = [events[i] for i in at]
-                span = (min(times), max(times))
-            self._pending.setdefault(p, []).append((block, span))
-            self._pending_bytes += block.nbytes
-        return True
+        return [
+            (p, RowBlock([bodies[i] for i in at]), _span(None if events is None else [events[i] for i in at]))
+            for p, at in groups.items()
+        ]
+
+    def _pend(self, p: int, piece: Piece, span: tuple[int, int]) -> None:
+        """Add `piece` (its records' event-time range `span`) to partition `p`'s part of the next commit."""
+        if not self._pending_bytes:
+            self._pending_since = time.monotonic()
+        self._pending.setdefault(p, []).append((piece, span))
+        self._pending_bytes += piece.nbytes
 
     def _event_range(self, batch: pa.RecordBatch) -> tuple[int, int]:
         field = self.topic.config.event_time_field
@@ -478,10 +447,7 @@ class Writer:
             taken = batch.take(pa.array(order))
             groups = [(int(sorted_parts[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends)]
         for p, b in groups:
-            if not self._pending_bytes:
-                self._pending_since = time.monotonic()
-            self._pending.setdefault(p, []).append((b, self._event_range(b)))
-            self._pending_bytes += b.nbytes
+            self._pend(p, b, self._event_range(b))
 
     def _maybe_commit(self) -> None:
         if self.durability != "none" or self._pending_bytes >= self.batch_bytes:
@@ -506,9 +472,21 @@ class Writer:
             else:
                 commit_many(jobs, self._settings)
         except BaseException as e:
-            n = sum(b.num_rows for batches in pending.values() for b, _ in batches)
-            e.add_note(f"the {n} records of this commit to topic {self.topic.name!r} were not written")
+            self._not_written(e, sum(b.num_rows for batches in pending.values() for b, _ in batches))
             raise
+
+    def _commit_alone(self, p: int, block: RowBlock, span: tuple[int, int]) -> None:
+        """`_commit_all` of one row frame to partition `p` (nothing else pending), without staging it."""
+        part, counts, encode = self._row_job(p, block, span)
+        self._committed.add(p)
+        try:
+            part.commit(counts, encode, self._settings)
+        except BaseException as e:
+            self._not_written(e, block.num_rows)
+            raise
+
+    def _not_written(self, e: BaseException, n: int) -> None:
+        e.add_note(f"the {n} records of this commit to topic {self.topic.name!r} were not written")
 
     @property
     def _settings(self) -> CommitSettings:
@@ -529,10 +507,13 @@ class Writer:
         Bodies are encoded under the partition's lock because they carry their records' offsets
         and append time (the `_offset` and `_append_time` columns), which only the lock holder knows.
         """
+        if len(batches) == 1 and isinstance(batches[0][0], RowBlock):
+            block, span = batches[0]
+            return self._row_job(p, block, span)
         part: Partition = self.topic.partition(p)
-        options = self.topic.write_options
         assert self._version is not None
         version = self._version.version
+        options = self.topic.write_options
         counts = [b.num_rows for b, _ in batches]
         # compressed frames are encoded on the frame pool a few ahead (the codec and the
         # checksum release the GIL) while this thread writes the ones done, each frame's
@@ -569,6 +550,13 @@ class Writer:
             return imap_ordered(encode, jobs) if parallel else map(encode, jobs)
 
         return part, counts, encode_all
+
+    def _row_job(self, p: int, block: RowBlock, span: tuple[int, int]) -> tuple[Partition, list[int], Encode]:
+        """`_job` of a row frame alone (the live path): its body holds neither offsets nor append
+        time, so it is encoded and checksummed here, outside the partition's lock."""
+        assert self._version is not None
+        body = rows_body(block.rows, schema_version=self._version.version, event_range=span)
+        return self.topic.partition(p), [block.num_rows], lambda first, append_time: (body,)
 
     def _sync_committed(self) -> None:
         """At close: index what this writer committed, make it durable if it was not, and say so in
