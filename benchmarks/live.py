@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="commits per case and round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=HERE / "LIVE.md")
+    ap.add_argument("--out", type=Path, default=HERE / "LIVE.md", help="the report's file (a directory: LIVE.md in it)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="logstore-live-"))
     lat: dict[str, list[float]] = {k: [] for k in CASES}
@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         "8 threads vs 1, durable commits/s (target >= 3x)": eight / one,
         "4 processes vs 1 on one partition, durable commits/s (target >= 3x)": p4 / p1,
     }
+    if args.out.is_dir() or str(args.out).endswith("/"):
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.out = args.out / "LIVE.md"
     png = args.out.with_name("live_latency.png")
     _plot(lat, tail_lat, png)
     text = [
