@@ -139,7 +139,7 @@ def _models(con: Any, topic: str, ends: dict[int, int], inputs: int, decisions: 
         SELECT model, arg_max(role, _append_time) AS role, count(*) AS scored,
                count(*) FILTER (WHERE status <> 'ok') AS errors,
                quantile_cont(latency_ms, 0.5) AS p50, quantile_cont(latency_ms, 0.99) AS p99
-        FROM s GROUP BY model ORDER BY model"""
+        FROM s WHERE status <> 'swap' GROUP BY model ORDER BY model"""  # a swap marker is no request
     ).fetchall()
     last = con.sql(
         f"""WITH s AS ({_scores(con, topic)})

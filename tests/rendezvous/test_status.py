@@ -123,3 +123,19 @@ def test_an_empty_or_partial_log_reports_what_there_is(tmp_path: Any) -> None:
     assert "decisions 0" in st.format()
     ensure_topics(lg, Topics(), roles=["inputs"])
     assert status(lg).inputs == 0
+
+
+def test_swap_markers_are_not_counted_as_requests_or_errors(tmp_path: Any) -> None:
+    """A hot-swap marker (status "swap", no score) is the switch's record, not a scored request."""
+    lg = logstore.open(tmp_path / "log")
+    ensure_topics(lg, partitions=1)
+    with lg.writer("inputs") as w:
+        w.append_batch(
+            [{"request_id": f"r{i}", "event_time": T0, "features": {}, "raw": "{}", "source": "t"} for i in range(4)]
+        )
+    rows = [score(f"r{i}", "m", "champion", 0.5, i, 0, i) for i in range(4)]
+    rows.append({**score("swap:abc:0", "m", "champion", None, 4, 0, 2), "status": "swap", "error": None})
+    with lg.writer("scores") as w:
+        w.append_batch(rows)
+    [m] = [m for m in status(lg).models if m["model"].startswith("m:")]
+    assert (m["scored"], m["errors"]) == (4, 0)
