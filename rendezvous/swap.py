@@ -97,6 +97,33 @@ class Swapped:
     state: ControlState
 
 
+def check_version(model_id: str, version: str) -> None:
+    """A version a token can carry: a non-empty string without ':' (ValueError otherwise)."""
+    if not isinstance(version, str) or not version or ":" in version:
+        raise ValueError(f"swap {model_id}: version must be a non-empty string without ':', found {version!r}")
+
+
+def append_swap_record(
+    log: logstore.Log, model_id: str, version: str, *, config: Config | None, why: str, by: str | None
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Append a swap's control record (with a new token) if it applies to the deployment
+    (`ControlError`, nothing appended, if not); returns (record, the record as read back with its
+    offset and append time, the records before it, those from it on). The tokens are the
+    caller's: into the log's inputs (`swap`) or Kafka's (`rendezvous.transport.kafka_swap`)."""
+    ensure_control(log)
+    records = read_records(log)
+    state = _fold(config, records)
+    token = secrets.token_hex(8)
+    rec = make_record("swap", model_id, who=by or who(), version=version, why=why, token=token)
+    rec["generation"] = state.generation + 1
+    state.apply(rec)  # raises ControlError: nothing appended
+    with log.writer(CONTROL_TOPIC, durability="fsync", linger_ms=None) as w:
+        w.append_batch([rec])
+    after = read_records(log, len(records))
+    mine = next(r for r in after if r.get("token") == token)
+    return rec, mine, records, after
+
+
 def swap(
     log: logstore.Log,
     model_id: str,
@@ -110,22 +137,12 @@ def swap(
     """Append a swap: its control record, then a token in every inputs partition (module
     docstring). `ControlError` (nothing appended) if the swap does not apply to the deployment."""
     topics = topics or (config.topics if config is not None else Topics())
-    if not isinstance(version, str) or not version or ":" in version:
-        raise ValueError(f"swap {model_id}: version must be a non-empty string without ':', found {version!r}")
+    check_version(model_id, version)
     if topics.inputs not in log.topics():
         raise logstore.TopicNotFoundError(f"no topic {topics.inputs!r} in {log.path}: nothing to swap")
-    ensure_control(log)
     upgrade_schema(log, topics.inputs, "model_input")
-    records = read_records(log)
-    state = _fold(config, records)
-    token = secrets.token_hex(8)
-    rec = make_record("swap", model_id, who=by or who(), version=version, why=why, token=token)
-    rec["generation"] = state.generation + 1
-    state.apply(rec)  # raises ControlError: nothing appended
-    with log.writer(CONTROL_TOPIC, durability="fsync", linger_ms=None) as w:
-        w.append_batch([rec])
-    after = read_records(log, len(records))
-    mine = next(r for r in after if r.get("token") == token)
+    rec, mine, records, after = append_swap_record(log, model_id, version, config=config, why=why, by=by)
+    token = rec["token"]
     n = log.config(topics.inputs).partitions
     now = datetime.now(UTC)
     rows = [

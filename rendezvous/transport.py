@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Coroutine, Mapping
@@ -44,7 +43,7 @@ from logstore.errors import ArgumentError
 
 from .commits import Committer
 from .config import Config, Topics
-from .control import CONTROL_TOPIC, ControlPlane, Route, ensure_control, make_record, read_records
+from .control import ControlPlane, Route
 from .group import InputTail
 from .mailbox import SCORE_COLUMNS
 from .swap import Swapped
@@ -259,22 +258,12 @@ def kafka_swap(
     """`rendezvous.swap.swap` with the tokens in Kafka: the control record into the log, then a
     token into every partition of the Kafka inputs topic (acknowledged before this returns).
     `ControlError` (nothing appended) if the swap does not apply to the deployment."""
-    from .deploy import _fold, who
+    from .deploy import _fold
+    from .swap import append_swap_record, check_version
 
     topics = topics or (config.topics if config is not None else Topics())
-    if not isinstance(version, str) or not version or ":" in version:
-        raise ValueError(f"swap {model_id}: version must be a non-empty string without ':', found {version!r}")
-    lg = t.log
-    ensure_control(lg)
-    records = read_records(lg)
-    state = _fold(config, records)
-    token = secrets.token_hex(8)
-    rec = make_record("swap", model_id, who=by or who(), version=version, why=why, token=token)
-    rec["generation"] = state.generation + 1
-    state.apply(rec)  # raises ControlError: nothing appended
-    with lg.writer(CONTROL_TOPIC, durability="fsync", linger_ms=None) as w:
-        w.append_batch([rec])
-    after = read_records(lg, len(records))
-    mine = next(r for r in after if r.get("token") == token)
+    check_version(model_id, version)
+    rec, mine, records, after = append_swap_record(t.log, model_id, version, config=config, why=why, by=by)
+    token = rec["token"]
     tokens = t.append_tokens(topics.inputs, model_id, version, token)
     return Swapped(rec, int(mine["_offset"]), token, tokens, _fold(config, records + after))

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ReplayValueError
+from .evaluation.evaluator import METRIC_COLUMNS
 from .report_curves import check_rule, confusion_rows, threshold_warnings
 
 __all__ = ["GateResult", "Rule", "check", "gate_lines", "parse_rule"]
@@ -53,28 +54,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-OVERALL_METRICS = (
-    "n",
-    "n_requests",
-    "n_covered",
-    "coverage",
-    "latency_n",
-    "latency_p50",
-    "latency_p95",
-    "latency_p99",
-    "n_labeled",
-    "n_positive",
-    "base_rate",
-    "auc",
-    "log_loss",
-    "brier",
-    "accuracy",
-    "precision",
-    "recall",
-    "mae",
-    "rmse",
-    "bias",
-)
+OVERALL_METRICS = METRIC_COLUMNS
 RANKING_METRICS = ("average_precision", "lift_top_decile", "top_decile_rate")
 ALIASES = {"ap": "average_precision", "lift": "lift_top_decile"}
 METRICS = (*OVERALL_METRICS, *RANKING_METRICS, "f1")

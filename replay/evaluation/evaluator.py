@@ -119,6 +119,14 @@ def _merge(tables: list[pa.Table], keys: list[str]) -> pa.Table:
     return out.sort_by([(k, "ascending") for k in keys])
 
 
+# the metric columns of `overall` and `by_window`, in their order (`replay.report_gate` names them)
+METRIC_COLUMNS = (
+    *("n", "n_requests", "n_covered", "coverage", "latency_n", "latency_p50", "latency_p95", "latency_p99"),
+    *("n_labeled", "n_positive", "base_rate", "auc", "log_loss", "brier", "accuracy", "precision", "recall"),
+    *("mae", "rmse", "bias"),
+)
+
+
 def _metric_table(con, scored, requests, quality, threshold, by_window) -> pa.Table:
     p = {"by_window": by_window, "threshold": threshold}
     parts = [
@@ -135,33 +143,7 @@ def _metric_table(con, scored, requests, quality, threshold, by_window) -> pa.Ta
         if c in out.column_names:
             i = out.column_names.index(c)
             out = out.set_column(i, c, pc.fill_null(out[c], 0))
-    order = [
-        *keys,
-        "sources",
-        "versions",
-        "n",
-        "n_requests",
-        "n_covered",
-        "coverage",
-        "latency_n",
-        "latency_p50",
-        "latency_p95",
-        "latency_p99",
-        "n_labeled",
-        "n_positive",
-        "base_rate",
-        "auc",
-        "log_loss",
-        "brier",
-        "accuracy",
-        "precision",
-        "recall",
-        "mae",
-        "rmse",
-        "bias",
-        "first_event",
-        "last_event",
-    ]
+    order = [*keys, "sources", "versions", *METRIC_COLUMNS, "first_event", "last_event"]
     return out.select([c for c in order if c in out.column_names])
 
 
