@@ -155,65 +155,84 @@ class _Request:
     done: bool = False
     result: Committed | None = None
     error: BaseException | None = None
+    wake: threading.Lock | None = None  # held while its committer sleeps; released once to wake it
+    batch: list[_Request] | None = None  # set when it is handed the lead of these commits
 
 
 class GroupCommit:
     """The commits waiting for one partition in this process (group commit, as PostgreSQL's WAL
-    and Kafka's log do it): the first committer to arrive leads, takes the partition's lock once,
-    writes every waiting commit after the other (each its own commit, frames contiguous), syncs
-    them with one ``fdatasync`` in "fsync" mode, then publishes them; the others wait and return
-    once their own records are durable. A commit that fails in a group is taken back alone; the
-    others are stored.
+    and Kafka's log do it): a committer that finds the group idle leads at once; the others queue.
+    A leader takes the partition's lock once and writes its batch (each commit its own, frames
+    contiguous); as soon as it lets the lock go it hands the lead, with every commit queued
+    meanwhile as the next batch, to the first of them, and then syncs its own batch with one
+    ``fdatasync`` in "fsync" mode. So the next batch is written while this one syncs, and the two
+    fdatasyncs overlap (the kernel commits them together). Every committer sleeps on its own lock
+    and is woken once: when its records are durable (or its commit failed), or to lead. A commit
+    that fails in a batch is taken back alone; the others are stored.
     """
 
     def __init__(self) -> None:
-        self.cv = threading.Condition()
+        self.lock = threading.Lock()
         self.queue: list[_Request] = []
         self.busy = False
 
+    def hand_on(self) -> None:
+        """(A leader, its lock hold over.) Give the lead and every queued commit to the first of
+        them, or leave the group idle."""
+        with self.lock:
+            if not self.queue:
+                self.busy = False
+                return
+            batch, self.queue = self.queue, []
+        batch[0].batch = batch
+        assert batch[0].wake is not None
+        batch[0].wake.release()
+
 
 def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings: CommitSettings) -> Committed:
-    """`commit` through the partition's group (see `GroupCommit`): same result, same errors.
-
-    A committer that finds the group idle leads a batch of its own commit at once; it wakes the
-    group's waiters when it is done only if some arrived meanwhile (a waiter is always in the
-    queue or in a leader's batch, and a leader wakes its batch's)."""
+    """`commit` through the partition's group (see `GroupCommit`): same result, same errors."""
     group = part.group
     req = _Request(counts, encode, settings)
-    cv = group.cv
-    with cv:
-        if not group.busy and not group.queue:
-            group.busy = True
-            batch = [req]
-        else:
+    with group.lock:
+        if group.busy:
+            req.wake = threading.Lock()
+            req.wake.acquire()
             group.queue.append(req)
-            while group.busy and not req.done:
-                cv.wait()
-            if not req.done:
-                group.busy = True
-                batch, group.queue = group.queue, []
-            else:
-                batch = []
-    if batch:
+        else:
+            group.busy = True
+    if req.wake is not None:
+        req.wake.acquire()  # until answered, or handed the lead
+    if not req.done:
+        batch = req.batch or [req]
+        handed = False
+
+        def hand_on() -> None:
+            nonlocal handed
+            if not handed:
+                handed = True
+                group.hand_on()
+
         try:
-            _commit_batch(part, batch)
+            _commit_batch(part, batch, hand_on)
         except BaseException as e:  # noqa: BLE001 - delivered to every committer not yet answered
             for r in batch:
                 if not r.done:
                     r.error, r.done = e, True
         finally:
-            with cv:
-                group.busy = False
-                if group.queue or len(batch) > 1:
-                    cv.notify_all()
+            hand_on()
+            for r in batch:
+                if r is not req:
+                    assert r.done and r.wake is not None
+                    r.wake.release()
     if req.error is not None:
         raise req.error
     assert req.result is not None
     return req.result
 
 
-def _commit_batch(part: Partition, batch: list[_Request]) -> None:
-    """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync.
+def _commit_batch(part: Partition, batch: list[_Request], hand_on: Callable[[], None]) -> None:
+    """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync;
+    `hand_on()` is called once the lock is let go, before the fdatasync.
 
     The fdatasync of a durable batch runs after the lock is released (on a duplicate of the
     segment's descriptor), so committers of other processes write theirs meanwhile and the
@@ -223,7 +242,33 @@ def _commit_batch(part: Partition, batch: list[_Request]) -> None:
     when nobody committed after it; otherwise its committers get a `LogIOError` saying the records
     are in the log but not known to be durable.
     """
-    synced: tuple[int, Hint, list[tuple[_Request, _Staged, Committed]]] | None = None
+    try:
+        synced = _write_batch(part, batch)
+    finally:
+        hand_on()
+    if synced is None:
+        return
+    fd, hint, published = synced
+    try:
+        os.fdatasync(fd)
+    except BaseException as e:  # noqa: BLE001
+        _sync_failed(part, hint, published, e)
+        return
+    finally:
+        os.close(fd)
+    done = part.tail.synced  # set outside the lock: batches sync in parallel, keep the furthest
+    if done is None or done.base != hint.base or done.size < hint.size:
+        part.tail.synced = hint  # recorded in the hint's synced slot at the next lock hold
+    for r, _, result in published:
+        r.result, r.done = result, True
+
+
+_Synced = tuple[int, Hint, list[tuple[_Request, "_Staged", Committed]]]
+
+
+def _write_batch(part: Partition, batch: list[_Request]) -> _Synced | None:
+    """(The leader.) Under the partition's lock, write and publish `batch`; for a durable batch,
+    what its fdatasync needs (a duplicate of the segment's descriptor, the tail, the results)."""
     with part.exclusive():
         tail = part.tail
         _sync_tail(part, tail)
@@ -244,36 +289,25 @@ def _commit_batch(part: Partition, batch: list[_Request]) -> None:
                     for r in batch:
                         if not r.done:
                             r.error, r.done = _not_written(st, e), True
-                    return
+                    return None
                 req.error, req.done = _not_written(st, e), True
                 continue
             written.append((req, st))
         if not written:
-            return
+            return None
         durable = written[0][0].settings.durable if len(written) == 1 else any(r.settings.durable for r, _ in written)
         if not durable:
             for r, st in written:
                 r.result, r.done = _publish(st, False), True
-            return
+            return None
         try:
             fd = os.dup(tail.fd)  # type: ignore[arg-type]
         except OSError as e:  # not committed: take every one back
             _fail_all(written, e)
-            return
+            return None
         published = [(r, st, _publish(st, False)) for r, st in written]
         assert tail.hint is not None
-        synced = (fd, tail.hint, published)
-    fd, hint, published = synced
-    try:
-        os.fdatasync(fd)
-    except BaseException as e:  # noqa: BLE001
-        _sync_failed(part, hint, published, e)
-        return
-    finally:
-        os.close(fd)
-    part.tail.synced = hint  # recorded in the hint's synced slot at the next lock hold
-    for r, _, result in published:
-        r.result, r.done = result, True
+        return fd, tail.hint, published
 
 
 def _fail_all(written: list[tuple[_Request, _Staged]], e: BaseException) -> None:
@@ -492,13 +526,22 @@ def _sync_tail(part: Partition, tail: TailState) -> None:
             tail.hint = undo
             _write_hint_quietly(part, undo)
             return
-    if tail.fd is not None and tail.hint is not None and (hint is tail.hint or hint == tail.hint):
-        try:
-            st = os.fstat(tail.fd)
-            if st.st_size == hint.size and st.st_nlink > 0:
-                return
-        except OSError:
-            pass
+    if tail.fd is not None and tail.hint is not None and hint is not None:
+        same = hint is tail.hint or hint == tail.hint
+        # another writer committed after us on the segment we hold open: its trusted hint names
+        # the new tail when the file ends exactly there (the common case with several processes)
+        moved = not same and hint.trusted and hint.base == tail.hint.base and hint.size > tail.hint.size
+        if same or moved:
+            try:
+                st = os.fstat(tail.fd)
+                if st.st_size == hint.size and st.st_nlink > 0:
+                    if moved:
+                        tail.hint, tail.index_pending = hint, []  # their frames come between ours
+                        if tail.first_append_time is None:
+                            tail.first_append_time = part.first_append_time(hint.base)
+                    return
+            except OSError:
+                pass
     tail.close()
     if (
         hint is not None

@@ -425,9 +425,9 @@ def test_group_commit_stores_every_acknowledged_commit_once_and_fails_one_alone(
     sizes: list[int] = []
     real_batch = commit_mod._commit_batch
 
-    def counting(part, batch):
+    def counting(part, batch, hand_on):
         sizes.append(len(batch))
-        return real_batch(part, batch)
+        return real_batch(part, batch, hand_on)
 
     monkeypatch.setattr(commit_mod, "_commit_batch", counting)
     acked: list[str] = []
