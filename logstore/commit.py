@@ -31,8 +31,8 @@ partition's exclusive lock (`Partition.exclusive`), in this order:
    readers already scan the headers of an active segment's frames past its index, and entries
    are only ever appended in file order (`tailindex`). So a crash loses no index, only time.
 
-The tail state lives on the `Partition` object, guarded by its exclusive lock, and is shared by
-every writer of the partition in this process.
+The tail state (`tailstate.TailState`) lives on the `Partition` object, guarded by its exclusive
+lock, and is shared by every writer of the partition in this process.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ from .hint import Hint
 from .tailclose import close_tail as close_tail  # the close steps of `Partition`
 from .tailclose import sync_tail as sync_tail
 from .tailindex import INDEX_BATCH, INDEX_LAG_S, flush_index
-from .timeutil import MIN_TIME, iso, now_us
+from .tailstate import TailState as TailState
+from .tailstate import match_tail, write_hint_quietly
+from .timeutil import iso, now_us
 
 if TYPE_CHECKING:
     from .partition import Partition
@@ -63,30 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("logstore")
 Encode = Callable[[int, int], Iterable[EncodedBody]]
 WRITE_CHUNK = 4 * 1024 * 1024  # a commit's frames go to the file in writes of about this size
-
-
-@dataclass
-class TailState:
-    """What a process knows of a partition's tail while it holds the lock (see module docstring)."""
-
-    fd: int | None = None
-    hint: Hint | None = None
-    first_append_time: int | None = None
-    index_ok: bool = True  # False after an index append failed: the rest of this segment goes unindexed
-    undo: Hint | None = None  # a failed commit left bytes past this tail that must be truncated first
-    index_pending: list[bytes] = field(default_factory=list)  # entries of committed frames, in order
-    synced: Hint | None = None  # the tail a durable batch's fdatasync (outside the lock) made durable
-    index_since: float = 0.0  # monotonic time the oldest pending entry waits since
-
-    def close(self) -> None:
-        """Forget the tail (pending index entries too: the next index append covers their frames)."""
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-        self.fd, self.hint, self.first_append_time, self.index_ok, self.undo = None, None, None, True, None
-        self.index_pending = []
 
 
 class Committed(NamedTuple):
@@ -125,7 +103,7 @@ def commit_many(jobs: Sequence[tuple[Partition, list[int], Encode]], settings: C
         staged: list[_Staged] = []
         for part, counts, encode in jobs:
             tail = part.tail
-            _sync_tail(part, tail)
+            match_tail(part, tail)
             hint = _roll_if_due(part, tail, now, settings)
             staged.append(_Staged(part, tail, hint, counts, encode, max(now, hint.last_append_time)))
         try:
@@ -271,7 +249,7 @@ def _write_batch(part: Partition, batch: list[_Request]) -> _Synced | None:
     what its fdatasync needs (a duplicate of the segment's descriptor, the tail, the results)."""
     with part.exclusive():
         tail = part.tail
-        _sync_tail(part, tail)
+        match_tail(part, tail)
         _note_synced(part, tail)
         written: list[tuple[_Request, _Staged]] = []
         for req in batch:
@@ -330,7 +308,7 @@ def _sync_failed(
         except OSError:
             unmoved = False
         if unmoved:
-            _write_hint_quietly(part, first.hint)
+            write_hint_quietly(part, first.hint)
             _undo(first)
             for r, _, _ in published:
                 r.error, r.done = _not_written(first, e), True
@@ -364,7 +342,7 @@ def _stage_one(part: Partition, tail: TailState, req: _Request, written: list[tu
     _check_skew(part, now, settings)
     if not written:
         if tail.fd is None or tail.hint is None:  # an earlier commit of the batch failed its roll
-            _sync_tail(part, tail)
+            match_tail(part, tail)
         hint = _roll_if_due(part, tail, now, settings)
     else:
         prev = written[-1][1]
@@ -482,7 +460,7 @@ def _undo(st: _Staged) -> None:
             e,
         )
         tail.undo = hint
-        _write_hint_quietly(st.part, hint.marked(exact=True))
+        write_hint_quietly(st.part, hint.marked(exact=True))
         return
     tail.close()
 
@@ -500,76 +478,8 @@ def _publish(st: _Staged, durable: bool) -> Committed:
         tail.index_pending.extend(st.entries)
         if len(tail.index_pending) >= INDEX_BATCH or now - tail.index_since >= INDEX_LAG_S:
             flush_index(part, tail)
-    _write_hint_quietly(part, tail.hint)
+    write_hint_quietly(part, tail.hint)
     return Committed(hint.next_offset, st.next_offset, st.append_time)
-
-
-def _sync_tail(part: Partition, tail: TailState) -> None:
-    """(Under the lock.) Make `tail` match the partition, re-deriving it if another writer moved it."""
-    try:
-        hint = part.read_hint()
-    except OSError:
-        hint = None
-    if tail.undo is not None:  # a failed commit whose bytes could not be taken back: do it now
-        undo, tail.undo = tail.undo, None
-        # only if nobody moved the tail since: another process that took the lock meanwhile saw
-        # the exact hint, truncated the bytes itself and may have committed after them
-        if tail.fd is not None and hint in (undo.marked(exact=True), undo):
-            try:
-                os.ftruncate(tail.fd, undo.size)
-            except OSError as e:
-                tail.undo = undo
-                raise LogIOError(
-                    f"cannot take back a failed commit to {part.seg_path(undo.base)}: "
-                    f"{e.strerror or e}; nothing was written"
-                ) from e
-            tail.hint = undo
-            _write_hint_quietly(part, undo)
-            return
-    if tail.fd is not None and tail.hint is not None and hint is not None:
-        same = hint is tail.hint or hint == tail.hint
-        # another writer committed after us on the segment we hold open: its trusted hint names
-        # the new tail when the file ends exactly there (the common case with several processes)
-        moved = not same and hint.trusted and hint.base == tail.hint.base and hint.size > tail.hint.size
-        if same or moved:
-            try:
-                st = os.fstat(tail.fd)
-                if st.st_size == hint.size and st.st_nlink > 0:
-                    if moved:
-                        tail.hint, tail.index_pending = hint, []  # their frames come between ours
-                        if tail.first_append_time is None:
-                            tail.first_append_time = part.first_append_time(hint.base)
-                    return
-            except OSError:
-                pass
-    tail.close()
-    if (
-        hint is not None
-        and hint.trusted
-        and not part.seg_path(hint.next_offset).exists()
-        or (hint is not None and hint.trusted and hint.size == 0 and hint.base == hint.next_offset)
-    ):
-        try:
-            fd = part.open_segment(hint.base, create=False, durable=False)
-        except (LogIOError, OSError):
-            fd = None
-        if fd is not None:
-            if os.fstat(fd).st_size == hint.size and part.segment_bases()[-1:] == [hint.base]:
-                tail.fd, tail.hint = fd, hint
-                tail.first_append_time = part.first_append_time(hint.base)
-                return
-            os.close(fd)
-    derived = part.derive_tail()
-    if derived is None:  # empty partition: create its first segment
-        tail.fd = part.open_segment(0, create=True, durable=True)
-        tail.hint = Hint(0, 0, 0, MIN_TIME)
-        tail.first_append_time = None
-        _write_hint_quietly(part, tail.hint)
-        return
-    new_hint, _ = derived
-    tail.fd = part.open_segment(new_hint.base, create=False, durable=False)
-    tail.hint = new_hint
-    tail.first_append_time = part.first_append_time(new_hint.base)
 
 
 def _roll(part: Partition, tail: TailState) -> None:
@@ -600,11 +510,4 @@ def _roll(part: Partition, tail: TailState) -> None:
         raise
     tail.hint = Hint(hint.next_offset, 0, hint.next_offset, hint.last_append_time, synced=hint.synced)
     tail.first_append_time = None
-    _write_hint_quietly(part, tail.hint)
-
-
-def _write_hint_quietly(part: Partition, hint: Hint) -> None:
-    try:
-        part.write_hint(hint)
-    except OSError as e:
-        log.warning("tail hint of %s not updated (%s): readers derive the tail", part.dir, e)
+    write_hint_quietly(part, tail.hint)

@@ -79,7 +79,7 @@ class Hint:
 _CRC = struct.Struct("<I")
 PACKED_SIZE = _HINT.size + _CRC.size  # 60 bytes
 # the last hints packed or parsed, by their bytes: a writer reads back, at its next commit, the hint
-# it wrote at its last one (`commit._sync_tail`) and gets the very object it holds, unparsed. Exact:
+# it wrote at its last one (`tailstate.match_tail`) and gets the very object it holds, unparsed. Exact:
 # a parsed hint is a function of its bytes alone, and immutable (`trusted` reads the boot id when asked)
 _KNOWN: dict[bytes, Hint] = {}
 _KNOWN_MAX = 64

@@ -36,7 +36,7 @@ import numpy as np
 from . import commit as commit_mod
 from . import index as index_mod
 from . import summary
-from .commit import GroupCommit, TailState
+from .commit import GroupCommit
 from .errors import LogIOError, TopicError
 from .files import CLOEXEC, NOFOLLOW, fsync_dir, make_dir
 from .frame import FrameHeader
@@ -46,6 +46,7 @@ from .names import LOCK_NAME, index_name, parse_segment_name, segment_name
 from .remote import Remotes
 from .segment import Recovery, SegmentView, Tail, analyze, build_index, recover_active, scan
 from .tailindex import ActiveIndex, frames_end
+from .tailstate import TailState
 from .timeutil import MIN_TIME
 
 SETTLED_NS = 50_000_000  # a directory mtime this old is past any coarse timestamp tick

@@ -12,8 +12,8 @@ from .hint import Hint
 from .tailindex import flush_index
 
 if TYPE_CHECKING:
-    from .commit import TailState
     from .partition import Partition
+    from .tailstate import TailState
 
 log = logging.getLogger("logstore")
 

@@ -30,8 +30,8 @@ from .frame import HEADER_SIZE, FrameHeader
 from .segment import SegmentView, build_index, scan
 
 if TYPE_CHECKING:
-    from .commit import TailState
     from .partition import Partition
+    from .tailstate import TailState
 
 log = logging.getLogger("logstore")
 INDEX_BATCH = 32  # frames whose index entries are appended together
