@@ -9,7 +9,8 @@ Measured on `model_score` records, in one run, each case's rounds interleaved wi
   fdatasync-ed per record: the disk's floor for a durable commit);
 - bytes on disk per record for each;
 - 8 threads of one process, each committing single records durably to one partition, against one;
-  4 processes doing the same, against one;
+  4 processes doing the same, against one; and the floor under both (the same appends as bare
+  pwrite + fdatasync calls: how far the kernel batches concurrent fdatasyncs on this machine);
 - tail latency: another process's `reader(follow=True)` sees each commit (stamp to visible) at
   about 500 commits/s, and the CPU an idle tailer uses.
 
@@ -195,6 +196,70 @@ def procs_case(work: Path, procs: int, per_proc: int) -> float:
     return procs * per_proc / (max(ends) - start)
 
 
+def raw_threads_case(work: Path, threads: int, per_thread: int) -> float:
+    """The floor under `threads_case`: threads appending a JSON-lines-sized record to one file
+    under a mutex and fdatasyncing it on their own descriptor (no encoding, no hint, no index):
+    how far the kernel's own batching of concurrent fdatasyncs goes on this machine."""
+    path = work / f"raw-threads-{threads}.bin"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+    line = _json(record(0))
+    mutex, end = threading.Lock(), [0]
+    barrier = threading.Barrier(threads + 1)
+
+    def one() -> None:
+        barrier.wait()
+        for _ in range(per_thread):
+            with mutex:
+                os.pwrite(fd, line, end[0])
+                end[0] += len(line)
+            sync = os.dup(fd)
+            os.fdatasync(sync)
+            os.close(sync)
+
+    ts = [threading.Thread(target=one) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    os.close(fd)
+    return threads * per_thread / elapsed
+
+
+RAW_COMMITTER = """
+import fcntl, os, sys, time
+sys.path.insert(0, {root!r})
+from benchmarks.live import _json, record
+line = _json(record(0))
+fd, lock = os.open({data!r}, os.O_RDWR), os.open({lock!r}, os.O_RDWR)
+while time.time() < {start}:
+    time.sleep(0.0005)
+for _ in range({n}):
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    end = int.from_bytes(os.pread(lock, 8, 0), "little")
+    os.pwrite(fd, line, end)
+    os.pwrite(lock, (end + len(line)).to_bytes(8, "little"), 0)
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    os.fdatasync(fd)
+print(time.time(), flush=True)
+"""
+
+
+def raw_procs_case(work: Path, procs: int, per_proc: int) -> float:
+    """The floor under `procs_case`: processes appending under an flock (the end kept in the lock
+    file) and each fdatasyncing after its write, with no encoding, hint or index."""
+    data, lock = work / f"raw-procs-{procs}.bin", work / f"raw-procs-{procs}.lock"
+    data.write_bytes(b"")
+    lock.write_bytes(bytes(8))
+    start = time.time() + 1.0
+    code = [RAW_COMMITTER.format(root=str(ROOT), data=str(data), lock=str(lock), n=per_proc, start=start)] * procs
+    ps = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, text=True) for c in code]
+    ends = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in ps]
+    return procs * per_proc / (max(ends) - start)
+
+
 TAILER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
@@ -268,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         eight = threads_case(work, 8, max(50, args.n // 16))
         p1 = procs_case(work, 1, max(200, args.n // 4))
         p4 = procs_case(work, 4, max(50, args.n // 8))
+        raw1, raw8 = raw_threads_case(work, 1, max(200, args.n // 4)), raw_threads_case(work, 8, max(50, args.n // 16))
+        rawp1, rawp4 = raw_procs_case(work, 1, max(200, args.n // 4)), raw_procs_case(work, 4, max(50, args.n // 8))
         tail = tail_case(work, min(args.n, 1000), 500.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -311,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {k} | {v:.2f}x |" for k, v in ratio.items()],
         f"| durable commits/s: 1 thread, 8 threads | {one:,.0f}, {eight:,.0f} |",
         f"| durable commits/s: 1 process, 4 processes | {p1:,.0f}, {p4:,.0f} |",
+        f"| the floor, pwrite + fdatasync with no encoding, hint or index: 8 threads vs 1 | {raw8 / raw1:.2f}x "
+        f"({raw1:,.0f}, {raw8:,.0f}/s) |",
+        f"| the floor, the same in processes under an flock: 4 processes vs 1 | {rawp4 / rawp1:.2f}x "
+        f"({rawp1:,.0f}, {rawp4:,.0f}/s) |",
         f"| tail: another process sees a commit (stamp to visible, 500 commits/s) | p50 "
         f"{_pct(tail_lat, 0.5) * 1e3:.2f} ms, p99 {_pct(tail_lat, 0.99) * 1e3:.2f} ms, "
         f"max {max(tail_lat) * 1e3:.1f} ms |",

@@ -116,7 +116,7 @@ def make_canary() -> Logistic:
 
 RUNNERS = (
     ("champion", "rendezvous.demo:make_champion", "champion"),
-    ("challenger", "replay.demo:make_challenger", "challenger"),
+    ("challenger", "replay.demo:make_challenger", "shadow"),  # serves once the ramp says so
     ("canary", "rendezvous.demo:make_canary", "canary"),
 )
 

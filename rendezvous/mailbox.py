@@ -10,7 +10,10 @@ Invariants:
   taken when the tailer's batch reaches the event loop: the moment the service could act on it.
   `arrivals` holds the ok scores, `failed` the error scores (``status = "error"``), each by the
   time it arrived: what `Policy.decide` takes.
-- Shadow scores are data, never served: they are not delivered.
+- Shadow scores are data, never served: a score its runner marks ``role = "shadow"`` is not
+  delivered unless the deployment serves its model now (`served`: a shadow ramped or promoted by
+  a control record serves without restarting its runner). Which model may answer a request is
+  the deployment's to say (its schedule), not the runner's.
 - Hot-swap markers (status ``"swap"``, `replay.engine.tokens`) are not scores: each adds its cut to
   `cut`, and from then on a score of that model whose version contradicts the cut for its input
   (``input_partition``, ``input_offset``) is dropped (`misaligned`). A runner appends its marker
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,8 +121,9 @@ def _wake(w: asyncio.Future[None]) -> None:
 class Mailboxes:
     """The open mailboxes, by request id, and delivery of a tailed `scores` batch into them."""
 
-    def __init__(self) -> None:
+    def __init__(self, served: Callable[[str], bool] | None = None) -> None:
         self._open: dict[str, Mailbox] = {}
+        self.served = served  # model id -> whether the deployment serves it now (None: never shadows)
         self.delivered = 0  # scores handed to a waiting request
         self.unclaimed = 0  # scores for no waiting request (late, shadow, or another service's)
         self.cut = VersionCut()  # the hot-swap cuts seen in markers
@@ -155,12 +160,18 @@ class Mailboxes:
             in_o = cols.get("input_offset") or [None] * n
             models = cut.models()
         delivered = 0
+        served = self.served
         for i in range(n):
             mb = self._open.get(rids[i])
-            if mb is None or roles[i] == "shadow" or status[i] == MARKER_STATUS:
+            mid = cols["model_id"][i]
+            if (
+                mb is None
+                or status[i] == MARKER_STATUS
+                or (roles[i] == "shadow" and (served is None or not served(mid)))
+            ):
                 self.unclaimed += 1
                 continue
-            mid, version = cols["model_id"][i], cols["model_version"][i]
+            version = cols["model_version"][i]
             if cut and mid in models and not cut.allows(mid, version, in_p[i], in_o[i]):
                 self.misaligned += 1
                 continue

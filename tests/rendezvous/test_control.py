@@ -220,7 +220,8 @@ def _append(log: Any, record: dict[str, Any]) -> None:
 
 def test_the_service_applies_control_records_from_their_append_time_under_load(tmp_path: Any) -> None:
     """Control records appended while requests flow: every decision names the generation of the
-    records appended before its input (by append time), and replays exactly under it."""
+    records appended before its input (by append time), and replays exactly under it. m3's runner
+    was started as a shadow: it serves once ramped and promoted, with no restart."""
     cfg = config(sla_ms=1500.0, schedule=[{"model": "m1"}, {"model": "m2", "after_ms": 600}])
     steps = [
         rec("deploy", "m3", version="1", role="shadow"),
@@ -234,7 +235,7 @@ def test_the_service_applies_control_records_from_their_append_time_under_load(t
         ensure_control(log)
         stop, n = asyncio.Event(), [0]
         deadline = time.monotonic() + 40
-        with Scorer(log, "m1"), Scorer(log, "m2", role="challenger"), Scorer(log, "m3", role="challenger"):
+        with Scorer(log, "m1"), Scorer(log, "m2", role="challenger"), Scorer(log, "m3", role="shadow"):
             async with serving(log, cfg) as (svc, client):
 
                 async def client_loop(c: int) -> None:
