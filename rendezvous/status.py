@@ -4,7 +4,8 @@
     st = rendezvous.status.status(logstore.open("log", readonly=True))
     print(st.format())
 
-Per model (``model_id:model_version``, with its role): requests scored, of which errors; lag behind
+Per model (``model_id:model_version``, with its role: the deployment's where a control record
+names the model, else the one its runner reports): requests scored, of which errors; lag behind
 ``inputs`` (inputs appended past the last one it scored, by partition and offset when the runner
 records them, else inputs it has not scored); its own latency p50/p99 (the runner's ``latency_ms``);
 when the service saw its scores arrive (p99 of the decisions' ``arrivals``); answers served and
@@ -26,6 +27,7 @@ from logstore.names import quote_ident
 from replay.evaluation import PSI_ALERT, PSI_SHIFT, run_sql
 
 from .config import Topics
+from .control import fold, read_records
 
 WINDOW = 500  # canary scores per PSI window
 
@@ -104,8 +106,19 @@ def status(log: Any, topics: Topics | None = None, *, window: int = WINDOW) -> S
     if t.scores in have:
         ends = log.end_offsets(t.inputs) if t.inputs in have else {}
         st.models = _models(con, t.scores, ends, inputs, decisions)
+        _deployment_roles(log, st.models)
         st.canaries = _canaries(con, t.scores, window)
     return st
+
+
+def _deployment_roles(log: Any, models: list[dict[str, Any]]) -> None:
+    """Where the control topic deployed a model, its role there (a shadow ramped serves as a
+    challenger whatever its runner says), with its ramp weight: ``challenger 50%``."""
+    state = fold(None, read_records(log))
+    for m in models:
+        d = state.find(str(m["model"]).partition(":")[0])
+        if d is not None:
+            m["role"] = d.role if d.weight is None else f"{d.role} {d.weight:.0%}"
 
 
 def _count(con: Any, topic: str) -> int:

@@ -139,3 +139,21 @@ def test_swap_markers_are_not_counted_as_requests_or_errors(tmp_path: Any) -> No
         w.append_batch(rows)
     [m] = [m for m in status(lg).models if m["model"].startswith("m:")]
     assert (m["scored"], m["errors"]) == (4, 0)
+
+
+def test_a_model_the_control_topic_deployed_shows_its_deployment_role(log: Any) -> None:
+    """The challenger's runner says shadow; once deployed as a shadow and ramped, the screen says
+    what the deployment does with it (a challenger at its weight); models no control record names
+    keep their runner's role."""
+    from rendezvous.control import ensure_control, make_record
+
+    assert {m["model"]: m["role"] for m in status(log).models}["challenger:1"] == "shadow"
+    ensure_control(log)
+    with log.writer("control") as w:
+        w.append(make_record("deploy", "challenger", who="t", version="1", role="shadow"))
+        w.flush()
+    assert {m["model"]: m["role"] for m in status(log).models}["challenger:1"] == "shadow"
+    with log.writer("control") as w:
+        w.append(make_record("ramp", "challenger", who="t", weight=0.25))
+    roles = {m["model"]: m["role"] for m in status(log).models}
+    assert roles["challenger:1"] == "challenger 25%" and roles["stable:1"] == "canary"
