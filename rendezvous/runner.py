@@ -69,6 +69,7 @@ from replay.engine.tokens import MARKER_STATUS, strip, tokens_in
 from replay.models import check as check_model_attributes
 from replay.models import lookups_of
 
+from . import heap
 from .config import Topics
 from .group import POLL_S, OffsetCommits, advance, assigned_partitions, default_group
 from .livelookups import LiveLookups
@@ -205,6 +206,7 @@ class Runner:
         self.stop_event = threading.Event()
         self.stats = RunnerStats()
         self.ready = threading.Event()  # set once the consumer and writer are open
+        self.settle_heap = False  # freeze the heap once ready (`heap.settle`; the CLI's runners do)
         self.assigned: list[int] = []
         self.ctx = Context(LiveLookups(self.log, lookups_of(self.model)))
         self._thread: threading.Thread | None = None
@@ -271,6 +273,8 @@ class Runner:
             tail = transport.tail(inputs, positions, cursor)
             commits = OffsetCommits(cursor, self.commit_interval_s)
             self.ready.set()
+            if self.settle_heap:
+                heap.settle()  # startup's objects out of the collector's walks (rendezvous/heap.py)
             log.info(
                 "runner %s: model %s:%s (%s), group %r, partitions %s of %r from %s",
                 self.runner_id,
@@ -553,6 +557,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             commit_interval_s=args.commit_interval_s,
             transport=transport_from_args(args, lg),
         )
+        runner.settle_heap = True
         runner.install_signals()
         stats = runner.run()
     except (logstore.LogstoreError, ValueError, TimeoutError, OSError) as e:

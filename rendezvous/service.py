@@ -46,6 +46,7 @@ from typing import Any
 import pyarrow as pa
 from aiohttp import web
 
+from . import heap
 from .commits import DEFAULT_MODE, Committer
 from .config import Config
 from .control import SERVED, ControlPlane, now_us
@@ -545,6 +546,7 @@ async def serve(
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
                 pass
+        heap.settle()  # startup's objects out of the collector's walks (rendezvous/heap.py)
         if ready is not None:
             ready(f"http://{host}:{bound}")
         await stop.wait()

@@ -21,9 +21,9 @@ Unions (other than ``["null", T]``) of such types and of records of them: a valu
 `schemas.validate.choose` picks (the batch path's rule), written as that branch (Avro binary: the
 branch index, then the value); declined when the value as decoded would pick another branch, or
 is given in an explicit form (``(branch, value)``, ``{"branch": value}``), which the batch path
-stores. Schemas with types outside that set (records other than union branches, fixed, decimal,
-uuid, date, time) have no row codec (`RowCodec.supported` is False): their commits are always
-Arrow frames.
+stores. A ``["null", record]`` field's record is taken as a union branch is. Schemas with types
+outside that set (records other than those, fixed, decimal, uuid, date, time) have no row codec
+(`RowCodec.supported` is False): their commits are always Arrow frames.
 
 Encoding: a schema of the common types only (no general union) is encoded by a function generated
 for it (`schemas.rowencode`: the same checks, the bytes fastavro writes, a quarter of the time);
@@ -69,7 +69,7 @@ def _converter(t: Any, records: bool = False) -> Convert | None:
         branches = [b for b in t if b != "null"]
         if len(t) != 2 or len(branches) != 1:
             return None
-        inner = _converter(branches[0], records)
+        inner = _converter(branches[0], True)  # a nullable record is a union branch too
         if inner is None:
             return None
         return lambda v: None if v is None else inner(v)

@@ -3,14 +3,16 @@ writes its Avro binary encoding directly (the live path's commit: `schemas.rowco
 
 `compile_row` generates, for a record schema whose fields are all of the common types (``string``,
 ``bytes``, ``boolean``, ``int``, ``long``, ``float``, ``double``, ``timestamp-micros``,
-``timestamp-millis``, enums, arrays, maps, and ``["null", T]`` of those), a function
+``timestamp-millis``, enums, arrays, maps, ``["null", T]`` of those, and records of those as T),
+a function
 ``encode(row) -> bytes`` (or ``(bytes, event time)`` with an event-time field) that raises
 `Decline` where the row codec's converters decline, and otherwise returns the very bytes
 ``fastavro.schemaless_writer`` writes for the converted record. So it accepts exactly what the
 converters and fastavro accept (same rules, same order of checks does not matter: any refusal
 declines the whole commit) and stores the same values; `tests/schemas/test_rowencode.py` checks
 both against the converter path by property. Other schemas (general unions, records inside them)
-get None: the row codec's converters and fastavro encode them.
+get None: the row codec's converters and fastavro encode them. A record's missing key is null (as
+the converters take it: no default inside a record).
 
 Two fastavro behaviours are kept on purpose: a finite double beyond float32's range written to a
 ``float`` is infinity (C's conversion), and strings are encoded strict UTF-8 (a lone surrogate
@@ -208,7 +210,15 @@ class _Gen:
             self.text(key, ind + 2, str)
             self.emit(t["values"], value, ind + 2)
             self.put(ind, "out.append(0)")
-        else:  # records (outside unions: Arrow frames), fixed, null, ...
+        elif kind == "record":  # reached only where the row codec takes records (nullable, union branches)
+            names = self.const(frozenset(f["name"] for f in t["fields"]))
+            self.put(ind, f"if type({v}) is not dict or not {names}.issuperset({v}):")
+            self.put(ind + 1, "raise Decline")
+            for f in t["fields"]:
+                x = self.var()
+                self.put(ind, f"{x} = {v}.get({f['name']!r})")
+                self.emit(f["type"], x, ind)
+        else:  # fixed, null, ...
             raise _Unsupported
 
     def nullable(self, t: list[Any], v: str, ind: int, want: str | None) -> None:

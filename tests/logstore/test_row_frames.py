@@ -45,6 +45,18 @@ ALL_TYPES = {
         {"name": "ns", "type": ["null", "string"], "default": None},
         {"name": "nd", "type": ["null", "double"], "default": None},
         {"name": "nxs", "type": ["null", {"type": "array", "items": "long"}], "default": None},
+        {
+            "name": "nrec",  # a nullable record (as model_input's swap token)
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Token",
+                    "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": ["null", "long"]}],
+                },
+            ],
+            "default": None,
+        },
         # unions (dense unions in Arrow): primitives, logical types, records, named references, nested
         {"name": "u", "type": ["null", "string", "long", "double", "boolean"], "default": None},
         {"name": "ut", "type": ["int", {"type": "long", "logicalType": "timestamp-micros"}, "bytes"]},
@@ -105,6 +117,8 @@ RECORD = st.fixed_dictionaries(
         "ns": st.none() | _text,
         "nd": st.none() | _real,
         "nxs": st.none() | st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
+        "nrec": st.none()
+        | st.fixed_dictionaries({"id": _text}, optional={"n": st.none() | st.integers(-(2**63), 2**63 - 1)}),
     },
 )
 

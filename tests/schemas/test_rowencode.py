@@ -9,6 +9,7 @@ import functools
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,18 @@ COMMON = {
         {"name": "status", "type": "string", "default": "ok"},
         {"name": "n", "type": "long", "default": 7},
         {"name": "g", "type": "double", "default": 1},
+        {
+            "name": "nr",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Inner",
+                    "fields": [{"name": "a", "type": "string"}, {"name": "k", "type": ["null", "long"]}],
+                },
+            ],
+            "default": None,
+        },
     ],
 }
 NAMES = [f["name"] for f in COMMON["fields"]]
@@ -94,6 +107,7 @@ GOOD = {
     "status": st.text(max_size=5),
     "n": _int64,
     "g": _reals,
+    "nr": st.none() | st.fixed_dictionaries({"a": st.text(max_size=5), "k": st.none() | _int64}),
 }
 # values the row path declines, or that sit at the edge of a type: wrong types, out of range, odd
 _odd = st.sampled_from(
@@ -130,6 +144,7 @@ EDGES = {  # per field: values just outside what its type accepts
     "ni": [2**31, True],
     "status": _text_edges,
     "n": [2**63, None],
+    "nr": [{"a": 1, "k": None}, {"a": "x", "k": 1, "z": 1}, {"k": 1}, "x", [("a", "x")], {"a": "x", "k": 2**63}],
 }
 
 
@@ -219,6 +234,26 @@ def test_model_score_has_a_generated_encoder_and_an_event_time():
     assert fast.rows(bodies[0], 1)[0]["status"] == "ok"  # the default filled in
     assert fast.encode([{**row, "event_time": None}]) is None  # a required event time
     assert fast.encode([{**row, "score": np.float64(0.5)}]) is None  # the batch path decides
+
+
+@pytest.mark.parametrize("name", ["model_input", "model_score", "decision", "outcome", "metric", "control"])
+def test_every_live_schema_has_a_generated_encoder(name):
+    """Each record the live side commits one at a time takes the row path with the generated
+    encoder (model_input's nullable swap-token record included), never the Arrow path."""
+    fast, _ = _codecs(schemas.load(name), "event_time")
+    assert fast.supported and fast._row is not None
+
+
+def test_a_hot_swap_token_is_a_row_of_model_input():
+    fast, slow = _codecs(schemas.load("model_input"), "event_time")
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    row = {"request_id": "r", "event_time": at, "features": {}, "raw": "{}", "source": "s"}
+    token = {**row, "swap": {"token": "t1", "model_id": "m", "version": "2"}}
+    for r in (row, token):
+        bodies, events = fast.encode([r])
+        assert (bodies, events) == slow.encode([r])
+        assert fast.rows(bodies[0], 1)[0]["swap"] == r.get("swap")
+    assert fast.encode([{**token, "swap": {"token": "t1", "model_id": "m"}}]) is None  # version required
 
 
 def test_a_nullable_event_time_that_is_null_declines_the_commit():
