@@ -178,8 +178,7 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
             group.queue.append(req)
         else:
             group.busy = True
-    if req.wake is not None:
-        req.wake.acquire()  # until answered, or handed the lead
+    interrupted = _await_turn(group, req) if req.wake is not None else None
     if not req.done:
         batch = req.batch or [req]
         handed = False
@@ -202,10 +201,32 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
                 if r is not req:
                     assert r.done and r.wake is not None
                     r.wake.release()
+    if interrupted is not None:
+        raise interrupted
     if req.error is not None:
         raise req.error
     assert req.result is not None
     return req.result
+
+
+def _await_turn(group: GroupCommit, req: _Request) -> BaseException | None:
+    """Sleep until `req` is answered or handed the lead. An interrupt (a signal's exception)
+    while still queued takes the commit out of the queue and propagates: nothing was written.
+    Once in a batch, the commit is finished first (its leader answers it, or it leads what it
+    was handed, so no batch is left without a leader) and the interrupt is returned to raise."""
+    assert req.wake is not None
+    try:
+        req.wake.acquire()
+        return None
+    except BaseException as e:
+        with group.lock:
+            queued = req in group.queue
+            if queued:
+                group.queue.remove(req)
+        if queued:
+            raise
+        req.wake.acquire()
+        return e
 
 
 def _commit_batch(part: Partition, batch: list[_Request], hand_on: Callable[[], None]) -> None:

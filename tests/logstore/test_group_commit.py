@@ -82,3 +82,69 @@ def test_writers_taking_turns_on_one_tail_keep_it_whole(tmp_path):
     assert ro.verify().ok
     parts = sorted((tmp_path / "log" / "topics" / "scores" / "00000").glob("*.seg"))
     assert len(parts) > 1  # the turns crossed segment rolls
+
+
+INTERRUPTED = r"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {root!r})
+import logstore
+from logstore import commit as commit_mod
+from tests.conftest import SCORE_SCHEMA, score_rows
+
+def row(rid):
+    return {{**score_rows(1)[0], "request_id": rid}}
+
+lg = logstore.open({path!r})
+lg.create_topic("scores", schema=SCORE_SCHEMA, compression=None)
+with lg.writer("scores", durability="fsync", linger_ms=None) as w:
+    w.append_batch([row("warm")])
+syncing, release = threading.Event(), threading.Event()
+real = commit_mod.write_frames
+def slow(*a):
+    if not syncing.is_set():
+        syncing.set()
+        release.wait(30)
+    return real(*a)
+commit_mod.write_frames = slow
+
+def lead():
+    with lg.writer("scores", durability="fsync", linger_ms=None) as w:
+        w.append_batch([row("leader")])
+t = threading.Thread(target=lead)
+t.start()
+assert syncing.wait(30)
+# the leader sits in its write with the group busy: the main thread queues behind it and is
+# interrupted there; its commit leaves the queue, writes nothing, and nobody hangs
+def interrupt():
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)
+    release.set()
+threading.Thread(target=interrupt).start()
+w = lg.writer("scores", durability="fsync", linger_ms=None)
+try:
+    w.append_batch([row("interrupted")])
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+t.join(30)
+assert not t.is_alive()
+w2 = lg.writer("scores", durability="fsync", linger_ms=None)
+w2.append_batch([row("after")])
+w2.close()
+print(lg.read("scores").column("request_id").to_pylist())
+"""
+
+
+def test_a_committer_interrupted_in_the_queue_leaves_it_and_the_group_goes_on(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = INTERRUPTED.format(root=str(root), path=str(tmp_path / "log"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0] == "interrupted"
+    assert lines[1] == "['warm', 'leader', 'after']"
