@@ -153,6 +153,15 @@ def threads_case(work: Path, threads: int, per_thread: int) -> float:
                 w.append(record(k * per_thread + i))
                 w.flush()
 
+    try:
+        return _timed_threads(threads, per_thread, one, barrier)
+    finally:
+        lg.close()
+
+
+def _timed_threads(threads: int, per_thread: int, one: Callable[[int], None], barrier: threading.Barrier) -> float:
+    """Commits per second of `threads` threads running `one(k)`, timed from when every thread has
+    passed `barrier` (each waits on it once set up) until the last is done."""
     ts = [threading.Thread(target=one, args=(k,)) for k in range(threads)]
     for t in ts:
         t.start()
@@ -160,9 +169,15 @@ def threads_case(work: Path, threads: int, per_thread: int) -> float:
     t0 = time.perf_counter()
     for t in ts:
         t.join()
-    elapsed = time.perf_counter() - t0
-    lg.close()
-    return threads * per_thread / elapsed
+    return threads * per_thread / (time.perf_counter() - t0)
+
+
+def _timed_procs(code: list[str], per_proc: int, start: float) -> float:
+    """Commits per second of one process per program in `code`, each starting at `start` (epoch
+    seconds) and printing the time it finished."""
+    ps = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, text=True) for c in code]
+    ends = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in ps]
+    return len(code) * per_proc / (max(ends) - start)
 
 
 COMMITTER = """
@@ -191,9 +206,7 @@ def procs_case(work: Path, procs: int, per_proc: int) -> float:
     lg.close()
     start = time.time() + 2.0  # every process is up and has its writer open by then
     code = [COMMITTER.format(root=str(ROOT), path=str(path), n=per_proc, k=k, start=start) for k in range(procs)]
-    ps = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, text=True) for c in code]
-    ends = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in ps]
-    return procs * per_proc / (max(ends) - start)
+    return _timed_procs(code, per_proc, start)
 
 
 def raw_threads_case(work: Path, threads: int, per_thread: int) -> float:
@@ -206,7 +219,7 @@ def raw_threads_case(work: Path, threads: int, per_thread: int) -> float:
     mutex, end = threading.Lock(), [0]
     barrier = threading.Barrier(threads + 1)
 
-    def one() -> None:
+    def one(k: int) -> None:
         barrier.wait()
         for _ in range(per_thread):
             with mutex:
@@ -216,16 +229,10 @@ def raw_threads_case(work: Path, threads: int, per_thread: int) -> float:
             os.fdatasync(sync)
             os.close(sync)
 
-    ts = [threading.Thread(target=one) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in ts:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    os.close(fd)
-    return threads * per_thread / elapsed
+    try:
+        return _timed_threads(threads, per_thread, one, barrier)
+    finally:
+        os.close(fd)
 
 
 RAW_COMMITTER = """
@@ -255,9 +262,7 @@ def raw_procs_case(work: Path, procs: int, per_proc: int) -> float:
     lock.write_bytes(bytes(8))
     start = time.time() + 1.0
     code = [RAW_COMMITTER.format(root=str(ROOT), data=str(data), lock=str(lock), n=per_proc, start=start)] * procs
-    ps = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, text=True) for c in code]
-    ends = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in ps]
-    return procs * per_proc / (max(ends) - start)
+    return _timed_procs(code, per_proc, start)
 
 
 TAILER = """

@@ -181,22 +181,13 @@ def commit_grouped(part: Partition, counts: list[int], encode: Encode, settings:
     interrupted = _await_turn(group, req) if req.wake is not None else None
     if not req.done:
         batch = req.batch or [req]
-        handed = False
-
-        def hand_on() -> None:
-            nonlocal handed
-            if not handed:
-                handed = True
-                group.hand_on()
-
         try:
-            _commit_batch(part, batch, hand_on)
+            _commit_batch(part, batch, group.hand_on)  # hands the lead on whatever happens
         except BaseException as e:  # noqa: BLE001 - delivered to every committer not yet answered
             for r in batch:
                 if not r.done:
                     r.error, r.done = e, True
         finally:
-            hand_on()
             for r in batch:
                 if r is not req:
                     assert r.done and r.wake is not None
@@ -231,7 +222,8 @@ def _await_turn(group: GroupCommit, req: _Request) -> BaseException | None:
 
 def _commit_batch(part: Partition, batch: list[_Request], hand_on: Callable[[], None]) -> None:
     """(The group's leader.) Commit `batch` under one lock hold and at most one fdatasync;
-    `hand_on()` is called once the lock is let go, before the fdatasync.
+    `hand_on()` is called exactly once, as soon as the lock is let go (before the fdatasync),
+    whether the batch was written or not.
 
     The fdatasync of a durable batch runs after the lock is released (on a duplicate of the
     segment's descriptor), so committers of other processes write theirs meanwhile and the
@@ -256,7 +248,7 @@ def _commit_batch(part: Partition, batch: list[_Request], hand_on: Callable[[], 
     finally:
         os.close(fd)
     done = part.tail.synced  # set outside the lock: batches sync in parallel, keep the furthest
-    if done is None or done.base != hint.base or done.size < hint.size:
+    if done is None or (done.base, done.size) < (hint.base, hint.size):
         part.tail.synced = hint  # recorded in the hint's synced slot at the next lock hold
     for r, _, result in published:
         r.result, r.done = result, True

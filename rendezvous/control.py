@@ -154,6 +154,11 @@ class ControlState:
     def find(self, model_id: str) -> Deployed | None:
         return next((d for d in self.models if d.model_id == model_id), None)
 
+    def serves(self, model_id: str) -> bool:
+        """Whether `model_id` is one of the served models (champion or challenger, ramped or not)."""
+        d = self.find(model_id)
+        return d is not None and d.role in SERVED
+
     def role(self, role: str) -> Deployed | None:
         """The first model with `role` (the champion, the canary), None if none."""
         return next((d for d in self.models if d.role == role), None)

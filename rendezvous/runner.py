@@ -174,6 +174,7 @@ class Runner:
         commit_interval_s: float = 1.0,
         versions: Callable[[str], Any] | None = None,
         transport: Transport | None = None,
+        settle_heap: bool = False,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, found {role!r}")
@@ -206,7 +207,7 @@ class Runner:
         self.stop_event = threading.Event()
         self.stats = RunnerStats()
         self.ready = threading.Event()  # set once the consumer and writer are open
-        self.settle_heap = False  # freeze the heap once ready (`heap.settle`; the CLI's runners do)
+        self.settle_heap = settle_heap  # freeze the heap once ready (`heap.settle`; the CLI's runners do)
         self.assigned: list[int] = []
         self.ctx = Context(LiveLookups(self.log, lookups_of(self.model)))
         self._thread: threading.Thread | None = None
@@ -556,8 +557,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             wait_s=args.wait_s,
             commit_interval_s=args.commit_interval_s,
             transport=transport_from_args(args, lg),
+            settle_heap=True,
         )
-        runner.settle_heap = True
         runner.install_signals()
         stats = runner.run()
     except (logstore.LogstoreError, ValueError, TimeoutError, OSError) as e:

@@ -49,7 +49,7 @@ from aiohttp import web
 from . import heap
 from .commits import DEFAULT_MODE, Committer
 from .config import Config
-from .control import SERVED, ControlPlane, now_us
+from .control import ControlPlane, now_us
 from .feedback import Feedback
 from .mailbox import DuplicateRequestError, Mailbox, Mailboxes
 from .metrics import Prometheus, Window
@@ -190,7 +190,7 @@ class Service:
         self.policy = Policy(config)
         self.control = ControlPlane(log, config, self.policy)  # deployment steps: rendezvous/control.py
         self.allowance = Allowance(config.sla_ms, config.overhead_ms)
-        self.mailboxes = Mailboxes(served=self._serves)
+        self.mailboxes = Mailboxes(served=lambda mid: self.control.state.serves(mid))  # a ramped shadow serves
         self.prometheus = Prometheus()
         self.window = Window()
         sampling = self.policy.selector.sampling
@@ -256,11 +256,6 @@ class Service:
                 feedback.apply(batch)
             feedback.snapshot()
         return end
-
-    def _serves(self, model_id: str) -> bool:
-        """Whether the deployment serves `model_id` now (a shadow's scores are delivered once it does)."""
-        d = self.control.state.find(model_id)
-        return d is not None and d.role in SERVED
 
     def _spawn(self, coro: Any, what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"rendezvous-{what}")
